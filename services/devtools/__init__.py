@@ -1,0 +1,1 @@
+"""Development and test tooling: finding or starting the stores, running the whole system."""

@@ -1,0 +1,154 @@
+"""The `parley` command: the whole system for development, migrations, tokens and users."""
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import asyncpg
+
+from ..history.migrations import apply_migrations
+from ..history.store import MessageStore
+from ..shared.auth import issue_token
+from ..shared.models import UserProfile
+from ..shared.settings import JwtSettings
+from .stack import Stack
+from .stores import find_stores
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+RUN_DIR = PROJECT_DIR / ".run"
+
+DEMO_USERS = [
+    UserProfile(_id="665f1c2e8a1b2c3d4e5f0001", userName="ada", name="Ada Lovelace"),
+    UserProfile(_id="665f1c2e8a1b2c3d4e5f0002", userName="grace", name="Grace Hopper"),
+    UserProfile(_id="665f1c2e8a1b2c3d4e5f0003", userName="alan", name="Alan Turing"),
+    UserProfile(_id="665f1c2e8a1b2c3d4e5f0004", userName="edsger", name="Edsger Dijkstra"),
+]
+
+DEV_PORTS = {"history": 8100, "presence": 8200, "gateway-a": 8000, "gateway-b": 8001}
+
+
+def database_url() -> str:
+    if url := os.environ.get("DATABASE_URL"):
+        return url
+    stores = find_stores(RUN_DIR)
+    return stores.database_url
+
+
+async def migrate_and_add(url: str, profiles: list[UserProfile]) -> None:
+    connection = await asyncpg.connect(url)
+    try:
+        await apply_migrations(connection)
+    finally:
+        await connection.close()
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
+    try:
+        store = MessageStore(pool)
+        store.schema_ready = True
+        for profile in profiles:
+            await store.upsert_user(profile)
+    finally:
+        await pool.close()
+
+
+def command_dev(args: argparse.Namespace) -> int:
+    stores = find_stores(RUN_DIR)
+    try:
+        for note in stores.notes:
+            print(note)
+        asyncio.run(migrate_and_add(stores.database_url, DEMO_USERS))
+        print(f"Migrations applied; {len(DEMO_USERS)} demo users ready.")
+        env = {
+            "DATABASE_URL": stores.database_url,
+            "REDIS_URL": stores.redis_url,
+            "HISTORY_URL": f"http://127.0.0.1:{DEV_PORTS['history']}",
+            "PRESENCE_URL": f"http://127.0.0.1:{DEV_PORTS['presence']}",
+            "DEV_MODE": "true",
+            "LOG_LEVEL": os.environ.get("LOG_LEVEL", "INFO"),
+        }
+        stack = Stack(env, RUN_DIR / "logs")
+        for name, port in DEV_PORTS.items():
+            if name == "presence" and not (PROJECT_DIR / "services" / "presence" / "__main__.py").exists():
+                continue
+            stack.add(name.split("-")[0], name, port)
+        stack.start()
+        try:
+            print_welcome(stack)
+            wait_for_interrupt(stack)
+        finally:
+            print("\nStopping...")
+            stack.stop()
+    finally:
+        stores.stop()
+    print("Stopped.")
+    return 0
+
+
+def print_welcome(stack: Stack) -> None:
+    settings = JwtSettings()
+    print()
+    for name in ("gateway-a", "gateway-b"):
+        print(f"  {name}: http://localhost:{stack[name].port}")
+    print(f"  logs:      {stack.log_dir}")
+    print("\nDemo users (open one gateway per browser window and pick a user; or use these tokens):")
+    for profile in DEMO_USERS:
+        print(f"  {profile.user_name:<8} {profile.id}  token={issue_token(profile.id, settings)}")
+    print("\nCtrl-C stops everything.")
+
+
+def wait_for_interrupt(stack: Stack) -> None:
+    stopping = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopping.set())
+    while not stopping.wait(1):
+        for process in stack.processes.values():
+            if not process.alive():
+                print(f"{process.name} exited unexpectedly; see {process.log_path}", file=sys.stderr)
+                return
+
+
+def command_migrate(args: argparse.Namespace) -> int:
+    asyncio.run(migrate_and_add(database_url(), []))
+    print("Migrations applied.")
+    return 0
+
+
+def command_token(args: argparse.Namespace) -> int:
+    print(issue_token(args.user_id, JwtSettings(), ttl_seconds=args.ttl))
+    return 0
+
+
+def command_users_add(args: argparse.Namespace) -> int:
+    profile = UserProfile(_id=args.user_id, userName=args.username, name=args.name or "", profileImage=args.image or "")
+    asyncio.run(migrate_and_add(database_url(), [profile]))
+    print(f"User {profile.id} ({profile.user_name}) saved.")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="parley", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("dev", help="run the whole system: history, presence, gateway nodes A and B").set_defaults(
+        run=command_dev
+    )
+    commands.add_parser("migrate", help="apply the database migrations").set_defaults(run=command_migrate)
+    token = commands.add_parser("token", help="print a JWT for a user id (local use)")
+    token.add_argument("user_id")
+    token.add_argument("--ttl", type=int, default=7 * 24 * 3600, help="seconds the token is valid")
+    token.set_defaults(run=command_token)
+    users = commands.add_parser("users", help="manage user profiles").add_subparsers(dest="users", required=True)
+    add = users.add_parser("add", help="add or update a profile")
+    add.add_argument("user_id")
+    add.add_argument("--username", required=True)
+    add.add_argument("--name")
+    add.add_argument("--image")
+    add.set_defaults(run=command_users_add)
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

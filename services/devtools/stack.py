@@ -1,0 +1,113 @@
+"""Runs Parley's services as real processes: the whole system for `parley dev`, and for tests."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class ServiceProcess:
+    """One service process (`python -m services.<service>`) on a port of its own."""
+
+    service: str
+    name: str
+    port: int
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_file = open(self.log_path, "ab")
+        env = {**os.environ, **self.env, "PORT": str(self.port), "NODE_ID": self.name}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", f"services.{self.service}"], env=env, stdout=log_file, stderr=log_file
+        )
+        log_file.close()
+
+    def wait_ready(self, timeout: float = 30, path: str = "/readyz") -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}; see {self.log_path}")
+            try:
+                with urllib.request.urlopen(self.url + path, timeout=2) as answer:
+                    if answer.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} was not ready within {timeout} s; see {self.log_path}")
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def signal(self, signum: int) -> None:
+        if self.alive():
+            self.process.send_signal(signum)
+
+    def wait(self, timeout: float) -> int | None:
+        if self.process is None:
+            return None
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, timeout: float = 15) -> None:
+        """SIGTERM (a graceful drain), then SIGKILL if it does not exit in time."""
+        if not self.alive():
+            return
+        self.signal(signal.SIGTERM)
+        if self.wait(timeout) is None:
+            self.process.kill()
+            self.process.wait()
+
+    def kill(self) -> None:
+        if self.alive():
+            self.process.kill()
+            self.process.wait()
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@dataclass
+class Stack:
+    """History, presence and N gateway nodes sharing one environment."""
+
+    env: dict[str, str]
+    log_dir: Path
+    processes: dict[str, ServiceProcess] = field(default_factory=dict)
+
+    def add(self, service: str, name: str, port: int, extra_env: dict[str, str] | None = None) -> ServiceProcess:
+        process = ServiceProcess(
+            service, name, port, {**self.env, **(extra_env or {})}, self.log_dir / f"{name}.log"
+        )
+        self.processes[name] = process
+        return process
+
+    def start(self, timeout: float = 30) -> None:
+        for process in self.processes.values():
+            process.start()
+        for process in self.processes.values():
+            process.wait_ready(timeout)
+
+    def stop(self) -> None:
+        for process in reversed(list(self.processes.values())):
+            process.signal(signal.SIGTERM)
+        for process in reversed(list(self.processes.values())):
+            process.stop()
+
+    def __getitem__(self, name: str) -> ServiceProcess:
+        return self.processes[name]

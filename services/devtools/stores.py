@@ -1,0 +1,258 @@
+"""Finds Postgres and Redis for development and tests, or starts private ones.
+
+Order: the URL in `DATABASE_URL` / `REDIS_URL`; else the local server on the default port when
+it answers; else a private server started here on a data dir of its own. Postgres refuses to
+run as root, so as root the private cluster runs as the `postgres` user.
+"""
+
+import asyncio
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import redis
+
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@dataclass
+class Stores:
+    database_url: str
+    redis_url: str
+    notes: list[str] = field(default_factory=list)
+    private: list["PrivateServer"] = field(default_factory=list)
+
+    def stop(self) -> None:
+        for server in reversed(self.private):
+            server.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def with_database(url: str, database: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + database))
+
+
+def postgres_answers(url: str) -> bool:
+    async def probe() -> None:
+        connection = await asyncpg.connect(url, timeout=3)
+        await connection.close()
+
+    try:
+        asyncio.run(probe())
+        return True
+    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        return False
+
+
+def redis_answers(url: str) -> bool:
+    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
+def ensure_database(admin_url: str, database: str) -> str:
+    """Creates `database` if missing; its URL."""
+
+    async def create() -> None:
+        connection = await asyncpg.connect(admin_url, timeout=5)
+        try:
+            exists = await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database)
+            if not exists:
+                await connection.execute(f'CREATE DATABASE "{database}"')
+        finally:
+            await connection.close()
+
+    asyncio.run(create())
+    return with_database(admin_url, database)
+
+
+def drop_database(admin_url: str, database: str) -> None:
+    async def drop() -> None:
+        connection = await asyncpg.connect(admin_url, timeout=5)
+        try:
+            await connection.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        finally:
+            await connection.close()
+
+    asyncio.run(drop())
+
+
+def find_stores(run_dir: Path, database: str = "parley") -> Stores:
+    """Postgres (with `database` created) and Redis, saying in `notes` which ones and why."""
+    stores = Stores(database_url="", redis_url="")
+    if url := os.environ.get("DATABASE_URL"):
+        stores.notes.append(f"Postgres: DATABASE_URL ({_safe(url)})")
+        stores.database_url = url
+    elif postgres_answers(DEFAULT_POSTGRES_URL):
+        stores.notes.append("Postgres: the local server on 127.0.0.1:5432")
+        stores.database_url = ensure_database(DEFAULT_POSTGRES_URL, database)
+    else:
+        server = PrivatePostgres(run_dir / "postgres")
+        server.start()
+        stores.private.append(server)
+        stores.notes.append(f"Postgres: none answered on 5432, started a private one ({server.describe()})")
+        stores.database_url = ensure_database(server.admin_url, database)
+    if url := os.environ.get("REDIS_URL"):
+        stores.notes.append(f"Redis: REDIS_URL ({_safe(url)})")
+        stores.redis_url = url
+    elif redis_answers(DEFAULT_REDIS_URL):
+        stores.notes.append("Redis: the local server on 127.0.0.1:6379")
+        stores.redis_url = DEFAULT_REDIS_URL
+    else:
+        server = PrivateRedis(run_dir / "redis")
+        server.start()
+        stores.private.append(server)
+        stores.notes.append(f"Redis: none answered on 6379, started a private one ({server.describe()})")
+        stores.redis_url = server.url
+    return stores
+
+
+def _safe(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        parts = parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@"))
+    return urlunsplit(parts)
+
+
+class PrivateServer:
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def describe(self) -> str: ...
+
+
+class PrivatePostgres(PrivateServer):
+    """A throwaway cluster from Debian's binaries, fast and not durable (fsync off)."""
+
+    def __init__(self, data_dir: Path, port: int | None = None):
+        self.port = port or free_port()
+        self.bin_dir = postgres_bin_dir()
+        self.as_root = os.geteuid() == 0
+        self.data_dir = self._reachable_dir(data_dir)
+        self.admin_url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def describe(self) -> str:
+        return f"port {self.port}, data in {self.data_dir}"
+
+    def _reachable_dir(self, wanted: Path) -> Path:
+        # As root the server runs as `postgres`, which must be able to reach its data dir:
+        # a project under a private home (mode 700) cannot hold it, so use a temp dir then.
+        if not self.as_root or _reachable_by("postgres", wanted.parent):
+            return wanted
+        return Path(tempfile.gettempdir()) / f"parley-postgres-{abs(hash(str(wanted.resolve()))) % 10**8}"
+
+    def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        command = list(args)
+        if self.as_root:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        return subprocess.run(command, check=check, capture_output=True, text=True)
+
+    def start(self) -> None:
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        if not (self.data_dir / "PG_VERSION").exists():
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+            self.data_dir.mkdir(parents=True)
+            if self.as_root:
+                shutil.chown(self.data_dir, "postgres", "postgres")
+            self._run(f"{self.bin_dir}/initdb", "-D", str(self.data_dir), "-U", "postgres", "--auth=trust", "--no-sync")
+        options = (
+            f"-p {self.port} -k {self.data_dir} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        )
+        self._run(f"{self.bin_dir}/pg_ctl", "-D", str(self.data_dir), "-l", str(self.data_dir / "log"), "-w",
+                  "-t", "30", "-o", options, "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run(f"{self.bin_dir}/pg_ctl", "-D", str(self.data_dir), "-m", mode, "-w", "stop", check=False)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+class PrivateRedis(PrivateServer):
+    def __init__(self, data_dir: Path, port: int | None = None):
+        self.port = port or free_port()
+        self.data_dir = data_dir
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen | None = None
+
+    def describe(self) -> str:
+        return f"port {self.port}"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed: run `make deps` (apt-get install redis-server)")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.data_dir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while not redis_answers(self.url):
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError(f"private redis-server did not start on port {self.port}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+        self.process = None
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+def postgres_bin_dir() -> str:
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda path: int(path.split("/")[4]))
+    if not candidates:
+        raise RuntimeError(
+            "No Postgres answers and no Postgres binaries were found under /usr/lib/postgresql: "
+            "run `make deps` (apt-get install postgresql) or set DATABASE_URL"
+        )
+    return os.path.dirname(candidates[-1])
+
+
+def _reachable_by(user: str, folder: Path) -> bool:
+    """Whether `user` can traverse every folder down to `folder` (checked by mode bits)."""
+    try:
+        uid = pwd.getpwnam(user).pw_uid
+    except KeyError:
+        return False
+    folder = folder.resolve()
+    for part in [folder, *folder.parents]:
+        if not part.exists():
+            continue
+        mode = part.stat()
+        if mode.st_uid == uid:
+            if not mode.st_mode & 0o100:
+                return False
+        elif not mode.st_mode & 0o001:
+            return False
+    return True

@@ -1,0 +1,69 @@
+"""A gateway node: Socket.IO over aiohttp with a Redis manager, and `/api/*` forwarded to history."""
+
+import redis.asyncio
+import socketio
+from aiohttp import web
+
+from ..shared.auth import TokenVerifier
+from ..shared.errors import error_middleware
+from ..shared.internal import InternalClient
+from ..shared.keys import sio_channel
+from ..shared.web import READINESS, create_base_app
+from .app_keys import CHAT, HISTORY, REST_LIMITER, SETTINGS, SIO, VERIFIER
+from .chat import ChatHandler
+from .ratelimit import RateLimiter
+from .rest import cors_middleware, forward_api
+from .settings import GatewaySettings
+
+
+def create_app(settings: GatewaySettings) -> web.Application:
+    app = create_base_app("gateway", settings.internal_token, [cors_middleware, error_middleware])
+    app[SETTINGS] = settings
+    app[VERIFIER] = verifier = TokenVerifier(settings)
+    app[HISTORY] = history = InternalClient(
+        "history", settings.history_url, settings.internal_token, timeout=settings.internal_timeout_seconds
+    )
+    app[REST_LIMITER] = RateLimiter(settings.rest_rate_per_second, settings.rest_burst)
+
+    origins = settings.cors_origin_list
+    sio = socketio.AsyncServer(
+        async_mode="aiohttp",
+        client_manager=socketio.AsyncRedisManager(settings.redis_url, channel=sio_channel(settings.redis_prefix)),
+        cors_allowed_origins="*" if "*" in origins else origins,
+        cors_credentials=True,
+        max_http_buffer_size=settings.max_payload_bytes,
+        logger=False,
+        engineio_logger=False,
+    )
+    sio.attach(app)
+    app[SIO] = sio
+    app[CHAT] = chat = ChatHandler(sio, settings, verifier, history)
+    chat.register()
+
+    app.router.add_route("*", "/api/{tail:.*}", forward_api)
+    app[READINESS].add("history", history_ready(history))
+    app.on_shutdown.append(drain_sockets)
+    app.cleanup_ctx.append(close_clients)
+    return app
+
+
+def history_ready(history: InternalClient):
+    async def check() -> None:
+        await history.call("GET", "/healthz")
+
+    return check
+
+
+async def drain_sockets(app: web.Application) -> None:
+    await app[CHAT].drain(app[SETTINGS].shutdown_grace_seconds)
+
+
+async def close_clients(app: web.Application):
+    # A client of our own for the readiness ping: the Socket.IO manager's is private to it.
+    probe = redis.asyncio.Redis.from_url(app[SETTINGS].redis_url, socket_timeout=2, socket_connect_timeout=2)
+    app[READINESS].add("redis", probe.ping)
+    yield
+    await probe.aclose()
+    await app[CHAT].close()
+    await app[SIO].shutdown()
+    await app[HISTORY].close()

@@ -1,0 +1,17 @@
+"""Typed keys of a gateway node's app state."""
+
+import socketio
+from aiohttp import web
+
+from ..shared.auth import TokenVerifier
+from ..shared.internal import InternalClient
+from .chat import ChatHandler
+from .ratelimit import RateLimiter
+from .settings import GatewaySettings
+
+SETTINGS = web.AppKey("settings", GatewaySettings)
+SIO = web.AppKey("sio", socketio.AsyncServer)
+CHAT = web.AppKey("chat", ChatHandler)
+HISTORY = web.AppKey("history", InternalClient)
+VERIFIER = web.AppKey("verifier", TokenVerifier)
+REST_LIMITER = web.AppKey("rest_limiter", RateLimiter)

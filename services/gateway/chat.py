@@ -1,0 +1,221 @@
+"""The Socket.IO side of a gateway node: handshake auth, rooms, and the chat events."""
+
+import asyncio
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+
+import socketio
+
+from ..shared.auth import TokenVerifier, token_from_headers
+from ..shared.errors import ErrorCode, InvalidField, ParleyError, Unauthorized, parse_model
+from ..shared.internal import InternalClient
+from ..shared.keys import user_room
+from ..shared.logs import sid_var
+from ..shared.models import MarkRead, SendMessage
+from .ratelimit import RateLimiter
+from .settings import GatewaySettings
+
+log = logging.getLogger(__name__)
+
+AUTH_ERROR = "Authentication error"  # the guide's connect error, which its client shows
+
+EventHandler = Callable[["ChatHandler", str, str, object], Awaitable[dict | None]]
+
+
+def socket_event(handler: EventHandler):
+    """Runs an event for a known socket and turns its outcome into the ack and `messageError`.
+
+    The ack is `{"ok": true, ...}` or `{"ok": false, "error": {"message", "code"}}`; a failure
+    is also emitted as `messageError` to that socket, as the guide's client expects.
+    """
+
+    @functools.wraps(handler)
+    async def run(self: "ChatHandler", sid: str, payload: object = None, *_extra: object) -> dict:
+        sid_var.set(sid)
+        user_id = self.user_of.get(sid)
+        self.in_flight += 1
+        try:
+            if user_id is None:
+                raise Unauthorized("Not connected")
+            return {"ok": True, **(await handler(self, sid, user_id, payload) or {})}
+        except ParleyError as exc:
+            error = exc.body()
+        except Exception:
+            log.exception("unhandled error in %s", handler.__name__)
+            error = {"message": "Internal error", "code": ErrorCode.INTERNAL.value}
+        finally:
+            self.in_flight -= 1
+        await self.sio.emit("messageError", error, to=sid)
+        return {"ok": False, "error": error}
+
+    return run
+
+
+def parse_user_id(payload: object, field: str) -> str:
+    """A bare user id (`"u2"`, as the guide sends it) or an object `{field: "u2"}`."""
+    if isinstance(payload, dict):
+        payload = payload.get(field)
+    if not isinstance(payload, str) or not 0 < len(payload.strip()) <= 64:
+        raise InvalidField(field, "must be a user id of 1 to 64 characters")
+    return payload.strip()
+
+
+class ChatHandler:
+    def __init__(
+        self,
+        sio: socketio.AsyncServer,
+        settings: GatewaySettings,
+        verifier: TokenVerifier,
+        history: InternalClient,
+    ):
+        self.sio = sio
+        self.settings = settings
+        self.verifier = verifier
+        self.history = history
+        self.user_of: dict[str, str] = {}
+        self.accepting = True
+        self.in_flight = 0
+        self.send_limiter = RateLimiter(settings.send_rate_per_second, settings.send_burst)
+        self.typing_limiter = RateLimiter(settings.typing_rate_per_second, settings.typing_burst)
+        # (sid, receiver) -> timer that sends `userStoppedTyping` if the client never does.
+        self._typing_timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self._background: set[asyncio.Task] = set()
+
+    def register(self) -> None:
+        self.sio.on("connect", self.connect)
+        self.sio.on("disconnect", self.disconnect)
+        self.sio.on("sendMessage", self.send_message)
+        self.sio.on("typing", self.typing)
+        self.sio.on("stopTyping", self.stop_typing)
+        self.sio.on("markRead", self.mark_read)
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    async def connect(self, sid: str, environ: dict, auth: object = None) -> None:
+        sid_var.set(sid)
+        if not self.accepting:
+            raise socketio.exceptions.ConnectionRefusedError("Server is shutting down")
+        token = auth.get("token") if isinstance(auth, dict) else None
+        if not isinstance(token, str) or not token:
+            token = token_from_headers(
+                {"Cookie": environ.get("HTTP_COOKIE", ""), "Authorization": environ.get("HTTP_AUTHORIZATION", "")}
+            )
+        try:
+            user_id = self.verifier.user_id(token)
+        except Unauthorized:
+            raise socketio.exceptions.ConnectionRefusedError(AUTH_ERROR) from None
+        self.user_of[sid] = user_id
+        await self.sio.enter_room(sid, user_room(user_id))
+
+    async def disconnect(self, sid: str, reason: object = None) -> None:
+        sid_var.set(sid)
+        user_id = self.user_of.pop(sid, None)
+        if user_id is None:
+            return
+        for sid_and_receiver in [key for key in self._typing_timers if key[0] == sid]:
+            self._typing_timers.pop(sid_and_receiver).cancel()
+            await self._emit_stopped_typing(user_id, sid_and_receiver[1])
+
+    async def drain(self, grace_seconds: float) -> None:
+        """Refuse new sockets, let in-flight events finish, then close every socket.
+
+        The close is at the engine.io level, so clients see a transport close and reconnect
+        (to another node, through the load balancer), as they would after a network drop.
+        """
+        self.accepting = False
+        deadline = asyncio.get_running_loop().time() + grace_seconds / 2
+        while self.in_flight and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        engine = self.sio.eio
+        await asyncio.gather(*(engine.disconnect(eio_sid) for eio_sid in list(engine.sockets)))
+        log.info("drained: closed every socket, %d event(s) still in flight", self.in_flight)
+
+    # --- events --------------------------------------------------------------------------------
+
+    @socket_event
+    async def send_message(self, sid: str, user_id: str, payload: object) -> dict:
+        message = parse_model(SendMessage, payload)
+        self.send_limiter.check(user_id)
+        stored = await self.history.call(
+            "POST",
+            "/internal/messages",
+            json={
+                "senderId": user_id,
+                "receiverId": message.receiver_id,
+                "text": message.text,
+                "clientId": message.client_id,
+            },
+            # With a clientId a repeated call stores nothing twice, so it is safe to retry.
+            idempotent=message.client_id is not None,
+        )
+        body = stored["message"]
+        if self._cancel_typing(sid, message.receiver_id):
+            await self._emit_stopped_typing(user_id, message.receiver_id)
+        if stored["created"]:
+            await self.sio.emit("receiveMessage", body, room=user_room(message.receiver_id))
+            await self.sio.emit("messageSent", body, room=user_room(user_id))
+        else:
+            # A retry: the message was delivered the first time; only the retrying socket hears.
+            await self.sio.emit("messageSent", body, to=sid)
+        return {"message": body}
+
+    @socket_event
+    async def typing(self, sid: str, user_id: str, payload: object) -> None:
+        receiver_id = parse_user_id(payload, "receiverId")
+        self.typing_limiter.check(user_id)
+        key = (sid, receiver_id)
+        if (timer := self._typing_timers.pop(key, None)) is not None:
+            timer.cancel()
+        self._typing_timers[key] = asyncio.get_running_loop().call_later(
+            self.settings.typing_timeout_seconds, self._typing_expired, key, user_id
+        )
+        await self.sio.emit("userTyping", user_id, room=user_room(receiver_id))
+
+    @socket_event
+    async def stop_typing(self, sid: str, user_id: str, payload: object) -> None:
+        receiver_id = parse_user_id(payload, "receiverId")
+        self.typing_limiter.check(user_id)
+        self._cancel_typing(sid, receiver_id)
+        await self._emit_stopped_typing(user_id, receiver_id)
+
+    @socket_event
+    async def mark_read(self, sid: str, user_id: str, payload: object) -> dict:
+        request = parse_model(MarkRead, payload)
+        result = await self.history.call(
+            "POST", "/internal/read", json={"readerId": user_id, "partnerId": request.user_id}, idempotent=True
+        )
+        return {"count": result["count"], "upTo": result["upTo"]}
+
+    # --- typing timers -------------------------------------------------------------------------
+
+    def _cancel_typing(self, sid: str, receiver_id: str) -> bool:
+        """Stops the timer; True when the receiver was still being shown "typing"."""
+        timer = self._typing_timers.pop((sid, receiver_id), None)
+        if timer is None:
+            return False
+        timer.cancel()
+        return True
+
+    def _typing_expired(self, key: tuple[str, str], user_id: str) -> None:
+        self._typing_timers.pop(key, None)
+        self.spawn(self._emit_stopped_typing(user_id, key[1]))
+
+    async def _emit_stopped_typing(self, user_id: str, receiver_id: str) -> None:
+        await self.sio.emit("userStoppedTyping", user_id, room=user_room(receiver_id))
+
+    def spawn(self, coroutine: Awaitable) -> None:
+        """A fire-and-forget task that is kept referenced until done, and cancelled at shutdown."""
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def close(self) -> None:
+        for timer in self._typing_timers.values():
+            timer.cancel()
+        self._typing_timers.clear()
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+
+

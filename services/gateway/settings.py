@@ -1,0 +1,30 @@
+"""Everything a gateway node reads from its environment."""
+
+from ..shared.settings import JwtSettings, ServiceSettings
+
+
+class GatewaySettings(ServiceSettings, JwtSettings):
+    port: int = 8000
+    history_url: str = "http://127.0.0.1:8100"
+    presence_url: str = "http://127.0.0.1:8200"
+    # Comma-separated origins allowed to call with credentials; "*" allows any (development only).
+    cors_origins: str = "http://localhost:8000,http://localhost:8001,http://localhost:5173"
+    # Development mode: the web client offers the demo users to sign in as.
+    dev_mode: bool = False
+    # A `typing` with no `stopTyping` is cleared by the server after this many seconds.
+    typing_timeout_seconds: float = 5.0
+    heartbeat_seconds: float = 5.0
+    internal_timeout_seconds: float = 5.0
+    # Largest Socket.IO/engine.io packet accepted, in bytes.
+    max_payload_bytes: int = 64 * 1024
+    # Per-user token buckets: sustained rate per second and burst size.
+    send_rate_per_second: float = 10.0
+    send_burst: int = 30
+    typing_rate_per_second: float = 5.0
+    typing_burst: int = 10
+    rest_rate_per_second: float = 20.0
+    rest_burst: int = 60
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]

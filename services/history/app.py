@@ -1,0 +1,79 @@
+"""The history service's app: owns Postgres, answers the REST queries, emits read receipts."""
+
+import asyncio
+import logging
+
+import asyncpg
+from aiohttp import web
+
+from ..shared.auth import TokenVerifier
+from ..shared.errors import error_middleware
+from ..shared.notify import ClientNotifier
+from ..shared.web import READINESS, create_base_app
+from .app_keys import NOTIFIER, POOL, SETTINGS, STORE, VERIFIER
+from .migrations import apply_migrations
+from .routes import routes
+from .settings import HistorySettings
+from .store import UNAVAILABLE_ERRORS, MessageStore
+
+log = logging.getLogger(__name__)
+
+MIGRATION_RETRY_SECONDS = (0.5, 1, 2, 5)
+
+
+def create_app(settings: HistorySettings) -> web.Application:
+    app = create_base_app("history", settings.internal_token, [error_middleware])
+    app[SETTINGS] = settings
+    app[VERIFIER] = TokenVerifier(settings)
+    app.cleanup_ctx.append(postgres)
+    app.cleanup_ctx.append(notifier)
+    app.add_routes(routes)
+    return app
+
+
+async def create_pool(settings: HistorySettings) -> asyncpg.Pool:
+    # min_size=0: the pool opens no connection up front, so the service starts (unready)
+    # while Postgres is down and recovers by itself when it comes back.
+    return await asyncpg.create_pool(
+        settings.database_url,
+        min_size=0,
+        max_size=settings.db_pool_max_size,
+        command_timeout=settings.db_command_timeout_seconds,
+        max_inactive_connection_lifetime=60,
+    )
+
+
+async def postgres(app: web.Application):
+    pool = await create_pool(app[SETTINGS])
+    store = MessageStore(pool)
+    app[POOL] = pool
+    app[STORE] = store
+    app[READINESS].add("postgres", store.ping)
+    migrating = asyncio.create_task(migrate_until_done(pool, store))
+    yield
+    migrating.cancel()
+    await asyncio.gather(migrating, return_exceptions=True)
+    await asyncio.wait_for(pool.close(), timeout=10)
+
+
+async def migrate_until_done(pool: asyncpg.Pool, store: MessageStore) -> None:
+    attempt = 0
+    while True:
+        try:
+            async with pool.acquire(timeout=5) as connection:
+                await apply_migrations(connection)
+        except UNAVAILABLE_ERRORS as exc:
+            delay = MIGRATION_RETRY_SECONDS[min(attempt, len(MIGRATION_RETRY_SECONDS) - 1)]
+            log.warning("cannot apply migrations yet (%r), retrying in %s s", exc, delay)
+            attempt += 1
+            await asyncio.sleep(delay)
+            continue
+        store.schema_ready = True
+        return
+
+
+async def notifier(app: web.Application):
+    settings = app[SETTINGS]
+    app[NOTIFIER] = ClientNotifier(settings.redis_url, settings.redis_prefix)
+    yield
+    await app[NOTIFIER].close()

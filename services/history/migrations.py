@@ -1,0 +1,44 @@
+"""Applies `migrations/NNNN_*.sql` in order, once each, under an advisory lock.
+
+Several replicas may start together: the lock makes one apply while the others wait, then
+find nothing left to do. A released migration file is never edited; a change is a new file.
+"""
+
+import logging
+from importlib import resources
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+# Any constant unique to Parley: the advisory lock key that serialises migrations.
+MIGRATION_LOCK_KEY = 0x7061726C6579  # "parley"
+
+
+def migration_files() -> list[tuple[str, str]]:
+    folder = resources.files("services.history") / "migrations"
+    names = sorted(entry.name for entry in folder.iterdir() if entry.name.endswith(".sql"))
+    return [(name.removesuffix(".sql"), (folder / name).read_text()) for name in names]
+
+
+async def apply_migrations(connection: asyncpg.Connection) -> list[str]:
+    """The versions this call applied (empty when the schema was already current)."""
+    applied_now = []
+    await connection.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
+    try:
+        await connection.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {row["version"] for row in await connection.fetch("SELECT version FROM schema_migrations")}
+        for version, sql in migration_files():
+            if version in done:
+                continue
+            async with connection.transaction():
+                await connection.execute(sql)
+                await connection.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
+            log.info("applied migration %s", version)
+            applied_now.append(version)
+    finally:
+        await connection.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
+    return applied_now

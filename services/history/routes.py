@@ -1,0 +1,170 @@
+"""History's HTTP routes: the public REST API (user JWT) and the internal one (service token)."""
+
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from ..shared.auth import TokenVerifier, token_from_headers
+from ..shared.errors import InvalidField, parse_model
+from ..shared.models import InternalMarkRead, StoreMessage, UserProfile
+from ..shared.params import cursor_param, int_param, message_id
+from .app_keys import NOTIFIER, STORE, VERIFIER
+
+routes = web.RouteTableDef()
+
+DEFAULT_PAGE = 50
+MAX_PAGE = 200
+MAX_QUERY_LENGTH = 256
+
+
+def current_user(request: web.Request) -> str:
+    verifier: TokenVerifier = request.app[VERIFIER]
+    return verifier.user_id(token_from_headers(request.headers))
+
+
+def user_id_param(request: web.Request, name: str = "userId") -> str:
+    value = request.match_info[name]
+    if not 0 < len(value) <= 64:
+        raise InvalidField(name, "must be a user id of 1 to 64 characters")
+    return value
+
+
+def with_next_link(request: web.Request, body: object, has_more: bool, cursor_name: str, cursor: str | None):
+    """A JSON answer; when there is more, `Link: <...>; rel="next"` points at the next page."""
+    response = web.json_response(body)
+    if has_more and cursor is not None:
+        query = {**request.query, cursor_name: cursor}
+        response.headers["Link"] = f'<{request.path}?{urlencode(query)}>; rel="next"'
+    return response
+
+
+async def json_body(request: web.Request) -> object:
+    try:
+        return await request.json()
+    except ValueError:
+        raise InvalidField("body", "must be valid JSON") from None
+
+
+# --- public --------------------------------------------------------------------------------
+
+
+@routes.get("/api/messages/conversations")
+async def list_conversations(request: web.Request) -> web.Response:
+    me = current_user(request)
+    limit = int_param(request.query, "limit", default=100, low=1, high=500)
+    before = cursor_param(request.query, "before")
+    conversations, has_more = await request.app[STORE].list_conversations(me, before, limit)
+    cursor = conversations[-1]["lastMessage"]["_id"] if conversations else None
+    return with_next_link(request, conversations, has_more, "before", cursor)
+
+
+@routes.get("/api/messages/sync")
+async def sync(request: web.Request) -> web.Response:
+    me = current_user(request)
+    after = cursor_param(request.query, "after")
+    if after is None:
+        raise InvalidField("after", "is required: the id of the last message you have")
+    limit = int_param(request.query, "limit", default=100, low=1, high=500)
+    return web.json_response(await request.app[STORE].sync(me, after, limit))
+
+
+@routes.get("/api/messages/search")
+async def search(request: web.Request) -> web.Response:
+    me = current_user(request)
+    query = request.query.get("q", "").strip()
+    if not 0 < len(query) <= MAX_QUERY_LENGTH:
+        raise InvalidField("q", f"must be 1 to {MAX_QUERY_LENGTH} characters")
+    limit = int_param(request.query, "limit", default=20, low=1, high=100)
+    before = cursor_param(request.query, "before")
+    messages, has_more = await request.app[STORE].search(me, query, before, limit)
+    return with_next_link(request, messages, has_more, "before", messages[-1]["_id"] if messages else None)
+
+
+@routes.put("/api/messages/read/{userId}")
+async def mark_read(request: web.Request) -> web.Response:
+    me = current_user(request)
+    partner = user_id_param(request)
+    count, up_to = await mark_read_and_notify(request.app, me, partner)
+    return web.json_response({"message": "Messages marked as read", "count": count, "upTo": up_to})
+
+
+@routes.delete("/api/messages/{messageId}")
+async def delete_message(request: web.Request) -> web.Response:
+    me = current_user(request)
+    deleted = await request.app[STORE].delete_message(me, message_id(request.match_info["messageId"]))
+    notifier = request.app[NOTIFIER]
+    await notifier.emit_to_user("messageDeleted", deleted, deleted["sender"])
+    if deleted["receiver"] != deleted["sender"]:
+        await notifier.emit_to_user("messageDeleted", deleted, deleted["receiver"])
+    return web.json_response({"message": "Message deleted", **deleted})
+
+
+@routes.get("/api/messages/{userId}")
+async def conversation_page(request: web.Request) -> web.Response:
+    me = current_user(request)
+    partner = user_id_param(request)
+    limit = int_param(request.query, "limit", default=DEFAULT_PAGE, low=1, high=MAX_PAGE)
+    before = cursor_param(request.query, "before")
+    messages, has_more = await request.app[STORE].fetch_page(me, partner, before, limit)
+    return with_next_link(request, messages, has_more, "before", messages[0]["_id"] if messages else None)
+
+
+@routes.get("/api/users/lookup")
+async def lookup_user(request: web.Request) -> web.Response:
+    current_user(request)
+    user_name = request.query.get("userName", "").strip()
+    if not 0 < len(user_name) <= 64:
+        raise InvalidField("userName", "must be 1 to 64 characters")
+    return web.json_response(await request.app[STORE].find_user(user_name=user_name))
+
+
+@routes.get("/api/users/{userId}")
+async def get_user(request: web.Request) -> web.Response:
+    current_user(request)
+    return web.json_response(await request.app[STORE].find_user(user_id=user_id_param(request)))
+
+
+# --- internal ------------------------------------------------------------------------------
+
+
+@routes.post("/internal/messages")
+async def store_message(request: web.Request) -> web.Response:
+    payload = parse_model(StoreMessage, await json_body(request))
+    message, created = await request.app[STORE].create_message(
+        payload.sender_id, payload.receiver_id, payload.text, payload.client_id
+    )
+    return web.json_response({"message": message, "created": created})
+
+
+@routes.post("/internal/read")
+async def internal_mark_read(request: web.Request) -> web.Response:
+    payload = parse_model(InternalMarkRead, await json_body(request))
+    count, up_to = await mark_read_and_notify(request.app, payload.reader_id, payload.partner_id)
+    return web.json_response({"count": count, "upTo": up_to})
+
+
+@routes.put("/internal/users/{userId}")
+async def upsert_user(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    if isinstance(body, dict):
+        body = {**body, "_id": request.match_info["userId"]}
+    profile = parse_model(UserProfile, body)
+    return web.json_response(await request.app[STORE].upsert_user(profile))
+
+
+@routes.get("/internal/users")
+async def list_users(request: web.Request) -> web.Response:
+    limit = int_param(request.query, "limit", default=100, low=1, high=1000)
+    return web.json_response(await request.app[STORE].list_users(limit))
+
+
+@routes.get("/internal/users/{userId}/partners")
+async def partners(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[STORE].partner_ids(user_id_param(request)))
+
+
+async def mark_read_and_notify(app: web.Application, reader: str, partner: str) -> tuple[int, str | None]:
+    count, up_to = await app[STORE].mark_read(reader, partner)
+    if count:
+        await app[NOTIFIER].emit_to_user("messagesRead", {"readerId": reader, "count": count, "upTo": up_to}, partner)
+    return count, up_to

@@ -1,0 +1,368 @@
+"""All SQL of the history service. Returns plain JSON-ready dicts in the guide's wire shape."""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from datetime import datetime
+
+import asyncpg
+
+from ..shared.errors import ErrorCode, Forbidden, NotFound, ParleyError, StoreUnavailable, UnknownUser
+from ..shared.models import UserProfile
+
+log = logging.getLogger(__name__)
+
+# Failures that mean "Postgres is not reachable right now", as opposed to a bad query.
+UNAVAILABLE_ERRORS = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.InsufficientResourcesError,
+)
+
+MESSAGE_COLUMNS = """
+    m.id, m.sender_id, m.receiver_id, m.text, m.client_id, m.is_read, m.read_at, m.created_at, m.updated_at,
+    s.user_name AS s_user_name, s.name AS s_name, s.profile_image AS s_profile_image,
+    r.user_name AS r_user_name, r.name AS r_name, r.profile_image AS r_profile_image
+"""
+PROFILE_JOINS = "JOIN users s ON s.id = m.sender_id JOIN users r ON r.id = m.receiver_id"
+
+
+def iso(moment: datetime | None) -> str | None:
+    """JavaScript's `Date.toJSON()` shape, as the guide's Mongo server sent it."""
+    if moment is None:
+        return None
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def message_json(row: asyncpg.Record) -> dict:
+    return {
+        "_id": str(row["id"]),
+        "sender": {
+            "_id": row["sender_id"],
+            "userName": row["s_user_name"],
+            "name": row["s_name"],
+            "profileImage": row["s_profile_image"],
+        },
+        "receiver": {
+            "_id": row["receiver_id"],
+            "userName": row["r_user_name"],
+            "name": row["r_name"],
+            "profileImage": row["r_profile_image"],
+        },
+        "text": row["text"],
+        "isRead": row["is_read"],
+        "createdAt": iso(row["created_at"]),
+        "updatedAt": iso(row["updated_at"]),
+        "clientId": row["client_id"],
+        "readAt": iso(row["read_at"]),
+    }
+
+
+def profile_json(row: asyncpg.Record) -> dict:
+    return {"_id": row["id"], "userName": row["user_name"], "name": row["name"], "profileImage": row["profile_image"]}
+
+
+class MessageStore:
+    def __init__(self, pool: asyncpg.Pool):
+        self._pool = pool
+        # False until this process has seen the migrations applied; queries wait for it.
+        self.schema_ready = False
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        if not self.schema_ready:
+            raise StoreUnavailable("The message store is starting, try again shortly")
+        try:
+            async with self._pool.acquire(timeout=5) as connection:
+                yield connection
+        except UNAVAILABLE_ERRORS as exc:
+            log.warning("postgres unavailable: %r", exc)
+            raise StoreUnavailable("The message store is unavailable, try again shortly") from None
+
+    async def ping(self) -> None:
+        async with self._connection() as connection:
+            await connection.fetchval("SELECT 1", timeout=2)
+
+    # --- users -------------------------------------------------------------------------------
+
+    async def upsert_user(self, profile: UserProfile) -> dict:
+        async with self._connection() as connection:
+            try:
+                row = await connection.fetchrow(
+                    """
+                    INSERT INTO users (id, user_name, name, profile_image) VALUES ($1, $2, $3, $4)
+                    ON CONFLICT (id) DO UPDATE SET user_name = EXCLUDED.user_name, name = EXCLUDED.name,
+                        profile_image = EXCLUDED.profile_image, updated_at = now()
+                    RETURNING id, user_name, name, profile_image
+                    """,
+                    profile.id,
+                    profile.user_name,
+                    profile.name,
+                    profile.profile_image,
+                )
+            except asyncpg.UniqueViolationError:
+                raise ParleyError(
+                    f"The user name {profile.user_name!r} is taken", code="invalid_userName", status=409
+                ) from None
+        return profile_json(row)
+
+    async def find_user(self, *, user_id: str | None = None, user_name: str | None = None) -> dict:
+        async with self._connection() as connection:
+            if user_id is not None:
+                row = await connection.fetchrow(
+                    "SELECT id, user_name, name, profile_image FROM users WHERE id = $1", user_id
+                )
+            else:
+                row = await connection.fetchrow(
+                    "SELECT id, user_name, name, profile_image FROM users WHERE lower(user_name) = lower($1)",
+                    user_name,
+                )
+        if row is None:
+            raise UnknownUser("No such user")
+        return profile_json(row)
+
+    async def list_users(self, limit: int = 100) -> list[dict]:
+        async with self._connection() as connection:
+            rows = await connection.fetch(
+                "SELECT id, user_name, name, profile_image FROM users ORDER BY user_name LIMIT $1", limit
+            )
+        return [profile_json(row) for row in rows]
+
+    async def partner_ids(self, user_id: str) -> list[str]:
+        """Everyone this user has a conversation with: who cares about their presence."""
+        async with self._connection() as connection:
+            rows = await connection.fetch("SELECT partner_id FROM conversations WHERE owner_id = $1", user_id)
+        return [row["partner_id"] for row in rows]
+
+    # --- messages ----------------------------------------------------------------------------
+
+    async def create_message(
+        self, sender_id: str, receiver_id: str, text: str, client_id: str | None
+    ) -> tuple[dict, bool]:
+        """The stored message with both profiles, and whether this call created it.
+
+        Insert, both summary rows and the profile join are one statement, so one round trip.
+        A repeated (sender, clientId) creates nothing and returns the message stored first.
+        """
+        async with self._connection() as connection:
+            try:
+                row = await connection.fetchrow(_INSERT_MESSAGE, sender_id, receiver_id, text, client_id)
+            except asyncpg.ForeignKeyViolationError:
+                raise await _unknown_party(connection, sender_id) from None
+            if row is not None:
+                return message_json(row), True
+            row = await connection.fetchrow(
+                f"SELECT {MESSAGE_COLUMNS} FROM messages m {PROFILE_JOINS}"
+                " WHERE m.sender_id = $1 AND m.client_id = $2",
+                sender_id,
+                client_id,
+            )
+        return message_json(row), False
+
+    async def fetch_page(self, me: str, partner: str, before: int | None, limit: int) -> tuple[list[dict], bool]:
+        """Up to `limit` messages before the cursor, oldest first, and whether older ones exist."""
+        async with self._connection() as connection:
+            rows = await connection.fetch(_CONVERSATION_PAGE, me, partner, before or _MAX_ID, limit + 1)
+        has_more = len(rows) > limit
+        return [message_json(row) for row in reversed(rows[:limit])], has_more
+
+    async def list_conversations(self, me: str, before: int | None, limit: int) -> tuple[list[dict], bool]:
+        async with self._connection() as connection:
+            rows = await connection.fetch(_CONVERSATIONS, me, before or _MAX_ID, limit + 1)
+        has_more = len(rows) > limit
+        return [_conversation_json(row) for row in rows[:limit]], has_more
+
+    async def mark_read(self, reader_id: str, partner_id: str) -> tuple[int, str | None]:
+        """Marks the partner's messages to the reader read: how many, and the newest id."""
+        async with self._connection() as connection:
+            row = await connection.fetchrow(_MARK_READ, reader_id, partner_id)
+        up_to = row["up_to"]
+        return row["count"], (str(up_to) if up_to is not None else None)
+
+    async def sync(self, me: str, after: int, limit: int) -> dict:
+        """Messages and deletions after the cursor, in the order they happened."""
+        async with self._connection() as connection:
+            messages = await connection.fetch(_SYNC_MESSAGES, me, after, limit + 1)
+            deletions = await connection.fetch(_SYNC_DELETIONS, me, after, limit + 1)
+        events = sorted(
+            [(row["id"], "message", row) for row in messages] + [(row["seq"], "deletion", row) for row in deletions],
+            key=lambda event: event[0],
+        )
+        taken = events[:limit]
+        next_cursor = taken[-1][0] if taken else after
+        return {
+            "messages": [message_json(row) for _, kind, row in taken if kind == "message"],
+            "deleted": [
+                {"_id": str(row["message_id"]), "sender": row["sender_id"], "receiver": row["receiver_id"]}
+                for _, kind, row in taken
+                if kind == "deletion"
+            ],
+            "next": str(next_cursor),
+            "hasMore": len(events) > limit,
+        }
+
+    async def search(self, me: str, query: str, before: int | None, limit: int) -> tuple[list[dict], bool]:
+        async with self._connection() as connection:
+            rows = await connection.fetch(_SEARCH, me, query, before or _MAX_ID, limit + 1)
+        return [message_json(row) for row in rows[:limit]], len(rows) > limit
+
+    async def delete_message(self, me: str, message_id: int) -> dict:
+        """Deletes my own message; the summary rows of both sides forget it in the same transaction."""
+        async with self._connection() as connection, connection.transaction():
+            row = await connection.fetchrow(
+                "SELECT sender_id, receiver_id, is_read FROM messages WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
+                message_id,
+            )
+            if row is None or me not in (row["sender_id"], row["receiver_id"]):
+                raise NotFound("No such message")
+            if row["sender_id"] != me:
+                raise Forbidden("Only the sender can delete a message")
+            sender_id, receiver_id = row["sender_id"], row["receiver_id"]
+            await connection.execute(_DELETE_MESSAGE, message_id, sender_id, receiver_id)
+            if not row["is_read"] and sender_id != receiver_id:
+                await connection.execute(_FORGET_UNREAD, sender_id, receiver_id)
+            await connection.execute(_REPOINT_SUMMARIES, message_id, sender_id, receiver_id)
+        return {"_id": str(message_id), "sender": row["sender_id"], "receiver": row["receiver_id"]}
+
+
+async def _unknown_party(connection: asyncpg.Connection, sender_id: str) -> UnknownUser:
+    sender_known = await connection.fetchval("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)", sender_id)
+    if not sender_known:
+        return UnknownUser("Your profile is not known to the chat service", code=ErrorCode.UNKNOWN_SENDER)
+    return UnknownUser("The receiver is not a known user", code=ErrorCode.UNKNOWN_RECEIVER)
+
+
+def _conversation_json(row: asyncpg.Record) -> dict:
+    return {
+        "_id": {
+            "_id": row["partner_id"],
+            "userName": row["p_user_name"],
+            "name": row["p_name"],
+            "profileImage": row["p_profile_image"],
+        },
+        # As in the guide's aggregate: the raw message, sender and receiver as ids.
+        "lastMessage": {
+            "_id": str(row["id"]),
+            "sender": row["sender_id"],
+            "receiver": row["receiver_id"],
+            "text": row["text"],
+            "isRead": row["is_read"],
+            "createdAt": iso(row["created_at"]),
+            "updatedAt": iso(row["updated_at"]),
+            "clientId": row["client_id"],
+            "readAt": iso(row["read_at"]),
+        },
+        "unreadCount": row["unread_count"],
+    }
+
+
+_MAX_ID = 2**63 - 1
+
+_INSERT_MESSAGE = f"""
+WITH m AS (
+    INSERT INTO messages (sender_id, receiver_id, text, client_id) VALUES ($1, $2, $3, $4)
+    ON CONFLICT ON CONSTRAINT messages_client_id_key DO NOTHING
+    RETURNING id, sender_id, receiver_id, text, client_id, is_read, read_at, created_at, updated_at
+), summary AS (
+    -- Rows in owner order, so two concurrent messages of one pair lock them in the same order.
+    INSERT INTO conversations AS c (owner_id, partner_id, last_message_id, unread_count)
+    SELECT owner_id, partner_id, id, unread FROM (
+        SELECT sender_id AS owner_id, receiver_id AS partner_id, id, 0 AS unread FROM m
+        UNION ALL
+        SELECT receiver_id, sender_id, id, 1 FROM m WHERE receiver_id <> sender_id
+    ) AS sides ORDER BY owner_id
+    ON CONFLICT (owner_id, partner_id) DO UPDATE
+        SET last_message_id = GREATEST(c.last_message_id, EXCLUDED.last_message_id),
+            unread_count = c.unread_count + EXCLUDED.unread_count
+)
+SELECT {MESSAGE_COLUMNS} FROM m {PROFILE_JOINS}
+"""
+
+# Two index range scans (one per direction) merged, rather than one scan over an OR.
+_CONVERSATION_PAGE = f"""
+SELECT {MESSAGE_COLUMNS} FROM (
+    (SELECT * FROM messages WHERE sender_id = $1 AND receiver_id = $2 AND id < $3 AND deleted_at IS NULL
+     ORDER BY id DESC LIMIT $4)
+    UNION ALL
+    (SELECT * FROM messages WHERE sender_id = $2 AND receiver_id = $1 AND id < $3 AND deleted_at IS NULL
+     AND $1 <> $2 ORDER BY id DESC LIMIT $4)
+) AS m {PROFILE_JOINS}
+ORDER BY m.id DESC LIMIT $4
+"""
+
+_CONVERSATIONS = """
+SELECT c.partner_id, c.unread_count,
+       p.user_name AS p_user_name, p.name AS p_name, p.profile_image AS p_profile_image,
+       m.id, m.sender_id, m.receiver_id, m.text, m.client_id, m.is_read, m.read_at, m.created_at, m.updated_at
+FROM conversations c
+JOIN users p ON p.id = c.partner_id
+JOIN messages m ON m.id = c.last_message_id
+WHERE c.owner_id = $1 AND c.last_message_id IS NOT NULL AND c.last_message_id < $2
+ORDER BY c.last_message_id DESC
+LIMIT $3
+"""
+
+# The summary is decremented by what this statement marked, not reset to zero, so a message
+# inserted concurrently (and not marked here) stays counted.
+_MARK_READ = """
+WITH marked AS (
+    UPDATE messages SET is_read = true, read_at = now(), updated_at = now()
+    WHERE receiver_id = $1 AND sender_id = $2 AND NOT is_read AND deleted_at IS NULL
+    RETURNING id
+), summary AS (
+    UPDATE conversations SET unread_count = GREATEST(unread_count - (SELECT count(*) FROM marked), 0)
+    WHERE owner_id = $1 AND partner_id = $2
+)
+SELECT count(*)::int AS count, max(id) AS up_to FROM marked
+"""
+
+_SYNC_MESSAGES = f"""
+SELECT {MESSAGE_COLUMNS} FROM (
+    (SELECT * FROM messages WHERE sender_id = $1 AND id > $2 AND deleted_at IS NULL ORDER BY id LIMIT $3)
+    UNION
+    (SELECT * FROM messages WHERE receiver_id = $1 AND id > $2 AND deleted_at IS NULL ORDER BY id LIMIT $3)
+) AS m {PROFILE_JOINS}
+ORDER BY m.id LIMIT $3
+"""
+
+_SYNC_DELETIONS = """
+(SELECT seq, message_id, sender_id, receiver_id FROM message_deletions WHERE sender_id = $1 AND seq > $2
+ ORDER BY seq LIMIT $3)
+UNION
+(SELECT seq, message_id, sender_id, receiver_id FROM message_deletions WHERE receiver_id = $1 AND seq > $2
+ ORDER BY seq LIMIT $3)
+ORDER BY seq LIMIT $3
+"""
+
+_SEARCH = f"""
+SELECT {MESSAGE_COLUMNS} FROM messages m {PROFILE_JOINS}
+WHERE m.search @@ websearch_to_tsquery('simple', $2)
+  AND (m.sender_id = $1 OR m.receiver_id = $1) AND m.deleted_at IS NULL AND m.id < $3
+ORDER BY m.id DESC LIMIT $4
+"""
+
+# Clears the text (so it leaves search too) and records the deletion for sync.
+_DELETE_MESSAGE = """
+WITH gone AS (
+    UPDATE messages SET deleted_at = now(), updated_at = now(), text = '' WHERE id = $1
+)
+INSERT INTO message_deletions (message_id, sender_id, receiver_id) VALUES ($1, $2, $3)
+"""
+
+# A deleted unread message no longer counts for the receiver.
+_FORGET_UNREAD = """
+UPDATE conversations SET unread_count = GREATEST(unread_count - 1, 0) WHERE owner_id = $2 AND partner_id = $1
+"""
+
+# Both summary rows that pointed at the deleted message move to the newest message still standing.
+_REPOINT_SUMMARIES = """
+UPDATE conversations c SET last_message_id = GREATEST(
+    (SELECT max(id) FROM messages WHERE sender_id = c.owner_id AND receiver_id = c.partner_id AND deleted_at IS NULL),
+    (SELECT max(id) FROM messages WHERE sender_id = c.partner_id AND receiver_id = c.owner_id AND deleted_at IS NULL)
+)
+WHERE ((owner_id = $2 AND partner_id = $3) OR (owner_id = $3 AND partner_id = $2)) AND last_message_id = $1
+"""

@@ -1,0 +1,1 @@
+"""What the Parley services really share: settings base, auth, wire models, errors, internal HTTP."""

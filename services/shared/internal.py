@@ -1,0 +1,91 @@
+"""The internal HTTP client: how one service calls another's `/internal/*` routes.
+
+One keep-alive connection pool per target, one timeout, one retry policy: only calls that are
+safe to repeat are retried, and a call that gives up says so in the log and to the caller.
+"""
+
+import asyncio
+import logging
+from typing import Any
+
+import aiohttp
+import orjson
+
+from .errors import ErrorCode, ParleyError, ServiceUnavailable
+from .logs import request_id_var
+
+log = logging.getLogger(__name__)
+
+INTERNAL_TOKEN_HEADER = "X-Internal-Token"
+REQUEST_ID_HEADER = "X-Request-Id"
+RETRY_DELAYS = (0.05, 0.25)
+
+
+class InternalClient:
+    def __init__(self, service: str, base_url: str, token: str, *, timeout: float = 5.0, pool_size: int = 100):
+        self.service = service
+        self.base_url = base_url.rstrip("/")
+        self._token = token
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._pool_size = pool_size
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=self._pool_size, keepalive_timeout=30)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def headers(self) -> dict[str, str]:
+        headers = {INTERNAL_TOKEN_HEADER: self._token}
+        if (request_id := request_id_var.get()) is not None:
+            headers[REQUEST_ID_HEADER] = request_id
+        return headers
+
+    async def call(
+        self, method: str, path: str, *, json: Any = None, params: dict | None = None, idempotent: bool = False
+    ) -> Any:
+        """The decoded JSON answer; a `ParleyError` carrying the callee's code when it refused."""
+        attempts = 1 + (len(RETRY_DELAYS) if idempotent else 0)
+        for attempt in range(attempts):
+            try:
+                return await self._call_once(method, path, json, params)
+            except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
+                if attempt + 1 < attempts:
+                    await asyncio.sleep(RETRY_DELAYS[attempt])
+                    continue
+                log.warning("%s %s%s failed after %d attempt(s): %r", method, self.service, path, attempts, exc)
+                raise ServiceUnavailable(f"The {self.service} service is unavailable") from None
+        raise AssertionError("unreachable")
+
+    async def _call_once(self, method: str, path: str, json: Any, params: dict | None) -> Any:
+        headers = self.headers()
+        data = None
+        if json is not None:
+            data = orjson.dumps(json)
+            headers["Content-Type"] = "application/json"
+        async with self.session.request(
+            method, self.base_url + path, data=data, params=params, headers=headers
+        ) as response:
+            body = await response.read()
+            if response.status < 400:
+                return orjson.loads(body) if body else None
+            raise _error_from(response.status, body, self.service)
+
+
+def _error_from(status: int, body: bytes, service: str) -> ParleyError:
+    try:
+        decoded = orjson.loads(body)
+        message, code = decoded["message"], decoded["code"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        message, code = f"The {service} service failed", ErrorCode.SERVICE_UNAVAILABLE
+    if status >= 500 and code == ErrorCode.INTERNAL:
+        code = ErrorCode.SERVICE_UNAVAILABLE
+        status = 503
+    return ParleyError(message, code=code, status=status)

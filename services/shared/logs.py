@@ -1,0 +1,42 @@
+"""One JSON line per log record, carrying the service, node and request id or socket id."""
+
+import contextvars
+import json
+import logging
+import sys
+import time
+
+request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+sid_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("sid", default=None)
+
+
+class JsonFormatter(logging.Formatter):
+    def __init__(self, service: str, node: str):
+        super().__init__()
+        self._static = {"service": service, "node": node}
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+            **self._static,
+        }
+        if (request_id := request_id_var.get()) is not None:
+            line["request_id"] = request_id
+        if (sid := sid_var.get()) is not None:
+            line["sid"] = sid
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False)
+
+
+def configure_logging(service: str, node: str, level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter(service, node))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # Access logs are replaced by our own request metrics; probes must not flood the log.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

@@ -1,0 +1,99 @@
+"""Wire models: one pydantic model per payload, with the guide's JSON names as aliases."""
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+MAX_TEXT_LENGTH = 4000
+
+UserId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+ClientId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+MessageText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TEXT_LENGTH)]
+
+
+class WireModel(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
+
+
+class SendMessage(WireModel):
+    """Socket event `sendMessage`: `{"receiverId": "u2", "text": "hi", "clientId": "c-1"}`."""
+
+    receiver_id: UserId = Field(alias="receiverId")
+    text: MessageText
+    client_id: ClientId | None = Field(default=None, alias="clientId")
+
+
+class StoreMessage(WireModel):
+    """Internal `POST /internal/messages`: `{"senderId": "u1", "receiverId": "u2", "text": "hi"}`."""
+
+    sender_id: UserId = Field(alias="senderId")
+    receiver_id: UserId = Field(alias="receiverId")
+    text: MessageText
+    client_id: ClientId | None = Field(default=None, alias="clientId")
+
+
+class MarkRead(WireModel):
+    """Socket event `markRead`: `{"userId": "u1"}` (the partner whose messages I have read)."""
+
+    user_id: UserId = Field(alias="userId")
+
+
+class InternalMarkRead(WireModel):
+    """Internal `POST /internal/read`: `{"readerId": "u2", "partnerId": "u1"}`."""
+
+    reader_id: UserId = Field(alias="readerId")
+    partner_id: UserId = Field(alias="partnerId")
+
+
+class UserProfile(WireModel):
+    """A profile as the guide shows it: `{"_id": "u1", "userName": "ada", "name": "Ada", "profileImage": ""}`."""
+
+    id: UserId = Field(alias="_id")
+    user_name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)] = Field(
+        alias="userName"
+    )
+    name: Annotated[str, StringConstraints(strip_whitespace=True, max_length=128)] = ""
+    profile_image: Annotated[str, StringConstraints(strip_whitespace=True, max_length=2048)] = Field(
+        default="", alias="profileImage"
+    )
+
+
+class MessageOut(WireModel):
+    """A message as the guide's client reads it, plus `clientId` and `readAt`.
+
+    `{"_id": "42", "sender": {"_id": "u1", "userName": "ada", ...}, "receiver": {...},
+      "text": "hi", "isRead": false, "createdAt": "2026-11-24T10:00:00Z", "updatedAt": ...,
+      "clientId": "c-1", "readAt": null}`
+    """
+
+    id: str = Field(alias="_id")
+    sender: UserProfile
+    receiver: UserProfile
+    text: str
+    is_read: bool = Field(alias="isRead")
+    created_at: datetime = Field(alias="createdAt")
+    updated_at: datetime = Field(alias="updatedAt")
+    client_id: str | None = Field(default=None, alias="clientId")
+    read_at: datetime | None = Field(default=None, alias="readAt")
+
+
+class MessagesRead(WireModel):
+    """Server event `messagesRead`, to the sender: `{"readerId": "u2", "count": 3, "upTo": "42"}`."""
+
+    reader_id: str = Field(alias="readerId")
+    count: int
+    up_to: str | None = Field(alias="upTo")
+
+
+class MessageDeleted(WireModel):
+    """Server event `messageDeleted`, to both sides: `{"_id": "42", "sender": "u1", "receiver": "u2"}`."""
+
+    id: str = Field(alias="_id")
+    sender: str
+    receiver: str
+
+
+def dump(model: BaseModel) -> dict:
+    """The JSON-ready dict of a wire model, with its wire (alias) names."""
+    return model.model_dump(mode="json", by_alias=True)
