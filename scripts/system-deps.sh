@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Parley's run or test command needs and the machine lacks.
+# Usage: scripts/system-deps.sh run|test
+#   run:  a Postgres and a Redis server binary (used only when none answers on its port)
+#   test: the same, plus haproxy (the compose edge, run for real) and chromium (browser tests)
+set -euo pipefail
+
+want=(redis-server:redis-server)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || want+=(postgresql:postgresql)
+if [ "${1:-run}" = "test" ]; then
+  want+=(haproxy:haproxy chromium:chromium)
+fi
+
+missing=()
+for entry in "${want[@]}"; do
+  binary=${entry%%:*} package=${entry##*:}
+  if [ "$binary" = postgresql ] || ! command -v "$binary" >/dev/null 2>&1; then
+    missing+=("$package")
+  fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+  echo "Missing system packages: ${missing[*]}. Install them (e.g. sudo apt-get install ${missing[*]})." >&2
+  exit 1
+fi
+echo "Installing system packages: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# policy-rc.d 101: install the binaries without starting system services; Parley starts
+# private servers of its own when none answers.
+policy=/usr/sbin/policy-rc.d
+created_policy=0
+if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod +x "$policy"; created_policy=1; fi
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+[ $created_policy -eq 1 ] && rm -f "$policy"
+exit 0

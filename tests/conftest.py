@@ -1,0 +1,34 @@
+"""Session-wide fixtures: real Postgres and Redis (a database and key prefix of the run's own)."""
+
+import asyncio
+import uuid
+
+import asyncpg
+import pytest
+
+from services.devtools.stores import drop_database, ensure_database, find_stores, with_database
+from services.history.migrations import apply_migrations
+from tests.support import TEST_RUN_DIR, TestStores
+
+
+@pytest.fixture(scope="session")
+def stores() -> TestStores:
+    found = find_stores(TEST_RUN_DIR)
+    admin_url = with_database(found.database_url, "postgres")
+    run_id = uuid.uuid4().hex[:8]
+    database = f"parley_test_{run_id}"
+    url = ensure_database(admin_url, database)
+
+    async def migrate() -> None:
+        connection = await asyncpg.connect(url)
+        try:
+            await apply_migrations(connection)
+        finally:
+            await connection.close()
+
+    asyncio.run(migrate())
+    try:
+        yield TestStores(database_url=url, redis_url=found.redis_url, redis_prefix=f"parley-test-{run_id}")
+    finally:
+        drop_database(admin_url, database)
+        found.stop()

@@ -1,0 +1,120 @@
+"""The core message path across two real gateway nodes, history, Postgres and Redis."""
+
+import asyncio
+
+import aiohttp
+import asyncpg
+
+GUIDE_MESSAGE_FIELDS = {"_id", "sender", "receiver", "text", "isRead", "createdAt", "updatedAt"}
+
+
+async def test_message_reaches_user_on_other_node(cluster, stores, make_user, connect):
+    ada, grace = await make_user(), await make_user()
+    sender = await connect(ada, "a")
+    receiver = await connect(grace, "b")
+    await asyncio.sleep(0.3)  # each node subscribes to Redis on its first connect
+
+    ack = await sender.call("sendMessage", {"receiverId": grace.id, "text": "  hello across nodes  "})
+
+    assert ack["ok"] is True
+    received = await receiver.wait_for("receiveMessage")
+    sent = await sender.wait_for("messageSent")
+    assert received == sent == ack["message"]
+    assert GUIDE_MESSAGE_FIELDS <= received.keys()
+    assert received["text"] == "hello across nodes"
+    assert received["sender"]["_id"] == ada.id and received["sender"]["userName"] == ada.user_name
+    assert received["receiver"]["_id"] == grace.id
+    assert received["isRead"] is False
+    connection = await asyncpg.connect(stores.database_url)
+    try:
+        stored = await connection.fetchrow("SELECT sender_id, receiver_id, text FROM messages WHERE id = $1",
+                                           int(received["_id"]))
+    finally:
+        await connection.close()
+    assert tuple(stored) == (ada.id, grace.id, "hello across nodes")
+
+
+async def test_hundred_messages_arrive_in_order(make_user, connect):
+    ada, grace = await make_user(), await make_user()
+    sender = await connect(ada, "a")
+    receiver = await connect(grace, "b")
+    await asyncio.sleep(0.3)
+
+    for number in range(100):
+        ack = await sender.call("sendMessage", {"receiverId": grace.id, "text": f"message {number}"})
+        assert ack["ok"] is True
+
+    await receiver.wait_for("receiveMessage", lambda message: message["text"] == "message 99")
+    texts = [message["text"] for message in receiver.received("receiveMessage")]
+    assert texts == [f"message {number}" for number in range(100)]
+
+
+async def test_guide_client_without_ack_gets_message_sent(make_user, connect):
+    ada, grace = await make_user(), await make_user()
+    sender = await connect(ada, "a")
+    receiver = await connect(grace, "b")
+    await asyncio.sleep(0.3)
+
+    await sender.sio.emit("sendMessage", {"receiverId": grace.id, "text": "no callback"})
+
+    assert (await sender.wait_for("messageSent"))["text"] == "no callback"
+    assert (await receiver.wait_for("receiveMessage"))["text"] == "no callback"
+
+
+async def test_every_tab_of_both_users_on_both_nodes_hears(make_user, connect):
+    ada, grace = await make_user(), await make_user()
+    ada_a, ada_b = await connect(ada, "a"), await connect(ada, "b")
+    grace_a, grace_b = await connect(grace, "a"), await connect(grace, "b")
+    await asyncio.sleep(0.3)
+
+    await ada_a.call("sendMessage", {"receiverId": grace.id, "text": "to all tabs"})
+
+    for tab in (grace_a, grace_b):
+        assert (await tab.wait_for("receiveMessage"))["text"] == "to all tabs"
+    for tab in (ada_a, ada_b):
+        assert (await tab.wait_for("messageSent"))["text"] == "to all tabs"
+
+
+async def test_typing_is_relayed_and_cleared_by_the_server(make_user, connect):
+    ada, grace = await make_user(), await make_user()
+    typist = await connect(ada, "a")
+    watcher = await connect(grace, "b")
+    await asyncio.sleep(0.3)
+
+    await typist.sio.emit("typing", grace.id)
+    assert await watcher.wait_for("userTyping") == ada.id
+    # No stopTyping: the server clears it after TYPING_TIMEOUT_SECONDS (1 s in tests).
+    started = asyncio.get_running_loop().time()
+    assert await watcher.wait_for("userStoppedTyping", timeout=4) == ada.id
+    assert asyncio.get_running_loop().time() - started >= 0.5
+
+    watcher.events.clear()
+    await typist.sio.emit("typing", grace.id)
+    await watcher.wait_for("userTyping")
+    await typist.sio.emit("stopTyping", grace.id)
+    assert await watcher.wait_for("userStoppedTyping", timeout=0.8) == ada.id
+
+
+async def test_rest_through_the_gateway_follows_the_guide(cluster, make_user, connect):
+    ada, grace = await make_user(), await make_user()
+    sender = await connect(ada, "a")
+    await sender.call("sendMessage", {"receiverId": grace.id, "text": "first"})
+    await sender.call("sendMessage", {"receiverId": grace.id, "text": "second"})
+
+    async with aiohttp.ClientSession(base_url=cluster.gateway_url("b")) as http:
+        async with http.get("/api/messages/conversations", headers=grace.auth_headers) as answer:
+            assert answer.status == 200
+            conversations = await answer.json()
+        async with http.get(f"/api/messages/{ada.id}", cookies={"token": grace.token}) as answer:
+            assert answer.status == 200
+            page = await answer.json()
+        async with http.put(f"/api/messages/read/{ada.id}", headers=grace.auth_headers) as answer:
+            assert answer.status == 200
+            read = await answer.json()
+
+    assert len(conversations) == 1
+    assert conversations[0]["_id"]["_id"] == ada.id and conversations[0]["_id"]["userName"] == ada.user_name
+    assert conversations[0]["lastMessage"]["text"] == "second"
+    assert conversations[0]["unreadCount"] == 2
+    assert [message["text"] for message in page] == ["first", "second"]
+    assert read["message"] == "Messages marked as read" and read["count"] == 2

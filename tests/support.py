@@ -1,0 +1,154 @@
+"""Test helpers: the stores and cluster a test run uses, users, and recording Socket.IO clients."""
+
+import asyncio
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import socketio
+
+from services.devtools.stack import Stack
+from services.devtools.stores import free_port
+from services.shared.auth import issue_token
+from services.shared.settings import JwtSettings
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+TEST_RUN_DIR = PROJECT_DIR / ".run" / "test"
+INTERNAL_TOKEN = "test-internal-token"
+JWT = JwtSettings(jwt_secret="test-jwt-secret-long-enough-for-hs256-0123456789")
+
+
+@dataclass
+class TestStores:
+    database_url: str
+    redis_url: str
+    redis_prefix: str
+
+
+@dataclass
+class User:
+    id: str
+    user_name: str
+    token: str
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+def service_env(stores: TestStores, **overrides: str) -> dict[str, str]:
+    env = {
+        "DATABASE_URL": stores.database_url,
+        "REDIS_URL": stores.redis_url,
+        "REDIS_PREFIX": stores.redis_prefix,
+        "JWT_SECRET": JWT.jwt_secret,
+        "INTERNAL_TOKEN": INTERNAL_TOKEN,
+        "LOG_LEVEL": "INFO",
+        "TYPING_TIMEOUT_SECONDS": "1",
+        "SHUTDOWN_GRACE_SECONDS": "5",
+        "CORS_ORIGINS": "http://allowed.example",
+        # Generous limits for the shared cluster; rate-limit tests start a node of their own.
+        "SEND_BURST": "500",
+        "SEND_RATE_PER_SECOND": "500",
+        "REST_BURST": "500",
+        "REST_RATE_PER_SECOND": "500",
+    }
+    env.update(overrides)
+    return env
+
+
+@dataclass
+class Cluster:
+    """History and gateway nodes `a` and `b` (and presence when present) as real processes."""
+
+    stack: Stack
+
+    @property
+    def history_url(self) -> str:
+        return self.stack["history"].url
+
+    def gateway_url(self, node: str) -> str:
+        return self.stack[f"gateway-{node}"].url
+
+
+def start_cluster(stores: TestStores, log_dir: Path, nodes: tuple[str, ...] = ("a", "b"), **overrides: str) -> Cluster:
+    history_port = free_port()
+    env = service_env(stores, HISTORY_URL=f"http://127.0.0.1:{history_port}", **overrides)
+    stack = Stack(env, log_dir)
+    stack.add("history", "history", history_port)
+    for node in nodes:
+        stack.add("gateway", f"gateway-{node}", free_port())
+    try:
+        stack.start()
+    except BaseException:
+        stack.stop()
+        raise
+    return Cluster(stack)
+
+
+async def create_user(history_url: str, name: str | None = None, user_id: str | None = None) -> User:
+    user_id = user_id or uuid.uuid4().hex[:24]
+    user_name = name or f"user-{user_id[:10]}"
+    async with aiohttp.ClientSession() as session:
+        async with session.put(
+            f"{history_url}/internal/users/{user_id}",
+            json={"userName": user_name, "name": user_name.title()},
+            headers={"X-Internal-Token": INTERNAL_TOKEN},
+        ) as answer:
+            assert answer.status == 200, await answer.text()
+    return User(user_id, user_name, issue_token(user_id, JWT))
+
+
+@dataclass
+class ChatClient:
+    """A python-socketio client that records every event it receives."""
+
+    url: str
+    token: str | None
+    events: list[tuple[str, object]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.sio = socketio.AsyncClient(reconnection=False)
+        self._changed = asyncio.Event()
+        self.sio.on("*", self._record)
+        self.sio.on("connect_error", self._record_connect_error)
+
+    async def _record(self, event: str, *args: object) -> None:
+        self.events.append((event, args[0] if args else None))
+        self._changed.set()
+
+    async def _record_connect_error(self, data: object = None) -> None:
+        await self._record("connect_error", data)
+
+    async def connect(self, transports: tuple[str, ...] = ("websocket",), **kwargs) -> "ChatClient":
+        auth = {"token": self.token} if self.token is not None else None
+        await self.sio.connect(self.url, auth=auth, transports=list(transports), wait_timeout=5, **kwargs)
+        return self
+
+    async def wait_for(self, event: str, predicate=lambda data: True, timeout: float = 5.0) -> object:
+        """The first recorded `event` whose data satisfies `predicate`, waiting up to `timeout`."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            for name, data in self.events:
+                if name == event and predicate(data):
+                    return data
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                raise AssertionError(f"no {event!r} within {timeout} s; got {[name for name, _ in self.events]}")
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except asyncio.TimeoutError:
+                pass
+
+    def received(self, event: str) -> list[object]:
+        return [data for name, data in self.events if name == event]
+
+    async def call(self, event: str, payload: object = None, timeout: float = 5.0) -> dict:
+        return await self.sio.call(event, payload, timeout=timeout)
+
+    async def close(self) -> None:
+        if self.sio.connected:
+            await self.sio.eio.disconnect(abort=True)
+        await asyncio.sleep(0)
