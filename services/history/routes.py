@@ -7,6 +7,7 @@ from aiohttp import web
 from ..shared.auth import TokenVerifier, token_from_headers
 from ..shared.errors import InvalidField, parse_model
 from ..shared.models import InternalMarkRead, StoreMessage, UserProfile
+from ..shared.openapi import openapi_document
 from ..shared.params import cursor_param, int_param, message_id
 from .app_keys import NOTIFIER, STORE, VERIFIER
 
@@ -122,6 +123,11 @@ async def lookup_user(request: web.Request) -> web.Response:
 async def get_user(request: web.Request) -> web.Response:
     current_user(request)
     return web.json_response(await request.app[STORE].find_user(user_id=user_id_param(request)))
+
+
+@routes.get("/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document())
 
 
 # --- internal ------------------------------------------------------------------------------

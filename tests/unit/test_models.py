@@ -1,0 +1,65 @@
+"""Wire models accept the guide's payloads and name the field they refuse."""
+
+import pytest
+
+from services.history.store import iso, message_json
+from services.shared.errors import BadRequest, InvalidField, parse_model
+from services.shared.models import MessageOut, SendMessage
+from services.shared.params import cursor_param, int_param
+
+
+def test_send_message_trims_text_and_keeps_guide_names():
+    message = parse_model(SendMessage, {"receiverId": " u2 ", "text": "  hi  ", "extra": 1})
+    assert (message.receiver_id, message.text, message.client_id) == ("u2", "hi", None)
+
+
+@pytest.mark.parametrize(
+    ("payload", "code"),
+    [
+        ({"receiverId": "u2", "text": "   "}, "invalid_text"),
+        ({"receiverId": "u2", "text": "x" * 4001}, "invalid_text"),
+        ({"receiverId": "", "text": "hi"}, "invalid_receiverId"),
+        ({"text": "hi"}, "invalid_receiverId"),
+        ({"receiverId": "u2", "text": "hi", "clientId": "c" * 65}, "invalid_clientId"),
+    ],
+)
+def test_bad_fields_are_named_in_the_code(payload, code):
+    with pytest.raises(InvalidField) as refused:
+        parse_model(SendMessage, payload)
+    assert refused.value.code == code
+
+
+@pytest.mark.parametrize("payload", [None, "text", 3, ["a"]])
+def test_a_payload_that_is_not_an_object_is_refused(payload):
+    with pytest.raises(BadRequest) as refused:
+        parse_model(SendMessage, payload)
+    assert refused.value.code == "invalid_payload"
+
+
+def test_stored_rows_become_valid_message_objects():
+    from datetime import datetime, timezone
+
+    moment = datetime(2026, 11, 24, 10, 0, 0, 123456, tzinfo=timezone.utc)
+    row = {
+        "id": 42, "sender_id": "u1", "receiver_id": "u2", "text": "hi", "client_id": None, "is_read": False,
+        "read_at": None, "created_at": moment, "updated_at": moment,
+        "s_user_name": "ada", "s_name": "Ada", "s_profile_image": "", "r_user_name": "grace", "r_name": "",
+        "r_profile_image": "",
+    }
+    body = message_json(row)
+    assert MessageOut.model_validate(body).id == "42"
+    assert body["createdAt"] == iso(moment) == "2026-11-24T10:00:00.123Z"
+
+
+@pytest.mark.parametrize("raw", ["-1", "1.5", "abc", "١٢", "9" * 20, " 1"])
+def test_cursors_are_digits_only(raw):
+    with pytest.raises(InvalidField) as refused:
+        cursor_param({"after": raw}, "after")
+    assert refused.value.code == "invalid_after"
+
+
+def test_limits_are_bounded():
+    assert int_param({}, "limit", default=50, low=1, high=200) == 50
+    assert int_param({"limit": "200"}, "limit", default=50, low=1, high=200) == 200
+    with pytest.raises(InvalidField):
+        int_param({"limit": "201"}, "limit", default=50, low=1, high=200)

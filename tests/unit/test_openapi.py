@@ -1,0 +1,71 @@
+"""The OpenAPI document says exactly what each service's router answers."""
+
+import pytest
+
+from services.gateway.app import create_app as create_gateway
+from services.gateway.settings import GatewaySettings
+from services.history.app import create_app as create_history
+from services.history.settings import HistorySettings
+from services.shared.openapi import SERVICE_PATHS, openapi_document
+
+# Gateway routes that are not HTTP API: Socket.IO, the forwarder of `/api/*` to history (whose
+# routes are documented), and the web client's page and files.
+GATEWAY_UNDOCUMENTED_PREFIXES = ("/socket.io/", "/api/{tail}", "/static", "/vendor", "/dev/", "/")
+
+
+def router_operations(app, skip_prefixes=()) -> set[tuple[str, str]]:
+    operations = set()
+    for route in app.router.routes():
+        path = route.resource.canonical
+        if route.method in ("HEAD", "OPTIONS") or any(
+            path == prefix or (prefix != "/" and path.startswith(prefix)) for prefix in skip_prefixes
+        ):
+            continue
+        operations.add((path, route.method.lower()))
+    return operations
+
+
+def documented_operations(service: str) -> set[tuple[str, str]]:
+    return {(path, method) for path, item in SERVICE_PATHS[service].items() for method in item}
+
+
+@pytest.mark.parametrize(
+    ("service", "app_factory", "skip"),
+    [
+        ("history", lambda: create_history(HistorySettings()), ()),
+        ("gateway", lambda: create_gateway(GatewaySettings()), GATEWAY_UNDOCUMENTED_PREFIXES),
+    ],
+)
+def test_every_route_is_documented_and_every_documented_route_exists(service, app_factory, skip):
+    assert router_operations(app_factory(), skip) == documented_operations(service)
+
+
+def test_document_is_openapi_3_with_errors_and_security_on_every_operation():
+    document = openapi_document()
+    assert document["openapi"].startswith("3.")
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            assert operation["summary"], (path, method)
+            if path.startswith(("/api/", "/internal/")):
+                assert operation["security"], (path, method)
+                assert "400" in operation["responses"] and "503" in operation["responses"], (path, method)
+            for parameter in operation.get("parameters", []):
+                if parameter["in"] == "path":
+                    assert "{" + parameter["name"] + "}" in path
+
+
+def test_document_references_resolve():
+    document = openapi_document()
+    schemas = document["components"]["schemas"]
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "$ref" in node:
+                assert node["$ref"].removeprefix("#/components/schemas/") in schemas, node["$ref"]
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(document)
