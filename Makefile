@@ -23,5 +23,9 @@ test: $(STAMP)
 	scripts/system-deps.sh test
 	$(VENV)/bin/pytest
 
+bench: $(STAMP)
+	scripts/system-deps.sh run
+	$(VENV)/bin/python -m bench
+
 clean:
 	rm -rf $(VENV) .run .pytest_cache

@@ -338,10 +338,15 @@ UNION
 ORDER BY seq LIMIT $3
 """
 
+# One probe of each per-user word index (sent, received), merged newest first.
 _SEARCH = f"""
-SELECT {MESSAGE_COLUMNS} FROM messages m {PROFILE_JOINS}
-WHERE m.search @@ websearch_to_tsquery('simple', $2)
-  AND (m.sender_id = $1 OR m.receiver_id = $1) AND m.deleted_at IS NULL AND m.id < $3
+SELECT {MESSAGE_COLUMNS} FROM (
+    (SELECT * FROM messages WHERE sender_id = $1 AND search @@ websearch_to_tsquery('simple', $2)
+     AND deleted_at IS NULL AND id < $3 ORDER BY id DESC LIMIT $4)
+    UNION ALL
+    (SELECT * FROM messages WHERE receiver_id = $1 AND sender_id <> $1 AND search @@ websearch_to_tsquery('simple', $2)
+     AND deleted_at IS NULL AND id < $3 ORDER BY id DESC LIMIT $4)
+) AS m {PROFILE_JOINS}
 ORDER BY m.id DESC LIMIT $4
 """
 

@@ -1,0 +1,17 @@
+"""`make bench`: every benchmark in turn, each printing its table (results in bench/results/)."""
+
+import subprocess
+import sys
+
+BENCHMARKS = ["bench.history_bench"]
+
+
+def main() -> int:
+    failed = [name for name in BENCHMARKS if subprocess.call([sys.executable, "-m", name]) != 0]
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
