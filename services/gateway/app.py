@@ -1,16 +1,19 @@
 """A gateway node: Socket.IO over aiohttp with a Redis manager, and `/api/*` forwarded to history."""
 
+import asyncio
+
 import redis.asyncio
 import socketio
 from aiohttp import web
 
 from ..shared.auth import TokenVerifier
 from ..shared.errors import error_middleware
-from ..shared.internal import InternalClient
+from ..shared.internal import InternalCallMetrics, InternalClient
 from ..shared.keys import sio_channel
-from ..shared.web import READINESS, create_base_app
+from ..shared.web import DRAIN_HOOKS, READINESS, REGISTRY, create_base_app
 from .app_keys import CHAT, HISTORY, REST_LIMITER, SETTINGS, SIO, VERIFIER
 from .chat import ChatHandler
+from .metrics import GatewayMetrics
 from .ratelimit import RateLimiter
 from .rest import cors_middleware, forward_api
 from .settings import GatewaySettings
@@ -20,8 +23,13 @@ def create_app(settings: GatewaySettings) -> web.Application:
     app = create_base_app("gateway", settings.internal_token, [cors_middleware, error_middleware])
     app[SETTINGS] = settings
     app[VERIFIER] = verifier = TokenVerifier(settings)
+    call_metrics = InternalCallMetrics("gateway", app[REGISTRY])
     app[HISTORY] = history = InternalClient(
-        "history", settings.history_url, settings.internal_token, timeout=settings.internal_timeout_seconds
+        "history",
+        settings.history_url,
+        settings.internal_token,
+        timeout=settings.internal_timeout_seconds,
+        metrics=call_metrics,
     )
     app[REST_LIMITER] = RateLimiter(settings.rest_rate_per_second, settings.rest_burst)
 
@@ -37,12 +45,12 @@ def create_app(settings: GatewaySettings) -> web.Application:
     )
     sio.attach(app)
     app[SIO] = sio
-    app[CHAT] = chat = ChatHandler(sio, settings, verifier, history)
+    app[CHAT] = chat = ChatHandler(sio, settings, verifier, history, GatewayMetrics(app[REGISTRY]))
     chat.register()
 
     app.router.add_route("*", "/api/{tail:.*}", forward_api)
     app[READINESS].add("history", history_ready(history))
-    app.on_shutdown.append(drain_sockets)
+    app[DRAIN_HOOKS].append(lambda: drain_sockets(app))
     app.cleanup_ctx.append(close_clients)
     return app
 
@@ -55,7 +63,11 @@ def history_ready(history: InternalClient):
 
 
 async def drain_sockets(app: web.Application) -> None:
-    await app[CHAT].drain(app[SETTINGS].shutdown_grace_seconds)
+    """Readiness is already false: give the load balancer `DRAIN_DELAY_SECONDS` to see it, then
+    close the sockets so their clients reconnect to another node."""
+    settings = app[SETTINGS]
+    await asyncio.sleep(settings.drain_delay_seconds)
+    await app[CHAT].drain(settings.shutdown_grace_seconds)
 
 
 async def close_clients(app: web.Application):

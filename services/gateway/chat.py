@@ -3,6 +3,8 @@
 import asyncio
 import functools
 import logging
+import time
+import uuid
 from collections.abc import Awaitable, Callable
 
 import socketio
@@ -11,8 +13,9 @@ from ..shared.auth import TokenVerifier, token_from_headers
 from ..shared.errors import ErrorCode, InvalidField, ParleyError, Unauthorized, parse_model
 from ..shared.internal import InternalClient
 from ..shared.keys import user_room
-from ..shared.logs import sid_var
+from ..shared.logs import request_id_var, sid_var
 from ..shared.models import MarkRead, SendMessage
+from .metrics import GatewayMetrics
 from .ratelimit import RateLimiter
 from .settings import GatewaySettings
 
@@ -23,33 +26,41 @@ AUTH_ERROR = "Authentication error"  # the guide's connect error, which its clie
 EventHandler = Callable[["ChatHandler", str, str, object], Awaitable[dict | None]]
 
 
-def socket_event(handler: EventHandler):
+def socket_event(event_name: str):
     """Runs an event for a known socket and turns its outcome into the ack and `messageError`.
 
     The ack is `{"ok": true, ...}` or `{"ok": false, "error": {"message", "code"}}`; a failure
     is also emitted as `messageError` to that socket, as the guide's client expects.
     """
 
-    @functools.wraps(handler)
-    async def run(self: "ChatHandler", sid: str, payload: object = None, *_extra: object) -> dict:
-        sid_var.set(sid)
-        user_id = self.user_of.get(sid)
-        self.in_flight += 1
-        try:
-            if user_id is None:
-                raise Unauthorized("Not connected")
-            return {"ok": True, **(await handler(self, sid, user_id, payload) or {})}
-        except ParleyError as exc:
-            error = exc.body()
-        except Exception:
-            log.exception("unhandled error in %s", handler.__name__)
-            error = {"message": "Internal error", "code": ErrorCode.INTERNAL.value}
-        finally:
-            self.in_flight -= 1
-        await self.sio.emit("messageError", error, to=sid)
-        return {"ok": False, "error": error}
+    def decorate(handler: EventHandler):
+        @functools.wraps(handler)
+        async def run(self: "ChatHandler", sid: str, payload: object = None, *_extra: object) -> dict:
+            sid_var.set(sid)
+            # One id per event, carried to history in X-Request-Id and into every log line.
+            request_id_var.set(uuid.uuid4().hex)
+            user_id = self.user_of.get(sid)
+            self.in_flight += 1
+            try:
+                if user_id is None:
+                    raise Unauthorized("Not connected")
+                result = {"ok": True, **(await handler(self, sid, user_id, payload) or {})}
+                self.metrics.events.labels(event_name, "ok").inc()
+                return result
+            except ParleyError as exc:
+                error = exc.body()
+            except Exception:
+                log.exception("unhandled error in %s", event_name)
+                error = {"message": "Internal error", "code": ErrorCode.INTERNAL.value}
+            finally:
+                self.in_flight -= 1
+            self.metrics.events.labels(event_name, error["code"]).inc()
+            await self.sio.emit("messageError", error, to=sid)
+            return {"ok": False, "error": error}
 
-    return run
+        return run
+
+    return decorate
 
 
 def parse_user_id(payload: object, field: str) -> str:
@@ -68,8 +79,10 @@ class ChatHandler:
         settings: GatewaySettings,
         verifier: TokenVerifier,
         history: InternalClient,
+        metrics: GatewayMetrics,
     ):
         self.sio = sio
+        self.metrics = metrics
         self.settings = settings
         self.verifier = verifier
         self.history = history
@@ -95,6 +108,7 @@ class ChatHandler:
     async def connect(self, sid: str, environ: dict, auth: object = None) -> None:
         sid_var.set(sid)
         if not self.accepting:
+            self.metrics.connects_refused.inc()
             raise socketio.exceptions.ConnectionRefusedError("Server is shutting down")
         token = auth.get("token") if isinstance(auth, dict) else None
         if not isinstance(token, str) or not token:
@@ -104,8 +118,10 @@ class ChatHandler:
         try:
             user_id = self.verifier.user_id(token)
         except Unauthorized:
+            self.metrics.connects_refused.inc()
             raise socketio.exceptions.ConnectionRefusedError(AUTH_ERROR) from None
         self.user_of[sid] = user_id
+        self.metrics.sockets.inc()
         await self.sio.enter_room(sid, user_room(user_id))
 
     async def disconnect(self, sid: str, reason: object = None) -> None:
@@ -113,6 +129,7 @@ class ChatHandler:
         user_id = self.user_of.pop(sid, None)
         if user_id is None:
             return
+        self.metrics.sockets.dec()
         for sid_and_receiver in [key for key in self._typing_timers if key[0] == sid]:
             self._typing_timers.pop(sid_and_receiver).cancel()
             await self._emit_stopped_typing(user_id, sid_and_receiver[1])
@@ -133,8 +150,9 @@ class ChatHandler:
 
     # --- events --------------------------------------------------------------------------------
 
-    @socket_event
+    @socket_event("sendMessage")
     async def send_message(self, sid: str, user_id: str, payload: object) -> dict:
+        started = time.perf_counter()
         message = parse_model(SendMessage, payload)
         self.send_limiter.check(user_id)
         stored = await self.history.call(
@@ -148,6 +166,7 @@ class ChatHandler:
             },
             # With a clientId a repeated call stores nothing twice, so it is safe to retry.
             idempotent=message.client_id is not None,
+            route="/internal/messages",
         )
         body = stored["message"]
         if self._cancel_typing(sid, message.receiver_id):
@@ -155,12 +174,14 @@ class ChatHandler:
         if stored["created"]:
             await self.sio.emit("receiveMessage", body, room=user_room(message.receiver_id))
             await self.sio.emit("messageSent", body, room=user_room(user_id))
+            self.metrics.messages_sent.inc()
+            self.metrics.send_latency.observe(time.perf_counter() - started)
         else:
             # A retry: the message was delivered the first time; only the retrying socket hears.
             await self.sio.emit("messageSent", body, to=sid)
         return {"message": body}
 
-    @socket_event
+    @socket_event("typing")
     async def typing(self, sid: str, user_id: str, payload: object) -> None:
         receiver_id = parse_user_id(payload, "receiverId")
         self.typing_limiter.check(user_id)
@@ -172,18 +193,22 @@ class ChatHandler:
         )
         await self.sio.emit("userTyping", user_id, room=user_room(receiver_id))
 
-    @socket_event
+    @socket_event("stopTyping")
     async def stop_typing(self, sid: str, user_id: str, payload: object) -> None:
         receiver_id = parse_user_id(payload, "receiverId")
         self.typing_limiter.check(user_id)
         self._cancel_typing(sid, receiver_id)
         await self._emit_stopped_typing(user_id, receiver_id)
 
-    @socket_event
+    @socket_event("markRead")
     async def mark_read(self, sid: str, user_id: str, payload: object) -> dict:
         request = parse_model(MarkRead, payload)
         result = await self.history.call(
-            "POST", "/internal/read", json={"readerId": user_id, "partnerId": request.user_id}, idempotent=True
+            "POST",
+            "/internal/read",
+            json={"readerId": user_id, "partnerId": request.user_id},
+            idempotent=True,
+            route="/internal/read",
         )
         return {"count": result["count"], "upTo": result["upTo"]}
 

@@ -14,6 +14,10 @@ class GatewaySettings(ServiceSettings, JwtSettings):
     # A `typing` with no `stopTyping` is cleared by the server after this many seconds.
     typing_timeout_seconds: float = 5.0
     heartbeat_seconds: float = 5.0
+    # After SIGTERM, seconds /readyz answers 503 before sockets are closed, so a load balancer
+    # that polls readiness (haproxy) stops sending new clients here first. Kubernetes removes
+    # the pod from its endpoints during the preStop pause instead.
+    drain_delay_seconds: float = 0.0
     internal_timeout_seconds: float = 5.0
     # Largest Socket.IO/engine.io packet accepted, in bytes.
     max_payload_bytes: int = 64 * 1024

@@ -5,11 +5,12 @@ import logging
 
 import asyncpg
 from aiohttp import web
+from prometheus_client import CollectorRegistry, Gauge
 
 from ..shared.auth import TokenVerifier
 from ..shared.errors import error_middleware
 from ..shared.notify import ClientNotifier
-from ..shared.web import READINESS, create_base_app
+from ..shared.web import READINESS, REGISTRY, create_base_app
 from .app_keys import NOTIFIER, POOL, SETTINGS, STORE, VERIFIER
 from .migrations import apply_migrations
 from .routes import routes
@@ -49,11 +50,21 @@ async def postgres(app: web.Application):
     app[POOL] = pool
     app[STORE] = store
     app[READINESS].add("postgres", store.ping)
+    watch_pool(pool, app[REGISTRY])
     migrating = asyncio.create_task(migrate_until_done(pool, store))
     yield
     migrating.cancel()
     await asyncio.gather(migrating, return_exceptions=True)
     await asyncio.wait_for(pool.close(), timeout=10)
+
+
+def watch_pool(pool: asyncpg.Pool, registry: CollectorRegistry) -> None:
+    Gauge(
+        "parley_history_db_pool_connections", "Connections the Postgres pool holds open.", registry=registry
+    ).set_function(pool.get_size)
+    Gauge(
+        "parley_history_db_pool_idle_connections", "Open pool connections not in use.", registry=registry
+    ).set_function(pool.get_idle_size)
 
 
 async def migrate_until_done(pool: asyncpg.Pool, store: MessageStore) -> None:

@@ -6,10 +6,13 @@ safe to repeat are retried, and a call that gives up says so in the log and to t
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import aiohttp
 import orjson
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from .errors import ErrorCode, ParleyError, ServiceUnavailable
 from .logs import request_id_var
@@ -21,9 +24,38 @@ REQUEST_ID_HEADER = "X-Request-Id"
 RETRY_DELAYS = (0.05, 0.25)
 
 
+class InternalCallMetrics:
+    """Latency and failures of the internal calls one service makes, by target and route."""
+
+    def __init__(self, caller: str, registry: CollectorRegistry):
+        self.latency = Histogram(
+            f"parley_{caller}_internal_call_duration_seconds",
+            "Time of an internal HTTP call, by target service and route.",
+            ["target", "route"],
+            registry=registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.errors = Counter(
+            f"parley_{caller}_internal_call_errors_total",
+            "Internal HTTP calls that failed, by target, route and kind (unavailable or refused).",
+            ["target", "route", "kind"],
+            registry=registry,
+        )
+
+
 class InternalClient:
-    def __init__(self, service: str, base_url: str, token: str, *, timeout: float = 5.0, pool_size: int = 100):
+    def __init__(
+        self,
+        service: str,
+        base_url: str,
+        token: str,
+        *,
+        timeout: float = 5.0,
+        pool_size: int = 100,
+        metrics: InternalCallMetrics | None = None,
+    ):
         self.service = service
+        self._metrics = metrics
         self.base_url = base_url.rstrip("/")
         self._token = token
         self._timeout = aiohttp.ClientTimeout(total=timeout)
@@ -49,9 +81,34 @@ class InternalClient:
         return headers
 
     async def call(
-        self, method: str, path: str, *, json: Any = None, params: dict | None = None, idempotent: bool = False
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict | None = None,
+        idempotent: bool = False,
+        route: str | None = None,
     ) -> Any:
-        """The decoded JSON answer; a `ParleyError` carrying the callee's code when it refused."""
+        """The decoded JSON answer; a `ParleyError` carrying the callee's code when it refused.
+
+        `route` labels the metrics: the path template, so ids never become label values.
+        """
+        started = time.perf_counter()
+        try:
+            return await self._call_with_retries(method, path, json, params, idempotent)
+        except ParleyError as exc:
+            self._count_error(route or path, "unavailable" if exc.status >= 500 else "refused")
+            raise
+        finally:
+            if self._metrics is not None:
+                self._metrics.latency.labels(self.service, route or path).observe(time.perf_counter() - started)
+
+    def _count_error(self, route: str, kind: str) -> None:
+        if self._metrics is not None:
+            self._metrics.errors.labels(self.service, route, kind).inc()
+
+    async def _call_with_retries(self, method: str, path: str, json: Any, params: dict | None, idempotent: bool) -> Any:
         attempts = 1 + (len(RETRY_DELAYS) if idempotent else 0)
         for attempt in range(attempts):
             try:

@@ -27,6 +27,8 @@ REGISTRY = web.AppKey("registry", CollectorRegistry)
 READINESS = web.AppKey("readiness", "Readiness")
 INTERNAL_TOKEN = web.AppKey("internal_token", str)
 HTTP_METRICS = web.AppKey("http_metrics", "HttpMetrics")
+# Coroutines run on SIGTERM after readiness goes false and before the listener closes.
+DRAIN_HOOKS = web.AppKey("drain_hooks", list)
 
 PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 READINESS_TIMEOUT = 2.0
@@ -80,6 +82,7 @@ def create_base_app(service: str, internal_token: str, middlewares: list) -> web
     app[HTTP_METRICS] = HttpMetrics(service, registry)
     app[READINESS] = Readiness()
     app[INTERNAL_TOKEN] = internal_token
+    app[DRAIN_HOOKS] = []
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
@@ -155,7 +158,10 @@ async def _serve(app: web.Application, host: str, port: int, grace_seconds: floa
     await stop.wait()
     log.info("stopping: draining for at most %.1f s", grace_seconds)
     app[READINESS].draining = True
-    # on_shutdown hooks (the gateway's socket drain) run first, then in-flight requests get
-    # up to `grace_seconds`, then every cleanup context closes its resources in reverse order.
+    # Drain hooks (the gateway's socket drain) run while /readyz still answers 503; then the
+    # listener closes, in-flight requests get up to `grace_seconds`, and every cleanup context
+    # closes its resources in reverse order.
+    for hook in app[DRAIN_HOOKS]:
+        await hook()
     await runner.cleanup()
     log.info("stopped")

@@ -1,0 +1,32 @@
+"""A gateway node's Prometheus metrics (low-cardinality labels only: never a user id or sid)."""
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class GatewayMetrics:
+    def __init__(self, registry: CollectorRegistry):
+        self.sockets = Gauge(
+            "parley_gateway_sockets_connected", "Sockets connected to this node now.", registry=registry
+        )
+        self.messages_sent = Counter(
+            "parley_gateway_messages_sent_total",
+            "Messages stored and acknowledged through this node (retries of a stored message excluded).",
+            registry=registry,
+        )
+        self.send_latency = Histogram(
+            "parley_gateway_send_duration_seconds",
+            "From a sendMessage event to its acknowledgement (stored and emitted).",
+            registry=registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.events = Counter(
+            "parley_gateway_socket_events_total",
+            "Socket events handled, by event and outcome (ok, or the error code).",
+            ["event", "outcome"],
+            registry=registry,
+        )
+        self.connects_refused = Counter(
+            "parley_gateway_connects_refused_total",
+            "Handshakes refused (bad or missing token, or draining).",
+            registry=registry,
+        )
