@@ -32,3 +32,17 @@ def stores() -> TestStores:
     finally:
         drop_database(admin_url, database)
         found.stop()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The fault tests' count: faults injected, messages acknowledged, stored, received, lost."""
+    from tests.e2e.faults import RECORDED
+
+    if not RECORDED:
+        return
+    terminalreporter.section("faults injected")
+    terminalreporter.write_line(f"{'fault':<32} {'acknowledged':>12} {'stored':>8} {'received':>9} {'lost':>5}")
+    for fault, tally in RECORDED:
+        terminalreporter.write_line(
+            f"{fault:<32} {tally.acknowledged:>12} {tally.stored:>8} {tally.received:>9} {tally.lost:>5}"
+        )

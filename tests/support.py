@@ -21,6 +21,8 @@ JWT = JwtSettings(jwt_secret="test-jwt-secret-long-enough-for-hs256-0123456789")
 
 @dataclass
 class TestStores:
+    __test__ = False  # a fixture value, not a test class
+
     database_url: str
     redis_url: str
     redis_prefix: str

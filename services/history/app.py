@@ -41,6 +41,9 @@ async def create_pool(settings: HistorySettings) -> asyncpg.Pool:
         max_size=settings.db_pool_max_size,
         command_timeout=settings.db_command_timeout_seconds,
         max_inactive_connection_lifetime=60,
+        # A message is acknowledged only once committed: a server configured with
+        # synchronous_commit=off could lose an acknowledged message in a crash.
+        server_settings={"synchronous_commit": "on"},
     )
 
 

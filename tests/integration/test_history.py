@@ -278,3 +278,37 @@ def test_migrations_are_safe_when_replicas_start_together(stores):
         drop_database(admin_url, database)
     assert sorted(len(result) for result in applied) == [0, 0, len(versions)]
     assert len(versions) >= 1
+
+
+def test_history_commits_synchronously_even_where_the_server_says_otherwise(stores):
+    """An acknowledged message must survive a Postgres crash, whatever the database default."""
+    from services.history.app import create_pool
+    from tests.integration.conftest import history_settings
+
+    admin_url = with_database(stores.database_url, "postgres")
+    database = stores.redis_prefix.replace("-", "_") + "_async_commit"
+    url = ensure_database(admin_url, database)
+
+    async def setting_seen_by_history():
+        admin = await asyncpg.connect(admin_url)
+        try:
+            await admin.execute(f'ALTER DATABASE "{database}" SET synchronous_commit = off')
+        finally:
+            await admin.close()
+        plain = await asyncpg.connect(url)
+        try:
+            default = await plain.fetchval("SHOW synchronous_commit")
+        finally:
+            await plain.close()
+        pool = await create_pool(history_settings(stores, database_url=url))
+        try:
+            async with pool.acquire() as connection:
+                return default, await connection.fetchval("SHOW synchronous_commit")
+        finally:
+            await pool.close()
+
+    try:
+        default, seen = asyncio.run(setting_seen_by_history())
+    finally:
+        drop_database(admin_url, database)
+    assert (default, seen) == ("off", "on")

@@ -1,0 +1,223 @@
+"""Faults injected for real while clients keep sending: nothing acknowledged is ever lost.
+
+Each test runs its own cluster on private Postgres and Redis servers, so it can stop them.
+"""
+
+import asyncio
+import signal
+
+import aiohttp
+import asyncpg
+import pytest
+
+from services.devtools.stores import PrivatePostgres, PrivateRedis, ensure_database, free_port
+from services.history.migrations import apply_migrations
+from tests.e2e.faults import Sender, tally
+from tests.support import TEST_RUN_DIR, ChatClient, TestStores, create_user, start_cluster
+
+FAULT_DIR = TEST_RUN_DIR / "faults"
+
+
+@pytest.fixture(scope="module")
+def private_postgres():
+    server = PrivatePostgres(FAULT_DIR / "postgres")
+    server.start()
+    url = ensure_database(server.admin_url, "parley")
+
+    async def migrate():
+        connection = await asyncpg.connect(url)
+        try:
+            await apply_migrations(connection)
+        finally:
+            await connection.close()
+
+    asyncio.run(migrate())
+    yield server, url
+    server.stop("immediate")
+
+
+@pytest.fixture
+def private_redis():
+    server = PrivateRedis(FAULT_DIR / "redis")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fault_cluster(private_postgres, private_redis, request):
+    server, url = private_postgres
+    stores = TestStores(database_url=url, redis_url=private_redis.url, redis_prefix="faults")
+    cluster = start_cluster(stores, FAULT_DIR / "logs" / request.node.name)
+    cluster.database_url = url
+    yield cluster
+    cluster.stack.stop()
+
+
+async def open_pairs(cluster, count: int = 3):
+    """`count` sender/receiver pairs, senders on node a and receivers on node b."""
+    senders, receivers, clients = [], {}, []
+    for _ in range(count):
+        ada, grace = await create_user(cluster.history_url), await create_user(cluster.history_url)
+        sender_client = ChatClient(cluster.gateway_url("a"), ada.token)
+        receiver_client = ChatClient(cluster.gateway_url("b"), grace.token)
+        await sender_client.connect()
+        await receiver_client.connect()
+        clients += [sender_client, receiver_client]
+        senders.append(Sender(sender_client, grace))
+        receivers[grace.id] = receiver_client
+    await asyncio.sleep(0.3)
+    return senders, receivers, clients
+
+
+async def run_traffic(senders, fault, seconds_before: float = 1.0, seconds_after: float = 3.0):
+    stop = asyncio.Event()
+    tasks = [asyncio.ensure_future(sender.run(stop)) for sender in senders]
+    await asyncio.sleep(seconds_before)
+    outcome = await fault()
+    await asyncio.sleep(seconds_after)
+    stop.set()
+    await asyncio.gather(*tasks)
+    return outcome
+
+
+async def eventually(check, timeout: float = 15.0, interval: float = 0.2):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            return await check()
+        except AssertionError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(interval)
+
+
+async def get(url: str, headers=None) -> tuple[int, dict]:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(url, headers=headers) as answer:
+            return answer.status, await answer.json()
+
+
+async def test_postgres_restart_refuses_clearly_and_recovers_with_nothing_lost(fault_cluster, private_postgres):
+    server, _ = private_postgres
+    senders, receivers, clients = await open_pairs(fault_cluster)
+    reader = senders[0].receiver
+
+    async def restart_postgres():
+        await asyncio.to_thread(server.stop, "immediate")
+        status, body = await get(fault_cluster.gateway_url("a") + "/api/messages/conversations", reader.auth_headers)
+        assert (status, body["code"]) == (503, "store_unavailable")
+        status, body = await get(fault_cluster.history_url + "/readyz")
+        assert status == 503 and "postgres" in body["failures"]
+        await asyncio.sleep(1.5)
+        await asyncio.to_thread(server.start)
+
+    try:
+        await run_traffic(senders, restart_postgres)
+
+        async def ready_again():
+            assert (await get(fault_cluster.history_url + "/readyz"))[0] == 200
+
+        await eventually(ready_again)
+        result = await tally(
+            "Postgres restarted", fault_cluster.database_url, fault_cluster.gateway_url("b"), senders, receivers
+        )
+    finally:
+        for client in clients:
+            await client.close()
+
+    errors = [code for sender in senders for code in sender.errors]
+    assert "store_unavailable" in errors and set(errors) <= {"store_unavailable", "service_unavailable"}
+    assert all(sender.acked for sender in senders)
+    assert result.acknowledged == result.stored == result.received and result.lost == 0, result
+    # Sends after the restart were acknowledged again: recovery without restarting any service.
+    assert all(process.alive() for process in fault_cluster.stack.processes.values())
+
+
+async def test_redis_restart_loses_nothing_and_live_delivery_resumes(fault_cluster, private_redis):
+    senders, receivers, clients = await open_pairs(fault_cluster)
+
+    async def restart_redis():
+        port = private_redis.port
+        await asyncio.to_thread(private_redis.kill)
+        await asyncio.sleep(1.5)
+        private_redis.port = port
+        await asyncio.to_thread(private_redis.start)
+
+    try:
+        await run_traffic(senders, restart_redis)
+        probe_sender, probe_receiver = senders[0].client, receivers[senders[0].receiver.id]
+
+        async def live_again():
+            ack = await probe_sender.call("sendMessage", {"receiverId": senders[0].receiver.id, "text": "live?"})
+            assert ack["ok"]
+            senders[0].acked.append(ack["message"]["_id"])
+            await probe_receiver.wait_for("receiveMessage", lambda m: m["_id"] == ack["message"]["_id"], timeout=1)
+
+        await eventually(live_again, timeout=30)
+        result = await tally(
+            "Redis restarted", fault_cluster.database_url, fault_cluster.gateway_url("b"), senders, receivers
+        )
+    finally:
+        for client in clients:
+            await client.close()
+
+    assert result.acknowledged == result.stored == result.received and result.lost == 0, result
+    for process in fault_cluster.stack.processes.values():
+        assert process.alive(), process.name
+
+
+async def test_history_killed_degrades_clearly_and_recovers(fault_cluster):
+    senders, receivers, clients = await open_pairs(fault_cluster, count=2)
+    history = fault_cluster.stack["history"]
+
+    async def kill_and_restart_history():
+        history.kill()
+        status, body = await get(fault_cluster.gateway_url("a") + "/api/messages/conversations",
+                                 senders[0].receiver.auth_headers)
+        assert (status, body["code"]) == (503, "service_unavailable")
+        status, body = await get(fault_cluster.gateway_url("a") + "/readyz")
+        assert status == 503 and "history" in body["failures"]
+        await asyncio.sleep(1)
+        history.start()
+        await asyncio.to_thread(history.wait_ready)
+
+    try:
+        await run_traffic(senders, kill_and_restart_history)
+        result = await tally(
+            "history killed and restarted", fault_cluster.database_url, fault_cluster.gateway_url("b"), senders, receivers
+        )
+    finally:
+        for client in clients:
+            await client.close()
+
+    errors = {code for sender in senders for code in sender.errors}
+    assert errors == {"service_unavailable"}
+    assert result.acknowledged == result.stored == result.received and result.lost == 0, result
+
+
+async def test_gateway_killed_clients_move_to_the_other_node_and_nothing_is_lost(fault_cluster):
+    """SIGKILL a node; its clients reconnect to the other node (as through a load balancer)."""
+    senders, receivers, clients = await open_pairs(fault_cluster, count=2)
+    node_a = fault_cluster.stack["gateway-a"]
+
+    async def kill_node_a():
+        node_a.kill()
+        for sender in senders:  # what a load balancer does for them: the next node
+            await sender.client.close()
+            moved = ChatClient(fault_cluster.gateway_url("b"), sender.client.token)
+            await moved.connect()
+            clients.append(moved)
+            sender.client = moved
+
+    try:
+        await run_traffic(senders, kill_node_a)
+        result = await tally(
+            "gateway SIGKILL", fault_cluster.database_url, fault_cluster.gateway_url("b"), senders, receivers
+        )
+    finally:
+        for client in clients:
+            await client.close()
+
+    assert all(sender.acked for sender in senders)
+    assert result.acknowledged == result.stored == result.received and result.lost == 0, result
