@@ -21,6 +21,7 @@ class ServiceProcess:
     env: dict[str, str]
     log_path: Path
     process: subprocess.Popen | None = None
+    started_before: bool = False
 
     @property
     def url(self) -> str:
@@ -28,7 +29,9 @@ class ServiceProcess:
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log_file = open(self.log_path, "ab")
+        # A new run starts a new log; a restart of the same process appends to it.
+        log_file = open(self.log_path, "ab" if self.started_before else "wb")
+        self.started_before = True
         env = {**os.environ, **self.env, "PORT": str(self.port), "NODE_ID": self.name}
         self.process = subprocess.Popen(
             [sys.executable, "-m", f"services.{self.service}"], env=env, stdout=log_file, stderr=log_file

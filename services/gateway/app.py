@@ -16,6 +16,7 @@ from .chat import ChatHandler
 from .metrics import GatewayMetrics
 from .ratelimit import RateLimiter
 from .rest import cors_middleware, forward_api
+from .server import ParleyServer, harden
 from .settings import GatewaySettings
 
 
@@ -34,7 +35,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
     app[REST_LIMITER] = RateLimiter(settings.rest_rate_per_second, settings.rest_burst)
 
     origins = settings.cors_origin_list
-    sio = socketio.AsyncServer(
+    sio = ParleyServer(
         async_mode="aiohttp",
         client_manager=socketio.AsyncRedisManager(settings.redis_url, channel=sio_channel(settings.redis_prefix)),
         cors_allowed_origins="*" if "*" in origins else origins,
@@ -44,6 +45,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
         engineio_logger=False,
     )
     sio.attach(app)
+    harden(app)
     app[SIO] = sio
     app[CHAT] = chat = ChatHandler(sio, settings, verifier, history, GatewayMetrics(app[REGISTRY]))
     chat.register()

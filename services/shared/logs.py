@@ -6,6 +6,8 @@ import logging
 import sys
 import time
 
+from aiohttp.http_exceptions import HttpProcessingError
+
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 sid_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("sid", default=None)
 
@@ -32,9 +34,23 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False)
 
 
+class ClientFaultFilter(logging.Filter):
+    """aiohttp logs a malformed HTTP request (a 4xx it answers itself) at ERROR with a traceback:
+    a client's fault, and a cheap way to flood the error log. Make it one warning line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if record.levelno >= logging.ERROR and isinstance(exc, HttpProcessingError) and 400 <= (exc.code or 0) < 500:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg, record.args = f"refused a malformed request: {exc.code} {exc.message}", ()
+            record.exc_info = record.exc_text = None
+        return True
+
+
 def configure_logging(service: str, node: str, level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(service, node))
+    handler.addFilter(ClientFaultFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -12,6 +12,10 @@ def cluster(stores) -> Cluster:
         yield running
     finally:
         running.stack.stop()
+    # Whatever the tests threw at it, no service logged an error (an unhandled exception).
+    for process in running.stack.processes.values():
+        errors = [line for line in process.log_text().splitlines() if '"level": "error"' in line]
+        assert not errors, f"{process.name} logged errors: {errors[:3]}"
 
 
 @pytest.fixture

@@ -1,0 +1,63 @@
+"""python-socketio's server, hardened against traffic it cannot decode.
+
+Malformed Socket.IO or engine.io packets are a client's fault: the connection is closed and a
+warning logged, where the libraries would log a traceback at ERROR (or answer 500), which a
+client could use to flood the error log.
+"""
+
+import logging
+
+import socketio
+from aiohttp import web
+
+from ..shared.errors import ErrorCode, error_response
+
+log = logging.getLogger(__name__)
+
+# What decoding a malformed packet raises: bad JSON or a non-numeric type (ValueError), JSON
+# nested past the recursion limit (RecursionError), a packet of the wrong shape (TypeError,
+# LookupError: an unknown packet type, an event that is not an array or is empty).
+UNDECODABLE = (ValueError, RecursionError, TypeError, LookupError)
+
+
+class ParleyServer(socketio.AsyncServer):
+    async def _handle_eio_message(self, eio_sid, data):
+        # Event handlers run as tasks of their own (and catch their own errors), so what
+        # reaches here is the decoding of the client's packet.
+        try:
+            await super()._handle_eio_message(eio_sid, data)
+        except UNDECODABLE as exc:
+            log.warning("undecodable Socket.IO packet (%s); closing that connection", type(exc).__name__)
+            # In the background: closing waits for this very receive loop to end.
+            self.start_background_task(self.eio.disconnect, eio_sid)
+
+
+@web.middleware
+async def engineio_fault_middleware(request: web.Request, handler) -> web.StreamResponse:
+    """A frame engine.io cannot even parse escapes its request handler: answer 400, not 500."""
+    if not request.path.startswith("/socket.io/"):
+        return await handler(request)
+    try:
+        return await handler(request)
+    except UNDECODABLE as exc:
+        log.warning("undecodable engine.io traffic (%s); connection closed", type(exc).__name__)
+        return error_response(400, "Malformed engine.io packet", ErrorCode.INVALID_PAYLOAD)
+
+
+class EngineIoClientFaultFilter(logging.Filter):
+    """engine.io logs a client's undecodable packet or refused origin at ERROR: make it a warning."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        refused_origin = "is not an accepted origin" in record.getMessage()
+        if record.levelno >= logging.ERROR and (isinstance(exc, UNDECODABLE) or refused_origin):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            if exc is not None:
+                record.msg, record.args = f"undecodable engine.io packet ({type(exc).__name__}); closed", ()
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def harden(app: web.Application) -> None:
+    logging.getLogger("engineio.server").addFilter(EngineIoClientFaultFilter())
+    app.middlewares.append(engineio_fault_middleware)
