@@ -8,7 +8,7 @@ from ..shared.auth import TokenVerifier, token_from_headers
 from ..shared.errors import InvalidField, parse_model
 from ..shared.models import InternalMarkRead, StoreMessage, UserProfile
 from ..shared.openapi import openapi_document
-from ..shared.params import cursor_param, int_param, message_id
+from ..shared.params import cursor_param, int_param, message_id, text_param
 from .app_keys import NOTIFIER, STORE, VERIFIER
 
 routes = web.RouteTableDef()
@@ -24,10 +24,7 @@ def current_user(request: web.Request) -> str:
 
 
 def user_id_param(request: web.Request, name: str = "userId") -> str:
-    value = request.match_info[name]
-    if not 0 < len(value) <= 64:
-        raise InvalidField(name, "must be a user id of 1 to 64 characters")
-    return value
+    return text_param(request.match_info[name], name, low=1, high=64)
 
 
 def with_next_link(request: web.Request, body: object, has_more: bool, cursor_name: str, cursor: str | None):
@@ -72,9 +69,7 @@ async def sync(request: web.Request) -> web.Response:
 @routes.get("/api/messages/search")
 async def search(request: web.Request) -> web.Response:
     me = current_user(request)
-    query = request.query.get("q", "").strip()
-    if not 0 < len(query) <= MAX_QUERY_LENGTH:
-        raise InvalidField("q", f"must be 1 to {MAX_QUERY_LENGTH} characters")
+    query = text_param(request.query.get("q", ""), "q", low=1, high=MAX_QUERY_LENGTH)
     limit = int_param(request.query, "limit", default=20, low=1, high=100)
     before = cursor_param(request.query, "before")
     messages, has_more = await request.app[STORE].search(me, query, before, limit)
@@ -113,9 +108,7 @@ async def conversation_page(request: web.Request) -> web.Response:
 @routes.get("/api/users/lookup")
 async def lookup_user(request: web.Request) -> web.Response:
     current_user(request)
-    user_name = request.query.get("userName", "").strip()
-    if not 0 < len(user_name) <= 64:
-        raise InvalidField("userName", "must be 1 to 64 characters")
+    user_name = text_param(request.query.get("userName", ""), "userName", low=1, high=64)
     return web.json_response(await request.app[STORE].find_user(user_name=user_name))
 
 

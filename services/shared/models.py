@@ -3,13 +3,27 @@
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 MAX_TEXT_LENGTH = 4000
 
-UserId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
-ClientId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
-MessageText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TEXT_LENGTH)]
+
+def no_nul(value: str) -> str:
+    """Postgres text cannot hold U+0000: refuse it here, naming the field, not as a store error."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+def Text(min_length: int = 0, max_length: int = 64):  # noqa: N802 - a type factory
+    return Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=min_length, max_length=max_length), AfterValidator(no_nul)
+    ]
+
+
+UserId = Text(1, 64)
+ClientId = Text(1, 64)
+MessageText = Text(1, MAX_TEXT_LENGTH)
 
 
 class WireModel(BaseModel):
@@ -50,13 +64,9 @@ class UserProfile(WireModel):
     """A profile as the guide shows it: `{"_id": "u1", "userName": "ada", "name": "Ada", "profileImage": ""}`."""
 
     id: UserId = Field(alias="_id")
-    user_name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)] = Field(
-        alias="userName"
-    )
-    name: Annotated[str, StringConstraints(strip_whitespace=True, max_length=128)] = ""
-    profile_image: Annotated[str, StringConstraints(strip_whitespace=True, max_length=2048)] = Field(
-        default="", alias="profileImage"
-    )
+    user_name: Text(1, 64) = Field(alias="userName")
+    name: Text(0, 128) = ""
+    profile_image: Text(0, 2048) = Field(default="", alias="profileImage")
 
 
 class MessageOut(WireModel):

@@ -7,6 +7,14 @@ from .errors import InvalidField
 MAX_CURSOR = 2**63 - 1
 
 
+def text_param(value: str, name: str, *, low: int, high: int) -> str:
+    """A text parameter (query or path) bound for Postgres: a length range, and no NUL."""
+    value = value.strip()
+    if not low <= len(value) <= high or "\x00" in value:
+        raise InvalidField(name, f"must be {low} to {high} characters, without NUL")
+    return value
+
+
 def int_param(query: Mapping[str, str], name: str, *, default: int, low: int, high: int) -> int:
     raw = query.get(name)
     if raw is None or raw == "":

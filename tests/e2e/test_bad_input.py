@@ -54,6 +54,8 @@ BAD_MESSAGES = {
     "whitespace text": ({"receiverId": "x", "text": " \n\t "}, "invalid_text"),
     "text too long": ({"receiverId": "x", "text": "a" * 4001}, "invalid_text"),
     "text not a string": ({"receiverId": "x", "text": ["hi"]}, "invalid_text"),
+    "text with NUL": ({"receiverId": "x", "text": "a\x00b"}, "invalid_text"),
+    "receiver with NUL": ({"receiverId": "x\x00", "text": "hi"}, "invalid_receiverId"),
     "missing receiver": ({"text": "hi"}, "invalid_receiverId"),
     "receiver not a string": ({"receiverId": 42, "text": "hi"}, "invalid_receiverId"),
     "receiver too long": ({"receiverId": "r" * 65, "text": "hi"}, "invalid_receiverId"),

@@ -1,0 +1,30 @@
+"""schemathesis over every documented REST route, public and internal: never a 5xx."""
+
+import asyncio
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+
+from services.shared.openapi import openapi_document
+from tests.support import INTERNAL_TOKEN, create_user
+
+SCHEMA = schemathesis.openapi.from_dict(openapi_document())
+
+
+@pytest.fixture(scope="module")
+def fuzz_user(cluster):
+    return asyncio.run(create_user(cluster.history_url))
+
+
+@SCHEMA.parametrize()
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+def test_no_documented_route_answers_5xx(case, cluster, fuzz_user):
+    public = case.path.startswith("/api/")
+    base_url = cluster.gateway_url("a") if public else cluster.history_url
+    headers = {"Authorization": f"Bearer {fuzz_user.token}", "X-Internal-Token": INTERNAL_TOKEN}
+    response = case.call(base_url=base_url, headers=headers, timeout=10)
+    assert response.status_code < 500, (case.method, case.formatted_path, response.status_code, response.text[:300])
+    if response.status_code >= 400:
+        body = response.json()
+        assert set(body) >= {"message", "code"}, body
