@@ -94,20 +94,35 @@ async def test_bad_typing_payload_is_refused(make_user, connect):
     assert ack["ok"] is False and ack["error"]["code"] == "invalid_receiverId"
 
 
-async def test_rest_shows_nothing_of_other_users_conversations(cluster, make_user, connect):
+async def test_no_route_shows_or_changes_another_users_messages(cluster, make_user, connect):
     ada, grace, mallory = await make_user(), await make_user(), await make_user()
     sender = await connect(ada, "a")
-    await sender.call("sendMessage", {"receiverId": grace.id, "text": "private"})
+    snoop = await connect(mallory, "b")
+    word = "secretword" + ada.id[:8]
+    message = (await sender.call("sendMessage", {"receiverId": grace.id, "text": f"private {word}"}))["message"]
 
-    async with aiohttp.ClientSession(base_url=cluster.gateway_url("a")) as http:
-        async with http.get(f"/api/messages/{grace.id}", headers=mallory.auth_headers) as answer:
+    async with aiohttp.ClientSession(base_url=cluster.gateway_url("a"), headers=mallory.auth_headers) as http:
+        async with http.get(f"/api/messages/{grace.id}") as answer:
             assert answer.status == 200 and await answer.json() == []
-        async with http.get("/api/messages/conversations", headers=mallory.auth_headers) as answer:
+        async with http.get(f"/api/messages/{ada.id}") as answer:
+            assert answer.status == 200 and await answer.json() == []
+        async with http.get("/api/messages/conversations") as answer:
             assert await answer.json() == []
-        async with http.put(f"/api/messages/read/{ada.id}", headers=mallory.auth_headers) as answer:
+        async with http.get("/api/messages/sync?after=0") as answer:
+            assert (await answer.json())["messages"] == []
+        async with http.get(f"/api/messages/search?q={word}") as answer:
+            assert await answer.json() == []
+        async with http.put(f"/api/messages/read/{ada.id}") as answer:
             assert (await answer.json())["count"] == 0
-        async with http.get(f"/api/messages/{ada.id}", headers=grace.auth_headers) as answer:
-            assert [message["isRead"] for message in await answer.json()] == [False]
+        async with http.delete(f"/api/messages/{message['_id']}") as answer:
+            assert answer.status == 404
+    assert (await snoop.call("markRead", {"userId": ada.id}))["count"] == 0
+
+    async with aiohttp.ClientSession(base_url=cluster.gateway_url("b"), headers=grace.auth_headers) as http:
+        async with http.get(f"/api/messages/{ada.id}") as answer:
+            page = await answer.json()
+    assert [(m["text"], m["isRead"]) for m in page] == [(f"private {word}", False)]
+    assert snoop.received("receiveMessage") == []
 
 
 MALFORMED = {
