@@ -62,7 +62,7 @@ def service_env(stores: TestStores, **overrides: str) -> dict[str, str]:
 
 @dataclass
 class Cluster:
-    """History and gateway nodes `a` and `b` (and presence when present) as real processes."""
+    """History, presence and gateway nodes `a` and `b` as real processes."""
 
     stack: Stack
 
@@ -70,15 +70,27 @@ class Cluster:
     def history_url(self) -> str:
         return self.stack["history"].url
 
+    @property
+    def presence_url(self) -> str:
+        return self.stack["presence"].url
+
     def gateway_url(self, node: str) -> str:
         return self.stack[f"gateway-{node}"].url
 
 
 def start_cluster(stores: TestStores, log_dir: Path, nodes: tuple[str, ...] = ("a", "b"), **overrides: str) -> Cluster:
-    history_port = free_port()
-    env = service_env(stores, HISTORY_URL=f"http://127.0.0.1:{history_port}", **overrides)
+    history_port, presence_port = free_port(), free_port()
+    # Short heartbeats and TTLs, so a dead node is noticed within about two seconds.
+    timing = {"HEARTBEAT_SECONDS": "0.5", "NODE_TTL_SECONDS": "2"}
+    env = service_env(
+        stores,
+        HISTORY_URL=f"http://127.0.0.1:{history_port}",
+        PRESENCE_URL=f"http://127.0.0.1:{presence_port}",
+        **{**timing, **overrides},
+    )
     stack = Stack(env, log_dir)
     stack.add("history", "history", history_port)
+    stack.add("presence", "presence", presence_port)
     for node in nodes:
         stack.add("gateway", f"gateway-{node}", free_port())
     try:

@@ -11,11 +11,12 @@ from ..shared.errors import error_middleware
 from ..shared.internal import InternalCallMetrics, InternalClient
 from ..shared.keys import sio_channel
 from ..shared.web import DRAIN_HOOKS, READINESS, REGISTRY, create_base_app
-from .app_keys import CHAT, HISTORY, REST_LIMITER, SETTINGS, SIO, VERIFIER
+from .app_keys import CHAT, HISTORY, PRESENCE, REST_LIMITER, SETTINGS, SIO, VERIFIER
 from .chat import ChatHandler
 from .metrics import GatewayMetrics
 from .ratelimit import RateLimiter
-from .rest import cors_middleware, forward_api
+from .presence_link import PresenceLink
+from .rest import cors_middleware, forward_api, presence_of
 from .server import ParleyServer, harden
 from .settings import GatewaySettings
 
@@ -47,9 +48,19 @@ def create_app(settings: GatewaySettings) -> web.Application:
     sio.attach(app)
     harden(app)
     app[SIO] = sio
-    app[CHAT] = chat = ChatHandler(sio, settings, verifier, history, GatewayMetrics(app[REGISTRY]))
+    app[PRESENCE] = presence = InternalClient(
+        "presence",
+        settings.presence_url,
+        settings.internal_token,
+        timeout=settings.internal_timeout_seconds,
+        metrics=call_metrics,
+    )
+    chat = ChatHandler(sio, settings, verifier, history, GatewayMetrics(app[REGISTRY]))
+    chat.presence = PresenceLink(presence, settings.node_id, settings.heartbeat_seconds, lambda: chat.user_of)
+    app[CHAT] = chat
     chat.register()
 
+    app.router.add_get("/api/presence", presence_of)
     app.router.add_route("*", "/api/{tail:.*}", forward_api)
     app[READINESS].add("history", history_ready(history))
     app[DRAIN_HOOKS].append(lambda: drain_sockets(app))
@@ -70,14 +81,17 @@ async def drain_sockets(app: web.Application) -> None:
     settings = app[SETTINGS]
     await asyncio.sleep(settings.drain_delay_seconds)
     await app[CHAT].drain(settings.shutdown_grace_seconds)
+    await app[CHAT].presence.leave()
 
 
 async def close_clients(app: web.Application):
     # A client of our own for the readiness ping: the Socket.IO manager's is private to it.
     probe = redis.asyncio.Redis.from_url(app[SETTINGS].redis_url, socket_timeout=2, socket_connect_timeout=2)
     app[READINESS].add("redis", probe.ping)
+    app[CHAT].presence.start()
     yield
     await probe.aclose()
     await app[CHAT].close()
     await app[SIO].shutdown()
     await app[HISTORY].close()
+    await app[PRESENCE].close()

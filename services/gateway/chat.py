@@ -12,10 +12,11 @@ import socketio
 from ..shared.auth import TokenVerifier, token_from_headers
 from ..shared.errors import ErrorCode, InvalidField, ParleyError, Unauthorized, parse_model
 from ..shared.internal import InternalClient
-from ..shared.keys import user_room
+from ..shared.keys import presence_room, user_room
 from ..shared.logs import request_id_var, sid_var
 from ..shared.models import MarkRead, SendMessage
 from .metrics import GatewayMetrics
+from .presence_link import PresenceLink
 from .ratelimit import RateLimiter
 from .settings import GatewaySettings
 
@@ -72,6 +73,18 @@ def parse_user_id(payload: object, field: str) -> str:
     return payload.strip()
 
 
+MAX_WATCHED = 500
+
+
+def parse_user_ids(payload: object) -> set[str]:
+    """`watchPresence`'s list of user ids (at most MAX_WATCHED)."""
+    if isinstance(payload, dict):
+        payload = payload.get("userIds")
+    if not isinstance(payload, list) or len(payload) > MAX_WATCHED:
+        raise InvalidField("userIds", f"must be a list of at most {MAX_WATCHED} user ids")
+    return {parse_user_id(item, "userIds") for item in payload}
+
+
 class ChatHandler:
     def __init__(
         self,
@@ -83,6 +96,9 @@ class ChatHandler:
     ):
         self.sio = sio
         self.metrics = metrics
+        # Set by the app once the socket table exists; None leaves presence out (unit use).
+        self.presence: PresenceLink | None = None
+        self.watching: dict[str, set[str]] = {}
         self.settings = settings
         self.verifier = verifier
         self.history = history
@@ -102,6 +118,7 @@ class ChatHandler:
         self.sio.on("typing", self.typing)
         self.sio.on("stopTyping", self.stop_typing)
         self.sio.on("markRead", self.mark_read)
+        self.sio.on("watchPresence", self.watch_presence)
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -123,6 +140,9 @@ class ChatHandler:
         self.user_of[sid] = user_id
         self.metrics.sockets.inc()
         await self.sio.enter_room(sid, user_room(user_id))
+        if self.presence is not None:
+            self.presence.socket_connected(sid, user_id)
+            self.spawn(self._send_online_users(sid, user_id))
 
     async def disconnect(self, sid: str, reason: object = None) -> None:
         sid_var.set(sid)
@@ -130,6 +150,9 @@ class ChatHandler:
         if user_id is None:
             return
         self.metrics.sockets.dec()
+        self.watching.pop(sid, None)
+        if self.presence is not None:
+            self.presence.socket_disconnected(sid, user_id)
         for sid_and_receiver in [key for key in self._typing_timers if key[0] == sid]:
             self._typing_timers.pop(sid_and_receiver).cancel()
             await self._emit_stopped_typing(user_id, sid_and_receiver[1])
@@ -211,6 +234,25 @@ class ChatHandler:
             route="/internal/read",
         )
         return {"count": result["count"], "upTo": result["upTo"]}
+
+    @socket_event("watchPresence")
+    async def watch_presence(self, sid: str, user_id: str, payload: object) -> dict:
+        """Also hear `userOnline` / `userOffline` of these users (replaces the previous list)."""
+        watched = parse_user_ids(payload)
+        previous = self.watching.get(sid, set())
+        for gone in previous - watched:
+            await self.sio.leave_room(sid, presence_room(gone))
+        for new in watched - previous:
+            await self.sio.enter_room(sid, presence_room(new))
+        self.watching[sid] = watched
+        if not watched or self.presence is None:
+            return {"online": []}
+        return {"online": await self.presence.online_among(sorted(watched))}
+
+    async def _send_online_users(self, sid: str, user_id: str) -> None:
+        online = await self.presence.online_partners(user_id)
+        if online is not None and sid in self.user_of:
+            await self.sio.emit("onlineUsers", online, to=sid)
 
     # --- typing timers -------------------------------------------------------------------------
 

@@ -7,14 +7,14 @@ import aiohttp
 from aiohttp import web
 
 from ..shared.auth import token_from_headers
-from ..shared.errors import ServiceUnavailable, Unauthorized
-from .app_keys import HISTORY, REST_LIMITER, SETTINGS, VERIFIER
+from ..shared.errors import InvalidField, ServiceUnavailable, Unauthorized
+from .app_keys import CHAT, HISTORY, REST_LIMITER, SETTINGS, VERIFIER
 
 log = logging.getLogger(__name__)
 
 FORWARDED_REQUEST_HEADERS = ("Cookie", "Authorization", "Content-Type", "Accept")
 FORWARDED_RESPONSE_HEADERS = ("Content-Type", "Link", "Retry-After")
-MAX_REST_BODY = 64 * 1024
+MAX_PRESENCE_IDS = 500
 
 
 async def forward_api(request: web.Request) -> web.Response:
@@ -34,6 +34,16 @@ async def forward_api(request: web.Request) -> web.Response:
     except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
         log.warning("forwarding %s %s failed: %r", request.method, request.path, exc)
         raise ServiceUnavailable("The history service is unavailable") from None
+
+
+async def presence_of(request: web.Request) -> web.Response:
+    """`GET /api/presence?ids=a,b`: which of these users are online now."""
+    request.app[VERIFIER].user_id(token_from_headers(request.headers))
+    request.app[REST_LIMITER].check(rate_limit_key(request))
+    ids = [part.strip() for part in request.query.get("ids", "").split(",") if part.strip()]
+    if not ids or len(ids) > MAX_PRESENCE_IDS or any(len(i) > 64 or "\x00" in i for i in ids):
+        raise InvalidField("ids", f"must be 1 to {MAX_PRESENCE_IDS} comma-separated user ids")
+    return web.json_response({"online": await request.app[CHAT].presence.online_among(ids)})
 
 
 def rate_limit_key(request: web.Request) -> str:

@@ -9,3 +9,28 @@ def sio_channel(prefix: str) -> str:
 def user_room(user_id: str) -> str:
     """The Socket.IO room holding every socket (tab, device, node) of one user."""
     return f"user:{user_id}"
+
+
+def presence_room(user_id: str) -> str:
+    """The room of sockets that asked, with `watchPresence`, to hear about this user."""
+    return f"presence:{user_id}"
+
+
+def node_alive_key(prefix: str, node_id: str) -> str:
+    """Exists while the gateway node heartbeats; its TTL is what declares a node dead."""
+    return f"{prefix}:presence:node:{node_id}:alive"
+
+
+def node_sockets_key(prefix: str, node_id: str) -> str:
+    """Hash of the node's sockets: sid -> user id."""
+    return f"{prefix}:presence:node:{node_id}:sockets"
+
+
+def known_nodes_key(prefix: str) -> str:
+    """Set of the nodes that hold (or held) sockets, which the sweeper checks for liveness."""
+    return f"{prefix}:presence:nodes"
+
+
+def socket_counts_key(prefix: str) -> str:
+    """Hash user id -> number of that user's sockets on live nodes; present while > 0."""
+    return f"{prefix}:presence:sockets-per-user"

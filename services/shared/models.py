@@ -107,3 +107,29 @@ class MessageDeleted(WireModel):
 def dump(model: BaseModel) -> dict:
     """The JSON-ready dict of a wire model, with its wire (alias) names."""
     return model.model_dump(mode="json", by_alias=True)
+
+
+SocketId = Text(1, 64)
+MAX_SOCKETS_PER_CALL = 100_000
+
+
+class PresenceEvents(WireModel):
+    """Internal `POST /internal/presence/events`, a gateway's batch of socket changes:
+    `{"nodeId": "gateway-a", "connected": [["sid1", "u1"]], "disconnected": [["sid0", "u2"]]}`."""
+
+    node_id: UserId = Field(alias="nodeId")
+    connected: list[tuple[SocketId, UserId]] = Field(default_factory=list, max_length=MAX_SOCKETS_PER_CALL)
+    disconnected: list[tuple[SocketId, UserId]] = Field(default_factory=list, max_length=MAX_SOCKETS_PER_CALL)
+
+
+class NodeSockets(WireModel):
+    """Internal `PUT /internal/presence/nodes/{nodeId}`: every socket the node holds now,
+    `{"sockets": [["sid1", "u1"], ["sid2", "u1"]]}`."""
+
+    sockets: list[tuple[SocketId, UserId]] = Field(max_length=MAX_SOCKETS_PER_CALL)
+
+
+class Heartbeat(WireModel):
+    """Internal `POST /internal/presence/heartbeat`: `{"nodeId": "gateway-a"}`."""
+
+    node_id: UserId = Field(alias="nodeId")

@@ -21,6 +21,11 @@ class ClientNotifier:
         """Best effort, like all fan-out: a client that misses it catches up through `sync`."""
         await self._manager.emit(event, data, room=user_room(user_id))
 
+    async def emit_to_rooms(self, event: str, data: object, rooms: list[str]) -> None:
+        """One publish for any number of rooms (each socket hears it once)."""
+        if rooms:
+            await self._manager.emit(event, data, room=rooms)
+
     async def close(self) -> None:
         if self._manager.redis is not None:
             await self._manager.redis.aclose()

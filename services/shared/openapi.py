@@ -5,7 +5,16 @@ Kept true by tests/unit/test_openapi.py, which compares it with every service's 
 
 from pydantic import BaseModel
 
-from .models import InternalMarkRead, MessageOut, MessagesRead, StoreMessage, UserProfile
+from .models import (
+    Heartbeat,
+    InternalMarkRead,
+    MessageOut,
+    MessagesRead,
+    NodeSockets,
+    PresenceEvents,
+    StoreMessage,
+    UserProfile,
+)
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 MESSAGE = {"$ref": "#/components/schemas/MessageOut"}
@@ -168,10 +177,48 @@ HISTORY_INTERNAL_PATHS = {
     "/openapi.json": {"get": {"summary": "This document", "responses": {"200": _json({"type": "object"})}}},
 }
 
+ONLINE = _json({"type": "object", "properties": {"online": {"type": "array", "items": USER_ID}}})
+TRANSITIONS = _json({"type": "object", "properties": {"online": {"type": "array", "items": USER_ID},
+                                                      "offline": {"type": "array", "items": USER_ID}}})
+IDS = _param("ids", "query", "Comma-separated user ids (at most 500)", required=True)
+NODE_ID = _param("nodeId", "path", "The gateway node", USER_ID)
+
+GATEWAY_PATHS = {
+    "/api/presence": {
+        "get": _public("Which of these users are online now", {"200": ONLINE}, [IDS])
+    },
+}
+
+PRESENCE_INTERNAL_PATHS = {
+    "/internal/presence/events": {
+        "post": _internal("A gateway's batch of sockets connected and disconnected", {"200": TRANSITIONS},
+                          PresenceEvents)
+    },
+    "/internal/presence/heartbeat": {
+        "post": _internal("A gateway node is alive; `resync` asks it for its full socket list",
+                          {"200": _json({"type": "object", "properties": {"resync": {"type": "boolean"}}})},
+                          Heartbeat)
+    },
+    "/internal/presence/nodes/{nodeId}": {
+        "put": _internal("Replace the node's sockets with its full list", {"200": TRANSITIONS}, NodeSockets,
+                         [NODE_ID]),
+        "delete": _internal("The node left (drained): forget its sockets", {"200": TRANSITIONS},
+                            parameters=[NODE_ID]),
+    },
+    "/internal/presence/online": {
+        "get": _internal("Which of these users are online", {"200": ONLINE}, parameters=[IDS])
+    },
+    "/internal/presence/partners-online/{userId}": {
+        "get": _internal("Which of the user's conversation partners are online", {"200": ONLINE},
+                         parameters=[_param("userId", "path", "The user", USER_ID)])
+    },
+}
+
 # Routes that only one service answers, by service; the tests compare each with its router.
 SERVICE_PATHS = {
     "history": {**PUBLIC_PATHS, **HISTORY_INTERNAL_PATHS, **_probes("history")},
-    "gateway": _probes("gateway"),
+    "gateway": {**GATEWAY_PATHS, **_probes("gateway")},
+    "presence": {**PRESENCE_INTERNAL_PATHS, **_probes("presence")},
 }
 
 
@@ -180,7 +227,8 @@ def _schemas() -> dict:
         "Error": {"type": "object", "required": ["message", "code"],
                   "properties": {"message": {"type": "string"}, "code": {"type": "string"}}},
     }
-    for model in (MessageOut, UserProfile, StoreMessage, InternalMarkRead, MessagesRead):
+    for model in (MessageOut, UserProfile, StoreMessage, InternalMarkRead, MessagesRead, PresenceEvents, NodeSockets,
+                  Heartbeat):
         schema = model.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema

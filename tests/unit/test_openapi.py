@@ -6,6 +6,8 @@ from services.gateway.app import create_app as create_gateway
 from services.gateway.settings import GatewaySettings
 from services.history.app import create_app as create_history
 from services.history.settings import HistorySettings
+from services.presence.app import create_app as create_presence
+from services.presence.settings import PresenceSettings
 from services.shared.openapi import SERVICE_PATHS, openapi_document
 
 # Gateway routes that are not HTTP API: Socket.IO, the forwarder of `/api/*` to history (whose
@@ -34,6 +36,7 @@ def documented_operations(service: str) -> set[tuple[str, str]]:
     [
         ("history", lambda: create_history(HistorySettings()), ()),
         ("gateway", lambda: create_gateway(GatewaySettings()), GATEWAY_UNDOCUMENTED_PREFIXES),
+        ("presence", lambda: create_presence(PresenceSettings()), ()),
     ],
 )
 def test_every_route_is_documented_and_every_documented_route_exists(service, app_factory, skip):

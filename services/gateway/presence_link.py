@@ -1,0 +1,136 @@
+"""A gateway node's link to presence: batched socket changes, a heartbeat, resync on demand.
+
+The node's own table of sockets (sid -> user) is the truth. Changes are queued and sent in one
+call per FLUSH_SECONDS; one heartbeat per interval keeps the node alive in presence. When a call
+fails, or presence answers that it did not know this node alive (it restarted, Redis lost its
+state, or the node was swept), the next heartbeat sends the full table, and state converges.
+Chat never waits for presence.
+"""
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from ..shared.errors import ParleyError
+from ..shared.internal import InternalClient
+
+log = logging.getLogger(__name__)
+
+FLUSH_SECONDS = 0.05
+
+
+class PresenceLink:
+    def __init__(self, presence: InternalClient, node_id: str, heartbeat_seconds: float,
+                 sockets: Callable[[], dict[str, str]]):
+        self._presence = presence
+        self._node_id = node_id
+        self._heartbeat_seconds = heartbeat_seconds
+        self._sockets = sockets
+        self._connected: list[tuple[str, str]] = []
+        self._disconnected: list[tuple[str, str]] = []
+        self._wake = asyncio.Event()
+        self._needs_resync = True
+        self._tasks: list[asyncio.Task] = []
+        # One call to presence at a time: a batch landing after a resync it predates could
+        # bring back a socket the resync had removed.
+        self._calls = asyncio.Lock()
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._flush_forever()), asyncio.create_task(self._heartbeat_forever())]
+
+    def socket_connected(self, sid: str, user_id: str) -> None:
+        self._connected.append((sid, user_id))
+        self._wake.set()
+
+    def socket_disconnected(self, sid: str, user_id: str) -> None:
+        self._disconnected.append((sid, user_id))
+        self._wake.set()
+
+    async def online_partners(self, user_id: str) -> list[str] | None:
+        try:
+            answer = await self._presence.call(
+                "GET", f"/internal/presence/partners-online/{user_id}", idempotent=True,
+                route="/internal/presence/partners-online/{userId}",
+            )
+        except ParleyError as exc:
+            log.info("no onlineUsers for a new socket: presence answered %s", exc.code)
+            return None
+        return answer["online"]
+
+    async def online_among(self, user_ids: list[str]) -> list[str]:
+        answer = await self._presence.call(
+            "GET", "/internal/presence/online", params={"ids": ",".join(user_ids)}, idempotent=True,
+            route="/internal/presence/online",
+        )
+        return answer["online"]
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(FLUSH_SECONDS)  # coalesce a burst of connects into one call
+            self._wake.clear()
+            await self.flush()
+
+    async def flush(self) -> None:
+        async with self._calls:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        if self._needs_resync or not (self._connected or self._disconnected):
+            return  # a resync will send the whole table anyway
+        connected, disconnected = self._connected, self._disconnected
+        self._connected, self._disconnected = [], []
+        try:
+            await self._presence.call(
+                "POST", "/internal/presence/events",
+                json={"nodeId": self._node_id, "connected": connected, "disconnected": disconnected},
+                idempotent=True, route="/internal/presence/events",
+            )
+        except ParleyError as exc:
+            log.warning("presence did not take %d change(s) (%s); resyncing at the next heartbeat",
+                        len(connected) + len(disconnected), exc.code)
+            self._needs_resync = True
+
+    async def _heartbeat_forever(self) -> None:
+        while True:
+            await self.heartbeat()
+            await asyncio.sleep(self._heartbeat_seconds)
+
+    async def heartbeat(self) -> None:
+        async with self._calls:
+            await self._heartbeat()
+
+    async def _heartbeat(self) -> None:
+        try:
+            answer = await self._presence.call(
+                "POST", "/internal/presence/heartbeat", json={"nodeId": self._node_id},
+                route="/internal/presence/heartbeat",
+            )
+            if answer["resync"] or self._needs_resync:
+                await self._resync()
+        except ParleyError as exc:
+            if not self._needs_resync:
+                log.warning("presence heartbeat failed (%s); will resync when it answers", exc.code)
+            self._needs_resync = True
+
+    async def _resync(self) -> None:
+        # The table is read and the queues cleared in one step, so no change is lost or doubled.
+        table = list(self._sockets().items())
+        self._connected, self._disconnected = [], []
+        await self._presence.call(
+            "PUT", f"/internal/presence/nodes/{self._node_id}", json={"sockets": table},
+            idempotent=True, route="/internal/presence/nodes/{nodeId}",
+        )
+        self._needs_resync = False
+        log.info("presence resynced with %d socket(s)", len(table))
+
+    async def leave(self) -> None:
+        """A drained node tells presence it is gone, rather than leaving it to the TTL."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            await self._presence.call("DELETE", f"/internal/presence/nodes/{self._node_id}",
+                                      route="/internal/presence/nodes/{nodeId}")
+        except ParleyError as exc:
+            log.warning("could not tell presence this node left (%s); its TTL will", exc.code)

@@ -1,0 +1,71 @@
+"""The presence service: owns who is online, in Redis, with node heartbeats and TTLs."""
+
+import asyncio
+import logging
+
+import redis.asyncio as redis
+from aiohttp import web
+
+from ..shared.errors import ParleyError, error_middleware
+from ..shared.internal import InternalCallMetrics, InternalClient
+from ..shared.notify import ClientNotifier
+from ..shared.web import READINESS, REGISTRY, create_base_app
+from .announcer import PresenceAnnouncer
+from .app_keys import ANNOUNCER, SETTINGS, STORE
+from .routes import routes
+from .settings import PresenceSettings
+from .store import PresenceStore
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: PresenceSettings) -> web.Application:
+    app = create_base_app("presence", settings.internal_token, [error_middleware])
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(stores_and_clients)
+    app.cleanup_ctx.append(sweeper)
+    app.add_routes(routes)
+    return app
+
+
+async def stores_and_clients(app: web.Application):
+    settings = app[SETTINGS]
+    client = redis.Redis.from_url(
+        settings.redis_url, decode_responses=True, socket_timeout=2, socket_connect_timeout=2, retry_on_timeout=True
+    )
+    app[STORE] = store = PresenceStore(client, settings.redis_prefix, settings.node_ttl_seconds)
+    history = InternalClient(
+        "history",
+        settings.history_url,
+        settings.internal_token,
+        timeout=settings.internal_timeout_seconds,
+        metrics=InternalCallMetrics("presence", app[REGISTRY]),
+    )
+    notifier = ClientNotifier(settings.redis_url, settings.redis_prefix)
+    app[ANNOUNCER] = PresenceAnnouncer(history, notifier)
+    app[READINESS].add("redis", store.ping)
+    yield
+    await notifier.close()
+    await history.close()
+    await client.aclose()
+
+
+async def sweeper(app: web.Application):
+    """Every heartbeat interval, forgets the sockets of nodes that stopped heartbeating.
+
+    Any number of presence replicas may sweep: the sweep of a node is atomic and happens once.
+    """
+
+    async def sweep_forever() -> None:
+        while True:
+            await asyncio.sleep(app[SETTINGS].heartbeat_seconds)
+            try:
+                offline = await app[STORE].sweep_dead_nodes()
+                await app[ANNOUNCER].announce([], offline)
+            except ParleyError as exc:
+                log.warning("sweep skipped: %s", exc.message)
+
+    task = asyncio.create_task(sweep_forever())
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)

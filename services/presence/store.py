@@ -1,0 +1,145 @@
+"""The online state in Redis. Every change is one Lua script, so replicas never double-count.
+
+A user is online while their count of sockets (on nodes not yet swept) is above zero; each
+script returns the users whose count crossed zero, the only moments anyone is told.
+"""
+
+import logging
+
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+from ..shared.errors import StoreUnavailable
+from ..shared.keys import known_nodes_key, node_alive_key, node_sockets_key, socket_counts_key
+
+log = logging.getLogger(__name__)
+
+# KEYS: node sockets hash, per-user counts, known nodes, node alive key.
+# ARGV: ttl ms, node id, then pairs: sid, user (connected), "-", then sid, user (disconnected).
+# Returns {online users, offline users}. Adding an existing sid or removing a missing one
+# changes nothing, so a retried batch is harmless.
+_APPLY_EVENTS = """
+local online, offline = {}, {}
+redis.call('SET', KEYS[4], '1', 'PX', ARGV[1])
+redis.call('SADD', KEYS[3], ARGV[2])
+local i, removing = 3, false
+while i <= #ARGV do
+  if ARGV[i] == '-' then
+    removing = true
+    i = i + 1
+  else
+    local sid, user = ARGV[i], ARGV[i + 1]
+    if not removing then
+      if redis.call('HSETNX', KEYS[1], sid, user) == 1 then
+        if redis.call('HINCRBY', KEYS[2], user, 1) == 1 then table.insert(online, user) end
+      end
+    else
+      if redis.call('HDEL', KEYS[1], sid) == 1 then
+        if redis.call('HINCRBY', KEYS[2], user, -1) <= 0 then
+          redis.call('HDEL', KEYS[2], user)
+          table.insert(offline, user)
+        end
+      end
+    end
+    i = i + 2
+  end
+end
+return {online, offline}
+"""
+
+# KEYS: node sockets hash, per-user counts, known nodes, node alive key. ARGV: node id, "force".
+# Forgets every socket of a node whose alive key has expired (checked here, atomically, so a
+# node that heartbeats meanwhile is kept), or of a node that left ("force"). Once only: the hash
+# is gone afterwards. Returns the users who went offline.
+_SWEEP_NODE = """
+if ARGV[2] ~= 'force' and redis.call('EXISTS', KEYS[4]) == 1 then return {} end
+redis.call('DEL', KEYS[4])
+local offline = {}
+local pairs_ = redis.call('HGETALL', KEYS[1])
+for i = 1, #pairs_, 2 do
+  local user = pairs_[i + 1]
+  if redis.call('HINCRBY', KEYS[2], user, -1) <= 0 then
+    redis.call('HDEL', KEYS[2], user)
+    table.insert(offline, user)
+  end
+end
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[3], ARGV[1])
+return offline
+"""
+
+
+class PresenceStore:
+    """Expects a client made with `decode_responses=True`."""
+
+    def __init__(self, client: redis.Redis, prefix: str, node_ttl_seconds: float):
+        self._redis = client
+        self._prefix = prefix
+        self._ttl_ms = int(node_ttl_seconds * 1000)
+        self._apply = client.register_script(_APPLY_EVENTS)
+        self._sweep = client.register_script(_SWEEP_NODE)
+
+    def _keys(self, node_id: str) -> list[str]:
+        return [
+            node_sockets_key(self._prefix, node_id),
+            socket_counts_key(self._prefix),
+            known_nodes_key(self._prefix),
+            node_alive_key(self._prefix, node_id),
+        ]
+
+    async def ping(self) -> None:
+        await self._guard(self._redis.ping())
+
+    async def apply_events(
+        self, node_id: str, connected: list[tuple[str, str]], disconnected: list[tuple[str, str]]
+    ) -> tuple[list[str], list[str]]:
+        """Sockets that came and went on a node: the users who came online and went offline."""
+        argv: list[str] = [str(self._ttl_ms), node_id]
+        for sid, user in connected:
+            argv += [sid, user]
+        argv.append("-")
+        for sid, user in disconnected:
+            argv += [sid, user]
+        online, offline = await self._guard(self._apply(keys=self._keys(node_id), args=argv))
+        return online, offline
+
+    async def heartbeat(self, node_id: str) -> bool:
+        """Refreshes the node's liveness; False when it was not alive (new, swept, or Redis lost it)."""
+        was_alive = await self._guard(
+            self._redis.set(node_alive_key(self._prefix, node_id), "1", px=self._ttl_ms, get=True)
+        )
+        return was_alive is not None
+
+    async def replace_node(self, node_id: str, sockets: list[tuple[str, str]]) -> tuple[list[str], list[str]]:
+        """Makes the node's recorded sockets exactly `sockets` (the gateway's own list)."""
+        recorded = await self._guard(self._redis.hgetall(node_sockets_key(self._prefix, node_id)))
+        wanted = dict(sockets)
+        connected = [(sid, user) for sid, user in wanted.items() if recorded.get(sid) != user]
+        disconnected = [(sid, user) for sid, user in recorded.items() if wanted.get(sid) != user]
+        return await self.apply_events(node_id, connected, disconnected)
+
+    async def sweep_dead_nodes(self) -> list[str]:
+        """Forgets the sockets of every node whose liveness expired: the users gone offline."""
+        nodes = await self._guard(self._redis.smembers(known_nodes_key(self._prefix)))
+        offline: list[str] = []
+        for node_id in nodes:
+            offline += await self._guard(self._sweep(keys=self._keys(node_id), args=[node_id, ""]))
+        return offline
+
+    async def forget_node(self, node_id: str) -> list[str]:
+        """A node that leaves cleanly (drained): its users' other sockets keep them online."""
+        return await self._guard(self._sweep(keys=self._keys(node_id), args=[node_id, "force"]))
+
+    async def online_among(self, user_ids: list[str]) -> list[str]:
+        if not user_ids:
+            return []
+        counts = await self._guard(self._redis.hmget(socket_counts_key(self._prefix), user_ids))
+        return [user for user, count in zip(user_ids, counts) if count is not None and int(count) > 0]
+
+    async def _guard(self, awaitable):
+        try:
+            return await awaitable
+        except (RedisError, OSError) as exc:
+            log.warning("redis unavailable: %r", exc)
+            raise StoreUnavailable("The presence store is unavailable") from None
+
