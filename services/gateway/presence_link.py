@@ -17,6 +17,7 @@ from ..shared.internal import InternalClient
 log = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 0.05
+IDS_PER_CALL = 100  # presence's limit per query
 
 
 class PresenceLink:
@@ -58,11 +59,14 @@ class PresenceLink:
         return answer["online"]
 
     async def online_among(self, user_ids: list[str]) -> list[str]:
-        answer = await self._presence.call(
-            "GET", "/internal/presence/online", params={"ids": ",".join(user_ids)}, idempotent=True,
-            route="/internal/presence/online",
-        )
-        return answer["online"]
+        online: list[str] = []
+        for start in range(0, len(user_ids), IDS_PER_CALL):
+            answer = await self._presence.call(
+                "GET", "/internal/presence/online", params={"ids": ",".join(user_ids[start:start + IDS_PER_CALL])},
+                idempotent=True, route="/internal/presence/online",
+            )
+            online += answer["online"]
+        return online
 
     async def _flush_forever(self) -> None:
         while True:

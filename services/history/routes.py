@@ -6,7 +6,7 @@ from aiohttp import web
 
 from ..shared.auth import TokenVerifier, token_from_headers
 from ..shared.errors import InvalidField, parse_model
-from ..shared.models import InternalMarkRead, StoreMessage, UserProfile
+from ..shared.models import InternalMarkRead, PartnersQuery, StoreMessage, UserProfile
 from ..shared.openapi import openapi_document
 from ..shared.params import cursor_param, int_param, message_id, text_param
 from .app_keys import NOTIFIER, STORE, VERIFIER
@@ -155,6 +155,12 @@ async def upsert_user(request: web.Request) -> web.Response:
 async def list_users(request: web.Request) -> web.Response:
     limit = int_param(request.query, "limit", default=100, low=1, high=1000)
     return web.json_response(await request.app[STORE].list_users(limit))
+
+
+@routes.post("/internal/partners")
+async def partners_of_many(request: web.Request) -> web.Response:
+    query = parse_model(PartnersQuery, await json_body(request))
+    return web.json_response({"partners": await request.app[STORE].partner_ids_of_many(query.user_ids)})
 
 
 @routes.get("/internal/users/{userId}/partners")

@@ -138,6 +138,17 @@ class MessageStore:
             rows = await connection.fetch("SELECT partner_id FROM conversations WHERE owner_id = $1", user_id)
         return [row["partner_id"] for row in rows]
 
+    async def partner_ids_of_many(self, user_ids: list[str]) -> dict[str, list[str]]:
+        """Partners of each of these users, in one query (presence announces in batches)."""
+        async with self._connection() as connection:
+            rows = await connection.fetch(
+                "SELECT owner_id, array_agg(partner_id) AS partners FROM conversations"
+                " WHERE owner_id = ANY($1::text[]) GROUP BY owner_id",
+                user_ids,
+            )
+        found = {row["owner_id"]: list(row["partners"]) for row in rows}
+        return {user_id: found.get(user_id, []) for user_id in user_ids}
+
     # --- messages ----------------------------------------------------------------------------
 
     async def create_message(

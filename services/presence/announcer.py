@@ -1,11 +1,11 @@
 """Tells the people who care when a user comes online or goes offline.
 
-Those are the user's conversation partners (asked of history, cached briefly) and the sockets
-watching the user (`watchPresence`): one publish per transition reaches all their rooms.
+Those are the user's conversation partners (asked of history each time: a cache would keep a
+brand-new partner uninformed, and transitions are rare next to messages) and the sockets watching
+the user (`watchPresence`): one publish per transition reaches all their rooms.
 """
 
 import logging
-import time
 
 from ..shared.errors import ParleyError
 from ..shared.internal import InternalClient
@@ -14,37 +14,34 @@ from ..shared.notify import ClientNotifier
 
 log = logging.getLogger(__name__)
 
-PARTNERS_CACHE_SECONDS = 10.0
-
 
 class PresenceAnnouncer:
     def __init__(self, history: InternalClient, notifier: ClientNotifier):
         self._history = history
         self._notifier = notifier
-        self._partners: dict[str, tuple[float, list[str]]] = {}
 
     async def partners(self, user_id: str) -> list[str]:
-        cached = self._partners.get(user_id)
-        if cached is not None and time.monotonic() - cached[0] < PARTNERS_CACHE_SECONDS:
-            return cached[1]
-        partners = await self._history.call(
+        return await self._history.call(
             "GET", f"/internal/users/{user_id}/partners", idempotent=True, route="/internal/users/{userId}/partners"
         )
-        if len(self._partners) > 100_000:
-            self._partners.clear()
-        self._partners[user_id] = (time.monotonic(), partners)
-        return partners
 
     async def announce(self, online: list[str], offline: list[str]) -> None:
-        for event, users in (("userOnline", online), ("userOffline", offline)):
-            for user_id in users:
-                await self._announce_one(event, user_id)
-
-    async def _announce_one(self, event: str, user_id: str) -> None:
-        rooms = [presence_room(user_id)]
+        """One history call for the whole batch, then one publish per transition."""
+        if not online and not offline:
+            return
         try:
-            rooms += [user_room(partner) for partner in await self.partners(user_id) if partner != user_id]
+            answer = await self._history.call(
+                "POST", "/internal/partners", json={"userIds": online + offline}, idempotent=True,
+                route="/internal/partners",
+            )
+            partners = answer["partners"]
         except ParleyError as exc:
             # Watchers still hear it; partners catch up from `onlineUsers` on their next connect.
-            log.warning("%s of a user told to watchers only: partners unknown (%s)", event, exc.code)
-        await self._notifier.emit_to_rooms(event, user_id, rooms)
+            log.warning("%d transition(s) told to watchers only: partners unknown (%s)",
+                        len(online) + len(offline), exc.code)
+            partners = {}
+        for event, users in (("userOnline", online), ("userOffline", offline)):
+            for user_id in users:
+                rooms = [presence_room(user_id)]
+                rooms += [user_room(partner) for partner in partners.get(user_id, []) if partner != user_id]
+                await self._notifier.emit_to_rooms(event, user_id, rooms)

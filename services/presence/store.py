@@ -101,7 +101,7 @@ class PresenceStore:
         for sid, user in disconnected:
             argv += [sid, user]
         online, offline = await self._guard(self._apply(keys=self._keys(node_id), args=argv))
-        return online, offline
+        return list(online), list(offline)
 
     async def heartbeat(self, node_id: str) -> bool:
         """Refreshes the node's liveness; False when it was not alive (new, swept, or Redis lost it)."""

@@ -133,3 +133,9 @@ class Heartbeat(WireModel):
     """Internal `POST /internal/presence/heartbeat`: `{"nodeId": "gateway-a"}`."""
 
     node_id: UserId = Field(alias="nodeId")
+
+
+class PartnersQuery(WireModel):
+    """Internal `POST /internal/partners`: `{"userIds": ["u1", "u2"]}` (at most 10,000)."""
+
+    user_ids: list[UserId] = Field(alias="userIds", max_length=10_000)

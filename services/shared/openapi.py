@@ -11,6 +11,7 @@ from .models import (
     MessageOut,
     MessagesRead,
     NodeSockets,
+    PartnersQuery,
     PresenceEvents,
     StoreMessage,
     UserProfile,
@@ -169,6 +170,11 @@ HISTORY_INTERNAL_PATHS = {
                           "required": ["userName"]},
                          [_param("userId", "path", "The user", USER_ID)])
     },
+    "/internal/partners": {
+        "post": _internal("Partners of each of many users (presence's batched announcements)",
+                          {"200": _json({"type": "object", "properties": {"partners": {"type": "object"}}})},
+                          PartnersQuery)
+    },
     "/internal/users/{userId}/partners": {
         "get": _internal("Ids of everyone the user has a conversation with",
                          {"200": _json({"type": "array", "items": {"type": "string"}})},
@@ -180,7 +186,7 @@ HISTORY_INTERNAL_PATHS = {
 ONLINE = _json({"type": "object", "properties": {"online": {"type": "array", "items": USER_ID}}})
 TRANSITIONS = _json({"type": "object", "properties": {"online": {"type": "array", "items": USER_ID},
                                                       "offline": {"type": "array", "items": USER_ID}}})
-IDS = _param("ids", "query", "Comma-separated user ids (at most 500)", required=True)
+IDS = _param("ids", "query", "Comma-separated user ids (at most 100)", required=True)
 NODE_ID = _param("nodeId", "path", "The gateway node", USER_ID)
 
 GATEWAY_PATHS = {
@@ -228,7 +234,7 @@ def _schemas() -> dict:
                   "properties": {"message": {"type": "string"}, "code": {"type": "string"}}},
     }
     for model in (MessageOut, UserProfile, StoreMessage, InternalMarkRead, MessagesRead, PresenceEvents, NodeSockets,
-                  Heartbeat):
+                  Heartbeat, PartnersQuery):
         schema = model.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema

@@ -221,3 +221,89 @@ async def test_gateway_killed_clients_move_to_the_other_node_and_nothing_is_lost
 
     assert all(sender.acked for sender in senders)
     assert result.acknowledged == result.stored == result.received and result.lost == 0, result
+
+
+async def befriend(cluster, ada, grace) -> None:
+    client = ChatClient(cluster.gateway_url("a"), ada.token)
+    await client.connect()
+    assert (await client.call("sendMessage", {"receiverId": grace.id, "text": "hello"}))["ok"]
+    await client.close()
+
+
+async def online(cluster, user_ids, asker) -> set[str]:
+    status, body = await get(f"{cluster.gateway_url('b')}/api/presence?ids={','.join(user_ids)}", asker.auth_headers)
+    assert status == 200, body
+    return set(body["online"])
+
+
+async def test_killed_gateway_users_go_offline_within_the_ttl(fault_cluster):
+    ada, grace = await create_user(fault_cluster.history_url), await create_user(fault_cluster.history_url)
+    await befriend(fault_cluster, ada, grace)
+    watcher = ChatClient(fault_cluster.gateway_url("b"), grace.token)
+    await watcher.connect()
+    doomed = ChatClient(fault_cluster.gateway_url("a"), ada.token)
+    await doomed.connect()
+    try:
+        await watcher.wait_for("userOnline", lambda user: user == ada.id)
+        killed_at = asyncio.get_running_loop().time()
+        fault_cluster.stack["gateway-a"].kill()
+        # NODE_TTL_SECONDS is 2 and the sweep runs every HEARTBEAT_SECONDS (0.5) in tests.
+        await watcher.wait_for("userOffline", lambda user: user == ada.id, timeout=6)
+        assert asyncio.get_running_loop().time() - killed_at < 4
+        assert await online(fault_cluster, [ada.id, grace.id], grace) == {grace.id}
+    finally:
+        await doomed.close()
+        await watcher.close()
+
+
+async def test_presence_restarted_state_converges(fault_cluster):
+    ada, grace = await create_user(fault_cluster.history_url), await create_user(fault_cluster.history_url)
+    presence = fault_cluster.stack["presence"]
+    first = ChatClient(fault_cluster.gateway_url("a"), ada.token)
+    await first.connect()
+    try:
+        presence.kill()
+        # While presence is down: ada moves to node b, grace comes online; chat goes on.
+        second = ChatClient(fault_cluster.gateway_url("b"), ada.token)
+        await second.connect()
+        await first.close()
+        other = ChatClient(fault_cluster.gateway_url("a"), grace.token)
+        await other.connect()
+        assert (await other.call("sendMessage", {"receiverId": ada.id, "text": "presence is down"}))["ok"]
+        presence.start()
+        await asyncio.to_thread(presence.wait_ready)
+
+        async def converged():
+            assert await online(fault_cluster, [ada.id, grace.id], grace) == {ada.id, grace.id}
+
+        await eventually(converged, timeout=10)
+        await second.close()
+
+        async def ada_offline():
+            assert await online(fault_cluster, [ada.id, grace.id], grace) == {grace.id}
+
+        await eventually(ada_offline, timeout=10)
+        await other.close()
+    finally:
+        await first.close()
+
+
+async def test_redis_restarted_presence_is_rebuilt_from_the_gateways(fault_cluster, private_redis):
+    ada, grace = await create_user(fault_cluster.history_url), await create_user(fault_cluster.history_url)
+    clients = [ChatClient(fault_cluster.gateway_url(node), user.token) for node, user in (("a", ada), ("b", grace))]
+    for client in clients:
+        await client.connect()
+    try:
+        async def both_online():
+            assert await online(fault_cluster, [ada.id, grace.id], grace) == {ada.id, grace.id}
+
+        await eventually(both_online)
+        port = private_redis.port
+        await asyncio.to_thread(private_redis.kill)
+        await asyncio.sleep(1)
+        private_redis.port = port
+        await asyncio.to_thread(private_redis.start)  # empty: every presence key is gone
+        await eventually(both_online, timeout=15)
+    finally:
+        for client in clients:
+            await client.close()
