@@ -158,18 +158,21 @@ class ChatHandler:
             await self._emit_stopped_typing(user_id, sid_and_receiver[1])
 
     async def drain(self, grace_seconds: float) -> None:
-        """Refuse new sockets, let in-flight events finish, then close every socket.
+        """Refuse new sockets, let in-flight events finish, then drop every connection.
 
-        The close is at the engine.io level, so clients see a transport close and reconnect
-        (to another node, through the load balancer), as they would after a network drop.
+        The transport is dropped without an engine.io CLOSE packet: every client library treats
+        that as a network drop and reconnects (to another node, through the load balancer),
+        whereas after a CLOSE the Python client, for one, stays disconnected.
         """
         self.accepting = False
         deadline = asyncio.get_running_loop().time() + grace_seconds / 2
         while self.in_flight and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)
-        engine = self.sio.eio
-        await asyncio.gather(*(engine.disconnect(eio_sid) for eio_sid in list(engine.sockets)))
-        log.info("drained: closed every socket, %d event(s) still in flight", self.in_flight)
+        sockets = list(self.sio.eio.sockets.values())
+        for socket in sockets:
+            await socket.close(wait=False, abort=True)
+            socket.queue.put_nowait(None)  # ends its writer, which closes the websocket (or poll)
+        log.info("drained: dropped %d connection(s), %d event(s) still in flight", len(sockets), self.in_flight)
 
     # --- events --------------------------------------------------------------------------------
 
