@@ -4,6 +4,8 @@
 VENV := .venv
 STAMP := $(VENV)/.installed
 PYTHON ?= python3
+WEBCLIENT := services/gateway/webclient
+WEBCLIENT_STAMP := $(WEBCLIENT)/node_modules/.installed
 
 .PHONY: run test bench deps clean
 
@@ -13,17 +15,22 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[test]'
 	touch $(STAMP)
 
-deps: $(STAMP)
+# The web client's socket.io-client, from npm (no CDN at run time).
+$(WEBCLIENT_STAMP): $(WEBCLIENT)/package-lock.json
+	npm ci --prefix $(WEBCLIENT) --no-audit --no-fund
+	touch $@
 
-run: $(STAMP)
+deps: $(STAMP) $(WEBCLIENT_STAMP)
+
+run: $(STAMP) $(WEBCLIENT_STAMP)
 	scripts/system-deps.sh run
 	$(VENV)/bin/parley dev
 
-test: $(STAMP)
+test: $(STAMP) $(WEBCLIENT_STAMP)
 	scripts/system-deps.sh test
 	$(VENV)/bin/pytest
 
-bench: $(STAMP)
+bench: $(STAMP) $(WEBCLIENT_STAMP)
 	scripts/system-deps.sh run
 	$(VENV)/bin/python -m bench
 

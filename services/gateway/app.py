@@ -17,8 +17,9 @@ from .metrics import GatewayMetrics
 from .ratelimit import RateLimiter
 from .presence_link import PresenceLink
 from .rest import cors_middleware, forward_api, presence_of
-from .server import ParleyServer, harden
+from .server import ParleyServer, harden, origin_check
 from .settings import GatewaySettings
+from .webclient import setup_web_client
 
 
 def create_app(settings: GatewaySettings) -> web.Application:
@@ -35,11 +36,10 @@ def create_app(settings: GatewaySettings) -> web.Application:
     )
     app[REST_LIMITER] = RateLimiter(settings.rest_rate_per_second, settings.rest_burst)
 
-    origins = settings.cors_origin_list
     sio = ParleyServer(
         async_mode="aiohttp",
         client_manager=socketio.AsyncRedisManager(settings.redis_url, channel=sio_channel(settings.redis_prefix)),
-        cors_allowed_origins="*" if "*" in origins else origins,
+        cors_allowed_origins=origin_check(settings.cors_origin_list),
         cors_credentials=True,
         max_http_buffer_size=settings.max_payload_bytes,
         logger=False,
@@ -60,6 +60,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
     app[CHAT] = chat
     chat.register()
 
+    setup_web_client(app)
     app.router.add_get("/api/presence", presence_of)
     app.router.add_route("*", "/api/{tail:.*}", forward_api)
     app[READINESS].add("history", history_ready(history))

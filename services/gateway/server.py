@@ -58,6 +58,18 @@ class EngineIoClientFaultFilter(logging.Filter):
         return True
 
 
+def origin_check(allowed: list[str]):
+    """Engine.io's origin test: the allow-list, and always the gateway's own origin (its page)."""
+
+    def allowed_origin(origin: str | None, environ: dict) -> bool:
+        if origin is None or "*" in allowed or origin in allowed:
+            return True
+        own = f"{environ.get('wsgi.url_scheme', 'http')}://{environ.get('HTTP_HOST', '')}"
+        return origin == own
+
+    return allowed_origin
+
+
 def harden(app: web.Application) -> None:
     logging.getLogger("engineio.server").addFilter(EngineIoClientFaultFilter())
     app.middlewares.append(engineio_fault_middleware)

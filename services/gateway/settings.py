@@ -11,6 +11,8 @@ class GatewaySettings(ServiceSettings, JwtSettings):
     cors_origins: str = "http://localhost:8000,http://localhost:8001,http://localhost:5173"
     # Development mode: the web client offers the demo users to sign in as.
     dev_mode: bool = False
+    # Where `npm ci` put the web client's packages (socket.io-client); empty: next to the code.
+    webclient_modules: str = ""
     # A `typing` with no `stopTyping` is cleared by the server after this many seconds.
     typing_timeout_seconds: float = 5.0
     heartbeat_seconds: float = 5.0

@@ -153,6 +153,10 @@ async def upsert_user(request: web.Request) -> web.Response:
 
 @routes.get("/internal/users")
 async def list_users(request: web.Request) -> web.Response:
+    """The directory (development sign-in), or the one profile with `?userName=`."""
+    if "userName" in request.query:
+        user_name = text_param(request.query["userName"], "userName", low=1, high=64)
+        return web.json_response([await request.app[STORE].find_user(user_name=user_name)])
     limit = int_param(request.query, "limit", default=100, low=1, high=1000)
     return web.json_response(await request.app[STORE].list_users(limit))
 

@@ -160,8 +160,9 @@ HISTORY_INTERNAL_PATHS = {
         "post": _internal("Mark read on behalf of a socket event", {"200": _json({"type": "object"})}, InternalMarkRead)
     },
     "/internal/users": {
-        "get": _internal("List profiles (development)", {"200": _json({"type": "array", "items": PROFILE})},
-                         parameters=[_limit(100, 1000)])
+        "get": _internal("List profiles (development sign-in), or the one with `userName`",
+                         {"200": _json({"type": "array", "items": PROFILE})},
+                         parameters=[_limit(100, 1000), _param("userName", "query", "Exactly this user name")])
     },
     "/internal/users/{userId}": {
         "put": _internal("Create or update a profile (the social app's upsert)", {"200": _json(PROFILE)},

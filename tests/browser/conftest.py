@@ -1,0 +1,41 @@
+"""Headless Chromium (Debian's package) driven by Playwright, against a cluster of real processes."""
+
+from pathlib import Path
+
+import pytest
+from playwright.async_api import async_playwright
+
+from tests.support import TEST_RUN_DIR, start_cluster
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+SCREENSHOTS = TEST_RUN_DIR / "screenshots"
+
+
+@pytest.fixture(scope="module")
+def web_cluster(stores):
+    """Gateways in development mode, so the page offers users to sign in as."""
+    running = start_cluster(stores, TEST_RUN_DIR / "logs" / "browser", DEV_MODE="true")
+    yield running
+    running.stack.stop()
+
+
+@pytest.fixture
+async def browser():
+    assert Path(CHROMIUM).exists(), "chromium is installed by scripts/system-deps.sh (make test)"
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield launched
+        await launched.close()
+
+
+@pytest.fixture
+def shoot():
+    """Saves a screenshot of a step under .run/test/screenshots/, to look at."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+
+    async def take(page, name: str) -> None:
+        await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+    return take
