@@ -1,14 +1,11 @@
 """Session-wide fixtures: real Postgres and Redis (a database and key prefix of the run's own)."""
 
-import asyncio
 import uuid
 
-import asyncpg
 import pytest
 
 from services.devtools.stores import drop_database, ensure_database, find_stores, with_database
-from services.history.migrations import apply_migrations
-from tests.support import TEST_RUN_DIR, TestStores
+from tests.support import TEST_RUN_DIR, TestStores, migrate
 
 
 @pytest.fixture(scope="session")
@@ -19,14 +16,7 @@ def stores() -> TestStores:
     database = f"parley_test_{run_id}"
     url = ensure_database(admin_url, database)
 
-    async def migrate() -> None:
-        connection = await asyncpg.connect(url)
-        try:
-            await apply_migrations(connection)
-        finally:
-            await connection.close()
-
-    asyncio.run(migrate())
+    migrate(url)
     try:
         yield TestStores(database_url=url, redis_url=found.redis_url, redis_prefix=f"parley-test-{run_id}")
     finally:

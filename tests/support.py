@@ -6,9 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 import socketio
 
 from services.devtools.stack import Stack
+from services.history.migrations import apply_migrations
 from services.devtools.stores import free_port
 from services.shared.auth import issue_token
 from services.shared.settings import JwtSettings
@@ -26,6 +28,17 @@ class TestStores:
     database_url: str
     redis_url: str
     redis_prefix: str
+
+
+def migrate(database_url: str) -> None:
+    async def run() -> None:
+        connection = await asyncpg.connect(database_url)
+        try:
+            await apply_migrations(connection)
+        finally:
+            await connection.close()
+
+    asyncio.run(run())
 
 
 @dataclass

@@ -27,13 +27,13 @@ def create_app(settings: GatewaySettings) -> web.Application:
     app[SETTINGS] = settings
     app[VERIFIER] = verifier = TokenVerifier(settings)
     call_metrics = InternalCallMetrics("gateway", app[REGISTRY])
-    app[HISTORY] = history = InternalClient(
-        "history",
-        settings.history_url,
-        settings.internal_token,
-        timeout=settings.internal_timeout_seconds,
-        metrics=call_metrics,
-    )
+
+    def internal_client(service: str, url: str) -> InternalClient:
+        return InternalClient(
+            service, url, settings.internal_token, timeout=settings.internal_timeout_seconds, metrics=call_metrics
+        )
+
+    app[HISTORY] = history = internal_client("history", settings.history_url)
     app[REST_LIMITER] = RateLimiter(settings.rest_rate_per_second, settings.rest_burst)
 
     sio = ParleyServer(
@@ -48,13 +48,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
     sio.attach(app)
     harden(app)
     app[SIO] = sio
-    app[PRESENCE] = presence = InternalClient(
-        "presence",
-        settings.presence_url,
-        settings.internal_token,
-        timeout=settings.internal_timeout_seconds,
-        metrics=call_metrics,
-    )
+    app[PRESENCE] = presence = internal_client("presence", settings.presence_url)
     chat = ChatHandler(sio, settings, verifier, history, GatewayMetrics(app[REGISTRY]))
     chat.presence = PresenceLink(presence, settings.node_id, settings.heartbeat_seconds, lambda: chat.user_of)
     app[CHAT] = chat

@@ -8,6 +8,7 @@ from ..shared.auth import TokenVerifier, token_from_headers
 from ..shared.errors import InvalidField, parse_model
 from ..shared.models import InternalMarkRead, PartnersQuery, StoreMessage, UserProfile
 from ..shared.openapi import openapi_document
+from ..shared.web import json_body
 from ..shared.params import cursor_param, int_param, message_id, text_param
 from .app_keys import NOTIFIER, STORE, VERIFIER
 
@@ -35,12 +36,6 @@ def with_next_link(request: web.Request, body: object, has_more: bool, cursor_na
         response.headers["Link"] = f'<{request.path}?{urlencode(query)}>; rel="next"'
     return response
 
-
-async def json_body(request: web.Request) -> object:
-    try:
-        return await request.json()
-    except ValueError:
-        raise InvalidField("body", "must be valid JSON") from None
 
 
 # --- public --------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from aiohttp import web
 
 from ..shared.errors import InvalidField, parse_model
 from ..shared.models import Heartbeat, NodeSockets, PresenceEvents
+from ..shared.web import json_body
 from ..shared.params import text_param
 from .app_keys import ANNOUNCER, STORE
 
@@ -12,12 +13,6 @@ routes = web.RouteTableDef()
 # 100 ids of up to 64 characters stay under the 8 KB request line a server accepts.
 MAX_IDS = 100
 
-
-async def json_body(request: web.Request) -> object:
-    try:
-        return await request.json()
-    except ValueError:
-        raise InvalidField("body", "must be valid JSON") from None
 
 
 @routes.post("/internal/presence/events")

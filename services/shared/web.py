@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
-from .errors import ErrorCode, error_response
+from .errors import ErrorCode, InvalidField, error_response
 from .internal import INTERNAL_TOKEN_HEADER, REQUEST_ID_HEADER
 from .logs import request_id_var
 
@@ -72,6 +72,14 @@ class HttpMetrics:
             ["route"],
             registry=registry,
         )
+
+
+async def json_body(request: web.Request) -> object:
+    """The request's JSON body, or a 400 naming `body` (bad JSON, or not UTF-8)."""
+    try:
+        return await request.json()
+    except ValueError:
+        raise InvalidField("body", "must be valid JSON") from None
 
 
 def create_base_app(service: str, internal_token: str, middlewares: list) -> web.Application:

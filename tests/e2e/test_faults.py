@@ -4,16 +4,13 @@ Each test runs its own cluster on private Postgres and Redis servers, so it can 
 """
 
 import asyncio
-import signal
 
 import aiohttp
-import asyncpg
 import pytest
 
-from services.devtools.stores import PrivatePostgres, PrivateRedis, ensure_database, free_port
-from services.history.migrations import apply_migrations
+from services.devtools.stores import PrivatePostgres, PrivateRedis, ensure_database
 from tests.e2e.faults import Sender, tally
-from tests.support import TEST_RUN_DIR, ChatClient, TestStores, create_user, start_cluster
+from tests.support import TEST_RUN_DIR, ChatClient, TestStores, create_user, migrate, start_cluster
 
 FAULT_DIR = TEST_RUN_DIR / "faults"
 
@@ -23,15 +20,7 @@ def private_postgres():
     server = PrivatePostgres(FAULT_DIR / "postgres")
     server.start()
     url = ensure_database(server.admin_url, "parley")
-
-    async def migrate():
-        connection = await asyncpg.connect(url)
-        try:
-            await apply_migrations(connection)
-        finally:
-            await connection.close()
-
-    asyncio.run(migrate())
+    migrate(url)
     yield server, url
     server.stop("immediate")
 
