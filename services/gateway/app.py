@@ -3,13 +3,12 @@
 import asyncio
 
 import redis.asyncio
-import socketio
 from aiohttp import web
 
 from ..shared.auth import TokenVerifier
 from ..shared.errors import error_middleware
 from ..shared.internal import InternalCallMetrics, InternalClient
-from ..shared.keys import sio_channel
+from ..shared.routed_manager import RoutedRedisManager
 from ..shared.web import DRAIN_HOOKS, READINESS, REGISTRY, create_base_app
 from .app_keys import CHAT, HISTORY, PRESENCE, REST_LIMITER, SETTINGS, SIO, VERIFIER
 from .chat import ChatHandler
@@ -36,9 +35,13 @@ def create_app(settings: GatewaySettings) -> web.Application:
     app[HISTORY] = history = internal_client("history", settings.history_url)
     app[REST_LIMITER] = RateLimiter(settings.rest_rate_per_second, settings.rest_burst)
 
+    metrics = GatewayMetrics(app[REGISTRY])
+    manager = RoutedRedisManager(
+        settings.redis_url, settings.redis_prefix, node_id=settings.node_id, received=metrics.pubsub_received
+    )
     sio = ParleyServer(
         async_mode="aiohttp",
-        client_manager=socketio.AsyncRedisManager(settings.redis_url, channel=sio_channel(settings.redis_prefix)),
+        client_manager=manager,
         cors_allowed_origins=origin_check(settings.cors_origin_list),
         cors_credentials=True,
         max_http_buffer_size=settings.max_payload_bytes,
@@ -49,7 +52,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
     harden(app)
     app[SIO] = sio
     app[PRESENCE] = presence = internal_client("presence", settings.presence_url)
-    chat = ChatHandler(sio, settings, verifier, history, GatewayMetrics(app[REGISTRY]))
+    chat = ChatHandler(sio, settings, verifier, history, metrics)
     chat.presence = PresenceLink(presence, settings.node_id, settings.heartbeat_seconds, lambda: chat.user_of)
     app[CHAT] = chat
     chat.register()
@@ -88,5 +91,6 @@ async def close_clients(app: web.Application):
     await probe.aclose()
     await app[CHAT].close()
     await app[SIO].shutdown()
+    await app[SIO].manager.close()
     await app[HISTORY].close()
     await app[PRESENCE].close()

@@ -25,6 +25,11 @@ class GatewayMetrics:
             ["event", "outcome"],
             registry=registry,
         )
+        self.pubsub_received = Counter(
+            "parley_gateway_pubsub_messages_received_total",
+            "Pub/sub messages this node received and decoded (its own users' emits, and broadcasts).",
+            registry=registry,
+        )
         self.connects_refused = Counter(
             "parley_gateway_connects_refused_total",
             "Handshakes refused (bad or missing token, or draining).",

@@ -34,3 +34,13 @@ def known_nodes_key(prefix: str) -> str:
 def socket_counts_key(prefix: str) -> str:
     """Hash user id -> number of that user's sockets on live nodes; present while > 0."""
     return f"{prefix}:presence:sockets-per-user"
+
+
+def node_channel(prefix: str, node_id: str) -> str:
+    """The pub/sub channel only one gateway node listens on: emits for its users."""
+    return f"{prefix}:socketio:node:{node_id}"
+
+
+def user_nodes_key(prefix: str, user_id: str) -> str:
+    """Sorted set: the gateway nodes holding this user's sockets, scored by when the entry lapses."""
+    return f"{prefix}:route:user:{user_id}"

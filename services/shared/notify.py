@@ -2,20 +2,17 @@
 
 import logging
 
-import socketio
-
-from .keys import sio_channel, user_room
+from .keys import user_room
+from .routed_manager import RoutedRedisManager
 
 log = logging.getLogger(__name__)
 
 
 class ClientNotifier:
-    """A write-only Socket.IO manager on the gateways' Redis channel."""
+    """A write-only Socket.IO manager, routed like the gateways' own (to the nodes of the user)."""
 
     def __init__(self, redis_url: str, redis_prefix: str):
-        self._manager = socketio.AsyncRedisManager(
-            redis_url, channel=sio_channel(redis_prefix), write_only=True, logger=log
-        )
+        self._manager = RoutedRedisManager(redis_url, redis_prefix, write_only=True)
 
     async def emit_to_user(self, event: str, data: object, user_id: str) -> None:
         """Best effort, like all fan-out: a client that misses it catches up through `sync`."""
@@ -27,5 +24,4 @@ class ClientNotifier:
             await self._manager.emit(event, data, room=rooms)
 
     async def close(self) -> None:
-        if self._manager.redis is not None:
-            await self._manager.redis.aclose()
+        await self._manager.close()

@@ -1,0 +1,198 @@
+"""A Socket.IO manager over Redis that sends an emit for a user only to the nodes holding them.
+
+python-socketio's AsyncRedisManager publishes every emit on one channel that every node
+decodes, so each node pays for all the traffic of the cluster. Here each node also listens on a
+channel of its own, and keeps, in Redis, which nodes hold sockets of each `user:<id>` room (a
+sorted set of node ids scored by expiry, refreshed while the node holds that user). An emit to
+user rooms is published only on the channels of the nodes found there; anything else (other
+rooms, everyone) and any emit whose lookup fails goes on the shared channel, as before.
+
+The emitting node delivers to its own sockets directly (python-socketio does), never via Redis.
+"""
+
+import asyncio
+import logging
+import time
+
+import orjson
+import redis.asyncio as redis
+import socketio
+from prometheus_client import Counter
+from redis.exceptions import RedisError
+from socketio.async_pubsub_manager import AsyncPubSubManager
+from socketio.packet import Packet
+
+from .keys import node_channel, sio_channel, user_nodes_key
+
+log = logging.getLogger(__name__)
+
+USER_ROOM_PREFIX = "user:"
+ROUTE_TTL_SECONDS = 30.0  # an entry of a node that died lapses after this
+ROUTE_REFRESH_SECONDS = 10.0
+LISTEN_RETRY_SECONDS = (0.2, 0.5, 1, 2, 5)
+
+
+class RoutedRedisManager(AsyncPubSubManager):
+    name = "parley-routed-redis"
+
+    def __init__(self, url: str, prefix: str, node_id: str | None = None, write_only: bool = False,
+                 received: Counter | None = None):
+        super().__init__(channel=sio_channel(prefix), write_only=write_only, logger=log)
+        self._prefix = prefix
+        self.node_id = node_id
+        self._redis = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+        self._received = received
+        self._registered: set[str] = set()  # user rooms this node has entered in the registry
+        self._refresher: asyncio.Task | None = None
+
+    # --- routing ---------------------------------------------------------------------------------
+
+    async def emit(self, event, data, namespace=None, room=None, skip_sid=None, callback=None, to=None, **kwargs):
+        target = to or room
+        namespace = namespace or "/"
+        rooms = _user_rooms(target)
+        payload = list(data) if isinstance(data, tuple) else [data]
+        if kwargs.get("ignore_queue") or callback is not None or not rooms or Packet.data_is_binary(payload):
+            if isinstance(target, str) and self.server is not None and self.is_connected(target, namespace):
+                # A socket of this node: no other node could deliver it.
+                return await socketio.AsyncManager.emit(self, event, data, namespace=namespace, room=target,
+                                                        skip_sid=skip_sid)
+            return await super().emit(event, data, namespace=namespace, room=room, skip_sid=skip_sid,
+                                      callback=callback, to=to, **kwargs)
+        if self.server is not None:  # this node's own sockets, directly
+            await socketio.AsyncManager.emit(self, event, data, namespace=namespace, room=target, skip_sid=skip_sid)
+        message = {"method": "emit", "event": event, "data": payload, "binary": False, "namespace": namespace,
+                   "room": target, "skip_sid": skip_sid, "callback": None, "host_id": self.host_id}
+        await self._publish_routed(message, rooms)
+
+    async def _publish(self, data):
+        """python-socketio's own messages (other rooms, disconnects, acks): every node."""
+        await self._publish_to([self.channel], data)
+
+    async def _publish_routed(self, message: dict, rooms: list[str]) -> None:
+        try:
+            nodes = await self._nodes_of(rooms)
+        except (RedisError, OSError) as exc:
+            log.warning("route lookup failed (%r): publishing to every node", exc)
+            return await self._publish_to([self.channel], message)
+        channels = [node_channel(self._prefix, node) for node in nodes if node != self.node_id]
+        if channels:
+            await self._publish_to(channels, message)
+
+    async def _nodes_of(self, rooms: list[str]) -> set[str]:
+        now = time.time()
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for user_room in rooms:
+                pipe.zrangebyscore(user_nodes_key(self._prefix, user_room[len(USER_ROOM_PREFIX):]), now, "+inf")
+            answers = await pipe.execute()
+        return {node.decode() for nodes in answers for node in nodes}
+
+    async def _publish_to(self, channels: list[str], data) -> None:
+        payload = orjson.dumps(data)
+        for attempt in (1, 2):
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for channel in channels:
+                        pipe.publish(channel, payload)
+                    await pipe.execute()
+                return
+            except (RedisError, OSError) as exc:
+                if attempt == 2:
+                    # Fan-out is best effort: the message is stored; clients catch up with sync.
+                    log.error("publish to %d channel(s) failed twice, giving up: %r", len(channels), exc)
+
+    # --- the registry of which nodes hold which users --------------------------------------------
+
+    async def enter_room(self, sid, namespace, room, eio_sid=None):
+        await super().enter_room(sid, namespace, room, eio_sid=eio_sid)
+        if room.startswith(USER_ROOM_PREFIX) and room not in self._registered and not self.write_only:
+            # Registered before the connect completes: from now on, emits for the user reach us.
+            await self._register([room])
+
+    async def _register(self, rooms: list[str]) -> None:
+        expiry = time.time() + ROUTE_TTL_SECONDS
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for user_room in rooms:
+                    key = user_nodes_key(self._prefix, user_room[len(USER_ROOM_PREFIX):])
+                    pipe.zadd(key, {self.node_id: expiry})
+                    pipe.expire(key, int(ROUTE_TTL_SECONDS) + 5)
+                await pipe.execute()
+            self._registered.update(rooms)
+        except (RedisError, OSError) as exc:
+            # Until the next refresh succeeds, emits for these users fall back to broadcast
+            # only if the lookup fails too; so keep trying, loudly.
+            log.warning("could not register %d user room(s): %r", len(rooms), exc)
+
+    def _local_user_rooms(self) -> set[str]:
+        return {room for room, members in self.rooms.get("/", {}).items()
+                if isinstance(room, str) and room.startswith(USER_ROOM_PREFIX) and members}
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(ROUTE_REFRESH_SECONDS)
+            local = self._local_user_rooms()
+            gone = self._registered - local
+            await self._register(sorted(local))
+            if gone:
+                await self._unregister(sorted(gone))
+
+    async def _unregister(self, rooms: list[str]) -> None:
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for user_room in rooms:
+                    pipe.zrem(user_nodes_key(self._prefix, user_room[len(USER_ROOM_PREFIX):]), self.node_id)
+                await pipe.execute()
+            self._registered.difference_update(rooms)
+        except (RedisError, OSError) as exc:
+            log.warning("could not unregister %d user room(s) (they lapse by themselves): %r", len(rooms), exc)
+
+    # --- listening -------------------------------------------------------------------------------
+
+    def initialize(self):
+        super().initialize()
+        if not self.write_only:
+            self._refresher = asyncio.ensure_future(self._refresh_forever())
+
+    async def _listen(self):
+        channels = [self.channel, node_channel(self._prefix, self.node_id)]
+        attempt = 0
+        while True:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(*channels)
+                if attempt:
+                    log.info("pub/sub listening again")
+                    # Redis may have restarted empty: put this node's users back at once.
+                    await self._register(sorted(self._local_user_rooms()))
+                attempt = 0
+                async for message in pubsub.listen():
+                    if message["type"] == "message":
+                        if self._received is not None:
+                            self._received.inc()
+                        yield orjson.loads(message["data"])
+            except (RedisError, OSError) as exc:
+                delay = LISTEN_RETRY_SECONDS[min(attempt, len(LISTEN_RETRY_SECONDS) - 1)]
+                log.warning("pub/sub connection lost (%r), retrying in %s s", exc, delay)
+                attempt += 1
+                await asyncio.sleep(delay)
+            finally:
+                await pubsub.aclose()
+
+    async def close(self) -> None:
+        """Stops listening and refreshing, leaves the registry, closes the connection."""
+        tasks = [task for task in (getattr(self, "thread", None), self._refresher) if task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._registered and not self.write_only:
+            await self._unregister(sorted(self._registered))
+        await self._redis.aclose()
+
+
+def _user_rooms(target) -> list[str]:
+    """The target's rooms when every one of them is a user room; else an empty list."""
+    rooms = [target] if isinstance(target, str) else list(target or [])
+    if rooms and all(isinstance(room, str) and room.startswith(USER_ROOM_PREFIX) for room in rooms):
+        return rooms
+    return []
