@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-BENCHMARKS = ["bench.history_bench", "bench.presence_bench"]
+BENCHMARKS = ["bench.history_bench", "bench.presence_bench", "bench.delivery_bench"]
 
 
 def main() -> int:

@@ -1,8 +1,9 @@
-"""Presence under a connect storm: 5,000 sockets over two gateway nodes.
+"""A connect storm: N idle sockets (5,000 by default; 10,000 for issue 7) over two gateway nodes.
 
 Reports the time until every socket is connected and until presence agrees they are online,
-the internal calls made per connect, and the Redis commands per node heartbeat (on a private
-Redis, so nothing else is counted). Prints a table; writes bench/results/presence.json.
+gateway memory per 1,000 sockets, the internal calls made per connect, and the Redis commands
+per node heartbeat (on a private Redis, so nothing else is counted). Prints a table; writes
+bench/results/presence-<N>.json.
 
     .venv/bin/python -m bench.presence_bench [--sockets 5000]
 """
@@ -40,6 +41,13 @@ async def open_socket(http: aiohttp.ClientSession, url: str, token: str) -> aioh
     return ws
 
 
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
 def metric_sum(text: str, name: str, label: str = "") -> float:
     return sum(
         float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
@@ -57,6 +65,7 @@ async def run(stack: Stack, gateways: list[str], count: int, redis_url: str) -> 
     jwt = JwtSettings()
     users = [f"bench-presence-{n}" for n in range(count)]
     before = {name: await scrape(stack[name].url) for name in (*gateways, "presence")}
+    rss_before = sum(rss_kib(stack[name].process.pid) for name in gateways)
     connector = aiohttp.TCPConnector(limit=0)
     limit = asyncio.Semaphore(CONCURRENT_CONNECTS)
     sockets = []
@@ -82,6 +91,7 @@ async def run(stack: Stack, gateways: list[str], count: int, redis_url: str) -> 
         agreed = time.perf_counter() - started
 
         after = {name: await scrape(stack[name].url) for name in (*gateways, "presence")}
+        rss_per_thousand = (sum(rss_kib(stack[name].process.pid) for name in gateways) - rss_before) / count * 1000
         calls = "parley_gateway_internal_call_duration_seconds_count"
         gateway_calls = sum(metric_sum(after[g], calls) - metric_sum(before[g], calls) for g in gateways)
         history_calls = (metric_sum(after["presence"], "parley_presence_internal_call_duration_seconds_count")
@@ -106,6 +116,7 @@ async def run(stack: Stack, gateways: list[str], count: int, redis_url: str) -> 
         ("sockets", f"{count:,} over {len(gateways)} nodes"),
         ("all connected after", f"{connected:.2f} s ({count / connected:,.0f} connects/s)"),
         ("presence agrees after", f"{agreed:.2f} s"),
+        ("gateway memory per 1,000 sockets", f"{rss_per_thousand / 1024:.1f} MiB ({rss_per_thousand / 1000:.1f} KiB a socket)"),
         ("gateway -> presence calls per connect", f"{gateway_calls / count:.3f} ({batches:.0f} batched event calls)"),
         ("presence -> history calls per connect", f"{history_calls / count:.3f}"),
         ("Redis commands per heartbeat (idle)", f"{commands / heartbeats:.1f} (incl. sweeps: {commands} in {window:.0f} s)"),
@@ -145,7 +156,7 @@ def main() -> int:
     for label, value in rows:
         print(f"{label:<40} {value}")
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    (RESULTS_DIR / "presence.json").write_text(json.dumps(dict(rows), indent=2))
+    (RESULTS_DIR / f"presence-{args.sockets}.json").write_text(json.dumps(dict(rows), indent=2))
     return 0
 
 

@@ -1,0 +1,215 @@
+"""Delivery under load, and fan-out as nodes are added: the real system, generators in processes.
+
+For each offered rate (two gateway nodes, most pairs across nodes): achieved rate, delivered,
+lost, duplicates, p50/p95/p99 latency sendMessage -> receiveMessage and -> ack, and the CPU
+milliseconds per delivered message of every process (from /proc). Then the same load over 1, 2
+and 4 nodes: CPU per message and pub/sub messages each node decoded per delivered message.
+Prints tables; writes bench/results/delivery.json.
+
+    .venv/bin/python -m bench.delivery_bench [--rates 500,1000,2000,3000] [--seconds 10] [--quick]
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+
+from services.devtools.stack import Stack
+from services.devtools.stores import PrivateRedis, ensure_database, find_stores, free_port, with_database
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+RESULTS_DIR = PROJECT_DIR / "bench" / "results"
+RUN_DIR = PROJECT_DIR / ".run" / "bench"
+INTERNAL_TOKEN = "bench-internal-token"
+GENERATORS = 2
+USERS = 200
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICKS
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+
+
+def postgres_pids() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "postgres":
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def percentile(values: list[float], share: float) -> float:
+    return round(values[min(len(values) - 1, int(len(values) * share))], 1) if values else float("nan")
+
+
+async def create_users(history_url: str, tags: list[str], pairs: int) -> None:
+    async with aiohttp.ClientSession(headers={"X-Internal-Token": INTERNAL_TOKEN}) as http:
+        async def put(user_id: str) -> None:
+            async with http.put(f"{history_url}/internal/users/{user_id}", json={"userName": user_id}) as answer:
+                assert answer.status == 200, await answer.text()
+
+        await asyncio.gather(*(put(f"{tag}-{side}{n}") for tag in tags for side in "sr" for n in range(pairs)))
+
+
+async def pubsub_decoded(urls: list[str]) -> list[float]:
+    counts = []
+    async with aiohttp.ClientSession() as http:
+        for url in urls:
+            async with http.get(url + "/metrics") as answer:
+                text = await answer.text()
+            counts.append(next(float(line.split()[-1]) for line in text.splitlines()
+                               if line.startswith("parley_gateway_pubsub_messages_received_total ")))
+    return counts
+
+
+def start_stack(database_url: str, redis: PrivateRedis, nodes: int, prefix: str) -> Stack:
+    ports = {"history": free_port(), "presence": free_port()}
+    env = {"DATABASE_URL": database_url, "REDIS_URL": redis.url, "REDIS_PREFIX": prefix, "LOG_LEVEL": "WARNING",
+           "INTERNAL_TOKEN": INTERNAL_TOKEN, "SEND_RATE_PER_SECOND": "1000", "SEND_BURST": "1000",
+           "HISTORY_URL": f"http://127.0.0.1:{ports['history']}",
+           "PRESENCE_URL": f"http://127.0.0.1:{ports['presence']}"}
+    stack = Stack(env, RUN_DIR / "logs")
+    stack.add("history", "history", ports["history"])
+    stack.add("presence", "presence", ports["presence"])
+    for node in range(nodes):
+        stack.add("gateway", f"gateway-{node}", free_port())
+    stack.start()
+    return stack
+
+
+def run_load(stack: Stack, redis: PrivateRedis, rate: float, seconds: float, round_tag: str) -> dict:
+    gateways = [process for name, process in stack.processes.items() if name.startswith("gateway")]
+    urls = [process.url for process in gateways]
+    tags = [f"{round_tag}g{n}" for n in range(GENERATORS)]
+    pairs = USERS // 2 // GENERATORS
+    asyncio.run(create_users(stack["history"].url, tags, pairs))
+    watched = {name: process.process.pid for name, process in stack.processes.items()}
+    watched["redis"] = redis.process.pid
+    pg = postgres_pids()
+    decoded_before = asyncio.run(pubsub_decoded(urls))
+    before = {name: cpu_seconds(pid) for name, pid in watched.items()}
+    pg_before = sum(cpu_seconds(pid) for pid in pg)
+    out_files = {tag: RUN_DIR / f"generator-{tag}.json" for tag in tags}
+    generators = [
+        subprocess.Popen([sys.executable, "-m", "bench.load_generator", "--urls", ",".join(urls), "--users",
+                          str(pairs * 2), "--rate", str(rate / GENERATORS), "--seconds", str(seconds), "--tag", tag,
+                          "--out", str(out_files[tag])], cwd=PROJECT_DIR)
+        for tag in tags
+    ]
+    for generator in generators:
+        if generator.wait(timeout=seconds + 120) != 0:
+            raise RuntimeError("a load generator failed")
+    outputs = [json.loads(out_files[tag].read_text()) for tag in tags]
+    after = {name: cpu_seconds(pid) for name, pid in watched.items()}
+    pg_after = sum(cpu_seconds(pid) for pid in postgres_pids())
+    decoded_after = asyncio.run(pubsub_decoded(urls))
+
+    delivered = sum(output["delivered"] for output in outputs)
+    sent = sum(output["sent"] for output in outputs)
+    acked = sum(output["acked"] for output in outputs)
+    delivery = sorted(value for output in outputs for value in output["delivery_ms"])
+    acks = sorted(value for output in outputs for value in output["ack_ms"])
+    cpu = {name: after[name] - before[name] for name in watched}
+    cpu["postgres"] = pg_after - pg_before
+    cpu["generators"] = sum(output["cpu_seconds"] for output in outputs)
+    per_message = {name: round(seconds_used * 1000 / max(delivered, 1), 3) for name, seconds_used in cpu.items()}
+    return {
+        "nodes": len(gateways),
+        "offered_per_s": rate,
+        "achieved_per_s": round(delivered / max(output["send_seconds"] for output in outputs), 1),
+        "sent": sent,
+        "acked": acked,
+        "delivered": delivered,
+        # Acknowledged but not received within the generator's 5 s grace: lost, or only late.
+        "undelivered": acked - min(acked, delivered),
+        "refused": sum(output["errors"] for output in outputs),
+        "duplicates": sum(output["duplicates"] for output in outputs),
+        "delivery_p50_ms": percentile(delivery, 0.50),
+        "delivery_p95_ms": percentile(delivery, 0.95),
+        "delivery_p99_ms": percentile(delivery, 0.99),
+        "ack_p50_ms": percentile(acks, 0.50),
+        "ack_p99_ms": percentile(acks, 0.99),
+        "cpu_ms_per_message": per_message,
+        "cpu_ms_per_message_total": round(sum(per_message.values()), 3),
+        "pubsub_decoded_per_delivered": [round((b - a) / max(delivered, 1), 2)
+                                         for a, b in zip(decoded_before, decoded_after)],
+    }
+
+
+def print_delivery(rows: list[dict]) -> None:
+    print(f"\n{'nodes':>5} {'offered/s':>9} {'achieved/s':>10} {'delivered':>9} {'late/lost':>9} {'dup':>4} "
+          f"{'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'ack p99':>7} {'CPU ms/msg':>10}  per process (ms/msg)")
+    for row in rows:
+        parts = ", ".join(f"{name} {value}" for name, value in row["cpu_ms_per_message"].items())
+        print(f"{row['nodes']:>5} {row['offered_per_s']:>9.0f} {row['achieved_per_s']:>10} {row['delivered']:>9} "
+              f"{row['undelivered']:>9} {row['duplicates']:>4} {row['delivery_p50_ms']:>7} {row['delivery_p95_ms']:>7} "
+              f"{row['delivery_p99_ms']:>7} {row['ack_p99_ms']:>7} {row['cpu_ms_per_message_total']:>10}  {parts}")
+
+
+def print_scaling(rows: list[dict]) -> None:
+    print(f"\n{'nodes':>5} {'delivered':>9} {'CPU ms/msg':>10}  pub/sub messages decoded per delivered message, per node")
+    for row in rows:
+        print(f"{row['nodes']:>5} {row['delivered']:>9} {row['cpu_ms_per_message_total']:>10}  "
+              f"{row['pubsub_decoded_per_delivered']}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rates", default="500,1000,2000,3000")
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--scaling-rate", type=float, default=1000)
+    parser.add_argument("--quick", action="store_true", help="one short rate and a short scaling run")
+    args = parser.parse_args()
+    rates = [float(rate) for rate in args.rates.split(",")]
+    seconds = args.seconds
+    if args.quick:
+        rates, seconds = [500.0], 3.0
+
+    stores = find_stores(RUN_DIR)
+    redis = PrivateRedis(RUN_DIR / "delivery-redis")
+    redis.start()
+    results = {"machine": f"{os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d"), "delivery": [], "scaling": []}
+    try:
+        url = ensure_database(with_database(stores.database_url, "postgres"), "parley_loadbench")
+        stack = start_stack(url, redis, 2, f"bench-{int(time.time())}")
+        try:
+            for number, rate in enumerate(rates):
+                results["delivery"].append(run_load(stack, redis, rate, seconds, f"d{number}t{int(time.time())}"))
+        finally:
+            stack.stop()
+        for nodes in (1, 2, 4):
+            stack = start_stack(url, redis, nodes, f"bench-{nodes}-{int(time.time())}")
+            try:
+                results["scaling"].append(
+                    run_load(stack, redis, args.scaling_rate, seconds, f"n{nodes}t{int(time.time())}"))
+            finally:
+                stack.stop()
+    finally:
+        redis.stop()
+        stores.stop()
+    print_delivery(results["delivery"])
+    held = [row["offered_per_s"] for row in results["delivery"]
+            if row["delivery_p99_ms"] < 50 and row["undelivered"] == 0 and row["achieved_per_s"] >= 0.95 * row["offered_per_s"]]
+    print(f"\nhighest rate held with p99 < 50 ms and nothing lost: {max(held) if held else 'none'} msg/s")
+    print_scaling(results["scaling"])
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    (RESULTS_DIR / "delivery.json").write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

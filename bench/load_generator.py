@@ -1,0 +1,125 @@
+"""One load-generator process: pairs of users (sender on one node, receiver on another) chatting
+at a fixed rate over raw Socket.IO websockets, as socket.io-client speaks it. Writes its counts
+and latencies as JSON to --out.
+
+    python -m bench.load_generator --urls URL_A,URL_B --users 100 --rate 500 --seconds 10 --tag g1 --out F
+"""
+
+import argparse
+import asyncio
+import json
+import resource
+import time
+
+import aiohttp
+import uvloop
+
+from services.shared.auth import issue_token
+from services.shared.settings import JwtSettings
+
+
+class Socket:
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse):
+        self.ws = ws
+        self.next_ack = 0
+
+    @classmethod
+    async def open(cls, http: aiohttp.ClientSession, url: str, token: str) -> "Socket":
+        ws = await http.ws_connect(url + "/socket.io/?EIO=4&transport=websocket", heartbeat=None, max_msg_size=0)
+        await ws.receive_str(timeout=30)
+        await ws.send_str("40" + json.dumps({"token": token}))
+        while not (await ws.receive_str(timeout=30)).startswith("40"):
+            pass
+        return cls(ws)
+
+
+async def run(args) -> dict:
+    jwt = JwtSettings()
+    urls = args.urls.split(",")
+    pairs = args.users // 2
+    sent_at: dict[str, float] = {}
+    delivered: dict[str, float] = {}
+    acked: dict[str, float] = {}
+    duplicates = 0
+    errors = 0
+
+    async def read(socket: Socket) -> None:
+        nonlocal duplicates, errors
+        async for message in socket.ws:
+            data = message.data
+            if data == "2":
+                await socket.ws.send_str("3")
+            elif data.startswith('42["receiveMessage"'):
+                text = json.loads(data[2:])[1]["text"]
+                if text in delivered:
+                    duplicates += 1
+                else:
+                    delivered[text] = time.perf_counter()
+            elif data.startswith("43"):
+                body = json.loads(data[data.index("["):])[0]
+                if body.get("ok"):
+                    acked[body["message"]["text"]] = time.perf_counter()
+                else:
+                    errors += 1
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+        senders, readers = [], []
+        for pair in range(pairs):
+            sender_id, receiver_id = f"{args.tag}-s{pair}", f"{args.tag}-r{pair}"
+            # Sender and receiver on different nodes, so every message crosses nodes.
+            sender = await Socket.open(http, urls[pair % len(urls)], issue_token(sender_id, jwt))
+            receiver = await Socket.open(http, urls[(pair + 1) % len(urls)], issue_token(receiver_id, jwt))
+            senders.append((sender, receiver_id))
+            readers += [asyncio.ensure_future(read(sender)), asyncio.ensure_future(read(receiver))]
+        await asyncio.sleep(0.5)
+        usage_before = resource.getrusage(resource.RUSAGE_SELF)
+        started = time.perf_counter()
+        total = int(args.rate * args.seconds)
+        for number in range(total):
+            due = started + number / args.rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            socket, receiver_id = senders[number % len(senders)]
+            text = f"{args.tag}:{number}"
+            socket.next_ack += 1
+            sent_at[text] = time.perf_counter()
+            payload = json.dumps(["sendMessage", {"receiverId": receiver_id, "text": text, "clientId": text}])
+            await socket.ws.send_str(f"42{socket.next_ack}{payload}")
+        send_seconds = time.perf_counter() - started
+        deadline = time.perf_counter() + 5
+        while (len(delivered) < total or len(acked) + errors < total) and time.perf_counter() < deadline:
+            await asyncio.sleep(0.05)
+        usage_after = resource.getrusage(resource.RUSAGE_SELF)
+        for task in readers:
+            task.cancel()
+    cpu = (usage_after.ru_utime + usage_after.ru_stime) - (usage_before.ru_utime + usage_before.ru_stime)
+    return {
+        "sent": total,
+        "send_seconds": send_seconds,
+        "delivered": len(delivered),
+        "acked": len(acked),
+        "errors": errors,
+        "duplicates": duplicates,
+        "delivery_ms": sorted((delivered[t] - sent_at[t]) * 1000 for t in delivered),
+        "ack_ms": sorted((acked[t] - sent_at[t]) * 1000 for t in acked),
+        "cpu_seconds": cpu,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--urls", required=True)
+    parser.add_argument("--users", type=int, default=100)
+    parser.add_argument("--rate", type=float, required=True)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--tag", required=True)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    result = uvloop.run(run(args))
+    with open(args.out, "w") as out:
+        json.dump(result, out)
+
+
+if __name__ == "__main__":
+    main()
