@@ -95,10 +95,14 @@ def start_cluster(stores: TestStores, log_dir: Path, nodes: tuple[str, ...] = ("
     history_port, presence_port = free_port(), free_port()
     # Short heartbeats and TTLs, so a dead node is noticed within about two seconds.
     timing = {"HEARTBEAT_SECONDS": "0.5", "NODE_TTL_SECONDS": "2"}
+    # A Redis prefix of the cluster's own: clusters of one run reuse node names (gateway-a),
+    # which must not meet in presence or on the pub/sub channels.
+    prefix = f"{stores.redis_prefix}-{uuid.uuid4().hex[:6]}"
     env = service_env(
         stores,
         HISTORY_URL=f"http://127.0.0.1:{history_port}",
         PRESENCE_URL=f"http://127.0.0.1:{presence_port}",
+        REDIS_PREFIX=prefix,
         **{**timing, **overrides},
     )
     stack = Stack(env, log_dir)
