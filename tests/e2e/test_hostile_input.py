@@ -21,7 +21,7 @@ MESSAGE_LIKE = st.fixed_dictionaries(
     optional={"receiverId": JSON_VALUES | st.text(max_size=80), "text": JSON_VALUES | st.text(max_size=5000),
               "clientId": JSON_VALUES, "userId": JSON_VALUES},
 )
-EVENTS = ["sendMessage", "typing", "stopTyping", "markRead"]
+EVENTS = ["sendMessage", "typing", "stopTyping", "markRead", "watchPresence"]
 
 
 @pytest.fixture
