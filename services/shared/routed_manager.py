@@ -53,7 +53,8 @@ class RoutedRedisManager(AsyncPubSubManager):
         rooms = _user_rooms(target)
         payload = list(data) if isinstance(data, tuple) else [data]
         if kwargs.get("ignore_queue") or callback is not None or not rooms or Packet.data_is_binary(payload):
-            if isinstance(target, str) and self.server is not None and self.is_connected(target, namespace):
+            local_socket = isinstance(target, str) and self.server is not None and self.is_connected(target, namespace)
+            if local_socket and callback is None:
                 # A socket of this node: no other node could deliver it.
                 return await socketio.AsyncManager.emit(self, event, data, namespace=namespace, room=target,
                                                         skip_sid=skip_sid)
