@@ -31,6 +31,23 @@ ROUTE_TTL_SECONDS = 30.0  # an entry of a node that died lapses after this
 ROUTE_REFRESH_SECONDS = 10.0
 LISTEN_RETRY_SECONDS = (0.2, 0.5, 1, 2, 5)
 
+# KEYS: the route sets of the target users. ARGV: now, this node, node channel prefix, message.
+# Looks the nodes up and publishes to each but this one, in one round trip; returns how many.
+_ROUTE_AND_PUBLISH = """
+local nodes = {}
+for _, key in ipairs(KEYS) do
+  for _, node in ipairs(redis.call('ZRANGEBYSCORE', key, ARGV[1], '+inf')) do nodes[node] = true end
+end
+local published = 0
+for node in pairs(nodes) do
+  if node ~= ARGV[2] then
+    redis.call('PUBLISH', ARGV[3] .. node, ARGV[4])
+    published = published + 1
+  end
+end
+return published
+"""
+
 
 class RoutedRedisManager(AsyncPubSubManager):
     name = "parley-routed-redis"
@@ -44,6 +61,7 @@ class RoutedRedisManager(AsyncPubSubManager):
         self._received = received
         self._registered: set[str] = set()  # user rooms this node has entered in the registry
         self._refresher: asyncio.Task | None = None
+        self._route_and_publish = self._redis.register_script(_ROUTE_AND_PUBLISH)
 
     # --- routing ---------------------------------------------------------------------------------
 
@@ -71,22 +89,13 @@ class RoutedRedisManager(AsyncPubSubManager):
         await self._publish_to([self.channel], data)
 
     async def _publish_routed(self, message: dict, rooms: list[str]) -> None:
+        keys = [user_nodes_key(self._prefix, room[len(USER_ROOM_PREFIX):]) for room in rooms]
+        args = [time.time(), self.node_id or "", node_channel(self._prefix, ""), orjson.dumps(message)]
         try:
-            nodes = await self._nodes_of(rooms)
+            await self._route_and_publish(keys=keys, args=args)
         except (RedisError, OSError) as exc:
-            log.warning("route lookup failed (%r): publishing to every node", exc)
-            return await self._publish_to([self.channel], message)
-        channels = [node_channel(self._prefix, node) for node in nodes if node != self.node_id]
-        if channels:
-            await self._publish_to(channels, message)
-
-    async def _nodes_of(self, rooms: list[str]) -> set[str]:
-        now = time.time()
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for user_room in rooms:
-                pipe.zrangebyscore(user_nodes_key(self._prefix, user_room[len(USER_ROOM_PREFIX):]), now, "+inf")
-            answers = await pipe.execute()
-        return {node.decode() for nodes in answers for node in nodes}
+            log.warning("routed publish failed (%r): publishing to every node", exc)
+            await self._publish_to([self.channel], message)
 
     async def _publish_to(self, channels: list[str], data) -> None:
         payload = orjson.dumps(data)
