@@ -173,6 +173,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--scaling-rate", type=float, default=1000)
     parser.add_argument("--quick", action="store_true", help="one short rate and a short scaling run")
+    parser.add_argument("--no-scaling", action="store_true", help="only the delivery rates, over two nodes")
     args = parser.parse_args()
     rates = [float(rate) for rate in args.rates.split(",")]
     seconds = args.seconds
@@ -191,7 +192,7 @@ def main() -> int:
                 results["delivery"].append(run_load(stack, redis, rate, seconds, f"d{number}t{int(time.time())}"))
         finally:
             stack.stop()
-        for nodes in (1, 2, 4):
+        for nodes in () if args.no_scaling else (1, 2, 4):
             stack = start_stack(url, redis, nodes, f"bench-{nodes}-{int(time.time())}")
             try:
                 results["scaling"].append(

@@ -19,6 +19,7 @@ from .metrics import GatewayMetrics
 from .presence_link import PresenceLink
 from .ratelimit import RateLimiter
 from .settings import GatewaySettings
+from .store_batcher import StoreBatcher
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,7 @@ class ChatHandler:
         self.settings = settings
         self.verifier = verifier
         self.history = history
+        self.store_batcher = StoreBatcher(history, metrics.store_batch_size)
         self.user_of: dict[str, str] = {}
         self.accepting = True
         self.in_flight = 0
@@ -181,23 +183,12 @@ class ChatHandler:
         started = time.perf_counter()
         message = parse_model(SendMessage, payload)
         self.send_limiter.check(user_id)
-        stored = await self.history.call(
-            "POST",
-            "/internal/messages",
-            json={
-                "senderId": user_id,
-                "receiverId": message.receiver_id,
-                "text": message.text,
-                "clientId": message.client_id,
-            },
-            # With a clientId a repeated call stores nothing twice, so it is safe to retry.
-            idempotent=message.client_id is not None,
-            route="/internal/messages",
+        body, created = await self.store_batcher.store(
+            {"senderId": user_id, "receiverId": message.receiver_id, "text": message.text, "clientId": message.client_id}
         )
-        body = stored["message"]
         if self._cancel_typing(sid, message.receiver_id):
             await self._emit_stopped_typing(user_id, message.receiver_id)
-        if stored["created"]:
+        if created:
             await self.sio.emit("receiveMessage", body, room=user_room(message.receiver_id))
             await self.sio.emit("messageSent", body, room=user_room(user_id))
             self.metrics.messages_sent.inc()
@@ -281,6 +272,7 @@ class ChatHandler:
         task.add_done_callback(self._background.discard)
 
     async def close(self) -> None:
+        await self.store_batcher.close()
         for timer in self._typing_timers.values():
             timer.cancel()
         self._typing_timers.clear()

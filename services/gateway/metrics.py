@@ -19,6 +19,12 @@ class GatewayMetrics:
             registry=registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
+        self.store_batch_size = Histogram(
+            "parley_gateway_store_batch_messages",
+            "Messages stored per call to history (sends that arrive together share one call and commit).",
+            registry=registry,
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+        )
         self.events = Counter(
             "parley_gateway_socket_events_total",
             "Socket events handled, by event and outcome (ok, or the error code).",

@@ -5,8 +5,8 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from ..shared.auth import TokenVerifier, token_from_headers
-from ..shared.errors import InvalidField, parse_model
-from ..shared.models import InternalMarkRead, PartnersQuery, StoreMessage, UserProfile
+from ..shared.errors import InvalidField, ParleyError, parse_model
+from ..shared.models import InternalMarkRead, PartnersQuery, StoreMessage, StoreMessages, UserProfile
 from ..shared.openapi import openapi_document
 from ..shared.web import json_body
 from ..shared.params import cursor_param, int_param, message_id, text_param
@@ -124,10 +124,26 @@ async def openapi(request: web.Request) -> web.Response:
 @routes.post("/internal/messages")
 async def store_message(request: web.Request) -> web.Response:
     payload = parse_model(StoreMessage, await json_body(request))
-    message, created = await request.app[STORE].create_message(
-        payload.sender_id, payload.receiver_id, payload.text, payload.client_id
-    )
+    [result] = await request.app[STORE].create_messages([payload])
+    if isinstance(result, ParleyError):
+        raise result
+    message, created = result
     return web.json_response({"message": message, "created": created})
+
+
+@routes.post("/internal/messages/batch")
+async def store_messages(request: web.Request) -> web.Response:
+    """The gateway's group commit: the messages its sockets sent meanwhile, in one statement.
+
+    Answers one result per message, in order: `{"message", "created"}` or `{"error", "status"}`.
+    """
+    payload = parse_model(StoreMessages, await json_body(request))
+    results = await request.app[STORE].create_messages(list(payload.messages))
+    return web.json_response({"results": [
+        {"error": result.body(), "status": result.status} if isinstance(result, ParleyError)
+        else {"message": result[0], "created": result[1]}
+        for result in results
+    ]})
 
 
 @routes.post("/internal/read")

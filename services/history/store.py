@@ -9,7 +9,7 @@ from datetime import datetime
 import asyncpg
 
 from ..shared.errors import ErrorCode, Forbidden, NotFound, ParleyError, StoreUnavailable, UnknownUser
-from ..shared.models import UserProfile
+from ..shared.models import StoreMessage, UserProfile
 
 log = logging.getLogger(__name__)
 
@@ -151,28 +151,32 @@ class MessageStore:
 
     # --- messages ----------------------------------------------------------------------------
 
-    async def create_message(
-        self, sender_id: str, receiver_id: str, text: str, client_id: str | None
-    ) -> tuple[dict, bool]:
-        """The stored message with both profiles, and whether this call created it.
+    async def create_messages(self, messages: list[StoreMessage]) -> list[tuple[dict, bool] | UnknownUser]:
+        """Stores messages sent at about the same time in one statement and one commit.
 
-        Insert, both summary rows and the profile join are one statement, so one round trip.
-        A repeated (sender, clientId) creates nothing and returns the message stored first.
+        For each, in order: the stored message with both profiles and whether this call created
+        it (a repeated (sender, clientId) creates nothing and answers the message stored first),
+        or the `UnknownUser` error that refused it. Insert, the summary rows and the profile
+        join are one statement, so a batch costs one round trip and one commit.
         """
+        columns = [[getattr(m, name) for m in messages] for name in ("sender_id", "receiver_id", "text", "client_id")]
         async with self._connection() as connection:
-            try:
-                row = await connection.fetchrow(_INSERT_MESSAGE, sender_id, receiver_id, text, client_id)
-            except asyncpg.ForeignKeyViolationError:
-                raise await _unknown_party(connection, sender_id) from None
-            if row is not None:
-                return message_json(row), True
-            row = await connection.fetchrow(
-                f"SELECT {MESSAGE_COLUMNS} FROM messages m {PROFILE_JOINS}"
-                " WHERE m.sender_id = $1 AND m.client_id = $2",
-                sender_id,
-                client_id,
-            )
-        return message_json(row), False
+            created = {row["n"]: message_json(row) for row in await connection.fetch(_INSERT_MESSAGES, *columns)}
+            missing = [n for n in range(1, len(messages) + 1) if n not in created]
+            earlier = await _messages_by_client_id(connection, [messages[n - 1] for n in missing]) if missing else {}
+            unknown = [messages[n - 1] for n in missing if (messages[n - 1].sender_id, messages[n - 1].client_id) not in earlier]
+            known_users = await _known_users(connection, unknown) if unknown else set()
+        results: list[tuple[dict, bool] | UnknownUser] = []
+        for n, message in enumerate(messages, start=1):
+            if n in created:
+                results.append((created[n], True))
+            elif (message.sender_id, message.client_id) in earlier:
+                results.append((earlier[message.sender_id, message.client_id], False))
+            elif message.sender_id not in known_users:
+                results.append(UnknownUser("Your profile is not known to the chat service", code=ErrorCode.UNKNOWN_SENDER))
+            else:
+                results.append(UnknownUser("The receiver is not a known user", code=ErrorCode.UNKNOWN_RECEIVER))
+        return results
 
     async def fetch_page(self, me: str, partner: str, before: int | None, limit: int) -> tuple[list[dict], bool]:
         """Up to `limit` messages before the cursor, oldest first, and whether older ones exist."""
@@ -240,11 +244,23 @@ class MessageStore:
         return {"_id": str(message_id), "sender": row["sender_id"], "receiver": row["receiver_id"]}
 
 
-async def _unknown_party(connection: asyncpg.Connection, sender_id: str) -> UnknownUser:
-    sender_known = await connection.fetchval("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)", sender_id)
-    if not sender_known:
-        return UnknownUser("Your profile is not known to the chat service", code=ErrorCode.UNKNOWN_SENDER)
-    return UnknownUser("The receiver is not a known user", code=ErrorCode.UNKNOWN_RECEIVER)
+async def _messages_by_client_id(connection: asyncpg.Connection, messages: list[StoreMessage]) -> dict:
+    """Messages already stored under these (sender, clientId) pairs, by pair."""
+    pairs = [m for m in messages if m.client_id is not None]
+    if not pairs:
+        return {}
+    rows = await connection.fetch(
+        f"SELECT {MESSAGE_COLUMNS} FROM messages m {PROFILE_JOINS}"
+        " WHERE (m.sender_id, m.client_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+        [m.sender_id for m in pairs],
+        [m.client_id for m in pairs],
+    )
+    return {(row["sender_id"], row["client_id"]): message_json(row) for row in rows}
+
+
+async def _known_users(connection: asyncpg.Connection, messages: list[StoreMessage]) -> set[str]:
+    ids = sorted({m.sender_id for m in messages} | {m.receiver_id for m in messages})
+    return {row["id"] for row in await connection.fetch("SELECT id FROM users WHERE id = ANY($1::text[])", ids)}
 
 
 def _conversation_json(row: asyncpg.Record) -> dict:
@@ -273,24 +289,34 @@ def _conversation_json(row: asyncpg.Record) -> dict:
 
 _MAX_ID = 2**63 - 1
 
-_INSERT_MESSAGE = f"""
-WITH m AS (
-    INSERT INTO messages (sender_id, receiver_id, text, client_id) VALUES ($1, $2, $3, $4)
+# Ids are drawn in the input's order before the insert, so each row maps back to its input (n).
+# A message whose sender or receiver is unknown is left out (and explained by the caller)
+# rather than failing the whole batch on the foreign key.
+_INSERT_MESSAGES = f"""
+WITH input AS MATERIALIZED (
+    SELECT nextval('change_seq') AS id, i.n, i.sender_id, i.receiver_id, i.text, i.client_id
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS i(sender_id, receiver_id, text, client_id, n)
+    WHERE EXISTS (SELECT 1 FROM users WHERE id = i.sender_id) AND EXISTS (SELECT 1 FROM users WHERE id = i.receiver_id)
+    ORDER BY i.n
+), m AS (
+    -- In (sender, clientId) order, so two batches holding the same retries wait, not deadlock.
+    INSERT INTO messages (id, sender_id, receiver_id, text, client_id)
+    SELECT id, sender_id, receiver_id, text, client_id FROM input ORDER BY sender_id, client_id, id
     ON CONFLICT ON CONSTRAINT messages_client_id_key DO NOTHING
     RETURNING id, sender_id, receiver_id, text, client_id, is_read, read_at, created_at, updated_at
 ), summary AS (
-    -- Rows in owner order, so two concurrent messages of one pair lock them in the same order.
+    -- One row per (owner, partner), in key order, so concurrent batches lock them in the same order.
     INSERT INTO conversations AS c (owner_id, partner_id, last_message_id, unread_count)
-    SELECT owner_id, partner_id, id, unread FROM (
+    SELECT owner_id, partner_id, max(id), sum(unread)::int FROM (
         SELECT sender_id AS owner_id, receiver_id AS partner_id, id, 0 AS unread FROM m
         UNION ALL
         SELECT receiver_id, sender_id, id, 1 FROM m WHERE receiver_id <> sender_id
-    ) AS sides ORDER BY owner_id
+    ) AS sides GROUP BY owner_id, partner_id ORDER BY owner_id, partner_id
     ON CONFLICT (owner_id, partner_id) DO UPDATE
         SET last_message_id = GREATEST(c.last_message_id, EXCLUDED.last_message_id),
             unread_count = c.unread_count + EXCLUDED.unread_count
 )
-SELECT {MESSAGE_COLUMNS} FROM m {PROFILE_JOINS}
+SELECT input.n, {MESSAGE_COLUMNS} FROM m JOIN input ON input.id = m.id {PROFILE_JOINS}
 """
 
 # Two index range scans (one per direction) merged, rather than one scan over an OR.

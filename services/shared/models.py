@@ -47,6 +47,15 @@ class StoreMessage(WireModel):
     client_id: ClientId | None = Field(default=None, alias="clientId")
 
 
+MAX_STORE_BATCH = 256
+
+
+class StoreMessages(WireModel):
+    """Internal `POST /internal/messages/batch`: `{"messages": [StoreMessage, ...]}`, stored in one commit."""
+
+    messages: list[StoreMessage] = Field(min_length=1, max_length=MAX_STORE_BATCH)
+
+
 class MarkRead(WireModel):
     """Socket event `markRead`: `{"userId": "u1"}` (the partner whose messages I have read)."""
 

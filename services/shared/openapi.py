@@ -14,6 +14,7 @@ from .models import (
     PartnersQuery,
     PresenceEvents,
     StoreMessage,
+    StoreMessages,
     UserProfile,
 )
 
@@ -156,6 +157,14 @@ HISTORY_INTERNAL_PATHS = {
                                                                           "created": {"type": "boolean"}}})},
                           StoreMessage)
     },
+    "/internal/messages/batch": {
+        "post": _internal("Store several messages in one commit; one result per message, in order",
+                          {"200": _json({"type": "object", "properties": {"results": {"type": "array", "items": {
+                              "type": "object",
+                              "properties": {"message": MESSAGE, "created": {"type": "boolean"},
+                                             "error": ERROR, "status": {"type": "integer"}}}}}})},
+                          StoreMessages)
+    },
     "/internal/read": {
         "post": _internal("Mark read on behalf of a socket event", {"200": _json({"type": "object"})}, InternalMarkRead)
     },
@@ -234,7 +243,7 @@ def _schemas() -> dict:
         "Error": {"type": "object", "required": ["message", "code"],
                   "properties": {"message": {"type": "string"}, "code": {"type": "string"}}},
     }
-    for model in (MessageOut, UserProfile, StoreMessage, InternalMarkRead, MessagesRead, PresenceEvents, NodeSockets,
+    for model in (MessageOut, UserProfile, StoreMessage, StoreMessages, InternalMarkRead, MessagesRead, PresenceEvents, NodeSockets,
                   Heartbeat, PartnersQuery):
         schema = model.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))

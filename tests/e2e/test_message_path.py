@@ -49,6 +49,33 @@ async def test_hundred_messages_arrive_in_order(make_user, connect):
     assert texts == [f"message {number}" for number in range(100)]
 
 
+async def test_sends_that_arrive_together_share_history_calls(cluster, make_user, connect):
+    """Group commit: 60 sends in flight at once on one node take fewer calls than messages."""
+    senders = [await make_user() for _ in range(6)]
+    grace = await make_user()
+    sockets = [await connect(user, "a") for user in senders]
+    receiver = await connect(grace, "b")
+    await asyncio.sleep(0.3)
+    before = await store_batches(cluster.gateway_url("a"))
+
+    acks = await asyncio.gather(*(socket.call("sendMessage", {"receiverId": grace.id, "text": f"{n}-{i}"})
+                                  for n, socket in enumerate(sockets) for i in range(10)))
+
+    assert all(ack["ok"] for ack in acks)
+    assert len({ack["message"]["_id"] for ack in acks}) == 60
+    await receiver.wait_for("receiveMessage", lambda _: len(receiver.received("receiveMessage")) == 60)
+    calls, messages = (after - earlier for after, earlier in zip(await store_batches(cluster.gateway_url("a")), before))
+    assert messages == 60 and calls < 60, (calls, messages)
+
+
+async def store_batches(gateway_url: str) -> tuple[float, float]:
+    """The gateway's (calls to history, messages stored by them) so far."""
+    async with aiohttp.ClientSession() as http, http.get(gateway_url + "/metrics") as answer:
+        lines = (await answer.text()).splitlines()
+    value = {line.split()[0]: float(line.split()[1]) for line in lines if line.startswith("parley_gateway_store_batch")}
+    return value["parley_gateway_store_batch_messages_count"], value["parley_gateway_store_batch_messages_sum"]
+
+
 async def test_guide_client_without_ack_gets_message_sent(make_user, connect):
     ada, grace = await make_user(), await make_user()
     sender = await connect(ada, "a")

@@ -27,11 +27,12 @@ async def test_every_service_reports_health_readiness_and_metrics(cluster, make_
         "parley_gateway_messages_sent_total",
         "parley_gateway_send_duration_seconds_bucket",
         "parley_gateway_internal_call_duration_seconds_bucket",
+        "parley_gateway_store_batch_messages_bucket",
         'parley_gateway_socket_events_total{event="sendMessage",outcome="ok"}',
     ):
         assert name in gateway_metrics, name
     for name in (
-        'parley_history_http_requests_total{method="POST",route="/internal/messages",status="200"}',
+        'parley_history_http_requests_total{method="POST",route="/internal/messages/batch",status="200"}',
         "parley_history_db_pool_connections",
         "parley_history_db_pool_idle_connections",
     ):

@@ -231,6 +231,51 @@ async def test_messages_to_or_from_unknown_users_are_refused(history, make_user,
     assert answer.status == 404 and (await answer.json())["code"] == "unknown_sender"
 
 
+async def test_a_batch_is_stored_in_order_with_one_result_per_message(history, make_user, send):
+    ada, grace = await make_user(), await make_user()
+    earlier, _ = await send(ada, grace, "stored before", client_id="c-earlier")
+    batch = [
+        {"senderId": ada.id, "receiverId": grace.id, "text": "one", "clientId": "c-1"},
+        {"senderId": grace.id, "receiverId": ada.id, "text": "two"},
+        {"senderId": ada.id, "receiverId": "no-such-user", "text": "lost"},
+        {"senderId": ada.id, "receiverId": grace.id, "text": "one again", "clientId": "c-1"},
+        {"senderId": ada.id, "receiverId": grace.id, "text": "retry", "clientId": "c-earlier"},
+        {"senderId": "no-such-sender", "receiverId": grace.id, "text": "lost"},
+        {"senderId": ada.id, "receiverId": grace.id, "text": "three"},
+    ]
+    answer = await history.post("/internal/messages/batch", json={"messages": batch},
+                                headers={"X-Internal-Token": INTERNAL_TOKEN})
+    assert answer.status == 200, await answer.text()
+    results = (await answer.json())["results"]
+    assert [r.get("created") for r in results] == [True, True, None, False, False, None, True]
+    assert [r["message"]["text"] for r in results if "message" in r] == ["one", "two", "one", "stored before", "three"]
+    assert results[3]["message"]["_id"] == results[0]["message"]["_id"]
+    assert results[4]["message"]["_id"] == earlier["_id"]
+    assert results[1]["message"]["sender"]["userName"] == grace.user_name
+    assert (results[2]["status"], results[2]["error"]["code"]) == (404, "unknown_receiver")
+    assert (results[5]["status"], results[5]["error"]["code"]) == (404, "unknown_sender")
+    created_ids = [int(results[n]["message"]["_id"]) for n in (0, 1, 6)]
+    assert created_ids == sorted(created_ids), "ids follow the order of the batch"
+
+    # The summary rows counted each created message once: grace has 3 unread from ada
+    # (stored before, one, three), ada has 1 from grace; the last message is the newest.
+    conversations, _ = await get_json(history, "/api/messages/conversations", grace)
+    [with_ada] = [c for c in conversations if c["_id"]["_id"] == ada.id]
+    assert with_ada["unreadCount"] == 3 and with_ada["lastMessage"]["_id"] == str(created_ids[-1])
+    conversations, _ = await get_json(history, "/api/messages/conversations", ada)
+    [with_grace] = [c for c in conversations if c["_id"]["_id"] == grace.id]
+    assert with_grace["unreadCount"] == 1
+
+
+async def test_a_batch_is_validated_whole(history):
+    headers = {"X-Internal-Token": INTERNAL_TOKEN}
+    for body, code in [({"messages": []}, "invalid_messages"),
+                       ({"messages": [{"senderId": "a", "receiverId": "b", "text": ""}]}, "invalid_messages.0.text"),
+                       ({"messages": [{"senderId": "a", "receiverId": "b", "text": "x"}] * 257}, "invalid_messages")]:
+        answer = await history.post("/internal/messages/batch", json=body, headers=headers)
+        assert answer.status == 400 and (await answer.json())["code"] == code, await answer.text()
+
+
 async def test_profiles_are_upserted_and_looked_up_by_user_name(history, make_user):
     me = await make_user()
     headers = {"X-Internal-Token": INTERNAL_TOKEN}
