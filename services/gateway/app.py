@@ -19,6 +19,7 @@ from .rest import cors_middleware, forward_api, presence_of
 from .server import ParleyServer, harden, origin_check
 from .settings import GatewaySettings
 from .webclient import setup_web_client
+from . import wire_json
 
 
 def create_app(settings: GatewaySettings) -> web.Application:
@@ -45,6 +46,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
         cors_allowed_origins=origin_check(settings.cors_origin_list),
         cors_credentials=True,
         max_http_buffer_size=settings.max_payload_bytes,
+        json=wire_json,
         logger=False,
         engineio_logger=False,
     )

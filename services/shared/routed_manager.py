@@ -8,9 +8,12 @@ user rooms is published only on the channels of the nodes found there; anything 
 rooms, everyone) and any emit whose lookup fails goes on the shared channel, as before.
 
 The emitting node delivers to its own sockets directly (python-socketio does), never via Redis.
+Routed emits made while a publish is under way leave together: one script call, and one pub/sub
+message for each node concerned.
 """
 
 import asyncio
+import json
 import logging
 import time
 
@@ -20,7 +23,6 @@ import socketio
 from prometheus_client import Counter
 from redis.exceptions import RedisError
 from socketio.async_pubsub_manager import AsyncPubSubManager
-from socketio.packet import Packet
 
 from .keys import node_channel, sio_channel, user_nodes_key
 
@@ -31,21 +33,32 @@ ROUTE_TTL_SECONDS = 30.0  # an entry of a node that died lapses after this
 ROUTE_REFRESH_SECONDS = 10.0
 LISTEN_RETRY_SECONDS = (0.2, 0.5, 1, 2, 5)
 
-# KEYS: the route sets of the target users. ARGV: now, this node, node channel prefix, message.
-# Looks the nodes up and publishes to each but this one, in one round trip; returns how many.
+MAX_EMITS_PER_CALL = 256
+
+# KEYS: the route sets of every emit's target users, emit after emit. ARGV: now, this node, the
+# node channel prefix, then for each emit how many of KEYS are its, and the emit (JSON).
+# Looks every node up and publishes to each (but this one) a single JSON array of the emits for
+# its users, in order: one round trip for the whole batch, one message for each node to decode.
 _ROUTE_AND_PUBLISH = """
-local nodes = {}
-for _, key in ipairs(KEYS) do
-  for _, node in ipairs(redis.call('ZRANGEBYSCORE', key, ARGV[1], '+inf')) do nodes[node] = true end
-end
-local published = 0
-for node in pairs(nodes) do
-  if node ~= ARGV[2] then
-    redis.call('PUBLISH', ARGV[3] .. node, ARGV[4])
-    published = published + 1
+local now, me, prefix = ARGV[1], ARGV[2], ARGV[3]
+local batches, order, first_key = {}, {}, 1
+for i = 4, #ARGV, 2 do
+  local key_count, seen = tonumber(ARGV[i]), {}
+  for k = first_key, first_key + key_count - 1 do
+    for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[k], now, '+inf')) do
+      if node ~= me and not seen[node] then
+        seen[node] = true
+        if batches[node] == nil then batches[node] = {}; order[#order + 1] = node end
+        table.insert(batches[node], ARGV[i + 1])
+      end
+    end
   end
+  first_key = first_key + key_count
 end
-return published
+for _, node in ipairs(order) do
+  redis.call('PUBLISH', prefix .. node, '[' .. table.concat(batches[node], ',') .. ']')
+end
+return #order
 """
 
 
@@ -62,6 +75,9 @@ class RoutedRedisManager(AsyncPubSubManager):
         self._registered: set[str] = set()  # user rooms this node has entered in the registry
         self._refresher: asyncio.Task | None = None
         self._route_and_publish = self._redis.register_script(_ROUTE_AND_PUBLISH)
+        # Routed emits waiting for the publisher: (route keys, encoded emit, whoever awaits it).
+        self._outbox: list[tuple[list[str], bytes, asyncio.Future]] = []
+        self._publisher: asyncio.Task | None = None
 
     # --- routing ---------------------------------------------------------------------------------
 
@@ -70,7 +86,10 @@ class RoutedRedisManager(AsyncPubSubManager):
         namespace = namespace or "/"
         rooms = _user_rooms(target)
         payload = list(data) if isinstance(data, tuple) else [data]
-        if kwargs.get("ignore_queue") or callback is not None or not rooms or Packet.data_is_binary(payload):
+        message = {"method": "emit", "event": event, "data": payload, "binary": False, "namespace": namespace,
+                   "room": target, "skip_sid": skip_sid, "callback": None, "host_id": self.host_id}
+        encoded = _encode(message) if rooms and callback is None and not kwargs.get("ignore_queue") else None
+        if encoded is None:
             local_socket = isinstance(target, str) and self.server is not None and self.is_connected(target, namespace)
             if local_socket and callback is None:
                 # A socket of this node: no other node could deliver it.
@@ -80,25 +99,42 @@ class RoutedRedisManager(AsyncPubSubManager):
                                       callback=callback, to=to, **kwargs)
         if self.server is not None:  # this node's own sockets, directly
             await socketio.AsyncManager.emit(self, event, data, namespace=namespace, room=target, skip_sid=skip_sid)
-        message = {"method": "emit", "event": event, "data": payload, "binary": False, "namespace": namespace,
-                   "room": target, "skip_sid": skip_sid, "callback": None, "host_id": self.host_id}
-        await self._publish_routed(message, rooms)
+        await self._publish_routed(encoded, rooms)
 
     async def _publish(self, data):
         """python-socketio's own messages (other rooms, disconnects, acks): every node."""
-        await self._publish_to([self.channel], data)
+        await self._publish_to([self.channel], _encode(data) or json.dumps(data).encode())
 
-    async def _publish_routed(self, message: dict, rooms: list[str]) -> None:
+    async def _publish_routed(self, encoded: bytes, rooms: list[str]) -> None:
+        """Queues the emit for the publisher, which sends what queued meanwhile in one script call.
+
+        One publisher at a time keeps emits in the order they were made, and batching costs no
+        wait: the first emit leaves on the next loop turn, the rest while a call is under way.
+        """
         keys = [user_nodes_key(self._prefix, room[len(USER_ROOM_PREFIX):]) for room in rooms]
-        args = [time.time(), self.node_id or "", node_channel(self._prefix, ""), orjson.dumps(message)]
-        try:
-            await self._route_and_publish(keys=keys, args=args)
-        except (RedisError, OSError) as exc:
-            log.warning("routed publish failed (%r): publishing to every node", exc)
-            await self._publish_to([self.channel], message)
+        published = asyncio.get_running_loop().create_future()
+        self._outbox.append((keys, encoded, published))
+        if self._publisher is None or self._publisher.done():
+            self._publisher = asyncio.ensure_future(self._publish_outbox())
+        await published
 
-    async def _publish_to(self, channels: list[str], data) -> None:
-        payload = orjson.dumps(data)
+    async def _publish_outbox(self) -> None:
+        while self._outbox:
+            batch, self._outbox = self._outbox[:MAX_EMITS_PER_CALL], self._outbox[MAX_EMITS_PER_CALL:]
+            args: list = [time.time(), self.node_id or "", node_channel(self._prefix, "")]
+            for keys, encoded, _ in batch:
+                args += [len(keys), encoded]
+            try:
+                await self._route_and_publish(keys=[key for keys, _, _ in batch for key in keys], args=args)
+            except (RedisError, OSError) as exc:
+                log.warning("routed publish failed (%r): publishing to every node", exc)
+                await self._publish_to([self.channel], b"[" + b",".join(encoded for _, encoded, _ in batch) + b"]")
+            finally:
+                for _, _, published in batch:
+                    if not published.done():
+                        published.set_result(None)
+
+    async def _publish_to(self, channels: list[str], payload: bytes) -> None:
         for attempt in (1, 2):
             try:
                 async with self._redis.pipeline(transaction=False) as pipe:
@@ -180,7 +216,10 @@ class RoutedRedisManager(AsyncPubSubManager):
                     if message["type"] == "message":
                         if self._received is not None:
                             self._received.inc()
-                        yield orjson.loads(message["data"])
+                        decoded = orjson.loads(message["data"])
+                        # A batch of routed emits is an array; python-socketio's own, one object.
+                        for item in decoded if isinstance(decoded, list) else [decoded]:
+                            yield item
             except (RedisError, OSError) as exc:
                 delay = LISTEN_RETRY_SECONDS[min(attempt, len(LISTEN_RETRY_SECONDS) - 1)]
                 log.warning("pub/sub connection lost (%r), retrying in %s s", exc, delay)
@@ -191,6 +230,8 @@ class RoutedRedisManager(AsyncPubSubManager):
 
     async def close(self) -> None:
         """Stops listening and refreshing, leaves the registry, closes the connection."""
+        if self._publisher is not None:  # what is queued still goes out
+            await asyncio.gather(self._publisher, return_exceptions=True)
         tasks = [task for task in (getattr(self, "thread", None), self._refresher) if task is not None]
         for task in tasks:
             task.cancel()
@@ -198,6 +239,15 @@ class RoutedRedisManager(AsyncPubSubManager):
         if self._registered and not self.write_only:
             await self._unregister(sorted(self._registered))
         await self._redis.aclose()
+
+
+def _encode(message: dict) -> bytes | None:
+    """The emit as JSON, or None when only python-socketio's own path can carry it: binary
+    data, or an integer beyond 64 bits, which orjson refuses and JSON allows."""
+    try:
+        return orjson.dumps(message)
+    except TypeError:
+        return None
 
 
 def _user_rooms(target) -> list[str]:
