@@ -24,6 +24,7 @@ from prometheus_client import Counter
 from redis.exceptions import RedisError
 from socketio.async_pubsub_manager import AsyncPubSubManager
 
+from .batching import Batcher
 from .keys import node_channel, sio_channel, user_nodes_key
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ ROUTE_REFRESH_SECONDS = 10.0
 LISTEN_RETRY_SECONDS = (0.2, 0.5, 1, 2, 5)
 
 MAX_EMITS_PER_CALL = 256
+MAX_ROOMS_PER_CALL = 500
 
 # KEYS: the route sets of every emit's target users, emit after emit. ARGV: now, this node, the
 # node channel prefix, then for each emit how many of KEYS are its, and the emit (JSON).
@@ -75,9 +77,11 @@ class RoutedRedisManager(AsyncPubSubManager):
         self._registered: set[str] = set()  # user rooms this node has entered in the registry
         self._refresher: asyncio.Task | None = None
         self._route_and_publish = self._redis.register_script(_ROUTE_AND_PUBLISH)
-        # Routed emits waiting for the publisher: (route keys, encoded emit, whoever awaits it).
-        self._outbox: list[tuple[list[str], bytes, asyncio.Future]] = []
-        self._publisher: asyncio.Task | None = None
+        # One script call at a time (so emits keep their order) carries every emit queued meanwhile.
+        self._publisher: Batcher[tuple[list[str], bytes], None] = Batcher(
+            self._publish_batch, max_batch=MAX_EMITS_PER_CALL)
+        # A connect storm registers its users in a few pipelines, not one connection per socket.
+        self._registrar: Batcher[str, None] = Batcher(self._register_batch, max_batch=MAX_ROOMS_PER_CALL)
 
     # --- routing ---------------------------------------------------------------------------------
 
@@ -106,33 +110,19 @@ class RoutedRedisManager(AsyncPubSubManager):
         await self._publish_to([self.channel], _encode(data) or json.dumps(data).encode())
 
     async def _publish_routed(self, encoded: bytes, rooms: list[str]) -> None:
-        """Queues the emit for the publisher, which sends what queued meanwhile in one script call.
-
-        One publisher at a time keeps emits in the order they were made, and batching costs no
-        wait: the first emit leaves on the next loop turn, the rest while a call is under way.
-        """
         keys = [user_nodes_key(self._prefix, room[len(USER_ROOM_PREFIX):]) for room in rooms]
-        published = asyncio.get_running_loop().create_future()
-        self._outbox.append((keys, encoded, published))
-        if self._publisher is None or self._publisher.done():
-            self._publisher = asyncio.ensure_future(self._publish_outbox())
-        await published
+        await self._publisher.submit((keys, encoded))
 
-    async def _publish_outbox(self) -> None:
-        while self._outbox:
-            batch, self._outbox = self._outbox[:MAX_EMITS_PER_CALL], self._outbox[MAX_EMITS_PER_CALL:]
-            args: list = [time.time(), self.node_id or "", node_channel(self._prefix, "")]
-            for keys, encoded, _ in batch:
-                args += [len(keys), encoded]
-            try:
-                await self._route_and_publish(keys=[key for keys, _, _ in batch for key in keys], args=args)
-            except (RedisError, OSError) as exc:
-                log.warning("routed publish failed (%r): publishing to every node", exc)
-                await self._publish_to([self.channel], b"[" + b",".join(encoded for _, encoded, _ in batch) + b"]")
-            finally:
-                for _, _, published in batch:
-                    if not published.done():
-                        published.set_result(None)
+    async def _publish_batch(self, emits: list[tuple[list[str], bytes]]) -> list[None]:
+        args: list = [time.time(), self.node_id or "", node_channel(self._prefix, "")]
+        for keys, encoded in emits:
+            args += [len(keys), encoded]
+        try:
+            await self._route_and_publish(keys=[key for keys, _ in emits for key in keys], args=args)
+        except (RedisError, OSError) as exc:
+            log.warning("routed publish failed (%r): publishing to every node", exc)
+            await self._publish_to([self.channel], b"[" + b",".join(encoded for _, encoded in emits) + b"]")
+        return [None] * len(emits)
 
     async def _publish_to(self, channels: list[str], payload: bytes) -> None:
         for attempt in (1, 2):
@@ -153,7 +143,11 @@ class RoutedRedisManager(AsyncPubSubManager):
         await super().enter_room(sid, namespace, room, eio_sid=eio_sid)
         if room.startswith(USER_ROOM_PREFIX) and room not in self._registered and not self.write_only:
             # Registered before the connect completes: from now on, emits for the user reach us.
-            await self._register([room])
+            await self._registrar.submit(room)
+
+    async def _register_batch(self, rooms: list[str]) -> list[None]:
+        await self._register(sorted(set(rooms)))
+        return [None] * len(rooms)
 
     async def _register(self, rooms: list[str]) -> None:
         expiry = time.time() + ROUTE_TTL_SECONDS
@@ -230,8 +224,8 @@ class RoutedRedisManager(AsyncPubSubManager):
 
     async def close(self) -> None:
         """Stops listening and refreshing, leaves the registry, closes the connection."""
-        if self._publisher is not None:  # what is queued still goes out
-            await asyncio.gather(self._publisher, return_exceptions=True)
+        await self._publisher.close()  # what is queued still goes out
+        await self._registrar.close()
         tasks = [task for task in (getattr(self, "thread", None), self._refresher) if task is not None]
         for task in tasks:
             task.cancel()

@@ -1,0 +1,70 @@
+"""Coalescing without waiting: work submitted while earlier work is under way leaves together.
+
+A `Batcher` hands items to a flush function (one call for many items: one HTTP request, one
+Redis script call, one pipeline). Nothing waits for a batch to fill: the first item leaves at
+the end of the current event loop turn with whatever else arrived in that turn, and while
+`max_in_flight` flushes are under way, new items queue for the next. An idle system pays no
+latency; a busy one makes few calls. With one flush in flight, items keep their order.
+"""
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+# One result per item, in order: the item's value, or the exception to raise to its submitter.
+Flush = Callable[[list[Item]], Awaitable[list[Result | BaseException]]]
+
+
+class Batcher(Generic[Item, Result]):
+    def __init__(self, flush: Flush, *, max_batch: int, max_in_flight: int = 1):
+        self._flush = flush
+        self._max_batch = max_batch
+        self._max_in_flight = max_in_flight
+        self._queue: list[tuple[Item, asyncio.Future]] = []
+        self._in_flight = 0
+        self._scheduled = False
+        self._flushes: set[asyncio.Task] = set()
+
+    async def submit(self, item: Item) -> Result:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.append((item, future))
+        if not self._scheduled and self._in_flight < self._max_in_flight:
+            self._scheduled = True
+            loop.call_soon(self._start_flushes)
+        return await future
+
+    def _start_flushes(self) -> None:
+        self._scheduled = False
+        while self._queue and self._in_flight < self._max_in_flight:
+            batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
+            self._in_flight += 1
+            flush = asyncio.ensure_future(self._run(batch))
+            self._flushes.add(flush)
+            flush.add_done_callback(self._flushes.discard)
+
+    async def _run(self, batch: list[tuple[Item, asyncio.Future]]) -> None:
+        try:
+            results = await self._flush([item for item, _ in batch])
+            for (_, future), result in zip(batch, results, strict=True):
+                if future.done():  # its submitter was cancelled (shutdown): nobody to tell
+                    continue
+                if isinstance(result, BaseException):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
+        except Exception as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+        finally:
+            self._in_flight -= 1
+            if self._queue:
+                self._start_flushes()
+
+    async def close(self) -> None:
+        """Waits for the flushes under way (their submitters are owed an answer)."""
+        await asyncio.gather(*self._flushes, return_exceptions=True)
