@@ -5,6 +5,7 @@ import asyncio
 import redis.asyncio
 from aiohttp import web
 
+from ..shared import fast_json
 from ..shared.auth import TokenVerifier
 from ..shared.errors import error_middleware
 from ..shared.internal import InternalCallMetrics, InternalClient
@@ -16,10 +17,9 @@ from .metrics import GatewayMetrics
 from .ratelimit import RateLimiter
 from .presence_link import PresenceLink
 from .rest import cors_middleware, forward_api, presence_of
-from .server import ParleyServer, harden, origin_check
+from .server import ParleyServer, WirePacket, harden, origin_check
 from .settings import GatewaySettings
 from .webclient import setup_web_client
-from . import wire_json
 
 
 def create_app(settings: GatewaySettings) -> web.Application:
@@ -46,7 +46,8 @@ def create_app(settings: GatewaySettings) -> web.Application:
         cors_allowed_origins=origin_check(settings.cors_origin_list),
         cors_credentials=True,
         max_http_buffer_size=settings.max_payload_bytes,
-        json=wire_json,
+        serializer=WirePacket,
+        json=fast_json,
         logger=False,
         engineio_logger=False,
     )

@@ -7,6 +7,7 @@ import aiohttp
 from aiohttp import web
 
 from ..shared.auth import token_from_headers
+from ..shared.fast_json import json_response
 from ..shared.errors import InvalidField, ServiceUnavailable, Unauthorized
 from .app_keys import CHAT, HISTORY, REST_LIMITER, SETTINGS, VERIFIER
 
@@ -43,7 +44,7 @@ async def presence_of(request: web.Request) -> web.Response:
     ids = [part.strip() for part in request.query.get("ids", "").split(",") if part.strip()]
     if not ids or len(ids) > MAX_PRESENCE_IDS or any(len(i) > 64 or "\x00" in i for i in ids):
         raise InvalidField("ids", f"must be 1 to {MAX_PRESENCE_IDS} comma-separated user ids")
-    return web.json_response({"online": await request.app[CHAT].presence.online_among(ids)})
+    return json_response({"online": await request.app[CHAT].presence.online_among(ids)})
 
 
 def rate_limit_key(request: web.Request) -> str:
@@ -63,7 +64,7 @@ async def cors_middleware(request: web.Request, handler) -> web.StreamResponse:
         return await handler(request)  # engine.io answers CORS for its own route
     if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
         if not allowed:
-            return web.json_response({"message": "Origin not allowed", "code": "forbidden"}, status=403)
+            return json_response({"message": "Origin not allowed", "code": "forbidden"}, status=403)
         response = web.Response(status=204)
         response.headers["Access-Control-Allow-Methods"] = "GET, POST, PUT, DELETE, OPTIONS"
         response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type, X-Request-Id"

@@ -6,6 +6,7 @@ from pathlib import Path
 from aiohttp import web
 
 from ..shared.auth import issue_token
+from ..shared.fast_json import json_response
 from ..shared.errors import InvalidField, NotFound, ServiceUnavailable
 from .app_keys import HISTORY, SETTINGS
 
@@ -49,7 +50,7 @@ async def dev_users(request: web.Request) -> web.Response:
     users = await request.app[HISTORY].call(
         "GET", "/internal/users", params={"limit": str(DEMO_USERS_SHOWN)}, idempotent=True, route="/internal/users"
     )
-    return web.json_response(users)
+    return json_response(users)
 
 
 async def dev_session(request: web.Request) -> web.Response:
@@ -65,4 +66,4 @@ async def dev_session(request: web.Request) -> web.Response:
     if not users:
         raise NotFound("No such user")
     profile = users[0]
-    return web.json_response({"user": profile, "token": issue_token(profile["_id"], request.app[SETTINGS])})
+    return json_response({"user": profile, "token": issue_token(profile["_id"], request.app[SETTINGS])})

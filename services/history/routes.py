@@ -6,6 +6,7 @@ from aiohttp import web
 
 from ..shared.auth import TokenVerifier, token_from_headers
 from ..shared.errors import InvalidField, ParleyError, parse_model
+from ..shared.fast_json import json_response
 from ..shared.models import InternalMarkRead, PartnersQuery, StoreMessage, StoreMessages, UserProfile
 from ..shared.openapi import openapi_document
 from ..shared.web import json_body
@@ -30,7 +31,7 @@ def user_id_param(request: web.Request, name: str = "userId") -> str:
 
 def with_next_link(request: web.Request, body: object, has_more: bool, cursor_name: str, cursor: str | None):
     """A JSON answer; when there is more, `Link: <...>; rel="next"` points at the next page."""
-    response = web.json_response(body)
+    response = json_response(body)
     if has_more and cursor is not None:
         query = {**request.query, cursor_name: cursor}
         response.headers["Link"] = f'<{request.path}?{urlencode(query)}>; rel="next"'
@@ -58,7 +59,7 @@ async def sync(request: web.Request) -> web.Response:
     if after is None:
         raise InvalidField("after", "is required: the id of the last message you have")
     limit = int_param(request.query, "limit", default=100, low=1, high=500)
-    return web.json_response(await request.app[STORE].sync(me, after, limit))
+    return json_response(await request.app[STORE].sync(me, after, limit))
 
 
 @routes.get("/api/messages/search")
@@ -76,7 +77,7 @@ async def mark_read(request: web.Request) -> web.Response:
     me = current_user(request)
     partner = user_id_param(request)
     count, up_to = await mark_read_and_notify(request.app, me, partner)
-    return web.json_response({"message": "Messages marked as read", "count": count, "upTo": up_to})
+    return json_response({"message": "Messages marked as read", "count": count, "upTo": up_to})
 
 
 @routes.delete("/api/messages/{messageId}")
@@ -87,7 +88,7 @@ async def delete_message(request: web.Request) -> web.Response:
     await notifier.emit_to_user("messageDeleted", deleted, deleted["sender"])
     if deleted["receiver"] != deleted["sender"]:
         await notifier.emit_to_user("messageDeleted", deleted, deleted["receiver"])
-    return web.json_response({"message": "Message deleted", **deleted})
+    return json_response({"message": "Message deleted", **deleted})
 
 
 @routes.get("/api/messages/{userId}")
@@ -104,18 +105,18 @@ async def conversation_page(request: web.Request) -> web.Response:
 async def lookup_user(request: web.Request) -> web.Response:
     current_user(request)
     user_name = text_param(request.query.get("userName", ""), "userName", low=1, high=64)
-    return web.json_response(await request.app[STORE].find_user(user_name=user_name))
+    return json_response(await request.app[STORE].find_user(user_name=user_name))
 
 
 @routes.get("/api/users/{userId}")
 async def get_user(request: web.Request) -> web.Response:
     current_user(request)
-    return web.json_response(await request.app[STORE].find_user(user_id=user_id_param(request)))
+    return json_response(await request.app[STORE].find_user(user_id=user_id_param(request)))
 
 
 @routes.get("/openapi.json")
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(openapi_document())
+    return json_response(openapi_document())
 
 
 # --- internal ------------------------------------------------------------------------------
@@ -128,7 +129,7 @@ async def store_message(request: web.Request) -> web.Response:
     if isinstance(result, ParleyError):
         raise result
     message, created = result
-    return web.json_response({"message": message, "created": created})
+    return json_response({"message": message, "created": created})
 
 
 @routes.post("/internal/messages/batch")
@@ -139,7 +140,7 @@ async def store_messages(request: web.Request) -> web.Response:
     """
     payload = parse_model(StoreMessages, await json_body(request))
     results = await request.app[STORE].create_messages(list(payload.messages))
-    return web.json_response({"results": [
+    return json_response({"results": [
         {"error": result.body(), "status": result.status} if isinstance(result, ParleyError)
         else {"message": result[0], "created": result[1]}
         for result in results
@@ -150,7 +151,7 @@ async def store_messages(request: web.Request) -> web.Response:
 async def internal_mark_read(request: web.Request) -> web.Response:
     payload = parse_model(InternalMarkRead, await json_body(request))
     count, up_to = await mark_read_and_notify(request.app, payload.reader_id, payload.partner_id)
-    return web.json_response({"count": count, "upTo": up_to})
+    return json_response({"count": count, "upTo": up_to})
 
 
 @routes.put("/internal/users/{userId}")
@@ -159,7 +160,7 @@ async def upsert_user(request: web.Request) -> web.Response:
     if isinstance(body, dict):
         body = {**body, "_id": request.match_info["userId"]}
     profile = parse_model(UserProfile, body)
-    return web.json_response(await request.app[STORE].upsert_user(profile))
+    return json_response(await request.app[STORE].upsert_user(profile))
 
 
 @routes.get("/internal/users")
@@ -167,20 +168,20 @@ async def list_users(request: web.Request) -> web.Response:
     """The directory (development sign-in), or the one profile with `?userName=`."""
     if "userName" in request.query:
         user_name = text_param(request.query["userName"], "userName", low=1, high=64)
-        return web.json_response([await request.app[STORE].find_user(user_name=user_name)])
+        return json_response([await request.app[STORE].find_user(user_name=user_name)])
     limit = int_param(request.query, "limit", default=100, low=1, high=1000)
-    return web.json_response(await request.app[STORE].list_users(limit))
+    return json_response(await request.app[STORE].list_users(limit))
 
 
 @routes.post("/internal/partners")
 async def partners_of_many(request: web.Request) -> web.Response:
     query = parse_model(PartnersQuery, await json_body(request))
-    return web.json_response({"partners": await request.app[STORE].partner_ids_of_many(query.user_ids)})
+    return json_response({"partners": await request.app[STORE].partner_ids_of_many(query.user_ids)})
 
 
 @routes.get("/internal/users/{userId}/partners")
 async def partners(request: web.Request) -> web.Response:
-    return web.json_response(await request.app[STORE].partner_ids(user_id_param(request)))
+    return json_response(await request.app[STORE].partner_ids(user_id_param(request)))
 
 
 async def mark_read_and_notify(app: web.Application, reader: str, partner: str) -> tuple[int, str | None]:

@@ -3,6 +3,7 @@
 from aiohttp import web
 
 from ..shared.errors import InvalidField, parse_model
+from ..shared.fast_json import json_response
 from ..shared.models import Heartbeat, NodeSockets, PresenceEvents
 from ..shared.web import json_body
 from ..shared.params import text_param
@@ -20,7 +21,7 @@ async def socket_events(request: web.Request) -> web.Response:
     batch = parse_model(PresenceEvents, await json_body(request))
     online, offline = await request.app[STORE].apply_events(batch.node_id, batch.connected, batch.disconnected)
     await request.app[ANNOUNCER].announce(online, offline)
-    return web.json_response({"online": online, "offline": offline})
+    return json_response({"online": online, "offline": offline})
 
 
 @routes.post("/internal/presence/heartbeat")
@@ -29,7 +30,7 @@ async def heartbeat(request: web.Request) -> web.Response:
     was_alive = await request.app[STORE].heartbeat(beat.node_id)
     # A node we did not know alive (new, swept as dead, or Redis lost our state) must send
     # its full socket list, which makes the state converge again.
-    return web.json_response({"resync": not was_alive})
+    return json_response({"resync": not was_alive})
 
 
 @routes.put("/internal/presence/nodes/{nodeId}")
@@ -38,7 +39,7 @@ async def replace_node(request: web.Request) -> web.Response:
     listing = parse_model(NodeSockets, await json_body(request))
     online, offline = await request.app[STORE].replace_node(node_id, listing.sockets)
     await request.app[ANNOUNCER].announce(online, offline)
-    return web.json_response({"online": online, "offline": offline})
+    return json_response({"online": online, "offline": offline})
 
 
 @routes.delete("/internal/presence/nodes/{nodeId}")
@@ -46,19 +47,19 @@ async def node_left(request: web.Request) -> web.Response:
     node_id = text_param(request.match_info["nodeId"], "nodeId", low=1, high=64)
     offline = await request.app[STORE].forget_node(node_id)
     await request.app[ANNOUNCER].announce([], offline)
-    return web.json_response({"offline": offline})
+    return json_response({"offline": offline})
 
 
 @routes.get("/internal/presence/online")
 async def online(request: web.Request) -> web.Response:
-    return web.json_response({"online": await request.app[STORE].online_among(ids_param(request))})
+    return json_response({"online": await request.app[STORE].online_among(ids_param(request))})
 
 
 @routes.get("/internal/presence/partners-online/{userId}")
 async def partners_online(request: web.Request) -> web.Response:
     user_id = text_param(request.match_info["userId"], "userId", low=1, high=64)
     partners = await request.app[ANNOUNCER].partners(user_id)
-    return web.json_response({"online": await request.app[STORE].online_among(partners)})
+    return json_response({"online": await request.app[STORE].online_among(partners)})
 
 
 def ids_param(request: web.Request) -> list[str]:

@@ -7,6 +7,8 @@ from typing import TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from .fast_json import json_response
+
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
@@ -124,7 +126,7 @@ _CODE_BY_STATUS = {
 
 
 def error_response(status: int, message: str, code: str, headers: dict | None = None) -> web.Response:
-    return web.json_response({"message": message, "code": code}, status=status, headers=headers)
+    return json_response({"message": message, "code": code}, status=status, headers=headers)
 
 
 @web.middleware

@@ -16,6 +16,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 from .errors import ErrorCode, InvalidField, error_response
+from .fast_json import json_response
 from .internal import INTERNAL_TOKEN_HEADER, REQUEST_ID_HEADER
 from .logs import request_id_var
 
@@ -129,14 +130,14 @@ async def internal_auth_middleware(request: web.Request, handler) -> web.StreamR
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return json_response({"status": "ok"})
 
 
 async def readyz(request: web.Request) -> web.Response:
     failures = await request.app[READINESS].failures()
     if failures:
-        return web.json_response({"status": "unavailable", "failures": failures}, status=503)
-    return web.json_response({"status": "ready"})
+        return json_response({"status": "unavailable", "failures": failures}, status=503)
+    return json_response({"status": "ready"})
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -1,10 +1,13 @@
-"""The gateway's Socket.IO JSON: orjson where it can, the standard library's answer elsewhere."""
+"""Hot-path JSON: orjson where it can, the standard library's answer elsewhere."""
 
 import json
 
 import pytest
 
-from services.gateway import wire_json
+import socketio
+
+from services.gateway.server import WirePacket
+from services.shared import fast_json as wire_json
 
 
 @pytest.mark.parametrize("value", [
@@ -18,3 +21,15 @@ def test_encodes_what_decodes_to_the_same_value(value):
 
 def test_big_integers_are_read_exactly():
     assert wire_json.loads('{"n": 123456789012345678901234567890}') == {"n": 123456789012345678901234567890}
+
+
+@pytest.mark.parametrize("data, binary", [
+    ({"text": "hi", "sender": {"_id": "u1"}, "n": [1, 2.5, None]}, False),
+    (["receiveMessage", {"nested": [{"deep": b"\x00"}]}], True),
+    ([bytearray(b"x")], True),
+    ({"huge": 2**70}, False),
+    ({"huge": 2**70, "raw": b"x"}, True),
+])
+def test_the_gateway_packet_finds_binary_data_as_python_socketio_does(data, binary):
+    assert WirePacket.data_is_binary(data) is binary
+    assert socketio.packet.Packet.data_is_binary(data) is binary
