@@ -4,7 +4,6 @@ import asyncio
 import functools
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 
 import socketio
@@ -13,7 +12,7 @@ from ..shared.auth import TokenVerifier, token_from_headers
 from ..shared.errors import ErrorCode, InvalidField, ParleyError, Unauthorized, parse_model
 from ..shared.internal import InternalClient
 from ..shared.keys import presence_room, user_room
-from ..shared.logs import request_id_var, sid_var
+from ..shared.logs import new_request_id, request_id_var, sid_var
 from ..shared.models import MarkRead, SendMessage
 from .metrics import GatewayMetrics
 from .presence_link import PresenceLink
@@ -40,7 +39,7 @@ def socket_event(event_name: str):
         async def run(self: "ChatHandler", sid: str, payload: object = None, *_extra: object) -> dict:
             sid_var.set(sid)
             # One id per event, carried to history in X-Request-Id and into every log line.
-            request_id_var.set(uuid.uuid4().hex)
+            request_id_var.set(new_request_id())
             user_id = self.user_of.get(sid)
             self.in_flight += 1
             try:

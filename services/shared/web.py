@@ -9,7 +9,6 @@ import hmac
 import logging
 import signal
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -18,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from .errors import ErrorCode, InvalidField, error_response
 from .fast_json import json_response
 from .internal import INTERNAL_TOKEN_HEADER, REQUEST_ID_HEADER
-from .logs import request_id_var
+from .logs import new_request_id, request_id_var
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +99,7 @@ def create_base_app(service: str, internal_token: str, middlewares: list) -> web
 
 @web.middleware
 async def request_context_middleware(request: web.Request, handler) -> web.StreamResponse:
-    request_id = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+    request_id = request.headers.get(REQUEST_ID_HEADER) or new_request_id()
     request_id_var.set(request_id[:64])
     started = time.perf_counter()
     status = 500
