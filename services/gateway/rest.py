@@ -60,8 +60,6 @@ async def cors_middleware(request: web.Request, handler) -> web.StreamResponse:
     """Credentials may be sent only from the allow-listed origins (`CORS_ORIGINS`)."""
     origin = request.headers.get("Origin")
     allowed = origin is not None and origin_allowed(request.app, origin)
-    if request.path.startswith("/socket.io/"):
-        return await handler(request)  # engine.io answers CORS for its own route
     if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
         if not allowed:
             return json_response({"message": "Origin not allowed", "code": "forbidden"}, status=403)

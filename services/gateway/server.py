@@ -53,12 +53,17 @@ class ParleyServer(socketio.AsyncServer):
 
 
 @web.middleware
-async def engineio_fault_middleware(request: web.Request, handler) -> web.StreamResponse:
-    """A frame engine.io cannot even parse escapes its request handler: answer 400, not 500."""
+async def engineio_middleware(request: web.Request, handler) -> web.StreamResponse:
+    """Engine.IO traffic goes straight to its handler; what engine.io cannot parse gets a 400.
+
+    The outermost middleware. The others serve the REST routes (engine.io answers CORS itself),
+    and a websocket would hold a frame of each of them for its whole life: about 2 KB a socket.
+    A frame engine.io cannot even parse escapes its handler: answer 400, not 500.
+    """
     if not request.path.startswith("/socket.io/"):
         return await handler(request)
     try:
-        return await handler(request)
+        return await request.match_info.handler(request)
     except UNDECODABLE as exc:
         log.warning("undecodable engine.io traffic (%s); connection closed", type(exc).__name__)
         return error_response(400, "Malformed engine.io packet", ErrorCode.INVALID_PAYLOAD)
@@ -92,4 +97,4 @@ def origin_check(allowed: list[str]):
 
 def harden(app: web.Application) -> None:
     logging.getLogger("engineio.server").addFilter(EngineIoClientFaultFilter())
-    app.middlewares.append(engineio_fault_middleware)
+    app.middlewares.insert(0, engineio_middleware)
