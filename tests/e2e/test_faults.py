@@ -181,7 +181,9 @@ async def test_history_killed_degrades_clearly_and_recovers(fault_cluster):
             await client.close()
 
     errors = {code for sender in senders for code in sender.errors}
-    assert errors == {"service_unavailable"}
+    # While history is down: service_unavailable; while it restarts, before its migrations
+    # check has passed, it may answer store_unavailable itself. Never anything else.
+    assert "service_unavailable" in errors and errors <= {"service_unavailable", "store_unavailable"}, errors
     assert result.acknowledged == result.stored == result.received and result.lost == 0, result
 
 
