@@ -45,7 +45,7 @@ async def create_pool(settings: HistorySettings) -> asyncpg.Pool:
         # synchronous_commit=off could lose an acknowledged message in a crash.
         # Generic plans: every query here is an index walk whose plan does not depend on the
         # values, and planning each execution afresh cost half the CPU of storing a message
-        # alone (0.64 -> 0.35 ms); reads measured within about 1 ms of before (bench/RESULTS.md).
+        # alone (0.62 -> 0.29 ms, bench/store_bench.py); reads measured within about 1 ms of before.
         server_settings={"synchronous_commit": "on", "plan_cache_mode": "force_generic_plan"},
     )
 
