@@ -228,6 +228,7 @@ class MessageStore:
     async def delete_message(self, me: str, message_id: int) -> dict:
         """Deletes my own message; the summary rows of both sides forget it in the same transaction."""
         async with self._connection() as connection, connection.transaction():
+            await connection.execute("SELECT pg_advisory_xact_lock($1)", CHANGE_FEED_LOCK_KEY)
             row = await connection.fetchrow(
                 "SELECT sender_id, receiver_id, is_read FROM messages WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
                 message_id,
@@ -289,14 +290,24 @@ def _conversation_json(row: asyncpg.Record) -> dict:
 
 _MAX_ID = 2**63 - 1
 
+# Every transaction that draws from `change_seq` (messages, deletions) holds this lock from
+# before it draws until it has committed, so ids become visible in id order: `sync?after=<id>`
+# can never miss a smaller id committed later. Group commit keeps the cost down: the gateways
+# send one batch at a time each, and a batch takes the lock once.
+CHANGE_FEED_LOCK_KEY = 0x70726C79_66656564  # "prly" "feed"
+
 # Ids are drawn in the input's order before the insert, so each row maps back to its input (n).
 # A message whose sender or receiver is unknown is left out (and explained by the caller)
-# rather than failing the whole batch on the foreign key.
+# rather than failing the whole batch on the foreign key. The lock is a one-time filter,
+# taken before the first id is drawn.
 _INSERT_MESSAGES = f"""
-WITH input AS MATERIALIZED (
+WITH feed_lock AS MATERIALIZED (
+    SELECT pg_advisory_xact_lock({CHANGE_FEED_LOCK_KEY})
+), input AS MATERIALIZED (
     SELECT nextval('change_seq') AS id, i.n, i.sender_id, i.receiver_id, i.text, i.client_id
     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS i(sender_id, receiver_id, text, client_id, n)
-    WHERE EXISTS (SELECT 1 FROM users WHERE id = i.sender_id) AND EXISTS (SELECT 1 FROM users WHERE id = i.receiver_id)
+    WHERE (SELECT true FROM feed_lock)
+      AND EXISTS (SELECT 1 FROM users WHERE id = i.sender_id) AND EXISTS (SELECT 1 FROM users WHERE id = i.receiver_id)
     ORDER BY i.n
 ), m AS (
     -- In (sender, clientId) order, so two batches holding the same retries wait, not deadlock.

@@ -7,6 +7,7 @@ import asyncpg
 import pytest
 
 from services.history.migrations import apply_migrations
+from services.history.store import _INSERT_MESSAGES
 from services.devtools.stores import drop_database, ensure_database, with_database
 from tests.support import INTERNAL_TOKEN
 
@@ -265,6 +266,28 @@ async def test_a_batch_is_stored_in_order_with_one_result_per_message(history, m
     conversations, _ = await get_json(history, "/api/messages/conversations", ada)
     [with_grace] = [c for c in conversations if c["_id"]["_id"] == grace.id]
     assert with_grace["unreadCount"] == 1
+
+
+async def test_ids_become_visible_in_id_order_so_sync_misses_nothing(history, stores, make_user, send):
+    """A batch that drew its ids but has not committed holds back every later one."""
+    ada, grace, carol = await make_user(), await make_user(), await make_user()
+    first, _ = await send(ada, grace, "before")
+    slow = await asyncpg.connect(stores.database_url)
+    try:
+        transaction = slow.transaction()
+        await transaction.start()
+        [held] = await slow.fetch(_INSERT_MESSAGES, [ada.id], [grace.id], ["held back"], [None])
+        # Another pair, so no summary row lock makes it wait: only the change feed's lock.
+        later = asyncio.ensure_future(send(carol, grace, "sent meanwhile"))
+        await asyncio.sleep(0.3)
+        assert not later.done(), "a later insert must wait for the earlier one's commit"
+        await transaction.commit()
+        message, _ = await asyncio.wait_for(later, 5)
+    finally:
+        await slow.close()
+    assert int(message["_id"]) > held["id"]
+    synced, _ = await get_json(history, f"/api/messages/sync?after={first['_id']}", grace)
+    assert [m["text"] for m in synced["messages"]] == ["held back", "sent meanwhile"]
 
 
 async def test_a_batch_is_validated_whole(history):
