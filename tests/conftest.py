@@ -5,6 +5,7 @@ import uuid
 import pytest
 
 from services.devtools.stores import drop_database, ensure_database, find_stores, with_database
+from tests import tally
 from tests.support import TEST_RUN_DIR, TestStores, migrate
 
 
@@ -24,15 +25,33 @@ def stores() -> TestStores:
         found.stop()
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "tally(kind, what, per_example=False): count this test in the "
+                                       "bad-input or attack table printed after the run")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = (yield).get_result()
+    marker = item.get_closest_marker("tally")
+    if marker is not None and report.when == "call":
+        tally.record(*marker.args, passed=report.passed, per_example=marker.kwargs.get("per_example", False))
+
+
 def pytest_terminal_summary(terminalreporter):
-    """The fault tests' count: faults injected, messages acknowledged, stored, received, lost."""
+    """Faults injected (acknowledged, stored, received, lost); bad inputs and attacks tried."""
     from tests.e2e.faults import RECORDED
 
+    for kind, header in ((tally.BAD_INPUT, "5xx or crash"), (tally.ATTACK, "let through")):
+        if lines := tally.table_lines(kind, header):
+            terminalreporter.section(f"{kind}s")
+            for line in lines:
+                terminalreporter.write_line(line)
     if not RECORDED:
         return
     terminalreporter.section("faults injected")
     terminalreporter.write_line(f"{'fault':<32} {'acknowledged':>12} {'stored':>8} {'received':>9} {'lost':>5}")
-    for fault, tally in RECORDED:
+    for fault, counts in RECORDED:
         terminalreporter.write_line(
-            f"{fault:<32} {tally.acknowledged:>12} {tally.stored:>8} {tally.received:>9} {tally.lost:>5}"
+            f"{fault:<32} {counts.acknowledged:>12} {counts.stored:>8} {counts.received:>9} {counts.lost:>5}"
         )

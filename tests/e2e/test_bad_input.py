@@ -9,6 +9,7 @@ import pytest
 import socketio
 
 from tests.support import JWT, ChatClient
+from tests.tally import ATTACK, BAD_INPUT
 
 
 def token(claims: dict, secret: str = JWT.jwt_secret, algorithm: str = "HS256") -> str:
@@ -30,6 +31,7 @@ BAD_TOKENS = {
 }
 
 
+@pytest.mark.tally(ATTACK, "bad JWTs at the handshake")
 @pytest.mark.parametrize("bad_token", BAD_TOKENS.values(), ids=BAD_TOKENS.keys())
 async def test_handshake_refuses_bad_tokens(cluster, bad_token):
     client = ChatClient(cluster.gateway_url("a"), bad_token)
@@ -65,6 +67,7 @@ BAD_MESSAGES = {
 }
 
 
+@pytest.mark.tally(BAD_INPUT, "sendMessage payloads with a bad field")
 @pytest.mark.parametrize(("payload", "code"), BAD_MESSAGES.values(), ids=BAD_MESSAGES.keys())
 async def test_bad_messages_get_message_error_naming_the_field(make_user, connect, payload, code):
     ada, grace = await make_user(), await make_user()
@@ -94,6 +97,7 @@ async def test_bad_typing_payload_is_refused(make_user, connect):
     assert ack["ok"] is False and ack["error"]["code"] == "invalid_receiverId"
 
 
+@pytest.mark.tally(ATTACK, "another user's messages: 8 REST calls, markRead")
 async def test_no_route_shows_or_changes_another_users_messages(cluster, make_user, connect):
     ada, grace, mallory = await make_user(), await make_user(), await make_user()
     sender = await connect(ada, "a")
@@ -134,6 +138,7 @@ MALFORMED = {
 }
 
 
+@pytest.mark.tally(BAD_INPUT, "malformed REST requests")
 @pytest.mark.parametrize(("path", "status", "code"), MALFORMED.values(), ids=MALFORMED.keys())
 async def test_malformed_rest_requests_get_clear_4xx(cluster, make_user, path, status, code):
     ada, grace = await make_user(), await make_user()
@@ -143,6 +148,7 @@ async def test_malformed_rest_requests_get_clear_4xx(cluster, make_user, path, s
             assert (await answer.json())["code"] == code
 
 
+@pytest.mark.tally(ATTACK, "REST without a token")
 async def test_rest_without_token_is_401(cluster):
     async with aiohttp.ClientSession(base_url=cluster.gateway_url("a")) as http:
         async with http.get("/api/messages/conversations") as answer:
@@ -150,6 +156,7 @@ async def test_rest_without_token_is_401(cluster):
             assert await answer.json() == {"message": "Authentication required", "code": "unauthorized"}
 
 
+@pytest.mark.tally(ATTACK, "/internal/* through the gateway")
 async def test_internal_routes_are_not_reachable_through_the_gateway(cluster):
     async with aiohttp.ClientSession(base_url=cluster.gateway_url("a")) as http:
         async with http.get("/internal/users", headers={"X-Internal-Token": "test-internal-token"}) as answer:

@@ -7,6 +7,7 @@ import pytest
 
 from services.devtools.stores import free_port
 from tests.support import ChatClient
+from tests.tally import ATTACK
 
 
 async def test_mark_read_tells_the_sender_on_every_node(cluster, make_user, connect):
@@ -87,6 +88,7 @@ def limited_gateway(cluster):
     del cluster.stack.processes["gateway-limited"]
 
 
+@pytest.mark.tally(ATTACK, "a message flood (rate limit, others unaffected)")
 async def test_floods_hit_the_rate_limit_and_other_users_are_unaffected(limited_gateway, make_user):
     flooder, victim, bystander = await make_user(), await make_user(), await make_user()
     clients = [ChatClient(limited_gateway.url, user.token) for user in (flooder, bystander)]

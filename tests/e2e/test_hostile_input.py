@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.e2e.rawsocket import RawSocket
+from tests.tally import ATTACK, BAD_INPUT, example
 from tests.support import ChatClient
 
 JSON_VALUES = st.recursive(
@@ -38,6 +39,7 @@ def assert_nodes_healthy(cluster):
     return check
 
 
+@pytest.mark.tally(BAD_INPUT, "Socket.IO event payloads (hypothesis)", per_example=True)
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(event=st.sampled_from(EVENTS), payload=JSON_VALUES | MESSAGE_LIKE)
 async def test_any_event_payload_gets_an_ack_never_a_crash(cluster, make_user, event, payload):
@@ -51,8 +53,10 @@ async def test_any_event_payload_gets_an_ack_never_a_crash(cluster, make_user, e
     assert isinstance(ack, dict) and isinstance(ack["ok"], bool)
     if not ack["ok"]:
         assert ack["error"]["code"] != "internal" and ack["error"]["message"]
+    example(BAD_INPUT, "Socket.IO event payloads (hypothesis)")
 
 
+@pytest.mark.tally(BAD_INPUT, "handshake auth payloads (hypothesis)", per_example=True)
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(auth=JSON_VALUES)
 async def test_any_handshake_without_a_valid_token_is_refused(cluster, auth):
@@ -66,6 +70,7 @@ async def test_any_handshake_without_a_valid_token_is_refused(cluster, auth):
         assert json.loads(answer.data[2:]) == {"message": "Authentication error"}
     else:  # a handshake packet that does not even decode: engine.io closes the connection
         assert answer.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+    example(BAD_INPUT, "handshake auth payloads (hypothesis)")
 
 
 async def test_the_fuzzed_nodes_are_still_healthy(assert_nodes_healthy, cluster, make_user, connect):
@@ -75,6 +80,7 @@ async def test_the_fuzzed_nodes_are_still_healthy(assert_nodes_healthy, cluster,
     assert_nodes_healthy(cluster)
 
 
+@pytest.mark.tally(BAD_INPUT, "JSON nested 20,000 deep")
 async def test_deeply_nested_json_is_refused_and_the_socket_survives(assert_nodes_healthy, cluster, make_user):
     ada = await make_user()
     raw = await RawSocket.open(cluster.gateway_url("a"), ada.token)
@@ -94,6 +100,7 @@ async def test_deeply_nested_json_is_refused_and_the_socket_survives(assert_node
     ['42["sendMessage"', "42[1,2,3]", '42{"not":"an array"}', "4", "99999", '42["sendMessage","\\ud800"]', "\x00\x01"],
     ids=["truncated", "event not a string", "not an array", "bare type", "unknown type", "lone surrogate", "binary junk"],
 )
+@pytest.mark.tally(BAD_INPUT, "malformed engine.io / Socket.IO frames")
 async def test_malformed_frames_do_not_hurt_the_node(assert_nodes_healthy, cluster, make_user, frame):
     ada, grace = await make_user(), await make_user()
     raw = await RawSocket.open(cluster.gateway_url("b"), ada.token)
@@ -109,6 +116,7 @@ async def test_malformed_frames_do_not_hurt_the_node(assert_nodes_healthy, clust
     assert_nodes_healthy(cluster)
 
 
+@pytest.mark.tally(BAD_INPUT, "a frame over the size limit")
 async def test_an_oversized_frame_closes_that_socket_only(assert_nodes_healthy, cluster, make_user, connect):
     ada, grace = await make_user(), await make_user()
     bystander = await connect(grace, "a")
@@ -122,6 +130,7 @@ async def test_an_oversized_frame_closes_that_socket_only(assert_nodes_healthy, 
     assert_nodes_healthy(cluster)
 
 
+@pytest.mark.tally(BAD_INPUT, "query strings of 10 kB and 100 kB")
 @pytest.mark.parametrize("length", [10_000, 100_000])
 async def test_huge_query_strings_are_refused_cleanly(assert_nodes_healthy, cluster, make_user, length):
     ada = await make_user()
@@ -132,6 +141,7 @@ async def test_huge_query_strings_are_refused_cleanly(assert_nodes_healthy, clus
     assert_nodes_healthy(cluster)
 
 
+@pytest.mark.tally(BAD_INPUT, "non-UTF-8 bodies and paths")
 async def test_non_utf8_bodies_and_paths_get_400(assert_nodes_healthy, cluster, make_user):
     ada = await make_user()
     async with aiohttp.ClientSession() as http:
@@ -144,6 +154,7 @@ async def test_non_utf8_bodies_and_paths_get_400(assert_nodes_healthy, cluster, 
     assert_nodes_healthy(cluster)
 
 
+@pytest.mark.tally(ATTACK, "SQL and script metacharacters in a message")
 async def test_sql_metacharacters_round_trip_as_plain_text(cluster, make_user, connect):
     ada, grace = await make_user(), await make_user()
     sender = await connect(ada, "a")
@@ -158,6 +169,7 @@ async def test_sql_metacharacters_round_trip_as_plain_text(cluster, make_user, c
             assert [message["text"] for message in await answer.json()] == [hostile.strip()]
 
 
+@pytest.mark.tally(ATTACK, "credentialed calls from a foreign origin")
 async def test_cors_allows_only_the_listed_origins(cluster, make_user):
     ada = await make_user()
     url = cluster.gateway_url("a") + "/api/messages/conversations"
@@ -179,6 +191,7 @@ async def test_cors_allows_only_the_listed_origins(cluster, make_user):
             assert answer.status == 200
 
 
+@pytest.mark.tally(ATTACK, "a token in the query string")
 async def test_a_token_in_the_query_string_is_not_accepted(cluster, make_user):
     ada = await make_user()
     client = ChatClient(cluster.gateway_url("a") + f"?token={ada.token}", None)

@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, settings
 
 from services.shared.openapi import openapi_document
 from tests.support import INTERNAL_TOKEN, create_user
+from tests.tally import BAD_INPUT, example
 
 SCHEMA = schemathesis.openapi.from_dict(openapi_document())
 
@@ -17,6 +18,7 @@ def fuzz_user(cluster):
     return asyncio.run(create_user(cluster.history_url))
 
 
+@pytest.mark.tally(BAD_INPUT, "REST calls generated from the OpenAPI document (schemathesis)", per_example=True)
 @SCHEMA.parametrize()
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_documented_route_answers_5xx(case, cluster, fuzz_user):
@@ -32,3 +34,4 @@ def test_no_documented_route_answers_5xx(case, cluster, fuzz_user):
     if response.status_code >= 400:
         body = response.json()
         assert set(body) >= {"message", "code"}, body
+    example(BAD_INPUT, "REST calls generated from the OpenAPI document (schemathesis)")

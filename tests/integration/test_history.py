@@ -10,6 +10,7 @@ from services.history.migrations import apply_migrations
 from services.history.store import _INSERT_MESSAGES
 from services.devtools.stores import drop_database, ensure_database, with_database
 from tests.support import INTERNAL_TOKEN
+from tests.tally import ATTACK
 
 
 async def get_json(history, path, user, status=200):
@@ -318,6 +319,7 @@ async def test_profiles_are_upserted_and_looked_up_by_user_name(history, make_us
     assert bad.status == 400 and (await bad.json())["code"] == "invalid_userName"
 
 
+@pytest.mark.tally(ATTACK, "/internal/* without the right service token")
 @pytest.mark.parametrize("token", [None, "", "wrong"])
 async def test_internal_routes_need_the_service_token(history, token):
     headers = {} if token is None else {"X-Internal-Token": token}

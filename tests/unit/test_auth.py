@@ -12,6 +12,7 @@ import pytest
 from services.shared.auth import TokenVerifier, issue_token, token_from_headers
 from services.shared.errors import Unauthorized
 from services.shared.settings import JwtSettings
+from tests.tally import ATTACK
 
 SETTINGS = JwtSettings(jwt_secret="unit-test-secret-" + "0" * 60)
 VERIFIER = TokenVerifier(SETTINGS)
@@ -22,6 +23,7 @@ def test_a_good_token_gives_its_user_id():
     assert VERIFIER.user_id(issue_token("665f1c2e8a1b2c3d4e5f0001", SETTINGS)) == "665f1c2e8a1b2c3d4e5f0001"
 
 
+@pytest.mark.tally(ATTACK, "bad JWTs: expired, not yet valid, wrong secret, alg none, claims")
 @pytest.mark.parametrize(
     "token",
     [
@@ -61,6 +63,7 @@ def forge_hs256(claims: dict, key: str) -> str:
     return signing_input + "." + part(signature)
 
 
+@pytest.mark.tally(ATTACK, "HS/RS algorithm confusion")
 @pytest.mark.parametrize("algorithms", ["RS256", "RS256,HS256"])
 def test_hs_rs_confusion_is_refused(algorithms):
     """A token HMAC-signed with the server's public key must not pass a verifier holding that key."""
