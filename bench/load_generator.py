@@ -1,6 +1,7 @@
 """One load-generator process: pairs of users (sender on one node, receiver on another) chatting
-at a fixed rate over raw Socket.IO websockets, as socket.io-client speaks it. Writes its counts
-and latencies as JSON to --out.
+at a fixed rate over raw Socket.IO websockets, as socket.io-client speaks it (bench/lean_socket.py,
+a client kept light so that the generator takes little of the CPU it measures). Writes its
+counts and latencies as JSON to --out.
 
     python -m bench.load_generator --urls URL_A,URL_B --users 100 --rate 500 --seconds 10 --tag g1 --out F
 """
@@ -12,26 +13,11 @@ import resource
 import sys
 import time
 
-import aiohttp
 import uvloop
 
+from bench.lean_socket import LeanSocket
 from services.shared.auth import issue_token
 from services.shared.settings import JwtSettings
-
-
-class Socket:
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse):
-        self.ws = ws
-        self.next_ack = 0
-
-    @classmethod
-    async def open(cls, http: aiohttp.ClientSession, url: str, token: str) -> "Socket":
-        ws = await http.ws_connect(url + "/socket.io/?EIO=4&transport=websocket", heartbeat=None, max_msg_size=0)
-        await ws.receive_str(timeout=30)
-        await ws.send_str("40" + json.dumps({"token": token}))
-        while not (await ws.receive_str(timeout=30)).startswith("40"):
-            pass
-        return cls(ws)
 
 
 def text_of(frame: str) -> str:
@@ -49,65 +35,59 @@ async def run(args) -> dict:
     duplicates = 0
     errors = 0
 
-    async def read(socket: Socket) -> None:
-        # The generator must not be the bottleneck: it finds the message's text (its id here)
-        # by position instead of decoding every frame's JSON.
+    def on_frame(socket: LeanSocket, data: str) -> None:
+        # The message's text is its id here: found by position, no JSON decoding per frame.
         nonlocal duplicates, errors
-        async for message in socket.ws:
-            data = message.data
-            if data == "2":
-                await socket.ws.send_str("3")
-            elif data.startswith('42["receiveMessage"'):
-                text = text_of(data)
-                if text in delivered:
-                    duplicates += 1
-                else:
-                    delivered[text] = time.perf_counter()
-            elif data.startswith("43"):
-                if '"ok":true' in data:
-                    acked[text_of(data)] = time.perf_counter()
-                else:
-                    errors += 1
+        if data.startswith('42["receiveMessage"'):
+            text = text_of(data)
+            if text in delivered:
+                duplicates += 1
+            else:
+                delivered[text] = time.perf_counter()
+        elif data.startswith("43"):
+            if '"ok":true' in data:
+                acked[text_of(data)] = time.perf_counter()
+            else:
+                errors += 1
 
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
-        senders, readers = [], []
-        for pair in range(pairs):
-            sender_id, receiver_id = f"{args.tag}-s{pair}", f"{args.tag}-r{pair}"
-            # Sender and receiver on different nodes, so every message crosses nodes.
-            sender = await Socket.open(http, urls[pair % len(urls)], issue_token(sender_id, jwt))
-            receiver = await Socket.open(http, urls[(pair + 1) % len(urls)], issue_token(receiver_id, jwt))
-            senders.append((sender, receiver_id))
-            readers += [asyncio.ensure_future(read(sender)), asyncio.ensure_future(read(receiver))]
-        await asyncio.sleep(0.5)
-        # Connected: tell the bench, which samples every process's CPU, then wait for its go,
-        # so that connecting is not charged to the messages.
-        print("ready", flush=True)
-        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
-        usage_before = resource.getrusage(resource.RUSAGE_SELF)
-        started = time.perf_counter()
-        total = int(args.rate * args.seconds)
-        for number in range(total):
-            due = started + number / args.rate
-            delay = due - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            socket, receiver_id = senders[number % len(senders)]
-            text = f"{args.tag}:{number}"
-            socket.next_ack += 1
-            sent_at[text] = time.perf_counter()
-            # Ids and texts are plain ASCII words: no JSON escaping needed.
-            await socket.ws.send_str(
-                f'42{socket.next_ack}["sendMessage",{{"receiverId":"{receiver_id}","text":"{text}","clientId":"{text}"}}]')
-        send_seconds = time.perf_counter() - started
-        deadline = time.perf_counter() + 5
-        while (len(delivered) < total or len(acked) + errors < total) and time.perf_counter() < deadline:
-            await asyncio.sleep(0.05)
-        usage_after = resource.getrusage(resource.RUSAGE_SELF)
-        # Still connected: the bench samples CPU now, so that disconnecting is not charged either.
-        print("done", flush=True)
-        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
-        for task in readers:
-            task.cancel()
+    senders, sockets = [], []
+    for pair in range(pairs):
+        sender_id, receiver_id = f"{args.tag}-s{pair}", f"{args.tag}-r{pair}"
+        # Sender and receiver on different nodes, so every message crosses nodes.
+        sender = await LeanSocket.open(urls[pair % len(urls)], issue_token(sender_id, jwt), on_frame)
+        receiver = await LeanSocket.open(urls[(pair + 1) % len(urls)], issue_token(receiver_id, jwt), on_frame)
+        senders.append((sender, receiver_id))
+        sockets += [sender, receiver]
+    await asyncio.sleep(0.5)
+    # Connected: tell the bench, which samples every process's CPU, then wait for its go,
+    # so that connecting is not charged to the messages.
+    print("ready", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    usage_before = resource.getrusage(resource.RUSAGE_SELF)
+    started = time.perf_counter()
+    total = int(args.rate * args.seconds)
+    for number in range(total):
+        due = started + number / args.rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        socket, receiver_id = senders[number % len(senders)]
+        text = f"{args.tag}:{number}"
+        socket.next_ack += 1
+        sent_at[text] = time.perf_counter()
+        # Ids and texts are plain ASCII words: no JSON escaping needed.
+        socket.send_text(
+            f'42{socket.next_ack}["sendMessage",{{"receiverId":"{receiver_id}","text":"{text}","clientId":"{text}"}}]')
+    send_seconds = time.perf_counter() - started
+    deadline = time.perf_counter() + 5
+    while (len(delivered) < total or len(acked) + errors < total) and time.perf_counter() < deadline:
+        await asyncio.sleep(0.05)
+    usage_after = resource.getrusage(resource.RUSAGE_SELF)
+    # Still connected: the bench samples CPU now, so that disconnecting is not charged either.
+    print("done", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    for socket in sockets:
+        socket.close()
     cpu = (usage_after.ru_utime + usage_after.ru_stime) - (usage_before.ru_utime + usage_before.ru_stime)
     return {
         "sent": total,
