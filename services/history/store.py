@@ -161,11 +161,12 @@ class MessageStore:
         """
         columns = [[getattr(m, name) for m in messages] for name in ("sender_id", "receiver_id", "text", "client_id")]
         async with self._connection() as connection:
-            created = {row["n"]: message_json(row) for row in await connection.fetch(_INSERT_MESSAGES, *columns)}
-            missing = [n for n in range(1, len(messages) + 1) if n not in created]
-            earlier = await _messages_by_client_id(connection, [messages[n - 1] for n in missing]) if missing else {}
-            unknown = [messages[n - 1] for n in missing if (messages[n - 1].sender_id, messages[n - 1].client_id) not in earlier]
-            known_users = await _known_users(connection, unknown) if unknown else set()
+            rows = await connection.fetch(_INSERT_MESSAGES, *columns)
+            created = {row["n"]: message_json(row) for row in rows}
+            missing = [message for n, message in enumerate(messages, start=1) if n not in created]
+            earlier = await _messages_by_client_id(connection, missing) if missing else {}
+            refused = [message for message in missing if (message.sender_id, message.client_id) not in earlier]
+            known_users = await _known_users(connection, refused) if refused else set()
         results: list[tuple[dict, bool] | UnknownUser] = []
         for n, message in enumerate(messages, start=1):
             if n in created:
@@ -173,7 +174,8 @@ class MessageStore:
             elif (message.sender_id, message.client_id) in earlier:
                 results.append((earlier[message.sender_id, message.client_id], False))
             elif message.sender_id not in known_users:
-                results.append(UnknownUser("Your profile is not known to the chat service", code=ErrorCode.UNKNOWN_SENDER))
+                results.append(
+                    UnknownUser("Your profile is not known to the chat service", code=ErrorCode.UNKNOWN_SENDER))
             else:
                 results.append(UnknownUser("The receiver is not a known user", code=ErrorCode.UNKNOWN_RECEIVER))
         return results
