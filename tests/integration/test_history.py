@@ -327,6 +327,18 @@ async def test_internal_routes_need_the_service_token(history, token):
     assert answer.status == 401 and (await answer.json())["code"] == "unauthorized"
 
 
+async def test_search_indexes_take_new_messages_in_place(stores):
+    """No GIN pending list that every search would scan until vacuum (migration 0003)."""
+    connection = await asyncpg.connect(stores.database_url)
+    try:
+        options = dict(await connection.fetch(
+            "SELECT relname, reloptions FROM pg_class WHERE relname LIKE 'messages_%search_idx'"))
+    finally:
+        await connection.close()
+    assert options == {"messages_sender_search_idx": ["fastupdate=off"],
+                       "messages_receiver_search_idx": ["fastupdate=off"]}
+
+
 def test_migrations_are_safe_when_replicas_start_together(stores):
     admin_url = with_database(stores.database_url, "postgres")
     database = stores.redis_prefix.replace("-", "_") + "_migrations"
