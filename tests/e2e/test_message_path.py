@@ -49,6 +49,24 @@ async def test_hundred_messages_arrive_in_order(make_user, connect):
     assert texts == [f"message {number}" for number in range(100)]
 
 
+async def test_a_burst_arrives_complete_and_in_the_order_it_was_stored(make_user, connect):
+    """200 sends in flight at once: each socket hears them in id order (batches, direct writes)."""
+    ada, grace = await make_user(), await make_user()
+    sender = await connect(ada, "a")
+    receiver = await connect(grace, "b")
+    await asyncio.sleep(0.3)
+
+    acks = await asyncio.gather(*(sender.call("sendMessage", {"receiverId": grace.id, "text": f"burst {n}"})
+                                  for n in range(200)))
+
+    assert all(ack["ok"] for ack in acks)
+    stored = sorted(int(ack["message"]["_id"]) for ack in acks)
+    await receiver.wait_for("receiveMessage", lambda _: len(receiver.received("receiveMessage")) == 200)
+    await sender.wait_for("messageSent", lambda _: len(sender.received("messageSent")) == 200)
+    assert [int(m["_id"]) for m in receiver.received("receiveMessage")] == stored
+    assert [int(m["_id"]) for m in sender.received("messageSent")] == stored
+
+
 async def test_sends_that_arrive_together_share_history_calls(cluster, make_user, connect):
     """Group commit: 60 sends in flight at once on one node take fewer calls than messages."""
     senders = [await make_user() for _ in range(6)]
