@@ -243,8 +243,8 @@ def _schemas() -> dict:
         "Error": {"type": "object", "required": ["message", "code"],
                   "properties": {"message": {"type": "string"}, "code": {"type": "string"}}},
     }
-    for model in (MessageOut, UserProfile, StoreMessage, StoreMessages, InternalMarkRead, MessagesRead, PresenceEvents, NodeSockets,
-                  Heartbeat, PartnersQuery):
+    for model in (MessageOut, UserProfile, StoreMessage, StoreMessages, InternalMarkRead, MessagesRead,
+                  PresenceEvents, NodeSockets, Heartbeat, PartnersQuery):
         schema = model.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema

@@ -13,7 +13,6 @@ message for each node concerned.
 """
 
 import asyncio
-import json
 import logging
 import time
 
@@ -24,6 +23,7 @@ from prometheus_client import Counter
 from redis.exceptions import RedisError
 from socketio.async_pubsub_manager import AsyncPubSubManager
 
+from . import fast_json
 from .batching import Batcher
 from .keys import node_channel, sio_channel, user_nodes_key
 
@@ -107,7 +107,7 @@ class RoutedRedisManager(AsyncPubSubManager):
 
     async def _publish(self, data):
         """python-socketio's own messages (other rooms, disconnects, acks): every node."""
-        await self._publish_to([self.channel], _encode(data) or json.dumps(data).encode())
+        await self._publish_to([self.channel], fast_json.dumps(data).encode())
 
     async def _publish_routed(self, encoded: bytes, rooms: list[str]) -> None:
         keys = [user_nodes_key(self._prefix, room[len(USER_ROOM_PREFIX):]) for room in rooms]
