@@ -20,6 +20,7 @@ from .rest import cors_middleware, forward_api, presence_of
 from .server import ParleyServer, WirePacket, harden, origin_check
 from .settings import GatewaySettings
 from .webclient import setup_web_client
+from .websocket import FrameWriter
 
 
 def create_app(settings: GatewaySettings) -> web.Application:
@@ -47,6 +48,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
         cors_credentials=True,
         max_http_buffer_size=settings.max_payload_bytes,
         serializer=WirePacket,
+        frame_writer=FrameWriter(settings.slow_client_buffer_bytes, metrics.slow_clients.inc),
         json=fast_json,
         logger=False,
         engineio_logger=False,

@@ -36,6 +36,11 @@ class GatewayMetrics:
             "Pub/sub messages this node received and decoded (its own users' emits, and broadcasts).",
             registry=registry,
         )
+        self.slow_clients = Counter(
+            "parley_gateway_slow_clients_disconnected_total",
+            "Websockets cut off because their client stopped reading (too many bytes waiting to be sent).",
+            registry=registry,
+        )
         self.connects_refused = Counter(
             "parley_gateway_connects_refused_total",
             "Handshakes refused (bad or missing token, or draining).",

@@ -2,85 +2,77 @@
 
 Malformed Socket.IO or engine.io packets are a client's fault: the connection is closed and a
 warning logged, where the libraries would log a traceback at ERROR (or answer 500), which a
-client could use to flood the error log. Packets are encoded with orjson (`WirePacket`) and,
-when a socket's writer is idle, written straight to its websocket (`ParleyServer`).
+client could use to flood the error log. Packets are encoded with orjson (`WirePacket`), and
+websockets are served by the lean transport of `websocket`.
 """
 
 import logging
 
+import engineio
 import orjson
 import socketio
 from aiohttp import web
-from engineio.async_drivers.aiohttp import WebSocket as EngineIoWebSocket
 
 from ..shared import fast_json
 from ..shared.errors import ErrorCode, error_response
+from .websocket import UNDECODABLE, FrameWriter, PacketQueue, lean_websocket_class
 
 log = logging.getLogger(__name__)
 
-# What decoding a malformed packet raises: bad JSON or a non-numeric type (ValueError), JSON
-# nested past the recursion limit (RecursionError), a packet of the wrong shape (TypeError,
-# LookupError: an unknown packet type, an event that is not an array or is empty).
-UNDECODABLE = (ValueError, RecursionError, TypeError, LookupError)
-
 
 class WirePacket(socketio.packet.Packet):
-    """python-socketio's packet, encoded with orjson, and with a cheaper test for binary data.
+    """python-socketio's packet, its data encoded once, by orjson.
 
-    The stock test walks every emitted payload in Python (a few percent of a busy gateway's
-    CPU); orjson refuses bytes, so data it encodes holds none.
+    The stock packet walks every payload in Python looking for binary data, then encodes it.
+    Here the data is encoded first: orjson refuses bytes, so data it encodes holds none, and that
+    encoding is the one sent (a few percent of a busy gateway's CPU, twice).
     """
 
     json = fast_json
 
-    @classmethod
-    def data_is_binary(cls, data) -> bool:
-        try:
-            orjson.dumps(data)
-        except TypeError:  # bytes somewhere, or an integer beyond 64 bits: the stock walk decides
-            return super().data_is_binary(data)
-        return False
+    def __init__(self, packet_type=socketio.packet.EVENT, data=None, namespace=None, id=None, binary=None,
+                 encoded_packet=None):
+        self._encoded_data: str | None = None
+        if binary is None and encoded_packet is None and data is not None:
+            try:
+                self._encoded_data = orjson.dumps(data).decode()
+                binary = False
+            except TypeError:  # bytes somewhere, or an integer beyond 64 bits: the stock walk decides
+                pass
+        super().__init__(packet_type, data, namespace, id, binary, encoded_packet)
+
+    def encode(self):
+        if self._encoded_data is None:
+            return super().encode()
+        # The Socket.IO format: type, then `namespace,` unless it is "/", then the ack id, then data.
+        head = str(self.packet_type)
+        if self.namespace is not None and self.namespace != "/":
+            head += self.namespace + ","
+        if self.id is not None:
+            head += str(self.id)
+        return head + self._encoded_data
 
 
-class DirectWebSocket(EngineIoWebSocket):
-    """engine.io's aiohttp websocket, made known to its socket so packets can skip the queue."""
+class EngineIoServer(engineio.AsyncServer):
+    """engine.io's server, whose sockets queue packets in a `PacketQueue`."""
 
-    async def __call__(self, environ):
-        socket = self.handler.__self__  # the engine.io socket whose handler this websocket runs
-        socket.direct_ws = self
-        try:
-            return await super().__call__(environ)
-        finally:
-            socket.direct_ws = None
+    def create_queue(self, *args, **kwargs):
+        return PacketQueue()
 
 
 class ParleyServer(socketio.AsyncServer):
-    """python-socketio's server, hardened against undecodable traffic, with direct websocket writes.
+    """python-socketio's server, hardened against undecodable traffic, on the lean websocket transport.
 
-    engine.io hands every outgoing packet to a per-socket queue and a writer task, which on
-    Python 3.11 also creates a task per wake-up: a sixth of a busy gateway's CPU, and at 3,000
-    msg/s the difference between keeping up and queueing for seconds (bench/RESULTS.md). When
-    the socket's writer is idle (nothing queued, nothing in hand: it waits on the empty queue),
-    a packet is written straight to the websocket by the emitting task, which keeps the order:
-    anything else (pings, the handshake, a writer still busy, polling) takes engine.io's path.
+    `frame_writer` writes every websocket's frames (see `websocket`); long-polling stays engine.io's.
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, frame_writer: FrameWriter, **kwargs):
         super().__init__(*args, **kwargs)
         # A copy: the driver's table is shared by every engine.io server in the process.
-        self.eio._async = {**self.eio._async, "websocket": DirectWebSocket}
+        self.eio._async = {**self.eio._async, "websocket": lean_websocket_class(frame_writer)}
 
-    async def _send_eio_packet(self, eio_sid, eio_pkt):
-        socket = self.eio.sockets.get(eio_sid)
-        ws = getattr(socket, "direct_ws", None)
-        if ws is None or not _writer_idle(socket):
-            return await super()._send_eio_packet(eio_sid, eio_pkt)
-        if not await socket.check_ping_timeout():
-            return
-        try:
-            await ws.send(eio_pkt.encode())
-        except Exception:  # the connection is going: engine.io's own path notices and cleans up
-            await super()._send_eio_packet(eio_sid, eio_pkt)
+    def _engineio_server_class(self):
+        return EngineIoServer
 
     async def _handle_eio_message(self, eio_sid, data):
         # Event handlers run as tasks of their own (and catch their own errors), so what
@@ -91,12 +83,6 @@ class ParleyServer(socketio.AsyncServer):
             log.warning("undecodable Socket.IO packet (%s); closing that connection", type(exc).__name__)
             # In the background: closing waits for this very receive loop to end.
             self.start_background_task(self.eio.disconnect, eio_sid)
-
-
-def _writer_idle(socket) -> bool:
-    """An upgraded, open websocket whose writer waits on an empty queue, holding no packet."""
-    return (socket.upgraded and not socket.upgrading and not socket.closing and not socket.closed
-            and socket.queue.empty() and bool(socket.queue._getters))
 
 
 @web.middleware

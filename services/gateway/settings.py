@@ -23,6 +23,9 @@ class GatewaySettings(ServiceSettings, JwtSettings):
     internal_timeout_seconds: float = 5.0
     # Largest Socket.IO/engine.io packet accepted, in bytes.
     max_payload_bytes: int = 64 * 1024
+    # A websocket client with more than this many bytes of frames it has not read is disconnected
+    # (it reconnects and syncs) instead of the node holding an ever-growing backlog for it.
+    slow_client_buffer_bytes: int = 1024 * 1024
     # Per-user token buckets: sustained rate per second and burst size.
     send_rate_per_second: float = 10.0
     send_burst: int = 30

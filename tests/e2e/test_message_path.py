@@ -50,7 +50,7 @@ async def test_hundred_messages_arrive_in_order(make_user, connect):
 
 
 async def test_a_burst_arrives_complete_and_in_the_order_it_was_stored(make_user, connect):
-    """200 sends in flight at once: each socket hears them in id order (batches, direct writes)."""
+    """200 sends in flight at once: each socket hears them in id order (batches, coalesced writes)."""
     ada, grace = await make_user(), await make_user()
     sender = await connect(ada, "a")
     receiver = await connect(grace, "b")

@@ -1,0 +1,226 @@
+"""engine.io's websocket transport, run without a task per frame, a writer task per socket, or deflate.
+
+python-engineio serves a websocket with two tasks per socket (a reader, and a writer waiting on
+the socket's packet queue), a task and a timeout wrapper per received frame, and one send system
+call per packet: at 3,000 msg/s, a third of a gateway's CPU (bench/RESULTS.md). Here the
+handler's own task reads frames (one timer per frame bounds the wait, as engine.io's did), and
+the socket's queue, once its websocket is open, writes packets straight out: the frames of every
+socket written to in one turn of the event loop leave together, one write per socket.
+
+A packet is never awaited on: a client that stops reading gets its frames buffered by the
+transport, and once more than `max_buffered_bytes` wait there it is cut off (it reconnects and
+catches up with `sync`), rather than making anyone who emits to it wait, or holding its backlog.
+
+Per-message deflate is refused, as Socket.IO's own server does by default: it held about 100 KiB
+of zlib state per browser socket, for chat messages too short to gain from it.
+"""
+
+import asyncio
+import logging
+import struct
+
+from aiohttp import WSMsgType, web
+from engineio import packet as eio_packet
+from engineio.async_drivers.aiohttp import WebSocket as EngineIoWebSocket
+from engineio.exceptions import SocketIsClosedError, UnknownPacketError
+
+log = logging.getLogger(__name__)
+
+# What decoding a malformed packet raises: bad JSON or a non-numeric type (ValueError), JSON
+# nested past the recursion limit (RecursionError), a packet of the wrong shape (TypeError,
+# LookupError: an unknown packet type, an event that is not an array or is empty).
+UNDECODABLE = (ValueError, RecursionError, TypeError, LookupError)
+
+TEXT, BINARY = 0x1, 0x2  # RFC 6455 opcodes
+_FINAL = 0x80
+
+
+def websocket_frame(payload: str | bytes) -> bytes:
+    """One unmasked, final websocket frame (a server's): text for str, binary for bytes."""
+    opcode = TEXT if isinstance(payload, str) else BINARY
+    data = payload.encode() if opcode == TEXT else payload
+    size = len(data)
+    if size < 126:
+        header = struct.pack("!BB", _FINAL | opcode, size)
+    elif size < 1 << 16:
+        header = struct.pack("!BBH", _FINAL | opcode, 126, size)
+    else:
+        header = struct.pack("!BBQ", _FINAL | opcode, 127, size)
+    return header + data
+
+
+class FrameWriter:
+    """A node's outgoing frames: coalesced per socket and per turn of the event loop."""
+
+    def __init__(self, max_buffered_bytes: int, on_slow_client=None):
+        self.max_buffered_bytes = max_buffered_bytes
+        self._on_slow_client = on_slow_client
+        self._due: list[SocketOutput] = []
+
+    def schedule(self, output: "SocketOutput") -> None:
+        if not self._due:
+            asyncio.get_running_loop().call_soon(self._write_due)
+        self._due.append(output)
+
+    def _write_due(self) -> None:
+        due, self._due = self._due, []
+        for output in due:
+            try:
+                output.write_pending()
+            except Exception:  # one connection's failure must not keep the others' frames back
+                log.exception("writing to a websocket failed")
+
+    def slow_client(self, sid: str, buffered: int) -> None:
+        log.warning("socket %s stopped reading (%d bytes waiting): disconnected", sid, buffered)
+        if self._on_slow_client is not None:
+            self._on_slow_client()
+
+
+class SocketOutput:
+    """Where an upgraded socket's packets go: its websocket's transport, frames of a turn together."""
+
+    __slots__ = ("_writer", "_ws", "_transport", "_sid", "_pending")
+
+    def __init__(self, writer: FrameWriter, ws: web.WebSocketResponse, transport: asyncio.Transport, sid: str):
+        self._writer = writer
+        self._ws = ws
+        self._transport = transport
+        self._sid = sid
+        self._pending: list[bytes] = []
+
+    def send(self, pkt: eio_packet.Packet) -> None:
+        if not self._pending:
+            self._writer.schedule(self)
+        self._pending.append(websocket_frame(pkt.encode()))
+
+    def write_pending(self) -> None:
+        frames, self._pending = self._pending, []
+        if not frames or self._ws.closed or self._transport.is_closing():
+            return  # aiohttp has sent (or is sending) the close frame: nothing may follow it
+        self._transport.write(b"".join(frames))
+        buffered = self._transport.get_write_buffer_size()
+        if buffered > self._writer.max_buffered_bytes:
+            self._writer.slow_client(self._sid, buffered)
+            self._transport.abort()
+
+    async def close(self) -> None:
+        self.write_pending()
+        await self._ws.close()
+
+
+class PacketQueue(asyncio.Queue):
+    """An engine.io socket's packet queue, which writes straight out once the socket has a websocket.
+
+    Until then (the handshake, long-polling) it is engine.io's queue. A `None` is engine.io's
+    word for "stop writing": the websocket is closed.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.output: SocketOutput | None = None
+        self.closer: asyncio.Task | None = None
+
+    async def put(self, item):  # never full: no need for asyncio.Queue's wait
+        self.put_nowait(item)
+
+    def put_nowait(self, item):
+        if self.output is None:
+            return super().put_nowait(item)
+        if item is None:
+            self.stop()
+        else:
+            self.output.send(item)
+
+    def attach(self, output: SocketOutput) -> bool:
+        """From now on packets go to `output`, the ones already queued first; False if told to stop."""
+        while not self.empty():
+            item = self.get_nowait()
+            self.task_done()
+            if item is None:
+                return False
+            output.send(item)
+        self.output = output
+        return True
+
+    def stop(self) -> None:
+        if self.output is not None and self.closer is None:
+            self.closer = asyncio.ensure_future(self.output.close())
+
+
+class LeanWebSocket(EngineIoWebSocket):
+    """The driver's websocket class (`_async["websocket"]`): engine.io hands it a socket to serve."""
+
+    writer: FrameWriter  # set on the subclass made for each server (see `lean_websocket_class`)
+
+    async def __call__(self, environ):
+        socket = self.handler.__self__  # the engine.io socket whose handler we replace
+        request: web.Request = environ["aiohttp.request"]
+        ws = web.WebSocketResponse(max_msg_size=self.server.max_http_buffer_size, compress=False)
+        await ws.prepare(request)
+        self._sock, self.environ = ws, environ
+        timeout = self.server.ping_interval + self.server.ping_timeout
+        opened = False
+        try:
+            # A failed upgrade leaves the socket to long-polling, as engine.io does.
+            opened = await _open(socket, ws, timeout) and request.transport is not None
+            if opened and socket.queue.attach(SocketOutput(self.writer, ws, request.transport, socket.sid)):
+                await _read(socket, ws, timeout)
+        finally:
+            if opened:
+                socket.queue.output = None
+                await socket.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
+            await (socket.queue.closer or ws.close())
+        return ws
+
+
+def lean_websocket_class(writer: FrameWriter) -> type[LeanWebSocket]:
+    return type("LeanWebSocket", (LeanWebSocket,), {"writer": writer})
+
+
+async def _next_packet(ws: web.WebSocketResponse, timeout: float) -> eio_packet.Packet | None:
+    """The client's next engine.io packet; None once the connection ends or falls silent."""
+    try:
+        message = await ws.receive(timeout=timeout)
+    except asyncio.TimeoutError:
+        return None
+    if message.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+        return None
+    try:
+        return eio_packet.Packet(encoded_packet=message.data)
+    except UNDECODABLE as exc:
+        log.warning("undecodable engine.io packet (%s); connection closed", type(exc).__name__)
+        return None
+
+
+async def _open(socket, ws: web.WebSocketResponse, timeout: float) -> bool:
+    """A new websocket session, or a long-polling one upgraded by the probe handshake."""
+    if not socket.connected:
+        socket.connected = socket.upgraded = True
+        return True
+    socket.upgrading = True  # engine.io answers polls with NOOP from now on
+    try:
+        probe = await _next_packet(ws, timeout)
+        if probe is None or probe.packet_type != eio_packet.PING or probe.data != "probe":
+            return False
+        await ws.send_str(eio_packet.Packet(eio_packet.PONG, data="probe").encode())
+        await socket.queue.put(eio_packet.Packet(eio_packet.NOOP))  # ends the poll under way
+        upgrade = await _next_packet(ws, timeout)
+        if upgrade is None or upgrade.packet_type != eio_packet.UPGRADE:
+            return False
+        socket.upgraded = True
+        return True
+    finally:
+        socket.upgrading = False
+
+
+async def _read(socket, ws: web.WebSocketResponse, timeout: float) -> None:
+    while (pkt := await _next_packet(ws, timeout)) is not None:
+        try:
+            await socket.receive(pkt)
+        except UnknownPacketError:
+            continue
+        except SocketIsClosedError:
+            return
+        except UNDECODABLE as exc:  # a packet type engine.io does not know
+            log.warning("undecodable engine.io packet (%s); connection closed", type(exc).__name__)
+            return

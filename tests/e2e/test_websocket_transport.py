@@ -1,0 +1,103 @@
+"""The gateway's websocket transport: upgrades from long-polling, no deflate, slow clients cut off."""
+
+import asyncio
+import socket
+
+import aiohttp
+import pytest
+
+from tests.support import TEST_RUN_DIR, ChatClient, create_user, start_cluster
+
+
+async def test_a_long_polling_client_upgrades_to_websocket_and_chats(make_user, connect):
+    ada, grace = await make_user(), await make_user()
+    sender = await connect(ada, "a", transports=("polling", "websocket"))
+    receiver = await connect(grace, "b", transports=("polling", "websocket"))
+    for client in (sender, receiver):
+        for _ in range(50):
+            if client.sio.transport() == "websocket":
+                break
+            await asyncio.sleep(0.1)
+        assert client.sio.transport() == "websocket"
+    await asyncio.sleep(0.3)
+
+    acks = [await sender.call("sendMessage", {"receiverId": grace.id, "text": f"upgraded {n}"}) for n in range(5)]
+
+    assert all(ack["ok"] for ack in acks)
+    await receiver.wait_for("receiveMessage", lambda message: message["text"] == "upgraded 4")
+    assert [message["text"] for message in receiver.received("receiveMessage")] == [f"upgraded {n}" for n in range(5)]
+    assert len(sender.received("messageSent")) == 5
+
+
+async def test_per_message_deflate_is_refused(cluster, make_user):
+    """Browsers offer it; accepting held ~100 KiB of zlib state per socket (Socket.IO's default is off too)."""
+    ada = await make_user()
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(cluster.gateway_url("a") + "/socket.io/?EIO=4&transport=websocket",
+                                   compress=15) as ws:
+            assert "Sec-WebSocket-Extensions" not in ws._response.headers
+            assert ws.compress == 0
+            assert (await ws.receive_str(timeout=5)).startswith("0{")
+            await ws.send_str('40{"token": "%s"}' % ada.token)
+            assert (await ws.receive_str(timeout=5)).startswith("40{")
+
+
+@pytest.fixture
+def tight_cluster(stores):
+    """One node that cuts a client off at 64 KiB unread, with send limits out of the way."""
+    running = start_cluster(stores, TEST_RUN_DIR / "logs" / "slow-client", nodes=("a",),
+                            SLOW_CLIENT_BUFFER_BYTES="65536", SEND_RATE_PER_SECOND="100000", SEND_BURST="100000")
+    try:
+        yield running
+    finally:
+        running.stack.stop()
+
+
+def small_receive_buffer(addr_info) -> socket.socket:
+    """A client socket whose kernel buffer holds little, so unread frames soon wait at the node."""
+    family, type_, proto, _, _ = addr_info
+    sock = socket.socket(family, type_, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    return sock
+
+
+async def test_a_client_that_stops_reading_is_cut_off_without_holding_anyone_up(tight_cluster):
+    url = tight_cluster.gateway_url("a")
+    ada, grace, alan = [await create_user(tight_cluster.history_url) for _ in range(3)]
+    sender = await ChatClient(url, ada.token).connect()
+    healthy = await ChatClient(url, alan.token).connect()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(socket_factory=small_receive_buffer)) as http:
+        # grace connects and then never reads: her frames pile up in the kernel, then in the node.
+        stalled = await http.ws_connect(url + "/socket.io/?EIO=4&transport=websocket")
+        assert (await stalled.receive_str(timeout=5)).startswith("0{")
+        await stalled.send_str('40{"token": "%s"}' % grace.token)
+        assert (await stalled.receive_str(timeout=5)).startswith("40{")
+        text = "x" * 3900
+        try:
+            acks = []
+            for round_ in range(10):  # up to 7 MB for grace, while alan hears every 10th message
+                acks += await asyncio.gather(*(
+                    sender.call("sendMessage", {"receiverId": alan.id if n % 10 == 0 else grace.id,
+                                                "text": f"{round_}-{n} {text}"}, timeout=20)
+                    for n in range(200)))
+                assert all(ack["ok"] for ack in acks), [ack for ack in acks if not ack["ok"]][:1]
+                async with http.get(url + "/metrics") as answer:
+                    metrics = await answer.text()
+                if "parley_gateway_slow_clients_disconnected_total 1.0" in metrics:
+                    break
+            else:
+                pytest.fail("the stalled client was never cut off")
+
+            expected = len(acks) // 10
+            await healthy.wait_for("receiveMessage", lambda _: len(healthy.received("receiveMessage")) >= expected,
+                                   timeout=10)
+            assert len(healthy.received("receiveMessage")) == expected
+            # What grace had buffered can still be read, then the connection ends.
+            while (await stalled.receive(timeout=10)).type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                pass
+            assert stalled.closed
+        finally:
+            await stalled.close()
+            await sender.close()
+            await healthy.close()
