@@ -29,13 +29,17 @@ class Batcher(Generic[Item, Result]):
         self._flushes: set[asyncio.Task] = set()
 
     async def submit(self, item: Item) -> Result:
+        return await self.submit_nowait(item)
+
+    def submit_nowait(self, item: Item) -> asyncio.Future:
+        """Queues `item`; the future will hold its result."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._queue.append((item, future))
         if not self._scheduled and self._in_flight < self._max_in_flight:
             self._scheduled = True
             loop.call_soon(self._start_flushes)
-        return await future
+        return future
 
     def _start_flushes(self) -> None:
         self._scheduled = False
@@ -66,5 +70,9 @@ class Batcher(Generic[Item, Result]):
                 self._start_flushes()
 
     async def close(self) -> None:
-        """Waits for the flushes under way (their submitters are owed an answer)."""
-        await asyncio.gather(*self._flushes, return_exceptions=True)
+        """Waits until everything submitted has been flushed (its submitters are owed an answer)."""
+        while self._flushes or self._queue:
+            if not self._flushes:
+                self._start_flushes()
+            await asyncio.gather(*self._flushes, return_exceptions=True)
+

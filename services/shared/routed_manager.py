@@ -9,7 +9,7 @@ rooms, everyone) and any emit whose lookup fails goes on the shared channel, as 
 
 The emitting node delivers to its own sockets directly (python-socketio does), never via Redis.
 Routed emits made while a publish is under way leave together: one script call, and one pub/sub
-message for each node concerned.
+message for each node concerned. The emitter does not wait for its publish.
 """
 
 import asyncio
@@ -18,10 +18,11 @@ import time
 
 import orjson
 import redis.asyncio as redis
-import socketio
+from engineio import packet as eio_packet
 from prometheus_client import Counter
 from redis.exceptions import RedisError
 from socketio.async_pubsub_manager import AsyncPubSubManager
+from socketio.packet import EVENT
 
 from . import fast_json
 from .batching import Batcher
@@ -97,21 +98,47 @@ class RoutedRedisManager(AsyncPubSubManager):
             local_socket = isinstance(target, str) and self.server is not None and self.is_connected(target, namespace)
             if local_socket and callback is None:
                 # A socket of this node: no other node could deliver it.
-                return await socketio.AsyncManager.emit(self, event, data, namespace=namespace, room=target,
-                                                        skip_sid=skip_sid)
+                return await self._emit_here(event, data, namespace, target, skip_sid)
             return await super().emit(event, data, namespace=namespace, room=room, skip_sid=skip_sid,
                                       callback=callback, to=to, **kwargs)
         if self.server is not None:  # this node's own sockets, directly
-            await socketio.AsyncManager.emit(self, event, data, namespace=namespace, room=target, skip_sid=skip_sid)
-        await self._publish_routed(encoded, rooms)
+            await self._emit_here(event, data, namespace, target, skip_sid)
+        self._publish_routed(encoded, rooms)
+
+    async def _handle_emit(self, message):
+        """An emit from another node (pub/sub) for sockets here."""
+        if message.get("callback") is not None or message.get("binary"):
+            return await super()._handle_emit(message)
+        data = message["data"]
+        await self._emit_here(message["event"], data[0] if len(data) == 1 else tuple(data),
+                              message.get("namespace"), message.get("room"), message.get("skip_sid"))
+
+    async def _emit_here(self, event, data, namespace, room, skip_sid) -> None:
+        """An emit without an ack callback to this node's sockets in `room`: encoded once, then
+        handed to each socket in turn. python-socketio's own makes a task per socket and waits on
+        them all (a tenth of a busy gateway's CPU); sending never waits here (see the gateway's
+        websocket transport), so neither does this."""
+        skipped = skip_sid if isinstance(skip_sid, list) else [skip_sid]
+        recipients = [eio_sid for sid, eio_sid in self.get_participants(namespace or "/", room) if sid not in skipped]
+        if not recipients:
+            return
+        args = list(data) if isinstance(data, tuple) else [] if data is None else [data]
+        encoded = self.server.packet_class(EVENT, namespace=namespace, data=[event] + args).encode()
+        eio_packets = [eio_packet.Packet(eio_packet.MESSAGE, part)
+                       for part in (encoded if isinstance(encoded, list) else [encoded])]
+        for eio_sid in recipients:
+            for part in eio_packets:
+                await self.server._send_eio_packet(eio_sid, part)
 
     async def _publish(self, data):
         """python-socketio's own messages (other rooms, disconnects, acks): every node."""
         await self._publish_to([self.channel], fast_json.dumps(data).encode())
 
-    async def _publish_routed(self, encoded: bytes, rooms: list[str]) -> None:
+    def _publish_routed(self, encoded: bytes, rooms: list[str]) -> None:
+        """Queued for the next publish, not awaited: the emitter goes on (its socket's ack leaves
+        with the frames of that turn), and emits still leave in order."""
         keys = [user_nodes_key(self._prefix, room[len(USER_ROOM_PREFIX):]) for room in rooms]
-        await self._publisher.submit((keys, encoded))
+        self._publisher.submit_nowait((keys, encoded)).add_done_callback(_log_publish_failure)
 
     async def _publish_batch(self, emits: list[tuple[list[str], bytes]]) -> list[None]:
         args: list = [time.time(), self.node_id or "", node_channel(self._prefix, "")]
@@ -233,6 +260,11 @@ class RoutedRedisManager(AsyncPubSubManager):
         if self._registered and not self.write_only:
             await self._unregister(sorted(self._registered))
         await self._redis.aclose()
+
+
+def _log_publish_failure(published: asyncio.Future) -> None:
+    if not published.cancelled() and (exc := published.exception()) is not None:
+        log.error("routed publish failed: %r", exc)
 
 
 def _encode(message: dict) -> bytes | None:

@@ -85,3 +85,15 @@ async def test_a_cancelled_submitter_does_not_disturb_the_others():
     assert await first == 0 and await kept == 20
     await batcher.close()
     assert recorder.batches == [[0], [1, 2]]
+
+
+async def test_close_flushes_what_was_submitted_without_waiting_even_behind_a_flush():
+    recorder = Recorder()
+    batcher = Batcher(recorder.flush, max_batch=2)
+    futures = [batcher.submit_nowait(n) for n in range(5)]
+    await asyncio.sleep(0)  # the first flush starts; the rest queue behind it
+
+    await batcher.close()
+
+    assert [future.result() for future in futures] == [0, 10, 20, 30, 40]
+    assert recorder.batches == [[0, 1], [2, 3], [4]]
