@@ -21,7 +21,7 @@ from pathlib import Path
 import aiohttp
 
 from services.devtools.stack import Stack
-from services.devtools.stores import PrivateRedis, ensure_database, find_stores, free_port, with_database
+from services.devtools.stores import PrivateRedis, drop_database, ensure_database, find_stores, free_port, with_database
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 RESULTS_DIR = PROJECT_DIR / "bench" / "results"
@@ -198,7 +198,11 @@ def main() -> int:
     redis.start()
     results = {"machine": f"{os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d"), "delivery": [], "scaling": []}
     try:
-        url = ensure_database(with_database(stores.database_url, "postgres"), "parley_loadbench")
+        # A fresh database each run: tables grown (and, where autovacuum is off, as on the
+        # development machine, bloated) by earlier runs would make runs incomparable.
+        admin_url = with_database(stores.database_url, "postgres")
+        drop_database(admin_url, "parley_loadbench")
+        url = ensure_database(admin_url, "parley_loadbench")
         stack = start_stack(url, redis, 2, f"bench-{int(time.time())}")
         try:
             # Not reported: fresh processes and tables are slower for their first few thousand
