@@ -47,6 +47,8 @@ def create_app(settings: GatewaySettings) -> web.Application:
         cors_allowed_origins=origin_check(settings.cors_origin_list),
         cors_credentials=True,
         max_http_buffer_size=settings.max_payload_bytes,
+        ping_interval=settings.ping_interval_seconds,
+        ping_timeout=settings.ping_timeout_seconds,
         serializer=WirePacket,
         frame_writer=FrameWriter(settings.slow_client_buffer_bytes, metrics.slow_clients.inc),
         json=fast_json,

@@ -10,6 +10,7 @@ import logging
 
 import engineio
 import orjson
+from engineio import packet as eio_packet
 import socketio
 from aiohttp import web
 
@@ -73,6 +74,28 @@ class ParleyServer(socketio.AsyncServer):
 
     def _engineio_server_class(self):
         return EngineIoServer
+
+    async def _send_packet(self, eio_sid, pkt):
+        encoded = pkt.encode()
+        for part in encoded if isinstance(encoded, list) else [encoded]:
+            await self._send_eio_packet(eio_sid, eio_packet.Packet(eio_packet.MESSAGE, part))
+
+    async def _send_eio_packet(self, eio_sid, eio_pkt):
+        """To an open websocket, straight to its output: engine.io would pass the packet through
+        four coroutines to reach the same queue. Its ping check, skipped here, also runs on its own."""
+        socket = self.eio.sockets.get(eio_sid)
+        output = socket.queue.output if socket is not None and not socket.closed else None
+        if output is None:  # the handshake, long-polling, a socket going away: engine.io's path
+            return await super()._send_eio_packet(eio_sid, eio_pkt)
+        output.send(eio_pkt)
+
+    async def _handle_eio_disconnect(self, eio_sid, reason):
+        await super()._handle_eio_disconnect(eio_sid, reason)
+        # engine.io ended the session itself (its ping check found the client silent, or the
+        # server disconnected it): the websocket goes too, or its read would wait forever.
+        socket = self.eio.sockets.get(eio_sid)
+        if socket is not None and socket.queue.output is not None:
+            socket.queue.output.stop()
 
     async def _handle_eio_message(self, eio_sid, data):
         # Event handlers run as tasks of their own (and catch their own errors), so what

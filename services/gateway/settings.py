@@ -21,6 +21,10 @@ class GatewaySettings(ServiceSettings, JwtSettings):
     # the pod from its endpoints during the preStop pause instead.
     drain_delay_seconds: float = 0.0
     internal_timeout_seconds: float = 5.0
+    # engine.io pings every PING_INTERVAL_SECONDS; a client that has not answered within
+    # PING_TIMEOUT_SECONDS more is disconnected (its sockets go offline).
+    ping_interval_seconds: float = 25.0
+    ping_timeout_seconds: float = 20.0
     # Largest Socket.IO/engine.io packet accepted, in bytes.
     max_payload_bytes: int = 64 * 1024
     # A websocket client with more than this many bytes of frames it has not read is disconnected

@@ -3,9 +3,9 @@
 python-engineio serves a websocket with two tasks per socket (a reader, and a writer waiting on
 the socket's packet queue), a task and a timeout wrapper per received frame, and one send system
 call per packet: at 3,000 msg/s, a third of a gateway's CPU (bench/RESULTS.md). Here the
-handler's own task reads frames (one timer per frame bounds the wait, as engine.io's did), and
-the socket's queue, once its websocket is open, writes packets straight out: the frames of every
-socket written to in one turn of the event loop leave together, one write per socket.
+handler's own task reads frames, and the socket's queue, once its websocket is open, writes
+packets straight out: the frames of every socket written to in one turn of the event loop leave
+together, one write per socket.
 
 A packet is never awaited on: a client that stops reading gets its frames buffered by the
 transport, and once more than `max_buffered_bytes` wait there it is cut off (it reconnects and
@@ -79,7 +79,7 @@ class FrameWriter:
 class SocketOutput:
     """Where an upgraded socket's packets go: its websocket's transport, frames of a turn together."""
 
-    __slots__ = ("_writer", "_ws", "_transport", "_sid", "_pending")
+    __slots__ = ("_writer", "_ws", "_transport", "_sid", "_pending", "closer")
 
     def __init__(self, writer: FrameWriter, ws: web.WebSocketResponse, transport: asyncio.Transport, sid: str):
         self._writer = writer
@@ -87,11 +87,19 @@ class SocketOutput:
         self._transport = transport
         self._sid = sid
         self._pending: list[bytes] = []
+        self.closer: asyncio.Task | None = None
 
     def send(self, pkt: eio_packet.Packet) -> None:
         if not self._pending:
             self._writer.schedule(self)
         self._pending.append(websocket_frame(pkt.encode()))
+        if pkt.packet_type == eio_packet.CLOSE:  # the session is over: so is its websocket
+            self.stop()
+
+    def stop(self) -> None:
+        """Closes the websocket once what is pending is written."""
+        if self.closer is None:
+            self.closer = asyncio.ensure_future(self.close())
 
     def write_pending(self) -> None:
         frames, self._pending = self._pending, []
@@ -117,11 +125,10 @@ class PacketQueue:
     writing": the websocket is closed.
     """
 
-    __slots__ = ("output", "closer", "_waiting")
+    __slots__ = ("output", "_waiting")
 
     def __init__(self):
         self.output: SocketOutput | None = None
-        self.closer: asyncio.Task | None = None
         self._waiting: asyncio.Queue | None = None
 
     def _queue(self) -> asyncio.Queue:
@@ -136,7 +143,7 @@ class PacketQueue:
         if self.output is None:
             self._queue().put_nowait(item)
         elif item is None:
-            self.stop()
+            self.output.stop()
         else:
             self.output.send(item)
 
@@ -170,10 +177,6 @@ class PacketQueue:
         self.output, self._waiting = output, None
         return True
 
-    def stop(self) -> None:
-        if self.output is not None and self.closer is None:
-            self.closer = asyncio.ensure_future(self.output.close())
-
 
 class LeanWebSocket(EngineIoWebSocket):
     """The driver's websocket class (`_async["websocket"]`): engine.io hands it a socket to serve."""
@@ -186,18 +189,18 @@ class LeanWebSocket(EngineIoWebSocket):
         ws = web.WebSocketResponse(max_msg_size=self.server.max_http_buffer_size, compress=False)
         await ws.prepare(request)
         self._sock, self.environ = ws, environ
-        timeout = self.server.ping_interval + self.server.ping_timeout
-        opened = False
+        output = None
         try:
             # A failed upgrade leaves the socket to long-polling, as engine.io does.
-            opened = await _open(socket, ws, timeout) and request.transport is not None
-            if opened and socket.queue.attach(SocketOutput(self.writer, ws, request.transport, socket.sid)):
-                await _read(socket, ws, timeout)
+            if await _open(socket, ws, self.server.ping_interval + self.server.ping_timeout) and request.transport:
+                output = SocketOutput(self.writer, ws, request.transport, socket.sid)
+                if socket.queue.attach(output):
+                    await _read(socket, ws)
         finally:
-            if opened:
+            if output is not None:
                 socket.queue.output = None
                 await socket.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
-            await (socket.queue.closer or ws.close())
+            await (output.closer if output is not None and output.closer else ws.close())
         return ws
 
 
@@ -205,8 +208,8 @@ def lean_websocket_class(writer: FrameWriter) -> type[LeanWebSocket]:
     return type("LeanWebSocket", (LeanWebSocket,), {"writer": writer})
 
 
-async def _next_packet(ws: web.WebSocketResponse, timeout: float) -> eio_packet.Packet | None:
-    """The client's next engine.io packet; None once the connection ends or falls silent."""
+async def _next_packet(ws: web.WebSocketResponse, timeout: float | None = None) -> eio_packet.Packet | None:
+    """The client's next engine.io packet; None once the connection ends (or `timeout` passes)."""
     try:
         message = await ws.receive(timeout=timeout)
     except asyncio.TimeoutError:
@@ -241,10 +244,16 @@ async def _open(socket, ws: web.WebSocketResponse, timeout: float) -> bool:
         socket.upgrading = False
 
 
-async def _read(socket, ws: web.WebSocketResponse, timeout: float) -> None:
-    while (pkt := await _next_packet(ws, timeout)) is not None:
+async def _read(socket, ws: web.WebSocketResponse) -> None:
+    """Until the connection ends. No timer per frame: a client gone silent misses engine.io's
+    pings, its ping check ends the session, and that closes this websocket (`ParleyServer`)."""
+    on_message = socket.server.handlers.get("message")  # python-socketio's
+    while (pkt := await _next_packet(ws)) is not None:
         try:
-            await socket.receive(pkt)
+            if pkt.packet_type == eio_packet.MESSAGE and on_message is not None:
+                await on_message(socket.sid, pkt.data)  # engine.io's receive would only wrap this call
+            else:
+                await socket.receive(pkt)
         except UnknownPacketError:
             continue
         except SocketIsClosedError:
@@ -252,3 +261,5 @@ async def _read(socket, ws: web.WebSocketResponse, timeout: float) -> None:
         except UNDECODABLE as exc:  # a packet type engine.io does not know
             log.warning("undecodable engine.io packet (%s); connection closed", type(exc).__name__)
             return
+        except Exception:  # as engine.io does: one bad event does not end the connection
+            log.exception("handling a packet failed")

@@ -101,3 +101,44 @@ async def test_a_client_that_stops_reading_is_cut_off_without_holding_anyone_up(
             await stalled.close()
             await sender.close()
             await healthy.close()
+
+
+@pytest.fixture
+def quick_ping_cluster(stores):
+    """One node that pings every second and gives up on a client after one more."""
+    running = start_cluster(stores, TEST_RUN_DIR / "logs" / "silent-client", nodes=("a",),
+                            PING_INTERVAL_SECONDS="1", PING_TIMEOUT_SECONDS="1")
+    try:
+        yield running
+    finally:
+        running.stack.stop()
+
+
+async def sockets_connected(http: aiohttp.ClientSession, url: str) -> float:
+    async with http.get(url + "/metrics") as answer:
+        text = await answer.text()
+    return next(float(line.split()[-1]) for line in text.splitlines()
+                if line.startswith("parley_gateway_sockets_connected "))
+
+
+async def test_a_client_gone_silent_is_disconnected_and_its_websocket_closed(quick_ping_cluster):
+    url = quick_ping_cluster.gateway_url("a")
+    ada = await create_user(quick_ping_cluster.history_url)
+    async with aiohttp.ClientSession() as http:
+        silent = await http.ws_connect(url + "/socket.io/?EIO=4&transport=websocket", autoping=False)
+        assert (await silent.receive_str(timeout=5)).startswith("0{")
+        await silent.send_str('40{"token": "%s"}' % ada.token)
+        assert (await silent.receive_str(timeout=5)).startswith("40{")
+        assert await sockets_connected(http, url) == 1
+        # Never answering engine.io's pings ("2"): the session ends after about two seconds.
+        for _ in range(80):
+            if await sockets_connected(http, url) == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert await sockets_connected(http, url) == 0
+        frames = []
+        while (message := await silent.receive(timeout=5)).type == aiohttp.WSMsgType.TEXT:
+            frames.append(message.data)
+        assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED), message
+        assert "2" in frames, frames  # a ping it never answered, then the close
+        await silent.close()
