@@ -46,7 +46,7 @@ def socket_event(event_name: str):
                 if user_id is None:
                     raise Unauthorized("Not connected")
                 result = {"ok": True, **(await handler(self, sid, user_id, payload) or {})}
-                self.metrics.events.labels(event_name, "ok").inc()
+                self.metrics.event_outcome(event_name, "ok").inc()
                 return result
             except ParleyError as exc:
                 error = exc.body()
@@ -55,7 +55,7 @@ def socket_event(event_name: str):
                 error = {"message": "Internal error", "code": ErrorCode.INTERNAL.value}
             finally:
                 self.in_flight -= 1
-            self.metrics.events.labels(event_name, error["code"]).inc()
+            self.metrics.event_outcome(event_name, error["code"]).inc()
             await self.sio.emit("messageError", error, to=sid)
             return {"ok": False, "error": error}
 

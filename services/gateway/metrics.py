@@ -31,6 +31,7 @@ class GatewayMetrics:
             ["event", "outcome"],
             registry=registry,
         )
+        self._event_outcomes: dict[tuple[str, str], Counter] = {}
         self.pubsub_received = Counter(
             "parley_gateway_pubsub_messages_received_total",
             "Pub/sub messages this node received and decoded (its own users' emits, and broadcasts).",
@@ -46,3 +47,10 @@ class GatewayMetrics:
             "Handshakes refused (bad or missing token, or draining).",
             registry=registry,
         )
+
+    def event_outcome(self, event: str, outcome: str) -> Counter:
+        """`events` for one event and outcome (looked up once: `labels` costs a lock and checks)."""
+        child = self._event_outcomes.get((event, outcome))
+        if child is None:
+            child = self._event_outcomes[event, outcome] = self.events.labels(event, outcome)
+        return child
