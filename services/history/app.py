@@ -47,7 +47,15 @@ async def create_pool(settings: HistorySettings) -> asyncpg.Pool:
         # values, and planning each execution afresh cost half the CPU of storing a message
         # alone (0.62 -> 0.29 ms, bench/store_bench.py); reads measured within about 1 ms of before.
         server_settings={"synchronous_commit": "on", "plan_cache_mode": "force_generic_plan"},
+        # No session state survives a use here (transaction-scoped locks only, no LISTEN, no
+        # SET): asyncpg's default reset would send a statement of four commands on every
+        # release. An open transaction is still rolled back. Migrations reset their connection.
+        reset=keep_session,
     )
+
+
+async def keep_session(connection: asyncpg.Connection) -> None:
+    return None
 
 
 async def postgres(app: web.Application):
@@ -78,7 +86,10 @@ async def migrate_until_done(pool: asyncpg.Pool, store: MessageStore) -> None:
     while True:
         try:
             async with pool.acquire(timeout=5) as connection:
-                await apply_migrations(connection)
+                try:
+                    await apply_migrations(connection)
+                finally:
+                    await connection.reset()  # its session-level lock, whatever happened
         except UNAVAILABLE_ERRORS as exc:
             delay = MIGRATION_RETRY_SECONDS[min(attempt, len(MIGRATION_RETRY_SECONDS) - 1)]
             log.warning("cannot apply migrations yet (%r), retrying in %s s", exc, delay)

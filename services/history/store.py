@@ -4,7 +4,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import datetime, timezone
 
 import asyncpg
 
@@ -32,10 +32,12 @@ PROFILE_JOINS = "JOIN users s ON s.id = m.sender_id JOIN users r ON r.id = m.rec
 
 
 def iso(moment: datetime | None) -> str | None:
-    """JavaScript's `Date.toJSON()` shape, as the guide's Mongo server sent it."""
+    """JavaScript's `Date.toJSON()` shape, as the guide's Mongo server sent it (UTC, ms, "Z")."""
     if moment is None:
         return None
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    if moment.utcoffset():
+        moment = moment.astimezone(timezone.utc)
+    return moment.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 def message_json(row: asyncpg.Record) -> dict:
