@@ -42,5 +42,11 @@ def node_channel(prefix: str, node_id: str) -> str:
 
 
 def user_nodes_key(prefix: str, user_id: str) -> str:
-    """Sorted set: the gateway nodes holding this user's sockets, scored by when the entry lapses."""
-    return f"{prefix}:route:user:{user_id}"
+    """Set: the gateway nodes holding this user's sockets."""
+    return f"{prefix}:route:nodes-of:{user_id}"
+
+
+def route_node_key(prefix: str, node_id: str) -> str:
+    """Exists while the gateway node is alive to receive routed emits (its manager refreshes it).
+    The node id comes last: the routing script appends it to `route_node_key(prefix, "")`."""
+    return f"{prefix}:route:alive:{node_id}"

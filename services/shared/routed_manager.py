@@ -3,9 +3,12 @@
 python-socketio's AsyncRedisManager publishes every emit on one channel that every node
 decodes, so each node pays for all the traffic of the cluster. Here each node also listens on a
 channel of its own, and keeps, in Redis, which nodes hold sockets of each `user:<id>` room (a
-sorted set of node ids scored by expiry, refreshed while the node holds that user). An emit to
-user rooms is published only on the channels of the nodes found there; anything else (other
-rooms, everyone) and any emit whose lookup fails goes on the shared channel, as before.
+set of node ids, written when a user's first socket arrives on a node and when their last one
+leaves). A node proves it is alive with one key of its own, refreshed every 10 s: an idle
+cluster costs one Redis command per node per refresh, not one per connected user. An emit to
+user rooms is published only on the channels of the live nodes found there (a dead node's
+entries are dropped as they are met); anything else (other rooms, everyone) and any emit whose
+lookup fails goes on the shared channel, as before.
 
 The emitting node delivers to its own sockets directly (python-socketio does), never via Redis.
 Routed emits made while a publish is under way leave together: one script call, and one pub/sub
@@ -26,30 +29,37 @@ from socketio.packet import EVENT
 
 from . import fast_json
 from .batching import Batcher
-from .keys import node_channel, sio_channel, user_nodes_key
+from .keys import node_channel, route_node_key, sio_channel, user_nodes_key
 
 log = logging.getLogger(__name__)
 
 USER_ROOM_PREFIX = "user:"
-ROUTE_TTL_SECONDS = 30.0  # an entry of a node that died lapses after this
+NODE_TTL_SECONDS = 30  # a node that stopped refreshing its key is skipped (and forgotten) after this
 ROUTE_REFRESH_SECONDS = 10.0
+# A user's entry lapses this long after it was last written, which only matters for entries of
+# nodes that died without cleaning up; live nodes write theirs again at half that age.
+USER_ROUTE_TTL_SECONDS = 3600
 LISTEN_RETRY_SECONDS = (0.2, 0.5, 1, 2, 5)
 
 MAX_EMITS_PER_CALL = 256
 MAX_ROOMS_PER_CALL = 500
 
-# KEYS: the route sets of every emit's target users, emit after emit. ARGV: now, this node, the
-# node channel prefix, then for each emit how many of KEYS are its, and the emit (JSON).
-# Looks every node up and publishes to each (but this one) a single JSON array of the emits for
-# its users, in order: one round trip for the whole batch, one message for each node to decode.
+# KEYS: the route sets of every emit's target users, emit after emit. ARGV: this node, the node
+# channel prefix, the node key prefix, then for each emit how many of KEYS are its, and the emit
+# (JSON). Looks every node up and publishes to each live one (but this one) a single JSON array
+# of the emits for its users, in order: one round trip for the whole batch, one message for each
+# node to decode. The node keys are read without being declared: Parley's Redis is one server.
 _ROUTE_AND_PUBLISH = """
-local now, me, prefix = ARGV[1], ARGV[2], ARGV[3]
-local batches, order, first_key = {}, {}, 1
+local me, channel_prefix, node_prefix = ARGV[1], ARGV[2], ARGV[3]
+local batches, order, alive, first_key = {}, {}, {}, 1
 for i = 4, #ARGV, 2 do
   local key_count, seen = tonumber(ARGV[i]), {}
   for k = first_key, first_key + key_count - 1 do
-    for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[k], now, '+inf')) do
-      if node ~= me and not seen[node] then
+    for _, node in ipairs(redis.call('SMEMBERS', KEYS[k])) do
+      if alive[node] == nil then alive[node] = redis.call('EXISTS', node_prefix .. node) == 1 end
+      if not alive[node] then
+        redis.call('SREM', KEYS[k], node)
+      elseif node ~= me and not seen[node] then
         seen[node] = true
         if batches[node] == nil then batches[node] = {}; order[#order + 1] = node end
         table.insert(batches[node], ARGV[i + 1])
@@ -59,7 +69,7 @@ for i = 4, #ARGV, 2 do
   first_key = first_key + key_count
 end
 for _, node in ipairs(order) do
-  redis.call('PUBLISH', prefix .. node, '[' .. table.concat(batches[node], ',') .. ']')
+  redis.call('PUBLISH', channel_prefix .. node, '[' .. table.concat(batches[node], ',') .. ']')
 end
 return #order
 """
@@ -141,7 +151,7 @@ class RoutedRedisManager(AsyncPubSubManager):
         self._publisher.submit_nowait((keys, encoded)).add_done_callback(_log_publish_failure)
 
     async def _publish_batch(self, emits: list[tuple[list[str], bytes]]) -> list[None]:
-        args: list = [time.time(), self.node_id or "", node_channel(self._prefix, "")]
+        args: list = [self.node_id or "", node_channel(self._prefix, ""), route_node_key(self._prefix, "")]
         for keys, encoded in emits:
             args += [len(keys), encoded]
         try:
@@ -177,13 +187,15 @@ class RoutedRedisManager(AsyncPubSubManager):
         return [None] * len(rooms)
 
     async def _register(self, rooms: list[str]) -> None:
-        expiry = time.time() + ROUTE_TTL_SECONDS
+        """Puts this node in the route sets of `rooms` (and says it is alive: without its key,
+        emits would skip it)."""
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.set(route_node_key(self._prefix, self.node_id), 1, ex=NODE_TTL_SECONDS)
                 for user_room in rooms:
                     key = user_nodes_key(self._prefix, user_room[len(USER_ROOM_PREFIX):])
-                    pipe.zadd(key, {self.node_id: expiry})
-                    pipe.expire(key, int(ROUTE_TTL_SECONDS) + 5)
+                    pipe.sadd(key, self.node_id)
+                    pipe.expire(key, USER_ROUTE_TTL_SECONDS)
                 await pipe.execute()
             self._registered.update(rooms)
         except (RedisError, OSError) as exc:
@@ -196,19 +208,35 @@ class RoutedRedisManager(AsyncPubSubManager):
                 if isinstance(room, str) and room.startswith(USER_ROOM_PREFIX) and members}
 
     async def _refresh_forever(self) -> None:
+        written = time.monotonic()
         while True:
             await asyncio.sleep(ROUTE_REFRESH_SECONDS)
-            local = self._local_user_rooms()
-            gone = self._registered - local
+            written = await self._refresh(written)
+
+    async def _refresh(self, written: float) -> float:
+        """Keeps this node's key alive and its entries right; when they were last all written."""
+        local = self._local_user_rooms()
+        gone = self._registered - local
+        if gone:
+            await self._unregister(sorted(gone))
+        try:
+            # GET: the previous value, None if the key had lapsed (Redis unreachable for longer
+            # than its TTL, or restarted empty): other nodes may have dropped our entries then.
+            lapsed = await self._redis.set(route_node_key(self._prefix, self.node_id), 1, ex=NODE_TTL_SECONDS,
+                                           get=True) is None
+        except (RedisError, OSError) as exc:
+            log.warning("could not refresh this node's route key: %r", exc)
+            return written
+        if lapsed or time.monotonic() - written > USER_ROUTE_TTL_SECONDS / 2:
             await self._register(sorted(local))
-            if gone:
-                await self._unregister(sorted(gone))
+            return time.monotonic()
+        return written
 
     async def _unregister(self, rooms: list[str]) -> None:
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for user_room in rooms:
-                    pipe.zrem(user_nodes_key(self._prefix, user_room[len(USER_ROOM_PREFIX):]), self.node_id)
+                    pipe.srem(user_nodes_key(self._prefix, user_room[len(USER_ROOM_PREFIX):]), self.node_id)
                 await pipe.execute()
             self._registered.difference_update(rooms)
         except (RedisError, OSError) as exc:
@@ -259,6 +287,10 @@ class RoutedRedisManager(AsyncPubSubManager):
         await asyncio.gather(*tasks, return_exceptions=True)
         if self._registered and not self.write_only:
             await self._unregister(sorted(self._registered))
+            try:
+                await self._redis.delete(route_node_key(self._prefix, self.node_id))
+            except (RedisError, OSError) as exc:
+                log.warning("could not remove this node's route key (it lapses by itself): %r", exc)
         await self._redis.aclose()
 
 
