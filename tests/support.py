@@ -1,7 +1,9 @@
 """Test helpers: the stores and cluster a test run uses, users, and recording Socket.IO clients."""
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import socketio
 
 from services.devtools.stack import Stack
 from services.history.migrations import apply_migrations
-from services.devtools.stores import free_port
+from services.devtools.stores import PrivateRedis, free_port
 from services.shared.auth import issue_token
 from services.shared.settings import JwtSettings
 
@@ -183,3 +185,14 @@ class ChatClient:
         if self.sio.connected:
             await self.sio.eio.disconnect(abort=True)
         await asyncio.sleep(0)
+
+
+@contextlib.contextmanager
+def private_redis_server(data_dir: Path) -> Iterator[PrivateRedis]:
+    """A redis-server of the test's own (its port, its data dir), stopped afterwards."""
+    server = PrivateRedis(data_dir)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

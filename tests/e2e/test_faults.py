@@ -8,9 +8,9 @@ import asyncio
 import aiohttp
 import pytest
 
-from services.devtools.stores import PrivatePostgres, PrivateRedis, ensure_database
+from services.devtools.stores import PrivatePostgres, ensure_database
 from tests.e2e.faults import Sender, tally
-from tests.support import TEST_RUN_DIR, ChatClient, TestStores, create_user, migrate, start_cluster
+from tests.support import TEST_RUN_DIR, ChatClient, TestStores, create_user, migrate, private_redis_server, start_cluster
 
 FAULT_DIR = TEST_RUN_DIR / "faults"
 
@@ -27,10 +27,8 @@ def private_postgres():
 
 @pytest.fixture
 def private_redis():
-    server = PrivateRedis(FAULT_DIR / "redis")
-    server.start()
-    yield server
-    server.stop()
+    with private_redis_server(FAULT_DIR / "redis") as server:
+        yield server
 
 
 @pytest.fixture

@@ -5,20 +5,17 @@ import time
 import pytest
 import redis.asyncio as redis
 
-from services.devtools.stores import PrivateRedis
 from services.shared.keys import node_channel, route_node_key, user_nodes_key
 from services.shared.routed_manager import RoutedRedisManager
-from tests.support import TEST_RUN_DIR
+from tests.support import TEST_RUN_DIR, private_redis_server
 
 PREFIX = "routing-test"
 
 
 @pytest.fixture(scope="module")
 def private_redis():
-    server = PrivateRedis(TEST_RUN_DIR / "routing-redis")
-    server.start()
-    yield server
-    server.stop()
+    with private_redis_server(TEST_RUN_DIR / "routing-redis") as server:
+        yield server
 
 
 @pytest.fixture
