@@ -10,9 +10,9 @@ import logging
 
 import engineio
 import orjson
-from engineio import packet as eio_packet
 import socketio
 from aiohttp import web
+from engineio import packet as eio_packet
 
 from ..shared import fast_json
 from ..shared.errors import ErrorCode, error_response
