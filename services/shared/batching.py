@@ -75,4 +75,3 @@ class Batcher(Generic[Item, Result]):
             if not self._flushes:
                 self._start_flushes()
             await asyncio.gather(*self._flushes, return_exceptions=True)
-
