@@ -14,6 +14,10 @@ log = logging.getLogger(__name__)
 # Any constant unique to Parley: the advisory lock key that serialises migrations.
 MIGRATION_LOCK_KEY = 0x7061726C6579  # "parley"
 
+# Not the pool's command timeout (seconds): building an index on a large table, or waiting while
+# another replica does, takes longer, and a migration cut off there would be retried forever.
+MIGRATION_TIMEOUT_SECONDS = 3600
+
 
 def migration_files() -> list[tuple[str, str]]:
     folder = resources.files("services.history") / "migrations"
@@ -24,18 +28,20 @@ def migration_files() -> list[tuple[str, str]]:
 async def apply_migrations(connection: asyncpg.Connection) -> list[str]:
     """The versions this call applied (empty when the schema was already current)."""
     applied_now = []
-    await connection.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
+    timeout = MIGRATION_TIMEOUT_SECONDS
+    await connection.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY, timeout=timeout)
     try:
         await connection.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+            timeout=timeout,
         )
         done = {row["version"] for row in await connection.fetch("SELECT version FROM schema_migrations")}
         for version, sql in migration_files():
             if version in done:
                 continue
             async with connection.transaction():
-                await connection.execute(sql)
+                await connection.execute(sql, timeout=timeout)
                 await connection.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
             log.info("applied migration %s", version)
             applied_now.append(version)

@@ -6,7 +6,7 @@ import re
 import asyncpg
 import pytest
 
-from services.history.migrations import apply_migrations
+from services.history.migrations import MIGRATION_LOCK_KEY, apply_migrations
 from services.history.store import _INSERT_MESSAGES
 from services.devtools.stores import drop_database, ensure_database, with_database
 from tests.support import INTERNAL_TOKEN
@@ -360,6 +360,34 @@ def test_migrations_are_safe_when_replicas_start_together(stores):
         drop_database(admin_url, database)
     assert sorted(len(result) for result in applied) == [0, 0, len(versions)]
     assert len(versions) >= 1
+
+
+def test_a_replica_waits_out_a_migration_longer_than_its_command_timeout(stores):
+    """Another replica migrating (an index on a big table, say) for longer than the 5 s command
+    timeout must not make this one give up and retry forever."""
+    admin_url = with_database(stores.database_url, "postgres")
+    database = stores.redis_prefix.replace("-", "_") + "_slow_migration"
+    url = ensure_database(admin_url, database)
+
+    async def wait_for_the_other_replica():
+        other = await asyncpg.connect(url)
+        replica = await asyncpg.connect(url, command_timeout=0.2)
+        try:
+            await other.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
+            waiting = asyncio.ensure_future(apply_migrations(replica))
+            await asyncio.sleep(0.6)  # three times the replica's command timeout
+            assert not waiting.done()
+            await other.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
+            return await asyncio.wait_for(waiting, 10)
+        finally:
+            await other.close()
+            await replica.close()
+
+    try:
+        applied = asyncio.run(wait_for_the_other_replica())
+    finally:
+        drop_database(admin_url, database)
+    assert applied and applied[0] == "0001_init"
 
 
 def test_history_commits_synchronously_even_where_the_server_says_otherwise(stores):
