@@ -234,6 +234,12 @@ async def test_killed_gateway_users_go_offline_within_the_ttl(fault_cluster):
     await doomed.connect()
     try:
         await watcher.wait_for("userOnline", lambda user: user == ada.id)
+
+        async def both_online():
+            assert await online(fault_cluster, [ada.id, grace.id], grace) == {ada.id, grace.id}
+
+        # The cluster has just started: node b's first heartbeat may not have reached presence yet.
+        await eventually(both_online, timeout=5)
         killed_at = asyncio.get_running_loop().time()
         fault_cluster.stack["gateway-a"].kill()
         # NODE_TTL_SECONDS is 2 and the sweep runs every HEARTBEAT_SECONDS (0.5) in tests.
