@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 
 from services.devtools.stack import Stack
 from services.devtools.stores import PrivateRedis, drop_database, ensure_database, find_stores, free_port, with_database
@@ -65,15 +66,30 @@ async def create_users(history_url: str, tags: list[str], pairs: int) -> None:
         await asyncio.gather(*(put(f"{tag}-{side}{n}") for tag in tags for side in "sr" for n in range(pairs)))
 
 
-async def pubsub_decoded(urls: list[str]) -> list[float]:
-    counts = []
+METRICS = ("parley_gateway_pubsub_messages_received_total", "parley_gateway_store_batch_messages_sum",
+           "parley_gateway_store_batch_messages_count")
+
+
+async def gateway_counters(urls: list[str]) -> list[dict[str, float]]:
+    """Each node's pub/sub messages decoded and store calls (with the messages they carried)."""
+    counters = []
     async with aiohttp.ClientSession() as http:
         for url in urls:
             async with http.get(url + "/metrics") as answer:
                 text = await answer.text()
-            counts.append(next(float(line.split()[-1]) for line in text.splitlines()
-                               if line.startswith("parley_gateway_pubsub_messages_received_total ")))
-    return counts
+            values = {line.split()[0]: float(line.split()[-1]) for line in text.splitlines()
+                      if line.split() and line.split()[0] in METRICS}
+            counters.append(values)
+    return counters
+
+
+async def wal_bytes(database_url: str) -> int:
+    """Where the server's write-ahead log is now (bytes since its start): the bench runs alone."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        return int(await connection.fetchval("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn"))
+    finally:
+        await connection.close()
 
 
 def start_stack(database_url: str, redis: PrivateRedis, nodes: int, prefix: str) -> Stack:
@@ -112,7 +128,8 @@ def run_load(stack: Stack, redis: PrivateRedis, rate: float, seconds: float, rou
         if generator.stdout.readline().strip() != "ready":
             raise RuntimeError("a load generator failed to connect")
     pg = postgres_pids()
-    decoded_before = asyncio.run(pubsub_decoded(urls))
+    counters_before = asyncio.run(gateway_counters(urls))
+    wal_before = asyncio.run(wal_bytes(stack.env["DATABASE_URL"]))
     before = {name: cpu_seconds(pid) for name, pid in watched.items()}
     pg_before = sum(cpu_seconds(pid) for pid in pg)
     for generator in generators:
@@ -123,7 +140,8 @@ def run_load(stack: Stack, redis: PrivateRedis, rate: float, seconds: float, rou
             raise RuntimeError("a load generator failed")
     after = {name: cpu_seconds(pid) for name, pid in watched.items()}
     pg_after = sum(cpu_seconds(pid) for pid in postgres_pids())
-    decoded_after = asyncio.run(pubsub_decoded(urls))
+    counters_after = asyncio.run(gateway_counters(urls))
+    wal_after = asyncio.run(wal_bytes(stack.env["DATABASE_URL"]))
     for generator in generators:
         generator.stdin.write("exit\n")
         generator.stdin.flush()
@@ -140,6 +158,11 @@ def run_load(stack: Stack, redis: PrivateRedis, rate: float, seconds: float, rou
     cpu["postgres"] = pg_after - pg_before
     cpu["generators"] = sum(output["cpu_seconds"] for output in outputs)
     per_message = {name: round(seconds_used * 1000 / max(delivered, 1), 3) for name, seconds_used in cpu.items()}
+
+    def grown(name: str) -> list[float]:
+        return [after.get(name, 0) - before.get(name, 0) for before, after in zip(counters_before, counters_after)]
+
+    stored, store_calls = sum(grown(METRICS[1])), sum(grown(METRICS[2]))
     return {
         "nodes": len(gateways),
         "offered_per_s": rate,
@@ -158,19 +181,22 @@ def run_load(stack: Stack, redis: PrivateRedis, rate: float, seconds: float, rou
         "ack_p99_ms": percentile(acks, 0.99),
         "cpu_ms_per_message": per_message,
         "cpu_ms_per_message_total": round(sum(per_message.values()), 3),
-        "pubsub_decoded_per_delivered": [round((b - a) / max(delivered, 1), 2)
-                                         for a, b in zip(decoded_before, decoded_after)],
+        "pubsub_decoded_per_delivered": [round(count / max(delivered, 1), 2) for count in grown(METRICS[0])],
+        "messages_per_store_call": round(stored / max(store_calls, 1), 1),
+        "wal_bytes_per_message": round((wal_after - wal_before) / max(delivered, 1)),
     }
 
 
 def print_delivery(rows: list[dict]) -> None:
     print(f"\n{'nodes':>5} {'offered/s':>9} {'achieved/s':>10} {'delivered':>9} {'late/lost':>9} {'dup':>4} "
-          f"{'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'ack p99':>7} {'CPU ms/msg':>10}  per process (ms/msg)")
+          f"{'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'ack p99':>7} {'CPU ms/msg':>10} {'msgs/store call':>15} "
+          f"{'WAL B/msg':>9}  per process (ms/msg)")
     for row in rows:
         parts = ", ".join(f"{name} {value}" for name, value in row["cpu_ms_per_message"].items())
         print(f"{row['nodes']:>5} {row['offered_per_s']:>9.0f} {row['achieved_per_s']:>10} {row['delivered']:>9} "
               f"{row['undelivered']:>9} {row['duplicates']:>4} {row['delivery_p50_ms']:>7} {row['delivery_p95_ms']:>7} "
-              f"{row['delivery_p99_ms']:>7} {row['ack_p99_ms']:>7} {row['cpu_ms_per_message_total']:>10}  {parts}")
+              f"{row['delivery_p99_ms']:>7} {row['ack_p99_ms']:>7} {row['cpu_ms_per_message_total']:>10} "
+              f"{row['messages_per_store_call']:>15} {row['wal_bytes_per_message']:>9}  {parts}")
 
 
 def print_scaling(rows: list[dict]) -> None:
