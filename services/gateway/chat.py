@@ -172,7 +172,7 @@ class ChatHandler:
         sockets = list(self.sio.eio.sockets.values())
         for socket in sockets:
             await socket.close(wait=False, abort=True)
-            socket.queue.put_nowait(None)  # ends its writer, which closes the websocket (or poll)
+            socket.queue.put_nowait(None)  # engine.io's "stop writing": closes the websocket (or poll)
         log.info("drained: dropped %d connection(s), %d event(s) still in flight", len(sockets), self.in_flight)
 
     # --- events --------------------------------------------------------------------------------

@@ -142,7 +142,7 @@ class RoutedRedisManager(AsyncPubSubManager):
 
     async def _publish(self, data):
         """python-socketio's own messages (other rooms, disconnects, acks): every node."""
-        await self._publish_to([self.channel], fast_json.dumps(data).encode())
+        await self._publish_to_every_node(fast_json.dumps(data).encode())
 
     def _publish_routed(self, encoded: bytes, rooms: list[str]) -> None:
         """Queued for the next publish, not awaited: the emitter goes on (its socket's ack leaves
@@ -158,21 +158,19 @@ class RoutedRedisManager(AsyncPubSubManager):
             await self._route_and_publish(keys=[key for keys, _ in emits for key in keys], args=args)
         except (RedisError, OSError) as exc:
             log.warning("routed publish failed (%r): publishing to every node", exc)
-            await self._publish_to([self.channel], b"[" + b",".join(encoded for _, encoded in emits) + b"]")
+            await self._publish_to_every_node(b"[" + b",".join(encoded for _, encoded in emits) + b"]")
         return [None] * len(emits)
 
-    async def _publish_to(self, channels: list[str], payload: bytes) -> None:
+    async def _publish_to_every_node(self, payload: bytes) -> None:
+        """On the shared channel, which every node decodes."""
         for attempt in (1, 2):
             try:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for channel in channels:
-                        pipe.publish(channel, payload)
-                    await pipe.execute()
+                await self._redis.publish(self.channel, payload)
                 return
             except (RedisError, OSError) as exc:
                 if attempt == 2:
                     # Fan-out is best effort: the message is stored; clients catch up with sync.
-                    log.error("publish to %d channel(s) failed twice, giving up: %r", len(channels), exc)
+                    log.error("publish to every node failed twice, giving up: %r", exc)
 
     # --- the registry of which nodes hold which users --------------------------------------------
 
