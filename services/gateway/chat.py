@@ -102,7 +102,7 @@ class ChatHandler:
         self.settings = settings
         self.verifier = verifier
         self.history = history
-        self.store_batcher = StoreBatcher(history, metrics.store_batch_size)
+        self.store_batcher = StoreBatcher(history, metrics.store_batch_size, settings.store_call_interval_seconds)
         self.user_of: dict[str, str] = {}
         self.accepting = True
         self.in_flight = 0
