@@ -24,7 +24,7 @@ class GatewaySettings(ServiceSettings, JwtSettings):
     # While sends keep coming, a node calls history to store them at most once per this many
     # seconds, and each call carries all of them (group commit); a send after a quiet spell
     # leaves at once. Fewer, fuller calls cost less CPU everywhere (bench/RESULTS.md).
-    store_call_interval_seconds: float = 0.01
+    store_call_interval_seconds: float = 0.015
     # engine.io pings every PING_INTERVAL_SECONDS; a client that has not answered within
     # PING_TIMEOUT_SECONDS more is disconnected (its sockets go offline).
     ping_interval_seconds: float = 25.0

@@ -6,10 +6,10 @@ the end of the current event loop turn with whatever else arrived in that turn, 
 `max_in_flight` flushes are under way, new items queue for the next. An idle system pays no
 latency; a busy one makes few calls. With one flush in flight, items keep their order.
 
-`min_interval` paces a busy batcher: flushes start at least that far apart, so the items of the
-whole interval share one call (group commit). What makes a call costs the same whether it
-carries 8 items or 16, and a busy system pays it per call. An item arriving after a quiet
-interval still leaves at once.
+`min_interval` paces a busy batcher: when items were waiting for a flush to end, the next one
+starts no sooner than that long after the previous one started, so the items of the whole
+interval share one call (group commit): a call costs about the same whether it carries 8 items
+or 16, and a busy system pays it per call. An item that finds nothing under way leaves at once.
 """
 
 import asyncio
@@ -44,15 +44,9 @@ class Batcher(Generic[Item, Result]):
         future = loop.create_future()
         self._queue.append((item, future))
         if not self._scheduled and self._in_flight < self._max_in_flight:
-            self._schedule(loop, self._last_start + self._min_interval - loop.time())
-        return future
-
-    def _schedule(self, loop: asyncio.AbstractEventLoop, delay: float) -> None:
-        self._scheduled = True
-        if delay > 0:
-            loop.call_later(delay, self._start_flushes)
-        else:
+            self._scheduled = True
             loop.call_soon(self._start_flushes)
+        return future
 
     def _start_flushes(self) -> None:
         self._scheduled = False
@@ -81,10 +75,12 @@ class Batcher(Generic[Item, Result]):
         finally:
             self._in_flight -= 1
             if self._queue and not self._scheduled:
+                # Busy: these items waited for a flush to end. Paced, they leave together.
                 loop = asyncio.get_running_loop()
                 delay = self._last_start + self._min_interval - loop.time()
                 if delay > 0:
-                    self._schedule(loop, delay)
+                    self._scheduled = True
+                    loop.call_later(delay, self._start_flushes)
                 else:
                     self._start_flushes()
 

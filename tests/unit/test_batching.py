@@ -99,15 +99,15 @@ async def test_close_flushes_what_was_submitted_without_waiting_even_behind_a_fl
     assert recorder.batches == [[0, 1], [2, 3], [4]]
 
 
-async def test_a_paced_batcher_sends_what_arrives_within_the_interval_in_one_flush():
-    recorder = Recorder(delay=0.005)
+async def test_a_busy_paced_batcher_sends_what_arrives_within_the_interval_in_one_flush():
+    recorder = Recorder(delay=0.02)
     batcher = Batcher(recorder.flush, max_batch=100, min_interval=0.1)
     loop = asyncio.get_running_loop()
     started = loop.time()
     first = asyncio.ensure_future(batcher.submit(0))
-    await asyncio.sleep(0.02)  # the first flush is done; the next may not start before 0.1 s
+    await asyncio.sleep(0.005)  # the first flush is under way: these wait for it, and for the pace
     rest = [asyncio.ensure_future(batcher.submit(n)) for n in range(1, 10)]
-    await asyncio.sleep(0.03)
+    await asyncio.sleep(0.045)  # the first flush is over; the next may not start before 0.1 s
     rest.append(asyncio.ensure_future(batcher.submit(10)))
 
     assert await asyncio.gather(first, *rest) == [n * 10 for n in range(11)]
@@ -115,24 +115,24 @@ async def test_a_paced_batcher_sends_what_arrives_within_the_interval_in_one_flu
     assert loop.time() - started >= 0.1
 
 
-async def test_a_paced_batcher_sends_an_item_after_a_quiet_interval_at_once():
+async def test_a_paced_batcher_sends_an_item_that_finds_nothing_under_way_at_once():
     recorder = Recorder(delay=0.001)
     batcher = Batcher(recorder.flush, max_batch=100, min_interval=0.05)
-    await batcher.submit(1)
-    await asyncio.sleep(0.06)  # quiet for longer than the interval
     loop = asyncio.get_running_loop()
     started = loop.time()
-    assert await batcher.submit(2) == 20
+    for n in range(4):  # one after another, as a single client sending in turn
+        assert await batcher.submit(n) == n * 10
     assert loop.time() - started < 0.04
-    assert recorder.batches == [[1], [2]]
+    assert recorder.batches == [[0], [1], [2], [3]]
 
 
 async def test_close_does_not_wait_out_the_interval():
-    recorder = Recorder(delay=0.001)
+    recorder = Recorder(delay=0.01)
     batcher = Batcher(recorder.flush, max_batch=100, min_interval=10)
-    await batcher.submit(1)
-    queued = batcher.submit_nowait(2)
+    first = batcher.submit_nowait(1)
+    await asyncio.sleep(0.001)
+    queued = batcher.submit_nowait(2)  # behind the flush under way, and paced
 
     await asyncio.wait_for(batcher.close(), 1)
 
-    assert queued.result() == 20
+    assert first.result() == 10 and queued.result() == 20
