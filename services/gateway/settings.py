@@ -22,8 +22,9 @@ class GatewaySettings(ServiceSettings, JwtSettings):
     drain_delay_seconds: float = 0.0
     internal_timeout_seconds: float = 5.0
     # While sends keep coming, a node calls history to store them at most once per this many
-    # seconds, and each call carries all of them (group commit); a send after a quiet spell
-    # leaves at once. Fewer, fuller calls cost less CPU everywhere (bench/RESULTS.md).
+    # seconds, and each call carries all of them (group commit); a send that finds no call under
+    # way leaves at once. Fewer, fuller calls cost less CPU everywhere (bench/RESULTS.md); 0
+    # spends that CPU to save a few milliseconds of latency while busy.
     store_call_interval_seconds: float = 0.015
     # engine.io pings every PING_INTERVAL_SECONDS; a client that has not answered within
     # PING_TIMEOUT_SECONDS more is disconnected (its sockets go offline).

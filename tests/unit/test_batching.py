@@ -101,18 +101,18 @@ async def test_close_flushes_what_was_submitted_without_waiting_even_behind_a_fl
 
 async def test_a_busy_paced_batcher_sends_what_arrives_within_the_interval_in_one_flush():
     recorder = Recorder(delay=0.02)
-    batcher = Batcher(recorder.flush, max_batch=100, min_interval=0.1)
+    batcher = Batcher(recorder.flush, max_batch=100, min_interval=0.3)
     loop = asyncio.get_running_loop()
     started = loop.time()
     first = asyncio.ensure_future(batcher.submit(0))
     await asyncio.sleep(0.005)  # the first flush is under way: these wait for it, and for the pace
     rest = [asyncio.ensure_future(batcher.submit(n)) for n in range(1, 10)]
-    await asyncio.sleep(0.045)  # the first flush is over; the next may not start before 0.1 s
+    await asyncio.sleep(0.045)  # the first flush is over; the next may not start before 0.3 s
     rest.append(asyncio.ensure_future(batcher.submit(10)))
 
     assert await asyncio.gather(first, *rest) == [n * 10 for n in range(11)]
     assert recorder.batches == [[0], list(range(1, 11))]
-    assert loop.time() - started >= 0.1
+    assert loop.time() - started >= 0.3
 
 
 async def test_a_paced_batcher_sends_an_item_that_finds_nothing_under_way_at_once():
