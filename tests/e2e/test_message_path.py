@@ -4,6 +4,9 @@ import asyncio
 
 import aiohttp
 import asyncpg
+import pytest
+
+from tests.support import TEST_RUN_DIR, ChatClient, create_user, start_cluster
 
 GUIDE_MESSAGE_FIELDS = {"_id", "sender", "receiver", "text", "isRead", "createdAt", "updatedAt"}
 
@@ -84,6 +87,49 @@ async def test_sends_that_arrive_together_share_history_calls(cluster, make_user
     await receiver.wait_for("receiveMessage", lambda _: len(receiver.received("receiveMessage")) == 60)
     calls, messages = (after - earlier for after, earlier in zip(await store_batches(cluster.gateway_url("a")), before))
     assert messages == 60 and calls < 60, (calls, messages)
+
+
+@pytest.fixture
+def paced_cluster(stores):
+    """One node whose store calls, while busy, start a whole second apart (and no rate limit)."""
+    running = start_cluster(stores, TEST_RUN_DIR / "logs" / "paced", nodes=("a",),
+                            STORE_CALL_INTERVAL_SECONDS="1", SEND_RATE_PER_SECOND="1000", SEND_BURST="1000")
+    try:
+        yield running
+    finally:
+        running.stack.stop()
+
+
+async def test_store_calls_are_paced_only_while_sends_wait(paced_cluster):
+    url = paced_cluster.gateway_url("a")
+    users = [await create_user(paced_cluster.history_url) for _ in range(4)]
+    grace = users[0]
+    sockets = [await ChatClient(url, user.token).connect() for user in users[1:]]
+    try:
+        # One after another, as a person types: each send finds no call under way, leaves at once.
+        loop = asyncio.get_running_loop()
+        for number in range(5):
+            started = loop.time()
+            ack = await sockets[0].call("sendMessage", {"receiverId": grace.id, "text": f"turn {number}"})
+            assert ack["ok"] is True
+            assert loop.time() - started < 0.5, "a lone send waited for the pace"
+
+        # A burst larger than one call may carry (256): what waits leaves together, a second later.
+        calls_before, messages_before = await store_batches(url)
+        started = loop.time()
+        acks = await asyncio.gather(*(socket.call("sendMessage", {"receiverId": grace.id, "text": f"{n}-{i}"},
+                                                  timeout=10)
+                                      for n, socket in enumerate(sockets) for i in range(100)))
+        elapsed = loop.time() - started
+        calls_after, messages_after = await store_batches(url)
+
+        assert all(ack["ok"] for ack in acks)
+        assert messages_after - messages_before == 300
+        assert 2 <= calls_after - calls_before <= 4, calls_after - calls_before
+        assert elapsed >= 0.9, elapsed
+    finally:
+        for socket in sockets:
+            await socket.close()
 
 
 async def store_batches(gateway_url: str) -> tuple[float, float]:
