@@ -93,7 +93,10 @@ class Cluster:
         return self.stack[f"gateway-{node}"].url
 
 
-def start_cluster(stores: TestStores, log_dir: Path, nodes: tuple[str, ...] = ("a", "b"), **overrides: str) -> Cluster:
+@contextlib.contextmanager
+def running_cluster(stores: TestStores, log_dir: Path, nodes: tuple[str, ...] = ("a", "b"),
+                    **overrides: str) -> Iterator[Cluster]:
+    """History, presence and a gateway per node, for a fixture's lifetime: stopped afterwards."""
     history_port, presence_port = free_port(), free_port()
     # Short heartbeats and TTLs, so a dead node is noticed within about two seconds.
     timing = {"HEARTBEAT_SECONDS": "0.5", "NODE_TTL_SECONDS": "2"}
@@ -114,10 +117,9 @@ def start_cluster(stores: TestStores, log_dir: Path, nodes: tuple[str, ...] = ("
         stack.add("gateway", f"gateway-{node}", free_port())
     try:
         stack.start()
-    except BaseException:
+        yield Cluster(stack)
+    finally:
         stack.stop()
-        raise
-    return Cluster(stack)
 
 
 async def create_user(history_url: str, name: str | None = None, user_id: str | None = None) -> User:

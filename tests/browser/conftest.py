@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import async_playwright
 
-from tests.support import TEST_RUN_DIR, start_cluster
+from tests.support import TEST_RUN_DIR, running_cluster
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -16,9 +16,8 @@ SCREENSHOTS = TEST_RUN_DIR / "screenshots"
 @pytest.fixture(scope="module")
 def web_cluster(stores):
     """Gateways in development mode, so the page offers users to sign in as."""
-    running = start_cluster(stores, TEST_RUN_DIR / "logs" / "browser", DEV_MODE="true")
-    yield running
-    running.stack.stop()
+    with running_cluster(stores, TEST_RUN_DIR / "logs" / "browser", DEV_MODE="true") as running:
+        yield running
 
 
 @pytest.fixture

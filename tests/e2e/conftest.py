@@ -2,16 +2,13 @@
 
 import pytest
 
-from tests.support import TEST_RUN_DIR, ChatClient, Cluster, create_user, start_cluster
+from tests.support import TEST_RUN_DIR, ChatClient, Cluster, create_user, running_cluster
 
 
 @pytest.fixture(scope="session")
 def cluster(stores) -> Cluster:
-    running = start_cluster(stores, TEST_RUN_DIR / "logs" / "e2e")
-    try:
+    with running_cluster(stores, TEST_RUN_DIR / "logs" / "e2e") as running:
         yield running
-    finally:
-        running.stack.stop()
     # Whatever the tests threw at it, no service logged an error (an unhandled exception).
     for process in running.stack.processes.values():
         errors = [line for line in process.log_text().splitlines() if '"level": "error"' in line]

@@ -11,7 +11,7 @@ import pytest
 
 from services.devtools.stores import free_port
 from tests.e2e.faults import Sender, tally
-from tests.support import TEST_RUN_DIR, ChatClient, create_user, start_cluster
+from tests.support import TEST_RUN_DIR, ChatClient, create_user, running_cluster
 from tests.unit.test_deploy_files import HAPROXY_CFG
 
 
@@ -92,9 +92,8 @@ async def test_long_polling_clients_stay_on_one_node_and_chat_across_nodes(clust
 
 @pytest.fixture
 def drain_cluster(stores):
-    running = start_cluster(stores, TEST_RUN_DIR / "logs" / "edge-drain", DRAIN_DELAY_SECONDS="1.5")
-    yield running
-    running.stack.stop()
+    with running_cluster(stores, TEST_RUN_DIR / "logs" / "edge-drain", DRAIN_DELAY_SECONDS="1.5") as running:
+        yield running
 
 
 async def test_sigterm_through_the_edge_moves_clients_and_loses_nothing(drain_cluster, stores):

@@ -5,14 +5,13 @@ import asyncio
 import aiohttp
 import pytest
 
-from tests.support import TEST_RUN_DIR, ChatClient, create_user, start_cluster
+from tests.support import TEST_RUN_DIR, ChatClient, create_user, running_cluster
 
 
 @pytest.fixture(scope="module")
 def three_nodes(stores):
-    running = start_cluster(stores, TEST_RUN_DIR / "logs" / "fanout", nodes=("a", "b", "c"))
-    yield running
-    running.stack.stop()
+    with running_cluster(stores, TEST_RUN_DIR / "logs" / "fanout", nodes=("a", "b", "c")) as running:
+        yield running
 
 
 @pytest.fixture

@@ -10,7 +10,8 @@ import pytest
 
 from services.devtools.stores import PrivatePostgres, ensure_database
 from tests.e2e.faults import Sender, tally
-from tests.support import TEST_RUN_DIR, ChatClient, TestStores, create_user, migrate, private_redis_server, start_cluster
+from tests.support import (TEST_RUN_DIR, ChatClient, TestStores, create_user, migrate, private_redis_server,
+                           running_cluster)
 
 FAULT_DIR = TEST_RUN_DIR / "faults"
 
@@ -35,10 +36,9 @@ def private_redis():
 def fault_cluster(private_postgres, private_redis, request):
     server, url = private_postgres
     stores = TestStores(database_url=url, redis_url=private_redis.url, redis_prefix="faults")
-    cluster = start_cluster(stores, FAULT_DIR / "logs" / request.node.name)
-    cluster.database_url = url
-    yield cluster
-    cluster.stack.stop()
+    with running_cluster(stores, FAULT_DIR / "logs" / request.node.name) as cluster:
+        cluster.database_url = url
+        yield cluster
 
 
 async def open_pairs(cluster, count: int = 3):

@@ -6,7 +6,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from tests.support import TEST_RUN_DIR, ChatClient, create_user, start_cluster
+from tests.support import TEST_RUN_DIR, ChatClient, create_user, running_cluster
 
 GUIDE_MESSAGE_FIELDS = {"_id", "sender", "receiver", "text", "isRead", "createdAt", "updatedAt"}
 
@@ -92,12 +92,9 @@ async def test_sends_that_arrive_together_share_history_calls(cluster, make_user
 @pytest.fixture
 def paced_cluster(stores):
     """One node whose store calls, while busy, start a whole second apart (and no rate limit)."""
-    running = start_cluster(stores, TEST_RUN_DIR / "logs" / "paced", nodes=("a",),
-                            STORE_CALL_INTERVAL_SECONDS="1", SEND_RATE_PER_SECOND="1000", SEND_BURST="1000")
-    try:
+    with running_cluster(stores, TEST_RUN_DIR / "logs" / "paced", nodes=("a",),
+                         STORE_CALL_INTERVAL_SECONDS="1", SEND_RATE_PER_SECOND="1000", SEND_BURST="1000") as running:
         yield running
-    finally:
-        running.stack.stop()
 
 
 async def test_store_calls_are_paced_only_while_sends_wait(paced_cluster):

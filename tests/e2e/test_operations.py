@@ -6,7 +6,7 @@ import signal
 import aiohttp
 import pytest
 
-from tests.support import TEST_RUN_DIR, ChatClient, create_user, start_cluster
+from tests.support import TEST_RUN_DIR, ChatClient, create_user, running_cluster
 
 
 async def test_every_service_reports_health_readiness_and_metrics(cluster, make_user, connect):
@@ -43,9 +43,8 @@ async def test_every_service_reports_health_readiness_and_metrics(cluster, make_
 @pytest.fixture
 def drain_cluster(stores):
     """A cluster of its own, since the test stops one of its nodes."""
-    running = start_cluster(stores, TEST_RUN_DIR / "logs" / "drain", DRAIN_DELAY_SECONDS="1")
-    yield running
-    running.stack.stop()
+    with running_cluster(stores, TEST_RUN_DIR / "logs" / "drain", DRAIN_DELAY_SECONDS="1") as running:
+        yield running
 
 
 async def test_sigterm_drains_a_gateway_readiness_first_then_sockets(drain_cluster):

@@ -6,7 +6,7 @@ import socket
 import aiohttp
 import pytest
 
-from tests.support import TEST_RUN_DIR, ChatClient, create_user, start_cluster
+from tests.support import TEST_RUN_DIR, ChatClient, create_user, running_cluster
 
 
 async def test_a_long_polling_client_upgrades_to_websocket_and_chats(make_user, connect):
@@ -45,12 +45,10 @@ async def test_per_message_deflate_is_refused(cluster, make_user):
 @pytest.fixture
 def tight_cluster(stores):
     """One node that cuts a client off at 64 KiB unread, with send limits out of the way."""
-    running = start_cluster(stores, TEST_RUN_DIR / "logs" / "slow-client", nodes=("a",),
-                            SLOW_CLIENT_BUFFER_BYTES="65536", SEND_RATE_PER_SECOND="100000", SEND_BURST="100000")
-    try:
+    with running_cluster(stores, TEST_RUN_DIR / "logs" / "slow-client", nodes=("a",),
+                         SLOW_CLIENT_BUFFER_BYTES="65536", SEND_RATE_PER_SECOND="100000",
+                         SEND_BURST="100000") as running:
         yield running
-    finally:
-        running.stack.stop()
 
 
 def small_receive_buffer(addr_info) -> socket.socket:
@@ -106,12 +104,9 @@ async def test_a_client_that_stops_reading_is_cut_off_without_holding_anyone_up(
 @pytest.fixture
 def quick_ping_cluster(stores):
     """One node that pings every second and gives up on a client after one more."""
-    running = start_cluster(stores, TEST_RUN_DIR / "logs" / "silent-client", nodes=("a",),
-                            PING_INTERVAL_SECONDS="1", PING_TIMEOUT_SECONDS="1")
-    try:
+    with running_cluster(stores, TEST_RUN_DIR / "logs" / "silent-client", nodes=("a",),
+                         PING_INTERVAL_SECONDS="1", PING_TIMEOUT_SECONDS="1") as running:
         yield running
-    finally:
-        running.stack.stop()
 
 
 async def sockets_connected(http: aiohttp.ClientSession, url: str) -> float:
