@@ -263,7 +263,7 @@ class RoutedRedisManager(AsyncPubSubManager):
                     if message["type"] == "message":
                         if self._received is not None:
                             self._received.inc()
-                        decoded = orjson.loads(message["data"])
+                        decoded = fast_json.loads(message["data"])
                         # A batch of routed emits is an array; python-socketio's own, one object.
                         for item in decoded if isinstance(decoded, list) else [decoded]:
                             yield item
