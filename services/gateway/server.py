@@ -4,6 +4,10 @@ Malformed Socket.IO or engine.io packets are a client's fault: the connection is
 warning logged, where the libraries would log a traceback at ERROR (or answer 500), which a
 client could use to flood the error log. Packets are encoded with orjson (`WirePacket`), and
 websockets are served by the lean transport of `websocket`.
+
+Every override here reaches into python-socketio's or python-engineio's internals: pyproject.toml
+pins both libraries exactly, and tests/unit/test_library_seams.py names what moved after an
+upgrade. Each docstring gives the measured reason, from bench/RESULTS.md.
 """
 
 import logging
@@ -27,6 +31,12 @@ class WirePacket(socketio.packet.Packet):
     The stock packet walks every payload in Python looking for binary data, then encodes it.
     Here the data is encoded first: orjson refuses bytes, so data it encodes holds none, and that
     encoding is the one sent (a few percent of a busy gateway's CPU, twice).
+
+    Measured (bench/RESULTS.md, appendix): "What each change did", row "routed emits batched per
+    publish, orjson for Socket.IO (6ea35dc)": 2,000/s p99 8,365 -> 2,962 ms, CPU 1.66 -> 1.06
+    ms a message; and "Second session", table "Each change", row "... packets encoded once
+    (7a29971, 035605e)": 3,000/s each gateway 0.185 -> 0.151 CPU-ms a message. Both rows
+    measure this together with other changes.
     """
 
     json = fast_json
@@ -55,7 +65,12 @@ class WirePacket(socketio.packet.Packet):
 
 
 class EngineIoServer(engineio.AsyncServer):
-    """engine.io's server, whose sockets queue packets in a `PacketQueue`."""
+    """engine.io's server, whose sockets queue packets in a `PacketQueue` (`create_queue`).
+
+    Measured (bench/RESULTS.md, appendix, "Connect storm and presence"): no asyncio.Queue once
+    the websocket is open took gateway memory per idle socket from 29.0 to 25.7 KiB (an idle
+    asyncio.Queue is 3.2 KiB), `python -m bench.presence_bench --sockets 10000`.
+    """
 
     def create_queue(self, *args, **kwargs):
         return PacketQueue()
@@ -65,6 +80,9 @@ class ParleyServer(socketio.AsyncServer):
     """python-socketio's server, hardened against undecodable traffic, on the lean websocket transport.
 
     `frame_writer` writes every websocket's frames (see `websocket`); long-polling stays engine.io's.
+    `__init__` puts the lean websocket class in (a copy of) engine.io's driver table, and
+    `_engineio_server_class` makes engine.io's server an `EngineIoServer`: their measured reasons
+    are those of `websocket` and `EngineIoServer`.
     """
 
     def __init__(self, *args, frame_writer: FrameWriter, **kwargs):
@@ -76,13 +94,21 @@ class ParleyServer(socketio.AsyncServer):
         return EngineIoServer
 
     async def _send_packet(self, eio_sid, pkt):
+        """Every part of the packet through `_send_eio_packet` (python-socketio's own sends them
+        through `eio.send`, around it), so each can take the direct path; measured there."""
         encoded = pkt.encode()
         for part in encoded if isinstance(encoded, list) else [encoded]:
             await self._send_eio_packet(eio_sid, eio_packet.Packet(eio_packet.MESSAGE, part))
 
     async def _send_eio_packet(self, eio_sid, eio_pkt):
         """To an open websocket, straight to its output: engine.io would pass the packet through
-        four coroutines to reach the same queue. Its ping check, skipped here, also runs on its own."""
+        four coroutines to reach the same queue. Its ping check, skipped here, also runs on its own.
+
+        Measured (bench/RESULTS.md, appendix): "What each change did", row "packets written
+        straight to idle websockets": 3,000/s p99 1,023 -> 355 ms, each gateway 0.20 -> 0.175
+        CPU-ms a message, 98.5 % of packets direct; "Second session", table "Each change", row
+        "packets straight to the websocket's output ... (dea4713 to 7bfc5b9)": 2,000/s p99
+        134 -> 77 ms, each gateway 0.22 -> 0.199 CPU-ms a message."""
         socket = self.eio.sockets.get(eio_sid)
         output = socket.queue.output if socket is not None and not socket.closed else None
         if output is None:  # the handshake, long-polling, a socket going away: engine.io's path
@@ -90,6 +116,11 @@ class ParleyServer(socketio.AsyncServer):
         output.send(eio_pkt)
 
     async def _handle_eio_disconnect(self, eio_sid, reason):
+        """Also closes the socket's websocket. The lean transport reads without a timer per frame
+        (bench/RESULTS.md, appendix, "Connect storm and presence": 25.7 -> 24.9 KiB a socket),
+        so a session engine.io ends must end its websocket here; not a speed-up of its own, it
+        is what makes that one safe (tests/e2e/test_websocket_transport.py,
+        test_a_client_gone_silent_is_disconnected_and_its_websocket_closed)."""
         await super()._handle_eio_disconnect(eio_sid, reason)
         # engine.io ended the session itself (its ping check found the client silent, or the
         # server disconnected it): the websocket goes too, or its read would wait forever.
@@ -98,6 +129,10 @@ class ParleyServer(socketio.AsyncServer):
             socket.queue.output.stop()
 
     async def _handle_eio_message(self, eio_sid, data):
+        """A client's undecodable packet closes its connection with a warning, where
+        python-socketio would log a traceback at ERROR for each. Not a measured speed-up: a
+        hardening, tested from outside (tests/e2e/test_hostile_input.py,
+        test_malformed_frames_do_not_hurt_the_node)."""
         # Event handlers run as tasks of their own (and catch their own errors), so what
         # reaches here is the decoding of the client's packet.
         try:
