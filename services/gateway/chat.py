@@ -153,7 +153,7 @@ class ChatHandler:
         except Unauthorized:
             self._refuse(AUTH_ERROR)
         if self.sockets_of[user_id] >= self.settings.max_sockets_per_user:
-            log.warning("connect refused: user has %d sockets on this node", self.sockets_of[user_id])
+            log.info("connect refused: the user has %d sockets on this node", self.sockets_of[user_id])
             self._refuse(TOO_MANY_CONNECTIONS)
         return user_id
 
