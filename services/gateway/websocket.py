@@ -35,6 +35,11 @@ log = logging.getLogger(__name__)
 # LookupError: an unknown packet type, an event that is not an array or is empty).
 UNDECODABLE = (ValueError, RecursionError, TypeError, LookupError)
 
+# Socket.IO's BINARY_EVENT and BINARY_ACK: a header naming N attachments that python-socketio
+# would keep in memory until all N binary frames had come (N is the client's to choose).
+BINARY_PACKET_TYPES = ("5", "6")
+BINARY_REFUSED = "binary Socket.IO packet refused; closing that connection"
+
 TEXT, BINARY = 0x1, 0x2  # RFC 6455 opcodes
 _FINAL = 0x80
 
@@ -219,6 +224,11 @@ class LeanWebSocket(EngineIoWebSocket):
         return ws
 
 
+def binary_packet(data: str | bytes) -> bool:
+    """A Socket.IO binary header, or a binary attachment (engine.io's data of a binary frame)."""
+    return not isinstance(data, str) or data[:1] in BINARY_PACKET_TYPES
+
+
 def lean_websocket_class(writer: FrameWriter) -> type[LeanWebSocket]:
     return type("LeanWebSocket", (LeanWebSocket,), {"writer": writer})
 
@@ -264,6 +274,9 @@ async def _read(socket, ws: web.WebSocketResponse) -> None:
     pings, its ping check ends the session, and that closes this websocket (`ParleyServer`)."""
     on_message = socket.server.handlers.get("message")  # python-socketio's
     while (pkt := await _next_packet(ws)) is not None:
+        if pkt.packet_type == eio_packet.MESSAGE and binary_packet(pkt.data):
+            log.warning(BINARY_REFUSED)  # before anything of it is kept: the connection ends here
+            return
         try:
             if pkt.packet_type == eio_packet.MESSAGE and on_message is not None:
                 await on_message(socket.sid, pkt.data)  # engine.io's receive would only wrap this call
