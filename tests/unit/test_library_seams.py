@@ -135,7 +135,8 @@ def test_packet_queue_has_every_queue_method_engine_io_calls():
 
 
 def test_parley_server_wires_itself_into_python_socketio_and_engine_io():
-    server = ParleyServer(async_mode="aiohttp", frame_writer=FrameWriter(1 << 20), serializer=WirePacket)
+    server = ParleyServer(async_mode="aiohttp", frame_writer=FrameWriter(1 << 20), connect_timeout=10,
+                          serializer=WirePacket)
     assert isinstance(server.eio, EngineIoServer), "socketio.AsyncServer no longer builds eio from _engineio_server_class()"
     assert server.packet_class is WirePacket, "socketio.AsyncServer no longer takes packet_class from `serializer`"
     assert issubclass(server.eio._async["websocket"], LeanWebSocket)
