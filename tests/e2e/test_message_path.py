@@ -5,7 +5,9 @@ import asyncio
 import aiohttp
 import asyncpg
 import pytest
+import redis.asyncio as redis
 
+from services.shared.keys import node_channel, sio_channel
 from tests.support import TEST_RUN_DIR, ChatClient, create_user, running_cluster
 
 GUIDE_MESSAGE_FIELDS = {"_id", "sender", "receiver", "text", "isRead", "createdAt", "updatedAt"}
@@ -35,6 +37,41 @@ async def test_message_reaches_user_on_other_node(cluster, stores, make_user, co
     finally:
         await connection.close()
     assert tuple(stored) == (ada.id, grace.id, "hello across nodes")
+
+
+@pytest.fixture
+def fresh_cluster(stores):
+    """Nodes of their own, to which nobody has connected yet."""
+    with running_cluster(stores, TEST_RUN_DIR / "logs" / "fresh") as running:
+        yield running
+
+
+async def test_first_user_of_a_fresh_node_hears_a_message_sent_at_once(fresh_cluster):
+    """A node listens from start-up, not from its first connection: nothing sent to its first
+    user is lost live (to be recovered only by `sync`)."""
+    # Ready (the cluster waited for /readyz) means subscribed, before anyone has connected.
+    prefix = fresh_cluster.stack.env["REDIS_PREFIX"]
+    channels = [sio_channel(prefix), node_channel(prefix, "gateway-b")]
+    client = redis.Redis.from_url(fresh_cluster.stack.env["REDIS_URL"])
+    try:
+        subscribers = dict(await client.pubsub_numsub(*channels))
+    finally:
+        await client.aclose()
+    assert subscribers[channels[1].encode()] == 1, subscribers  # gateway-b's own channel
+    assert subscribers[channels[0].encode()] >= 2, subscribers  # both gateways' shared channel
+
+    ada, grace = [await create_user(fresh_cluster.history_url) for _ in range(2)]
+    sender = await ChatClient(fresh_cluster.gateway_url("a"), ada.token).connect()
+    receiver = ChatClient(fresh_cluster.gateway_url("b"), grace.token)
+    try:
+        await receiver.connect()
+        ack = await sender.call("sendMessage", {"receiverId": grace.id, "text": "welcome"})
+
+        assert ack["ok"] is True
+        assert (await receiver.wait_for("receiveMessage"))["_id"] == ack["message"]["_id"]
+    finally:
+        await sender.close()
+        await receiver.close()
 
 
 async def test_hundred_messages_arrive_in_order(make_user, connect):
