@@ -10,6 +10,8 @@ import redis.asyncio as redis
 from services.shared.keys import node_channel, sio_channel
 from tests.support import TEST_RUN_DIR, ChatClient, create_user, running_cluster
 
+# The server clears a `typing` after TYPING_TIMEOUT_SECONDS (1 s in tests' service_env).
+TYPING_TIMEOUT_SECONDS = 1.0
 GUIDE_MESSAGE_FIELDS = {"_id", "sender", "receiver", "text", "isRead", "createdAt", "updatedAt"}
 
 
@@ -17,7 +19,6 @@ async def test_message_reaches_user_on_other_node(cluster, stores, make_user, co
     ada, grace = await make_user(), await make_user()
     sender = await connect(ada, "a")
     receiver = await connect(grace, "b")
-    await asyncio.sleep(0.3)  # each node subscribes to Redis on its first connect
 
     ack = await sender.call("sendMessage", {"receiverId": grace.id, "text": "  hello across nodes  "})
 
@@ -78,7 +79,6 @@ async def test_hundred_messages_arrive_in_order(make_user, connect):
     ada, grace = await make_user(), await make_user()
     sender = await connect(ada, "a")
     receiver = await connect(grace, "b")
-    await asyncio.sleep(0.3)
 
     for number in range(100):
         ack = await sender.call("sendMessage", {"receiverId": grace.id, "text": f"message {number}"})
@@ -94,7 +94,6 @@ async def test_a_burst_arrives_complete_and_in_the_order_it_was_stored(make_user
     ada, grace = await make_user(), await make_user()
     sender = await connect(ada, "a")
     receiver = await connect(grace, "b")
-    await asyncio.sleep(0.3)
 
     acks = await asyncio.gather(*(sender.call("sendMessage", {"receiverId": grace.id, "text": f"burst {n}"})
                                   for n in range(200)))
@@ -113,7 +112,6 @@ async def test_sends_that_arrive_together_share_history_calls(cluster, make_user
     grace = await make_user()
     sockets = [await connect(user, "a") for user in senders]
     receiver = await connect(grace, "b")
-    await asyncio.sleep(0.3)
     before = await store_batches(cluster.gateway_url("a"))
 
     acks = await asyncio.gather(*(socket.call("sendMessage", {"receiverId": grace.id, "text": f"{n}-{i}"})
@@ -178,7 +176,6 @@ async def test_guide_client_without_ack_gets_message_sent(make_user, connect):
     ada, grace = await make_user(), await make_user()
     sender = await connect(ada, "a")
     receiver = await connect(grace, "b")
-    await asyncio.sleep(0.3)
 
     await sender.sio.emit("sendMessage", {"receiverId": grace.id, "text": "no callback"})
 
@@ -190,7 +187,6 @@ async def test_every_tab_of_both_users_on_both_nodes_hears(make_user, connect):
     ada, grace = await make_user(), await make_user()
     ada_a, ada_b = await connect(ada, "a"), await connect(ada, "b")
     grace_a, grace_b = await connect(grace, "a"), await connect(grace, "b")
-    await asyncio.sleep(0.3)
 
     await ada_a.call("sendMessage", {"receiverId": grace.id, "text": "to all tabs"})
 
@@ -204,7 +200,6 @@ async def test_typing_is_relayed_and_cleared_by_the_server(make_user, connect):
     ada, grace = await make_user(), await make_user()
     typist = await connect(ada, "a")
     watcher = await connect(grace, "b")
-    await asyncio.sleep(0.3)
 
     await typist.sio.emit("typing", grace.id)
     assert await watcher.wait_for("userTyping") == ada.id
@@ -214,10 +209,13 @@ async def test_typing_is_relayed_and_cleared_by_the_server(make_user, connect):
     assert asyncio.get_running_loop().time() - started >= 0.5
 
     watcher.events.clear()
+    typed = asyncio.get_running_loop().time()
     await typist.sio.emit("typing", grace.id)
     await watcher.wait_for("userTyping")
     await typist.sio.emit("stopTyping", grace.id)
     assert await watcher.wait_for("userStoppedTyping", timeout=0.8) == ada.id
+    # The server's timer, started after our `typing` left, could not have fired yet: this stop is ours.
+    assert asyncio.get_running_loop().time() - typed < TYPING_TIMEOUT_SECONDS
 
 
 async def test_rest_through_the_gateway_follows_the_guide(cluster, make_user, connect):
