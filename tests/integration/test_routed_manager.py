@@ -11,6 +11,7 @@ from services.shared.routed_manager import NotSubscribed, RoutedRedisManager
 from tests.support import TEST_RUN_DIR, eventually, private_redis_server
 
 PREFIX = "routing-test"
+MARKER = b"marker"
 
 
 @pytest.fixture(scope="module")
@@ -46,12 +47,21 @@ async def published_to(private_redis, publisher: RoutedRedisManager, user_id: st
     channels = {node: node_channel(PREFIX, node) for node in ("n1", "n2")}
     await pubsub.subscribe(*channels.values())
     await publisher._publish_batch([([user_nodes_key(PREFIX, user_id)], b'{"event":"x"}')])
+    # Then a marker on every channel: Redis delivers in order, so once each marker is in, all is.
+    for channel in channels.values():
+        await client.publish(channel, MARKER)
     received: dict[str, list[bytes]] = {node: [] for node in channels}
-    deadline = time.monotonic() + 0.5
-    while time.monotonic() < deadline:
-        message = await pubsub.get_message(timeout=0.05)
-        if message is not None:
-            node = next(node for node, channel in channels.items() if channel.encode() == message["channel"])
+    marked: set[str] = set()
+    deadline = time.monotonic() + 5
+    while marked != set(channels):
+        assert time.monotonic() < deadline, f"no marker on {set(channels) - marked} within 5 s"
+        message = await pubsub.get_message(timeout=0.1)
+        if message is None:  # nothing yet, or a subscribe confirmation
+            continue
+        node = next(node for node, channel in channels.items() if channel.encode() == message["channel"])
+        if message["data"] == MARKER:
+            marked.add(node)
+        else:
             received[node].append(message["data"])
     await pubsub.aclose()
     await client.aclose()
