@@ -3,11 +3,12 @@
 import re
 
 # A user id is what the social app's tokens carry in `id` (Mongo ObjectIds, uuids, slugs): 1 to
-# 64 characters from a set that cannot spell a path, a header, a Redis pattern or SQL.
+# 64 characters from a set that cannot spell a header, a Redis pattern or SQL, and never the
+# path segments "." or "..". Never trimmed: " ada" is not "ada", it is refused.
 MAX_USER_ID_LENGTH = 64
-USER_ID_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"
+USER_ID_PATTERN = r"^(?!\.{1,2}$)[A-Za-z0-9_.\-]{1,64}$"
 _USER_ID = re.compile(USER_ID_PATTERN)
-USER_ID_RULE = "must be 1 to 64 letters, digits, '_', '-' or '.'"
+USER_ID_RULE = "must be 1 to 64 letters, digits, '_', '-' or '.' (not '.' or '..')"
 
 
 def valid_user_id(value: object) -> bool:

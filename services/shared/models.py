@@ -29,7 +29,8 @@ def user_id_shape(value: str) -> str:
     return value
 
 
-UserId = Annotated[Text(1, MAX_USER_ID_LENGTH), AfterValidator(user_id_shape)]
+# Not a `Text`: that trims whitespace, and " ada" must be refused, not read as "ada".
+UserId = Annotated[str, StringConstraints(max_length=MAX_USER_ID_LENGTH), AfterValidator(user_id_shape)]
 ClientId = Text(1, 64)
 MessageText = Text(1, MAX_TEXT_LENGTH)
 
