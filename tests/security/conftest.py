@@ -1,0 +1,72 @@
+"""A cluster of the security suite's own (real processes), and the users the attacks aim at."""
+
+import asyncio
+import json
+import re
+from dataclasses import dataclass
+
+import pytest
+
+from tests import support
+from tests.security import rawhttp
+from tests.support import TEST_RUN_DIR, Cluster, User, create_user, running_cluster
+
+LOG_DIR = TEST_RUN_DIR / "logs" / "security"
+# The traversal suite sends about 1,300 requests as one user: no token bucket may answer for the
+# path handling (a 429 would hide whether the path got through).
+UNLIMITED = {"REST_BURST": "1000000", "REST_RATE_PER_SECOND": "1000000"}
+REQUESTS_TOTAL = re.compile(
+    r'^parley_history_http_requests_total\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$', re.MULTILINE
+)
+ROUTE_LABEL = re.compile(r'route="(?P<route>[^"]*)"')
+
+
+@dataclass
+class Cast:
+    """Ada and Grace talk; Mallory is signed in and attacks."""
+
+    ada: User
+    grace: User
+    mallory: User
+
+
+@pytest.fixture(scope="session")
+def secure_cluster(stores) -> Cluster:
+    with running_cluster(stores, LOG_DIR, nodes=("a",), **UNLIMITED) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def cast(secure_cluster) -> Cast:
+    async def make() -> Cast:
+        return Cast(*[await create_user(secure_cluster.history_internal_url, name)
+                      for name in ("sec-ada", "sec-grace", "sec-mallory")])
+
+    return asyncio.run(make())
+
+
+async def internal_route_requests(cluster: Cluster) -> int:
+    """Requests history has answered on `/internal/*` routes, from its internal `/metrics`."""
+    answer = await rawhttp.request(cluster.history_internal_url, "GET", "/metrics")
+    assert answer.status == 200, answer
+    total = 0.0
+    for sample in REQUESTS_TOTAL.finditer(answer.text):
+        route = ROUTE_LABEL.search(sample["labels"])
+        if route and route["route"].startswith("/internal"):
+            total += float(sample["value"])
+    return int(total)
+
+
+async def forged_messages(cluster: Cluster, cast: Cast, text: str) -> list[str]:
+    """Messages in Ada and Grace's conversation whose text is `text`: a forgery that got stored."""
+    answer = await rawhttp.request(
+        cluster.history_url, "GET", f"/api/messages/{cast.ada.id}",
+        [("Authorization", f"Bearer {cast.grace.token}")],
+    )
+    assert answer.status == 200, answer
+    return [message["text"] for message in json.loads(answer.body) if message["text"] == text]
+
+
+def tokens() -> dict[str, str]:
+    """Each calling service's internal token, as the test cluster's history admits them."""
+    return {"gateway": support.GATEWAY_TOKEN, "presence": support.PRESENCE_TOKEN, "admin": support.ADMIN_TOKEN}
