@@ -5,6 +5,7 @@ import json
 import re
 from dataclasses import dataclass
 
+import aiohttp
 import pytest
 
 from tests import support
@@ -70,3 +71,18 @@ async def forged_messages(cluster: Cluster, cast: Cast, text: str) -> list[str]:
 def tokens() -> dict[str, str]:
     """Each calling service's internal token, as the test cluster's history admits them."""
     return {"gateway": support.GATEWAY_TOKEN, "presence": support.PRESENCE_TOKEN, "admin": support.ADMIN_TOKEN}
+
+
+async def handshake_reply(gateway_url: str, token: str) -> str:
+    """The Socket.IO answer to a CONNECT carrying `auth.token`: `40{...}` admitted, `44{...}` refused."""
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(gateway_url + "/socket.io/?EIO=4&transport=websocket") as ws:
+            opened = await ws.receive_str(timeout=5)
+            assert opened.startswith("0{"), opened
+            await ws.send_str("40" + json.dumps({"token": token}))
+            message = await ws.receive(timeout=5)
+            return message.data if message.type == aiohttp.WSMsgType.TEXT else f"closed: {message.type!r}"
+
+
+def admitted(reply: str) -> bool:
+    return reply.startswith("40{")
