@@ -19,7 +19,10 @@ from services.shared.settings import JwtSettings
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 TEST_RUN_DIR = PROJECT_DIR / ".run" / "test"
-INTERNAL_TOKEN = "test-internal-token"
+# Each service's own token, as production has them (32 bytes or more; DEV_MODE stays off).
+GATEWAY_TOKEN = "test-gateway-internal-token-0123456789abcdef"
+PRESENCE_TOKEN = "test-presence-internal-token-0123456789abcdef"
+ADMIN_TOKEN = "test-admin-internal-token-0123456789abcdef"
 JWT = JwtSettings(jwt_secret="test-jwt-secret-long-enough-for-hs256-0123456789")
 
 
@@ -55,12 +58,16 @@ class User:
 
 
 def service_env(stores: TestStores, **overrides: str) -> dict[str, str]:
+    """The environment every service of a test cluster shares (a service reads what it needs)."""
     env = {
         "DATABASE_URL": stores.database_url,
         "REDIS_URL": stores.redis_url,
         "REDIS_PREFIX": stores.redis_prefix,
         "JWT_SECRET": JWT.jwt_secret,
-        "INTERNAL_TOKEN": INTERNAL_TOKEN,
+        "INTERNAL_TOKEN": GATEWAY_TOKEN,  # a gateway's own; presence is given its own below
+        "GATEWAY_INTERNAL_TOKEN": GATEWAY_TOKEN,
+        "PRESENCE_INTERNAL_TOKEN": PRESENCE_TOKEN,
+        "ADMIN_INTERNAL_TOKEN": ADMIN_TOKEN,
         "LOG_LEVEL": "INFO",
         "TYPING_TIMEOUT_SECONDS": "1",
         "SHUTDOWN_GRACE_SECONDS": "5",
@@ -77,20 +84,31 @@ def service_env(stores: TestStores, **overrides: str) -> dict[str, str]:
 
 @dataclass
 class Cluster:
-    """History, presence and gateway nodes `a` and `b` as real processes."""
+    """History, presence and gateway nodes `a` and `b` as real processes.
+
+    Named as the services name them: `history_url` is history's internal listener (HISTORY_URL),
+    `history_api_url` its public one (HISTORY_API_URL).
+    """
 
     stack: Stack
 
     @property
     def history_url(self) -> str:
+        return self.stack["history"].internal_url
+
+    @property
+    def history_api_url(self) -> str:
         return self.stack["history"].url
 
     @property
     def presence_url(self) -> str:
-        return self.stack["presence"].url
+        return self.stack["presence"].internal_url
 
     def gateway_url(self, node: str) -> str:
         return self.stack[f"gateway-{node}"].url
+
+    def gateway_internal_url(self, node: str) -> str:
+        return self.stack[f"gateway-{node}"].internal_url
 
 
 @contextlib.contextmanager
@@ -98,6 +116,7 @@ def running_cluster(stores: TestStores, log_dir: Path, nodes: tuple[str, ...] = 
                     **overrides: str) -> Iterator[Cluster]:
     """History, presence and a gateway per node, for a fixture's lifetime: stopped afterwards."""
     history_port, presence_port = free_port(), free_port()
+    history_internal_port, presence_internal_port = free_port(), free_port()
     # Short heartbeats and TTLs, so a dead node is noticed within about two seconds.
     timing = {"HEARTBEAT_SECONDS": "0.5", "NODE_TTL_SECONDS": "2"}
     # A Redis prefix of the cluster's own: clusters of one run reuse node names (gateway-a),
@@ -105,16 +124,17 @@ def running_cluster(stores: TestStores, log_dir: Path, nodes: tuple[str, ...] = 
     prefix = f"{stores.redis_prefix}-{uuid.uuid4().hex[:6]}"
     env = service_env(
         stores,
-        HISTORY_URL=f"http://127.0.0.1:{history_port}",
-        PRESENCE_URL=f"http://127.0.0.1:{presence_port}",
+        HISTORY_URL=f"http://127.0.0.1:{history_internal_port}",
+        HISTORY_API_URL=f"http://127.0.0.1:{history_port}",
+        PRESENCE_URL=f"http://127.0.0.1:{presence_internal_port}",
         REDIS_PREFIX=prefix,
         **{**timing, **overrides},
     )
     stack = Stack(env, log_dir)
-    stack.add("history", "history", history_port)
-    stack.add("presence", "presence", presence_port)
+    stack.add("history", "history", history_port, history_internal_port)
+    stack.add("presence", "presence", presence_port, presence_internal_port, {"INTERNAL_TOKEN": PRESENCE_TOKEN})
     for node in nodes:
-        stack.add("gateway", f"gateway-{node}", free_port())
+        stack.add("gateway", f"gateway-{node}", free_port(), free_port())
     try:
         stack.start()
         yield Cluster(stack)
@@ -123,13 +143,15 @@ def running_cluster(stores: TestStores, log_dir: Path, nodes: tuple[str, ...] = 
 
 
 async def create_user(history_url: str, name: str | None = None, user_id: str | None = None) -> User:
+    """A profile stored through history's internal API (`history_url`: its internal listener),
+    as the social app's profile sync would, and a token for it."""
     user_id = user_id or uuid.uuid4().hex[:24]
     user_name = name or f"user-{user_id[:10]}"
     async with aiohttp.ClientSession() as session:
         async with session.put(
             f"{history_url}/internal/users/{user_id}",
             json={"userName": user_name, "name": user_name.title()},
-            headers={"X-Internal-Token": INTERNAL_TOKEN},
+            headers={"X-Internal-Token": ADMIN_TOKEN},
         ) as answer:
             assert answer.status == 200, await answer.text()
     return User(user_id, user_name, issue_token(user_id, JWT))

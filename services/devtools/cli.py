@@ -12,7 +12,7 @@ import asyncpg
 
 from ..history.migrations import apply_migrations
 from ..history.store import MessageStore
-from ..shared.auth import issue_token
+from ..shared.auth import issue_dev_token
 from ..shared.models import UserProfile
 from ..shared.settings import JwtSettings
 from .stack import Stack
@@ -28,7 +28,8 @@ DEMO_USERS = [
     UserProfile(_id="665f1c2e8a1b2c3d4e5f0004", userName="edsger", name="Edsger Dijkstra"),
 ]
 
-DEV_PORTS = {"history": 8100, "presence": 8200, "gateway-a": 8000, "gateway-b": 8001}
+# (public, internal) port of each process of `make run`.
+DEV_PORTS = {"history": (8100, 8101), "presence": (8200, 8201), "gateway-a": (8000, 8090), "gateway-b": (8001, 8091)}
 
 
 def database_url() -> str:
@@ -64,16 +65,15 @@ def command_dev(args: argparse.Namespace) -> int:
         env = {
             "DATABASE_URL": stores.database_url,
             "REDIS_URL": stores.redis_url,
-            "HISTORY_URL": f"http://127.0.0.1:{DEV_PORTS['history']}",
-            "PRESENCE_URL": f"http://127.0.0.1:{DEV_PORTS['presence']}",
+            "HISTORY_URL": f"http://127.0.0.1:{DEV_PORTS['history'][1]}",
+            "HISTORY_API_URL": f"http://127.0.0.1:{DEV_PORTS['history'][0]}",
+            "PRESENCE_URL": f"http://127.0.0.1:{DEV_PORTS['presence'][1]}",
             "DEV_MODE": "true",
             "LOG_LEVEL": os.environ.get("LOG_LEVEL", "INFO"),
         }
         stack = Stack(env, RUN_DIR / "logs")
-        for name, port in DEV_PORTS.items():
-            if name == "presence" and not (PROJECT_DIR / "services" / "presence" / "__main__.py").exists():
-                continue
-            stack.add(name.split("-")[0], name, port)
+        for name, (port, internal_port) in DEV_PORTS.items():
+            stack.add(name.split("-")[0], name, port, internal_port)
         stack.start()
         try:
             print_welcome(stack)
@@ -93,9 +93,9 @@ def print_welcome(stack: Stack) -> None:
     for name in ("gateway-a", "gateway-b"):
         print(f"  {name}: http://localhost:{stack[name].port}")
     print(f"  logs:      {stack.log_dir}")
-    print("\nDemo users (open one gateway per browser window and pick a user; or use these tokens):")
+    print("\nDemo users (open one gateway per browser window and pick a user; or use these development tokens):")
     for profile in DEMO_USERS:
-        print(f"  {profile.user_name:<8} {profile.id}  token={issue_token(profile.id, settings)}")
+        print(f"  {profile.user_name:<8} {profile.id}  token={issue_dev_token(profile.id, settings)}")
     print("\nCtrl-C stops everything.")
 
 
@@ -117,7 +117,7 @@ def command_migrate(args: argparse.Namespace) -> int:
 
 
 def command_token(args: argparse.Namespace) -> int:
-    print(issue_token(args.user_id, JwtSettings(), ttl_seconds=args.ttl))
+    print(issue_dev_token(args.user_id, JwtSettings(), ttl_seconds=args.ttl))
     return 0
 
 
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         run=command_dev
     )
     commands.add_parser("migrate", help="apply the database migrations").set_defaults(run=command_migrate)
-    token = commands.add_parser("token", help="print a JWT for a user id (local use)")
+    token = commands.add_parser("token", help="print a development JWT for a user id (valid only with DEV_MODE)")
     token.add_argument("user_id")
     token.add_argument("--ttl", type=int, default=7 * 24 * 3600, help="seconds the token is valid")
     token.set_defaults(run=command_token)

@@ -13,11 +13,12 @@ from pathlib import Path
 
 @dataclass
 class ServiceProcess:
-    """One service process (`python -m services.<service>`) on a port of its own."""
+    """One service process (`python -m services.<service>`) on ports of its own (public, internal)."""
 
     service: str
     name: str
     port: int
+    internal_port: int
     env: dict[str, str]
     log_path: Path
     process: subprocess.Popen | None = None
@@ -25,14 +26,22 @@ class ServiceProcess:
 
     @property
     def url(self) -> str:
+        """The public listener."""
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def internal_url(self) -> str:
+        """The internal listener: `/internal/*`, `/readyz`, `/metrics`."""
+        return f"http://127.0.0.1:{self.internal_port}"
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         # A new run starts a new log; a restart of the same process appends to it.
         log_file = open(self.log_path, "ab" if self.started_before else "wb")
         self.started_before = True
-        env = {**os.environ, **self.env, "PORT": str(self.port), "NODE_ID": self.name}
+        env = {
+            **os.environ, **self.env, "PORT": str(self.port), "INTERNAL_PORT": str(self.internal_port), "NODE_ID": self.name
+        }
         self.process = subprocess.Popen(
             [sys.executable, "-m", f"services.{self.service}"], env=env, stdout=log_file, stderr=log_file
         )
@@ -44,7 +53,7 @@ class ServiceProcess:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.process.returncode}; see {self.log_path}")
             try:
-                with urllib.request.urlopen(self.url + path, timeout=2) as answer:
+                with urllib.request.urlopen(self.internal_url + path, timeout=2) as answer:
                     if answer.status == 200:
                         return
             except (urllib.error.URLError, ConnectionError, TimeoutError):
@@ -93,9 +102,11 @@ class Stack:
     log_dir: Path
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
 
-    def add(self, service: str, name: str, port: int, extra_env: dict[str, str] | None = None) -> ServiceProcess:
+    def add(
+        self, service: str, name: str, port: int, internal_port: int, extra_env: dict[str, str] | None = None
+    ) -> ServiceProcess:
         process = ServiceProcess(
-            service, name, port, {**self.env, **(extra_env or {})}, self.log_dir / f"{name}.log"
+            service, name, port, internal_port, {**self.env, **(extra_env or {})}, self.log_dir / f"{name}.log"
         )
         self.processes[name] = process
         return process

@@ -1,4 +1,8 @@
-"""A gateway node: Socket.IO over aiohttp with a Redis manager, and `/api/*` forwarded to history."""
+"""A gateway node: Socket.IO over aiohttp with a Redis manager, and the public API forwarded to history.
+
+The public listener serves the page, `/socket.io/`, `/healthz` and the public API; the internal
+one only `/readyz` and `/metrics` (a gateway has no internal routes).
+"""
 
 import asyncio
 
@@ -11,12 +15,13 @@ from ..shared.errors import error_middleware
 from ..shared.internal import InternalCallMetrics, InternalClient
 from ..shared.routed_manager import RoutedRedisManager
 from ..shared.web import DRAIN_HOOKS, READINESS, REGISTRY, create_base_app
-from .app_keys import CHAT, HISTORY, PRESENCE, REST_LIMITER, SETTINGS, SIO, VERIFIER
+from .app_keys import CHAT, HISTORY, HISTORY_API, PRESENCE, REST_LIMITER, SETTINGS, SIO, VERIFIER
+from .history_api import HistoryApi
 from .chat import ChatHandler
 from .metrics import GatewayMetrics
 from .ratelimit import RateLimiter
 from .presence_link import PresenceLink
-from .rest import cors_middleware, forward_api, presence_of
+from .rest import add_forwarded_routes, cors_middleware, presence_of, raw_path_guard
 from .server import ParleyServer, WirePacket, harden, origin_check
 from .settings import GatewaySettings
 from .webclient import setup_web_client
@@ -24,9 +29,9 @@ from .websocket import FrameWriter
 
 
 def create_app(settings: GatewaySettings) -> web.Application:
-    app = create_base_app("gateway", settings.internal_token, [cors_middleware, error_middleware])
+    app = create_base_app("gateway", {}, [cors_middleware, error_middleware])
     app[SETTINGS] = settings
-    app[VERIFIER] = verifier = TokenVerifier(settings)
+    app[VERIFIER] = verifier = TokenVerifier(settings, dev_mode=settings.dev_mode)
     call_metrics = InternalCallMetrics("gateway", app[REGISTRY])
 
     def internal_client(service: str, url: str) -> InternalClient:
@@ -57,6 +62,9 @@ def create_app(settings: GatewaySettings) -> web.Application:
     )
     sio.attach(app)
     harden(app)
+    # Next to engine.io's own (outermost, which lets only its exact route through): every other
+    # request line is checked before any middleware or route sees it.
+    app.middlewares.insert(1, raw_path_guard)
     app[SIO] = sio
     app[PRESENCE] = presence = internal_client("presence", settings.presence_url)
     chat = ChatHandler(sio, settings, verifier, history, metrics)
@@ -66,11 +74,19 @@ def create_app(settings: GatewaySettings) -> web.Application:
 
     setup_web_client(app)
     app.router.add_get("/api/presence", presence_of)
-    app.router.add_route("*", "/api/{tail:.*}", forward_api)
+    add_forwarded_routes(app.router)
     app[READINESS].add("history", history_ready(history))
     app[DRAIN_HOOKS].append(lambda: drain_sockets(app))
+    app.cleanup_ctx.append(history_api)
     app.cleanup_ctx.append(close_clients)
     return app
+
+
+async def history_api(app: web.Application):
+    settings = app[SETTINGS]
+    app[HISTORY_API] = forwarder = HistoryApi(settings.history_api_url, settings.internal_timeout_seconds)
+    yield
+    await forwarder.close()
 
 
 def history_ready(history: InternalClient):

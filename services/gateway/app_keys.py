@@ -7,12 +7,14 @@ from ..shared.auth import TokenVerifier
 from ..shared.internal import InternalClient
 from .chat import ChatHandler
 from .ratelimit import RateLimiter
+from .history_api import HistoryApi
 from .settings import GatewaySettings
 
 SETTINGS = web.AppKey("settings", GatewaySettings)
 SIO = web.AppKey("sio", socketio.AsyncServer)
 CHAT = web.AppKey("chat", ChatHandler)
 HISTORY = web.AppKey("history", InternalClient)
+HISTORY_API = web.AppKey("history_api", HistoryApi)
 PRESENCE = web.AppKey("presence", InternalClient)
 VERIFIER = web.AppKey("verifier", TokenVerifier)
 REST_LIMITER = web.AppKey("rest_limiter", RateLimiter)

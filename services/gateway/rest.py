@@ -1,40 +1,105 @@
-"""The gateway's HTTP side: `/api/*` forwarded to history, CORS, and per-user REST rate limits."""
+"""The gateway's HTTP side: the public API forwarded to history, CORS, and per-user REST rate limits.
+
+Only the routes in `FORWARDED_ROUTES` reach history, each matched by the router on the decoded
+path and forwarded to a URL built from its validated, quoted parameters: never the raw path.
+A request line that spells a path in any way a server or a client library could normalise
+differently (dot segments, encoded slashes, backslashes, double encoding, NUL, `;`, `//`) is
+refused before routing by `raw_path_guard`.
+"""
 
 import asyncio
 import logging
+import re
+from urllib.parse import quote, urlencode
 
 import aiohttp
 from aiohttp import web
 
 from ..shared.auth import token_from_headers
+from ..shared.errors import ErrorCode, InvalidField, ServiceUnavailable, Unauthorized, error_response
 from ..shared.fast_json import json_response
-from ..shared.errors import InvalidField, ServiceUnavailable, Unauthorized
-from .app_keys import CHAT, HISTORY, REST_LIMITER, SETTINGS, VERIFIER
+from ..shared.internal import REQUEST_ID_HEADER
+from ..shared.limits import USER_ID_RULE, valid_user_id
+from ..shared.logs import request_id_var
+from ..shared.params import message_id
+from .app_keys import CHAT, HISTORY_API, REST_LIMITER, SETTINGS, VERIFIER
 
 log = logging.getLogger(__name__)
 
-FORWARDED_REQUEST_HEADERS = ("Cookie", "Authorization", "Content-Type", "Accept")
+# History's public routes, as (method, route): the gateway forwards these and nothing else.
+FORWARDED_ROUTES = (
+    ("GET", "/api/messages/conversations"),
+    ("GET", "/api/messages/sync"),
+    ("GET", "/api/messages/search"),
+    ("PUT", "/api/messages/read/{userId}"),
+    ("DELETE", "/api/messages/{messageId}"),
+    ("GET", "/api/messages/{userId}"),
+    ("GET", "/api/users/lookup"),
+    ("GET", "/api/users/{userId}"),
+)
+FORWARDED_REQUEST_HEADERS = ("Content-Type", "Accept")
 FORWARDED_RESPONSE_HEADERS = ("Content-Type", "Link", "Retry-After")
 MAX_PRESENCE_IDS = 100  # as presence: 100 ids fit in the 8 KB request line
 
+# In the path of a request line: an encoded dot, slash, backslash, NUL or percent (double
+# encoding); a backslash, NUL or `;` as such; an empty segment; a `.` or `..` segment.
+SUSPICIOUS_PATH = re.compile(r"%(2e|2f|5c|00|25)|[\\;\x00]|//|(^|/)\.{1,2}(/|$)", re.IGNORECASE)
 
-async def forward_api(request: web.Request) -> web.Response:
-    """Clients need one origin: `/api/*` goes to history as it came (never `/internal/*`)."""
+
+def add_forwarded_routes(router: web.UrlDispatcher) -> None:
+    for method, route in FORWARDED_ROUTES:
+        router.add_route(method, route, forward_to(route))
+
+
+def forward_to(route: str):
+    async def forward(request: web.Request) -> web.Response:
+        return await forward_api(request, upstream_path(route, request.match_info))
+
+    return forward
+
+
+def upstream_path(route: str, params: dict[str, str]) -> str:
+    """The history path for a matched route: each parameter validated for its kind, then quoted."""
+    checked = {}
+    for name, value in params.items():
+        if name == "messageId":
+            value = str(message_id(value))
+        elif not valid_user_id(value):
+            raise InvalidField(name, USER_ID_RULE)
+        checked[name] = quote(value, safe="")
+    return route.format(**checked)
+
+
+async def forward_api(request: web.Request, path: str) -> web.Response:
+    """To history with the user's identity (their token as a Bearer), never a service token."""
     request.app[REST_LIMITER].check(rate_limit_key(request))
     body = await request.read()
-    history = request.app[HISTORY]
     headers = {name: request.headers[name] for name in FORWARDED_REQUEST_HEADERS if name in request.headers}
-    headers.update(history.headers())
+    if (token := token_from_headers(request.headers)) is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    if (request_id := request_id_var.get()) is not None:
+        headers[REQUEST_ID_HEADER] = request_id
+    query = urlencode(list(request.query.items()))
+    history = request.app[HISTORY_API]
+    url = history.base_url + path + (f"?{query}" if query else "")
     try:
-        async with history.session.request(
-            request.method, history.base_url + request.path_qs, data=body or None, headers=headers
-        ) as answer:
+        async with history.session.request(request.method, url, data=body or None, headers=headers) as answer:
             payload = await answer.read()
             out_headers = {name: answer.headers[name] for name in FORWARDED_RESPONSE_HEADERS if name in answer.headers}
             return web.Response(status=answer.status, body=payload, headers=out_headers)
     except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
-        log.warning("forwarding %s %s failed: %r", request.method, request.path, exc)
+        log.warning("forwarding %s %s failed: %r", request.method, request.match_info.route.resource.canonical, exc)
         raise ServiceUnavailable("The history service is unavailable") from None
+
+
+@web.middleware
+async def raw_path_guard(request: web.Request, handler) -> web.StreamResponse:
+    """The outermost middleware: a path that could be normalised into another never reaches a route."""
+    raw_path = request.raw_path.partition("?")[0]
+    if SUSPICIOUS_PATH.search(raw_path):
+        log.warning("refused a request path with dot segments or encoded separators")
+        return error_response(400, "Malformed request path", ErrorCode.INVALID_PAYLOAD)
+    return await handler(request)
 
 
 async def presence_of(request: web.Request) -> web.Response:

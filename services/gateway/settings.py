@@ -1,16 +1,20 @@
 """Everything a gateway node reads from its environment."""
 
-from ..shared.settings import JwtSettings, ServiceSettings
+from ..shared.settings import DEV_INTERNAL_TOKENS, JwtSettings, ServiceSettings
 
 
 class GatewaySettings(ServiceSettings, JwtSettings):
     port: int = 8000
-    history_url: str = "http://127.0.0.1:8100"
-    presence_url: str = "http://127.0.0.1:8200"
+    internal_port: int = 8090
+    # History's and presence's internal listeners, for the gateway's own calls.
+    history_url: str = "http://127.0.0.1:8101"
+    presence_url: str = "http://127.0.0.1:8201"
+    # History's public listener: the public REST API is forwarded there with the user's token.
+    history_api_url: str = "http://127.0.0.1:8100"
+    # The gateway's own token for history's and presence's internal APIs.
+    internal_token: str = DEV_INTERNAL_TOKENS["gateway"]
     # Comma-separated origins allowed to call with credentials; "*" allows any (development only).
     cors_origins: str = "http://localhost:8000,http://localhost:8001,http://localhost:5173"
-    # Development mode: the web client offers the demo users to sign in as.
-    dev_mode: bool = False
     # Where `npm ci` put the web client's packages (socket.io-client); empty: next to the code.
     webclient_modules: str = ""
     # A `typing` with no `stopTyping` is cleared by the server after this many seconds.
@@ -42,6 +46,9 @@ class GatewaySettings(ServiceSettings, JwtSettings):
     typing_burst: int = 10
     rest_rate_per_second: float = 20.0
     rest_burst: int = 60
+
+    def secret_settings(self) -> dict[str, str]:
+        return {"JWT_SECRET": self.jwt_secret, "INTERNAL_TOKEN": self.internal_token}
 
     @property
     def cors_origin_list(self) -> list[str]:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from ..shared.auth import issue_token
+from ..shared.auth import issue_dev_token
 from ..shared.fast_json import json_response
 from ..shared.errors import InvalidField, NotFound, ServiceUnavailable
 from .app_keys import HISTORY, SETTINGS
@@ -16,6 +16,17 @@ STATIC_DIR = Path(__file__).parent / "static"
 DEFAULT_MODULES = Path(__file__).parent / "webclient" / "node_modules"
 SOCKET_IO_CLIENT = Path("socket.io-client") / "dist" / "socket.io.min.js"
 DEMO_USERS_SHOWN = 20
+# The page runs only its own files: no inline script, nothing framed, nothing leaked in Referer.
+# Avatars are the social app's image URLs, wherever they are hosted.
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' https: data:; "
+        "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
 
 
 def setup_web_client(app: web.Application) -> None:
@@ -35,7 +46,7 @@ def socket_io_client_path(app: web.Application) -> Path:
 
 
 async def index(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+    return web.FileResponse(STATIC_DIR / "index.html", headers=PAGE_HEADERS)
 
 
 async def socket_io_client(request: web.Request) -> web.FileResponse:
@@ -54,7 +65,7 @@ async def dev_users(request: web.Request) -> web.Response:
 
 
 async def dev_session(request: web.Request) -> web.Response:
-    """Development only: a token for a user name, as the social app's login would set it."""
+    """Development only: a token for a user name, signed with the development key (DEV_MODE only)."""
     try:
         body = await request.json()
         user_name = str(body["userName"])
@@ -66,4 +77,4 @@ async def dev_session(request: web.Request) -> web.Response:
     if not users:
         raise NotFound("No such user")
     profile = users[0]
-    return json_response({"user": profile, "token": issue_token(profile["_id"], request.app[SETTINGS])})
+    return json_response({"user": profile, "token": issue_dev_token(profile["_id"], request.app[SETTINGS])})

@@ -4,6 +4,7 @@ import asyncio
 import sys
 
 from ..shared.logs import configure_logging
+from ..shared.settings import load_settings
 from ..shared.web import run_service
 from .app import create_app, create_pool
 from .migrations import apply_migrations
@@ -20,12 +21,14 @@ async def migrate(settings: HistorySettings) -> None:
 
 
 def main() -> None:
-    settings = HistorySettings()
-    configure_logging("history", settings.node_id, settings.log_level)
-    if sys.argv[1:] == ["migrate"]:
+    if sys.argv[1:] == ["migrate"]:  # a deployment job: it needs the database, no secrets
+        settings = HistorySettings()
+        configure_logging("history", settings.node_id, settings.log_level)
         asyncio.run(migrate(settings))
         return
-    run_service(create_app(settings), settings.host, settings.port, settings.shutdown_grace_seconds)
+    settings = load_settings(HistorySettings)
+    configure_logging("history", settings.node_id, settings.log_level)
+    run_service(create_app(settings), settings)
 
 
 if __name__ == "__main__":

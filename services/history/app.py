@@ -10,10 +10,10 @@ from prometheus_client import CollectorRegistry, Gauge
 from ..shared.auth import TokenVerifier
 from ..shared.errors import error_middleware
 from ..shared.notify import ClientNotifier
-from ..shared.web import READINESS, REGISTRY, create_base_app
+from ..shared.web import INTERNAL_APP, READINESS, REGISTRY, create_base_app
 from .app_keys import NOTIFIER, POOL, SETTINGS, STORE, VERIFIER
 from .migrations import apply_migrations
-from .routes import routes
+from .routes import internal_routes, public_routes
 from .settings import HistorySettings
 from .store import UNAVAILABLE_ERRORS, MessageStore
 
@@ -23,12 +23,13 @@ MIGRATION_RETRY_SECONDS = (0.5, 1, 2, 5)
 
 
 def create_app(settings: HistorySettings) -> web.Application:
-    app = create_base_app("history", settings.internal_token, [error_middleware])
+    app = create_base_app("history", settings.caller_tokens(), [error_middleware])
     app[SETTINGS] = settings
-    app[VERIFIER] = TokenVerifier(settings)
+    app[VERIFIER] = TokenVerifier(settings, dev_mode=settings.dev_mode)
     app.cleanup_ctx.append(postgres)
     app.cleanup_ctx.append(notifier)
-    app.add_routes(routes)
+    app.add_routes(public_routes)
+    app[INTERNAL_APP].add_routes(internal_routes)
     return app
 
 

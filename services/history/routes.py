@@ -1,4 +1,5 @@
-"""History's HTTP routes: the public REST API (user JWT) and the internal one (service token)."""
+"""History's HTTP routes: the public REST API (user JWT, on PORT) and the internal one (a
+caller's service token, on INTERNAL_PORT). The two tables are served by two listeners."""
 
 from urllib.parse import urlencode
 
@@ -9,11 +10,13 @@ from ..shared.errors import InvalidField, ParleyError, parse_model
 from ..shared.fast_json import json_response
 from ..shared.models import InternalMarkRead, PartnersQuery, StoreMessage, StoreMessages, UserProfile
 from ..shared.openapi import openapi_document
-from ..shared.web import json_body
+from ..shared.limits import USER_ID_RULE, valid_user_id
+from ..shared.web import admits, json_body
 from ..shared.params import cursor_param, int_param, message_id, text_param
 from .app_keys import NOTIFIER, STORE, VERIFIER
 
-routes = web.RouteTableDef()
+public_routes = web.RouteTableDef()
+internal_routes = web.RouteTableDef()
 
 DEFAULT_PAGE = 50
 MAX_PAGE = 200
@@ -26,7 +29,10 @@ def current_user(request: web.Request) -> str:
 
 
 def user_id_param(request: web.Request, name: str = "userId") -> str:
-    return text_param(request.match_info[name], name, low=1, high=64)
+    value = request.match_info[name]
+    if not valid_user_id(value):
+        raise InvalidField(name, USER_ID_RULE)
+    return value
 
 
 def with_next_link(request: web.Request, body: object, has_more: bool, cursor_name: str, cursor: str | None):
@@ -42,7 +48,7 @@ def with_next_link(request: web.Request, body: object, has_more: bool, cursor_na
 # --- public --------------------------------------------------------------------------------
 
 
-@routes.get("/api/messages/conversations")
+@public_routes.get("/api/messages/conversations")
 async def list_conversations(request: web.Request) -> web.Response:
     me = current_user(request)
     limit = int_param(request.query, "limit", default=100, low=1, high=500)
@@ -52,7 +58,7 @@ async def list_conversations(request: web.Request) -> web.Response:
     return with_next_link(request, conversations, has_more, "before", cursor)
 
 
-@routes.get("/api/messages/sync")
+@public_routes.get("/api/messages/sync")
 async def sync(request: web.Request) -> web.Response:
     me = current_user(request)
     after = cursor_param(request.query, "after")
@@ -62,7 +68,7 @@ async def sync(request: web.Request) -> web.Response:
     return json_response(await request.app[STORE].sync(me, after, limit))
 
 
-@routes.get("/api/messages/search")
+@public_routes.get("/api/messages/search")
 async def search(request: web.Request) -> web.Response:
     me = current_user(request)
     query = text_param(request.query.get("q", ""), "q", low=1, high=MAX_QUERY_LENGTH)
@@ -72,7 +78,7 @@ async def search(request: web.Request) -> web.Response:
     return with_next_link(request, messages, has_more, "before", messages[-1]["_id"] if messages else None)
 
 
-@routes.put("/api/messages/read/{userId}")
+@public_routes.put("/api/messages/read/{userId}")
 async def mark_read(request: web.Request) -> web.Response:
     me = current_user(request)
     partner = user_id_param(request)
@@ -80,7 +86,7 @@ async def mark_read(request: web.Request) -> web.Response:
     return json_response({"message": "Messages marked as read", "count": count, "upTo": up_to})
 
 
-@routes.delete("/api/messages/{messageId}")
+@public_routes.delete("/api/messages/{messageId}")
 async def delete_message(request: web.Request) -> web.Response:
     me = current_user(request)
     deleted = await request.app[STORE].delete_message(me, message_id(request.match_info["messageId"]))
@@ -91,7 +97,7 @@ async def delete_message(request: web.Request) -> web.Response:
     return json_response({"message": "Message deleted", **deleted})
 
 
-@routes.get("/api/messages/{userId}")
+@public_routes.get("/api/messages/{userId}")
 async def conversation_page(request: web.Request) -> web.Response:
     me = current_user(request)
     partner = user_id_param(request)
@@ -101,20 +107,20 @@ async def conversation_page(request: web.Request) -> web.Response:
     return with_next_link(request, messages, has_more, "before", messages[0]["_id"] if messages else None)
 
 
-@routes.get("/api/users/lookup")
+@public_routes.get("/api/users/lookup")
 async def lookup_user(request: web.Request) -> web.Response:
     current_user(request)
     user_name = text_param(request.query.get("userName", ""), "userName", low=1, high=64)
     return json_response(await request.app[STORE].find_user(user_name=user_name))
 
 
-@routes.get("/api/users/{userId}")
+@public_routes.get("/api/users/{userId}")
 async def get_user(request: web.Request) -> web.Response:
     current_user(request)
     return json_response(await request.app[STORE].find_user(user_id=user_id_param(request)))
 
 
-@routes.get("/openapi.json")
+@public_routes.get("/openapi.json")
 async def openapi(request: web.Request) -> web.Response:
     return json_response(openapi_document())
 
@@ -122,7 +128,8 @@ async def openapi(request: web.Request) -> web.Response:
 # --- internal ------------------------------------------------------------------------------
 
 
-@routes.post("/internal/messages")
+@internal_routes.post("/internal/messages")
+@admits("gateway")
 async def store_message(request: web.Request) -> web.Response:
     payload = parse_model(StoreMessage, await json_body(request))
     [result] = await request.app[STORE].create_messages([payload])
@@ -132,7 +139,8 @@ async def store_message(request: web.Request) -> web.Response:
     return json_response({"message": message, "created": created})
 
 
-@routes.post("/internal/messages/batch")
+@internal_routes.post("/internal/messages/batch")
+@admits("gateway")
 async def store_messages(request: web.Request) -> web.Response:
     """The gateway's group commit: the messages its sockets sent meanwhile, in one statement.
 
@@ -147,14 +155,16 @@ async def store_messages(request: web.Request) -> web.Response:
     ]})
 
 
-@routes.post("/internal/read")
+@internal_routes.post("/internal/read")
+@admits("gateway")
 async def internal_mark_read(request: web.Request) -> web.Response:
     payload = parse_model(InternalMarkRead, await json_body(request))
     count, up_to = await mark_read_and_notify(request.app, payload.reader_id, payload.partner_id)
     return json_response({"count": count, "upTo": up_to})
 
 
-@routes.put("/internal/users/{userId}")
+@internal_routes.put("/internal/users/{userId}")
+@admits("admin")
 async def upsert_user(request: web.Request) -> web.Response:
     body = await json_body(request)
     if isinstance(body, dict):
@@ -163,7 +173,8 @@ async def upsert_user(request: web.Request) -> web.Response:
     return json_response(await request.app[STORE].upsert_user(profile))
 
 
-@routes.get("/internal/users")
+@internal_routes.get("/internal/users")
+@admits("gateway", "admin")
 async def list_users(request: web.Request) -> web.Response:
     """The directory (development sign-in), or the one profile with `?userName=`."""
     if "userName" in request.query:
@@ -173,13 +184,15 @@ async def list_users(request: web.Request) -> web.Response:
     return json_response(await request.app[STORE].list_users(limit))
 
 
-@routes.post("/internal/partners")
+@internal_routes.post("/internal/partners")
+@admits("gateway", "presence")
 async def partners_of_many(request: web.Request) -> web.Response:
     query = parse_model(PartnersQuery, await json_body(request))
     return json_response({"partners": await request.app[STORE].partner_ids_of_many(query.user_ids)})
 
 
-@routes.get("/internal/users/{userId}/partners")
+@internal_routes.get("/internal/users/{userId}/partners")
+@admits("gateway", "presence")
 async def partners(request: web.Request) -> web.Response:
     return json_response(await request.app[STORE].partner_ids(user_id_param(request)))
 

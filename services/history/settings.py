@@ -1,11 +1,32 @@
 """Everything the history service reads from its environment."""
 
-from ..shared.settings import JwtSettings, ServiceSettings
+from ..shared.settings import DEV_INTERNAL_TOKENS, JwtSettings, ServiceSettings
 
 
 class HistorySettings(ServiceSettings, JwtSettings):
     port: int = 8100
+    internal_port: int = 8101
     database_url: str = "postgresql://postgres@127.0.0.1:5432/parley"
     db_pool_max_size: int = 20
     # Seconds a query may run before the caller gets `store_unavailable`.
     db_command_timeout_seconds: float = 5.0
+    # The tokens of the services admitted to the internal API (each to its own routes): the
+    # gateways, presence, and the social app's profile sync / operators ("admin").
+    gateway_internal_token: str = DEV_INTERNAL_TOKENS["gateway"]
+    presence_internal_token: str = DEV_INTERNAL_TOKENS["presence"]
+    admin_internal_token: str = DEV_INTERNAL_TOKENS["admin"]
+
+    def caller_tokens(self) -> dict[str, str]:
+        return {
+            "gateway": self.gateway_internal_token,
+            "presence": self.presence_internal_token,
+            "admin": self.admin_internal_token,
+        }
+
+    def secret_settings(self) -> dict[str, str]:
+        return {
+            "JWT_SECRET": self.jwt_secret,
+            "GATEWAY_INTERNAL_TOKEN": self.gateway_internal_token,
+            "PRESENCE_INTERNAL_TOKEN": self.presence_internal_token,
+            "ADMIN_INTERNAL_TOKEN": self.admin_internal_token,
+        }

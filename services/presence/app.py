@@ -9,7 +9,7 @@ from aiohttp import web
 from ..shared.errors import ParleyError, error_middleware
 from ..shared.internal import InternalCallMetrics, InternalClient
 from ..shared.notify import ClientNotifier
-from ..shared.web import READINESS, REGISTRY, create_base_app
+from ..shared.web import INTERNAL_APP, READINESS, REGISTRY, create_base_app
 from .announcer import PresenceAnnouncer
 from .app_keys import ANNOUNCER, SETTINGS, STORE
 from .routes import routes
@@ -20,11 +20,12 @@ log = logging.getLogger(__name__)
 
 
 def create_app(settings: PresenceSettings) -> web.Application:
-    app = create_base_app("presence", settings.internal_token, [error_middleware])
+    app = create_base_app("presence", settings.caller_tokens(), [error_middleware])
     app[SETTINGS] = settings
     app.cleanup_ctx.append(stores_and_clients)
     app.cleanup_ctx.append(sweeper)
-    app.add_routes(routes)
+    # Presence has no public API: its public listener answers `/healthz` only.
+    app[INTERNAL_APP].add_routes(routes)
     return app
 
 

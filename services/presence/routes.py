@@ -5,7 +5,7 @@ from aiohttp import web
 from ..shared.errors import InvalidField, parse_model
 from ..shared.fast_json import json_response
 from ..shared.models import Heartbeat, NodeSockets, PresenceEvents
-from ..shared.web import json_body
+from ..shared.web import admits, json_body
 from ..shared.params import text_param
 from .app_keys import ANNOUNCER, STORE
 
@@ -17,6 +17,7 @@ MAX_IDS = 100
 
 
 @routes.post("/internal/presence/events")
+@admits("gateway")
 async def socket_events(request: web.Request) -> web.Response:
     batch = parse_model(PresenceEvents, await json_body(request))
     online, offline = await request.app[STORE].apply_events(batch.node_id, batch.connected, batch.disconnected)
@@ -25,6 +26,7 @@ async def socket_events(request: web.Request) -> web.Response:
 
 
 @routes.post("/internal/presence/heartbeat")
+@admits("gateway")
 async def heartbeat(request: web.Request) -> web.Response:
     beat = parse_model(Heartbeat, await json_body(request))
     was_alive = await request.app[STORE].heartbeat(beat.node_id)
@@ -34,6 +36,7 @@ async def heartbeat(request: web.Request) -> web.Response:
 
 
 @routes.put("/internal/presence/nodes/{nodeId}")
+@admits("gateway")
 async def replace_node(request: web.Request) -> web.Response:
     node_id = text_param(request.match_info["nodeId"], "nodeId", low=1, high=64)
     listing = parse_model(NodeSockets, await json_body(request))
@@ -43,6 +46,7 @@ async def replace_node(request: web.Request) -> web.Response:
 
 
 @routes.delete("/internal/presence/nodes/{nodeId}")
+@admits("gateway")
 async def node_left(request: web.Request) -> web.Response:
     node_id = text_param(request.match_info["nodeId"], "nodeId", low=1, high=64)
     offline = await request.app[STORE].forget_node(node_id)
@@ -51,11 +55,13 @@ async def node_left(request: web.Request) -> web.Response:
 
 
 @routes.get("/internal/presence/online")
+@admits("gateway")
 async def online(request: web.Request) -> web.Response:
     return json_response({"online": await request.app[STORE].online_among(ids_param(request))})
 
 
 @routes.get("/internal/presence/partners-online/{userId}")
+@admits("gateway")
 async def partners_online(request: web.Request) -> web.Response:
     user_id = text_param(request.match_info["userId"], "userId", low=1, high=64)
     partners = await request.app[ANNOUNCER].partners(user_id)

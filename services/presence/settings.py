@@ -1,12 +1,24 @@
 """Everything the presence service reads from its environment."""
 
-from ..shared.settings import ServiceSettings
+from ..shared.settings import DEV_INTERNAL_TOKENS, ServiceSettings
 
 
 class PresenceSettings(ServiceSettings):
     port: int = 8200
-    history_url: str = "http://127.0.0.1:8100"
+    internal_port: int = 8201
+    # History's internal listener (conversation partners, for announcements).
+    history_url: str = "http://127.0.0.1:8101"
+    # Presence's own token for history's internal API.
+    internal_token: str = DEV_INTERNAL_TOKENS["presence"]
+    # The gateways' token: the only callers admitted to presence's internal API.
+    gateway_internal_token: str = DEV_INTERNAL_TOKENS["gateway"]
     # Gateways heartbeat every `heartbeat_seconds`; a node silent for `node_ttl_seconds` is dead.
     heartbeat_seconds: float = 5.0
     node_ttl_seconds: float = 15.0
     internal_timeout_seconds: float = 5.0
+
+    def caller_tokens(self) -> dict[str, str]:
+        return {"gateway": self.gateway_internal_token}
+
+    def secret_settings(self) -> dict[str, str]:
+        return {"INTERNAL_TOKEN": self.internal_token, "GATEWAY_INTERNAL_TOKEN": self.gateway_internal_token}

@@ -5,6 +5,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+from .limits import MAX_USER_ID_LENGTH, USER_ID_RULE, valid_user_id
+
 MAX_TEXT_LENGTH = 4000
 
 
@@ -21,7 +23,13 @@ def Text(min_length: int = 0, max_length: int = 64):  # noqa: N802 - a type fact
     ]
 
 
-UserId = Text(1, 64)
+def user_id_shape(value: str) -> str:
+    if not valid_user_id(value):
+        raise ValueError(USER_ID_RULE)
+    return value
+
+
+UserId = Annotated[Text(1, MAX_USER_ID_LENGTH), AfterValidator(user_id_shape)]
 ClientId = Text(1, 64)
 MessageText = Text(1, MAX_TEXT_LENGTH)
 

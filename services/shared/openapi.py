@@ -92,9 +92,13 @@ PROBE = {"type": "object", "properties": {"status": {"type": "string"}}}
 METRICS_TEXT = {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}
 
 
-def _probes(service: str) -> dict:
+def _healthz(service: str) -> dict:
+    return {"/healthz": {"get": {"summary": f"{service}: the process is alive", "responses": {"200": _json(PROBE)}}}}
+
+
+def _internal_probes(service: str) -> dict:
     return {
-        "/healthz": {"get": {"summary": f"{service}: the process is alive", "responses": {"200": _json(PROBE)}}},
+        **_healthz(service),
         "/readyz": {"get": {"summary": f"{service}: every dependency answers",
                             "responses": {"200": _json(PROBE), "503": _json(PROBE, "A dependency is down, or draining")}}},
         "/metrics": {"get": {"summary": f"{service}: Prometheus metrics", "responses": {"200": METRICS_TEXT}}},
@@ -190,8 +194,8 @@ HISTORY_INTERNAL_PATHS = {
                          {"200": _json({"type": "array", "items": {"type": "string"}})},
                          parameters=[_param("userId", "path", "The user", USER_ID)])
     },
-    "/openapi.json": {"get": {"summary": "This document", "responses": {"200": _json({"type": "object"})}}},
 }
+OPENAPI_PATH = {"/openapi.json": {"get": {"summary": "This document", "responses": {"200": _json({"type": "object"})}}}}
 
 ONLINE = _json({"type": "object", "properties": {"online": {"type": "array", "items": USER_ID}}})
 TRANSITIONS = _json({"type": "object", "properties": {"online": {"type": "array", "items": USER_ID},
@@ -230,11 +234,15 @@ PRESENCE_INTERNAL_PATHS = {
     },
 }
 
-# Routes that only one service answers, by service; the tests compare each with its router.
-SERVICE_PATHS = {
-    "history": {**PUBLIC_PATHS, **HISTORY_INTERNAL_PATHS, **_probes("history")},
-    "gateway": {**GATEWAY_PATHS, **_probes("gateway")},
-    "presence": {**PRESENCE_INTERNAL_PATHS, **_probes("presence")},
+# The routes of each service's two listeners (public: PORT, internal: INTERNAL_PORT); the tests
+# compare each with its router. The gateway forwards history's public routes, and only those.
+LISTENER_PATHS = {
+    ("history", "public"): {**PUBLIC_PATHS, **OPENAPI_PATH, **_healthz("history")},
+    ("history", "internal"): {**HISTORY_INTERNAL_PATHS, **_internal_probes("history")},
+    ("gateway", "public"): {**GATEWAY_PATHS, **PUBLIC_PATHS, **_healthz("gateway")},
+    ("gateway", "internal"): _internal_probes("gateway"),
+    ("presence", "public"): _healthz("presence"),
+    ("presence", "internal"): {**PRESENCE_INTERNAL_PATHS, **_internal_probes("presence")},
 }
 
 
@@ -253,7 +261,7 @@ def _schemas() -> dict:
 
 def openapi_document() -> dict:
     paths = {}
-    for service_paths in SERVICE_PATHS.values():
+    for service_paths in LISTENER_PATHS.values():
         for path, item in service_paths.items():
             paths.setdefault(path, {}).update(item)
     return {
@@ -261,8 +269,9 @@ def openapi_document() -> dict:
         "info": {
             "title": "Parley",
             "version": "1",
-            "description": "Public routes are served through any gateway node; `/internal/*` only between "
-            "services, with `X-Internal-Token`. Errors are always `{message, code}`.",
+            "description": "Public routes are served through any gateway node; `/internal/*`, `/readyz` and "
+            "`/metrics` only on each service's internal listener (INTERNAL_PORT), `/internal/*` with the "
+            "calling service's `X-Internal-Token`. Errors are always `{message, code}`.",
         },
         "paths": paths,
         "components": {

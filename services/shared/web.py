@@ -1,4 +1,9 @@
-"""What every service's aiohttp app has: request ids, HTTP metrics, internal auth, probes, serving.
+"""What every service's aiohttp apps have: request ids, HTTP metrics, internal auth, probes, serving.
+
+A service serves two apps on two listeners, so that nothing internal can be reached from the
+public side by any spelling of a path: the public app (`PORT`) has only the service's public
+routes and `/healthz`; the internal app (`INTERNAL_PORT`) has `/internal/*` (a caller's token
+required, each route admitting named callers), `/readyz` and `/metrics`. Both share one state.
 
 Probes: `/healthz` says the process is alive; `/readyz` pings each dependency with a short
 timeout and answers 503 with the reason when one fails, or when the process is draining.
@@ -18,6 +23,7 @@ from .errors import ErrorCode, InvalidField, error_response
 from .fast_json import json_response
 from .internal import INTERNAL_TOKEN_HEADER, REQUEST_ID_HEADER
 from .logs import new_request_id, request_id_var
+from .settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
@@ -25,13 +31,19 @@ ReadinessCheck = Callable[[], Awaitable[None]]
 
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 READINESS = web.AppKey("readiness", "Readiness")
-INTERNAL_TOKEN = web.AppKey("internal_token", str)
+INTERNAL_APP = web.AppKey("internal_app", web.Application)
+# Caller name -> the token it presents in X-Internal-Token.
+CALLER_TOKENS = web.AppKey("caller_tokens", dict)
 HTTP_METRICS = web.AppKey("http_metrics", "HttpMetrics")
 # Coroutines run on SIGTERM after readiness goes false and before the listener closes.
 DRAIN_HOOKS = web.AppKey("drain_hooks", list)
 
 PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 READINESS_TIMEOUT = 2.0
+# On every public answer: never sniffed into another type, never cached by a shared cache
+# (API answers carry one user's data) unless the handler chose a policy itself.
+PUBLIC_HEADERS = {"X-Content-Type-Options": "nosniff"}
+DEFAULT_CACHE_CONTROL = "no-store"
 
 
 class Readiness:
@@ -82,19 +94,48 @@ async def json_body(request: web.Request) -> object:
         raise InvalidField("body", "must be valid JSON") from None
 
 
-def create_base_app(service: str, internal_token: str, middlewares: list) -> web.Application:
-    """An app with request ids, metrics, internal-token checks, probes and the given middlewares."""
-    app = web.Application(middlewares=[request_context_middleware, internal_auth_middleware, *middlewares])
+def create_base_app(service: str, caller_tokens: dict[str, str], middlewares: list) -> web.Application:
+    """The public app, with request ids, metrics and `/healthz`; its internal twin is `app[INTERNAL_APP]`.
+
+    `caller_tokens` names the services admitted to the internal API (see `admits`).
+    """
     registry = CollectorRegistry()
-    app[REGISTRY] = registry
-    app[HTTP_METRICS] = HttpMetrics(service, registry)
-    app[READINESS] = Readiness()
-    app[INTERNAL_TOKEN] = internal_token
-    app[DRAIN_HOOKS] = []
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
+    shared_state = {
+        REGISTRY: registry,
+        HTTP_METRICS: HttpMetrics(service, registry),
+        READINESS: Readiness(),
+        CALLER_TOKENS: dict(caller_tokens),
+        DRAIN_HOOKS: [],
+    }
+    app = web.Application(middlewares=[request_context_middleware, public_headers_middleware, *middlewares])
+    internal = web.Application(middlewares=[request_context_middleware, internal_auth_middleware, *middlewares])
+    for target in (app, internal):
+        for key, value in shared_state.items():
+            target[key] = value
+        target.router.add_get("/healthz", healthz)
+    internal.router.add_get("/readyz", readyz)
+    internal.router.add_get("/metrics", metrics)
+    # What the public app's cleanup contexts open (pools, stores, clients) exists once it has
+    # started, which `_serve` does first: the internal app then takes the same objects.
+    internal.on_startup.append(lambda internal_app: share_state(app, internal_app))
+    app[INTERNAL_APP] = internal
     return app
+
+
+async def share_state(source: web.Application, target: web.Application) -> None:
+    for key in source:
+        if key is not INTERNAL_APP and key not in target:
+            target[key] = source[key]
+
+
+def admits(*callers: str):
+    """Marks an internal route handler with the callers (services) it admits; others get 403."""
+
+    def mark(handler):
+        handler.admitted_callers = frozenset(callers)
+        return handler
+
+    return mark
 
 
 @web.middleware
@@ -120,12 +161,31 @@ async def request_context_middleware(request: web.Request, handler) -> web.Strea
 
 
 @web.middleware
+async def public_headers_middleware(request: web.Request, handler) -> web.StreamResponse:
+    response = await handler(request)
+    response.headers.update(PUBLIC_HEADERS)
+    response.headers.setdefault("Cache-Control", DEFAULT_CACHE_CONTROL)
+    return response
+
+
+@web.middleware
 async def internal_auth_middleware(request: web.Request, handler) -> web.StreamResponse:
-    if request.path.startswith("/internal/"):
-        given = request.headers.get(INTERNAL_TOKEN_HEADER, "")
-        if not hmac.compare_digest(given.encode(), request.app[INTERNAL_TOKEN].encode()):
-            return error_response(401, "A valid service token is required", ErrorCode.UNAUTHORIZED)
+    """Every internal route needs a known caller's token (401), and must admit that caller (403)."""
+    if request.path in PROBE_PATHS:
+        return await handler(request)
+    caller = caller_of(request.headers.get(INTERNAL_TOKEN_HEADER, ""), request.app[CALLER_TOKENS])
+    if caller is None:
+        return error_response(401, "A valid service token is required", ErrorCode.UNAUTHORIZED)
+    admitted = getattr(request.match_info.handler, "admitted_callers", frozenset())
+    if caller not in admitted:
+        return error_response(403, f"The {caller} service may not call this route", ErrorCode.FORBIDDEN)
     return await handler(request)
+
+
+def caller_of(given: str, caller_tokens: dict[str, str]) -> str | None:
+    """The caller whose token this is; every token is compared, in constant time each."""
+    matches = [name for name, token in caller_tokens.items() if hmac.compare_digest(given.encode(), token.encode())]
+    return matches[0] if given and matches else None
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -144,32 +204,38 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def run_service(app: web.Application, host: str, port: int, grace_seconds: float) -> None:
+def run_service(app: web.Application, settings: ServiceSettings) -> None:
     """Serve until SIGTERM or SIGINT, then drain: readiness false at once, in-flight work finishes."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency wherever it builds
-        asyncio.run(_serve(app, host, port, grace_seconds))
+        asyncio.run(_serve(app, settings))
     else:
-        uvloop.run(_serve(app, host, port, grace_seconds))
+        uvloop.run(_serve(app, settings))
 
 
-async def _serve(app: web.Application, host: str, port: int, grace_seconds: float) -> None:
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=grace_seconds, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, host, port, reuse_address=True).start()
-    log.info("listening on %s:%d", host, port)
+async def _serve(app: web.Application, settings: ServiceSettings) -> None:
+    grace = settings.shutdown_grace_seconds
+    public = web.AppRunner(app, handle_signals=False, shutdown_timeout=grace, access_log=None)
+    internal = web.AppRunner(app[INTERNAL_APP], handle_signals=False, shutdown_timeout=grace, access_log=None)
+    await public.setup()  # first: its cleanup contexts open what the internal app shares
+    await internal.setup()
+    await web.TCPSite(internal, settings.internal_host, settings.internal_port, reuse_address=True).start()
+    await web.TCPSite(public, settings.host, settings.port, reuse_address=True).start()
+    log.info("listening on %s:%d, internal on %s:%d", settings.host, settings.port,
+             settings.internal_host, settings.internal_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
-    log.info("stopping: draining for at most %.1f s", grace_seconds)
+    log.info("stopping: draining for at most %.1f s", grace)
     app[READINESS].draining = True
     # Drain hooks (the gateway's socket drain) run while /readyz still answers 503; then the
-    # listener closes, in-flight requests get up to `grace_seconds`, and every cleanup context
-    # closes its resources in reverse order.
+    # internal listener closes (its in-flight calls finish), then the public one, whose cleanup
+    # contexts close the resources both used, in reverse order.
     for hook in app[DRAIN_HOOKS]:
         await hook()
-    await runner.cleanup()
+    await internal.cleanup()
+    await public.cleanup()
     log.info("stopped")

@@ -8,7 +8,7 @@ import jwt
 import pytest
 import socketio
 
-from tests.support import JWT, ChatClient
+from tests.support import GATEWAY_TOKEN, JWT, ChatClient
 from tests.tally import ATTACK, BAD_INPUT
 
 
@@ -159,7 +159,7 @@ async def test_rest_without_token_is_401(cluster):
 @pytest.mark.tally(ATTACK, "/internal/* through the gateway")
 async def test_internal_routes_are_not_reachable_through_the_gateway(cluster):
     async with aiohttp.ClientSession(base_url=cluster.gateway_url("a")) as http:
-        async with http.get("/internal/users", headers={"X-Internal-Token": "test-internal-token"}) as answer:
+        async with http.get("/internal/users", headers={"X-Internal-Token": GATEWAY_TOKEN}) as answer:
             assert answer.status == 404
 
 

@@ -78,6 +78,7 @@ def limited_gateway(cluster):
         "gateway",
         "gateway-limited",
         free_port(),
+        free_port(),
         {"SEND_BURST": "3", "SEND_RATE_PER_SECOND": "0.5", "TYPING_BURST": "2", "TYPING_RATE_PER_SECOND": "0.5",
          "REST_BURST": "3", "REST_RATE_PER_SECOND": "0.5"},
     )

@@ -37,7 +37,7 @@ class Edge:
         async with aiohttp.ClientSession() as http:
             for _ in range(100):
                 try:
-                    async with http.get(self.url + "/readyz") as answer:
+                    async with http.get(self.url + "/healthz") as answer:
                         if answer.status == 200:
                             return
                 except aiohttp.ClientConnectionError:
@@ -62,7 +62,7 @@ async def sockets_per_node(cluster) -> dict[str, float]:
     counts = {}
     async with aiohttp.ClientSession() as http:
         for node in ("a", "b"):
-            async with http.get(cluster.gateway_url(node) + "/metrics") as answer:
+            async with http.get(cluster.gateway_internal_url(node) + "/metrics") as answer:
                 text = await answer.text()
             counts[node] = next(float(line.split()[-1]) for line in text.splitlines()
                                 if line.startswith("parley_gateway_sockets_connected "))

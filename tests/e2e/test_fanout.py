@@ -31,7 +31,7 @@ async def listening(three_nodes):
 
 async def decoded(cluster, node: str) -> float:
     async with aiohttp.ClientSession() as http:
-        async with http.get(cluster.gateway_url(node) + "/metrics") as answer:
+        async with http.get(cluster.gateway_internal_url(node) + "/metrics") as answer:
             text = await answer.text()
     return next(float(line.split()[-1]) for line in text.splitlines()
                 if line.startswith("parley_gateway_pubsub_messages_received_total "))

@@ -163,7 +163,7 @@ async def test_history_killed_degrades_clearly_and_recovers(fault_cluster):
         status, body = await get(fault_cluster.gateway_url("a") + "/api/messages/conversations",
                                  senders[0].receiver.auth_headers)
         assert (status, body["code"]) == (503, "service_unavailable")
-        status, body = await get(fault_cluster.gateway_url("a") + "/readyz")
+        status, body = await get(fault_cluster.gateway_internal_url("a") + "/readyz")
         assert status == 503 and "history" in body["failures"]
         await asyncio.sleep(1)
         history.start()

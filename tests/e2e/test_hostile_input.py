@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from tests.e2e.rawsocket import RawSocket
 from tests.tally import ATTACK, BAD_INPUT, example
-from tests.support import ChatClient
+from tests.support import ADMIN_TOKEN, ChatClient
 
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=80),
@@ -146,7 +146,7 @@ async def test_non_utf8_bodies_and_paths_get_400(assert_nodes_healthy, cluster, 
     ada = await make_user()
     async with aiohttp.ClientSession() as http:
         async with http.put(cluster.history_url + "/internal/users/x1", data=b'{"userName": "\xff\xfe"}',
-                            headers={"X-Internal-Token": "test-internal-token",
+                            headers={"X-Internal-Token": ADMIN_TOKEN,
                                      "Content-Type": "application/json"}) as answer:
             assert answer.status == 400 and (await answer.json())["code"] == "invalid_body"
         async with http.get(cluster.gateway_url("a") + "/api/messages/%ff%fe", headers=ada.auth_headers) as answer:

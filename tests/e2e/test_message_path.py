@@ -77,7 +77,7 @@ async def test_sends_that_arrive_together_share_history_calls(cluster, make_user
     sockets = [await connect(user, "a") for user in senders]
     receiver = await connect(grace, "b")
     await asyncio.sleep(0.3)
-    before = await store_batches(cluster.gateway_url("a"))
+    before = await store_batches(cluster.gateway_internal_url("a"))
 
     acks = await asyncio.gather(*(socket.call("sendMessage", {"receiverId": grace.id, "text": f"{n}-{i}"})
                                   for n, socket in enumerate(sockets) for i in range(10)))
@@ -85,7 +85,7 @@ async def test_sends_that_arrive_together_share_history_calls(cluster, make_user
     assert all(ack["ok"] for ack in acks)
     assert len({ack["message"]["_id"] for ack in acks}) == 60
     await receiver.wait_for("receiveMessage", lambda _: len(receiver.received("receiveMessage")) == 60)
-    calls, messages = (after - earlier for after, earlier in zip(await store_batches(cluster.gateway_url("a")), before))
+    calls, messages = (after - earlier for after, earlier in zip(await store_batches(cluster.gateway_internal_url("a")), before))
     assert messages == 60 and calls < 60, (calls, messages)
 
 
@@ -112,13 +112,13 @@ async def test_store_calls_are_paced_only_while_sends_wait(paced_cluster):
             assert loop.time() - started < 0.5, "a lone send waited for the pace"
 
         # A burst larger than one call may carry (256): what waits leaves together, a second later.
-        calls_before, messages_before = await store_batches(url)
+        calls_before, messages_before = await store_batches(paced_cluster.gateway_internal_url("a"))
         started = loop.time()
         acks = await asyncio.gather(*(socket.call("sendMessage", {"receiverId": grace.id, "text": f"{n}-{i}"},
                                                   timeout=10)
                                       for n, socket in enumerate(sockets) for i in range(100)))
         elapsed = loop.time() - started
-        calls_after, messages_after = await store_batches(url)
+        calls_after, messages_after = await store_batches(paced_cluster.gateway_internal_url("a"))
 
         assert all(ack["ok"] for ack in acks)
         assert messages_after - messages_before == 300
@@ -129,9 +129,9 @@ async def test_store_calls_are_paced_only_while_sends_wait(paced_cluster):
             await socket.close()
 
 
-async def store_batches(gateway_url: str) -> tuple[float, float]:
+async def store_batches(gateway_internal_url: str) -> tuple[float, float]:
     """The gateway's (calls to history, messages stored by them) so far."""
-    async with aiohttp.ClientSession() as http, http.get(gateway_url + "/metrics") as answer:
+    async with aiohttp.ClientSession() as http, http.get(gateway_internal_url + "/metrics") as answer:
         lines = (await answer.text()).splitlines()
     value = {line.split()[0]: float(line.split()[1]) for line in lines if line.startswith("parley_gateway_store_batch")}
     return value["parley_gateway_store_batch_messages_count"], value["parley_gateway_store_batch_messages_sum"]

@@ -7,7 +7,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 
 from services.shared.openapi import openapi_document
-from tests.support import INTERNAL_TOKEN, create_user
+from tests.support import ADMIN_TOKEN, GATEWAY_TOKEN, create_user
 from tests.tally import BAD_INPUT, example
 
 SCHEMA = schemathesis.openapi.from_dict(openapi_document())
@@ -26,9 +26,13 @@ def test_no_documented_route_answers_5xx(case, cluster, fuzz_user):
         base_url = cluster.gateway_url("a")
     elif case.path.startswith("/internal/presence/"):
         base_url = cluster.presence_url
+    elif case.path == "/openapi.json":
+        base_url = cluster.history_api_url
     else:
         base_url = cluster.history_url
-    headers = {"Authorization": f"Bearer {fuzz_user.token}", "X-Internal-Token": INTERNAL_TOKEN}
+    # The caller each internal route admits: profiles are the social app's (admin), the rest gateways'.
+    caller_token = ADMIN_TOKEN if case.path == "/internal/users/{userId}" else GATEWAY_TOKEN
+    headers = {"Authorization": f"Bearer {fuzz_user.token}", "X-Internal-Token": caller_token}
     response = case.call(base_url=base_url, headers=headers, timeout=10)
     assert response.status_code < 500, (case.method, case.formatted_path, response.status_code, response.text[:300])
     if response.status_code >= 400:

@@ -15,10 +15,10 @@ async def test_every_service_reports_health_readiness_and_metrics(cluster, make_
     await sender.call("sendMessage", {"receiverId": grace.id, "text": "counted"})
     async with aiohttp.ClientSession() as http:
         for process in cluster.stack.processes.values():
-            for path in ("/healthz", "/readyz"):
-                async with http.get(process.url + path) as answer:
-                    assert answer.status == 200, (process.name, path)
-        async with http.get(cluster.gateway_url("a") + "/metrics") as answer:
+            for url in (process.url + "/healthz", process.internal_url + "/healthz", process.internal_url + "/readyz"):
+                async with http.get(url) as answer:
+                    assert answer.status == 200, (process.name, url)
+        async with http.get(cluster.gateway_internal_url("a") + "/metrics") as answer:
             gateway_metrics = await answer.text()
         async with http.get(cluster.history_url + "/metrics") as answer:
             history_metrics = await answer.text()
@@ -63,7 +63,7 @@ async def test_sigterm_drains_a_gateway_readiness_first_then_sockets(drain_clust
             # Readiness goes false as soon as the signal is handled, well within the drain delay.
             signalled = asyncio.get_running_loop().time()
             while True:
-                async with http.get(node.url + "/readyz") as answer:
+                async with http.get(node.internal_url + "/readyz") as answer:
                     if answer.status == 503:
                         assert (await answer.json())["failures"] == {"process": "draining"}
                         break

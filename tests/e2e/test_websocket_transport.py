@@ -80,7 +80,7 @@ async def test_a_client_that_stops_reading_is_cut_off_without_holding_anyone_up(
                                                 "text": f"{round_}-{n} {text}"}, timeout=20)
                     for n in range(200)))
                 assert all(ack["ok"] for ack in acks), [ack for ack in acks if not ack["ok"]][:1]
-                async with http.get(url + "/metrics") as answer:
+                async with http.get(tight_cluster.gateway_internal_url("a") + "/metrics") as answer:
                     metrics = await answer.text()
                 if "parley_gateway_slow_clients_disconnected_total 1.0" in metrics:
                     break
@@ -109,8 +109,8 @@ def quick_ping_cluster(stores):
         yield running
 
 
-async def sockets_connected(http: aiohttp.ClientSession, url: str) -> float:
-    async with http.get(url + "/metrics") as answer:
+async def sockets_connected(http: aiohttp.ClientSession, internal_url: str) -> float:
+    async with http.get(internal_url + "/metrics") as answer:
         text = await answer.text()
     return next(float(line.split()[-1]) for line in text.splitlines()
                 if line.startswith("parley_gateway_sockets_connected "))
@@ -124,13 +124,13 @@ async def test_a_client_gone_silent_is_disconnected_and_its_websocket_closed(qui
         assert (await silent.receive_str(timeout=5)).startswith("0{")
         await silent.send_str('40{"token": "%s"}' % ada.token)
         assert (await silent.receive_str(timeout=5)).startswith("40{")
-        assert await sockets_connected(http, url) == 1
+        assert await sockets_connected(http, quick_ping_cluster.gateway_internal_url("a")) == 1
         # Never answering engine.io's pings ("2"): the session ends after about two seconds.
         for _ in range(80):
-            if await sockets_connected(http, url) == 0:
+            if await sockets_connected(http, quick_ping_cluster.gateway_internal_url("a")) == 0:
                 break
             await asyncio.sleep(0.1)
-        assert await sockets_connected(http, url) == 0
+        assert await sockets_connected(http, quick_ping_cluster.gateway_internal_url("a")) == 0
         frames = []
         while (message := await silent.receive(timeout=5)).type == aiohttp.WSMsgType.TEXT:
             frames.append(message.data)

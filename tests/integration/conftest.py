@@ -8,7 +8,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from services.history.app import create_app
 from services.history.app_keys import STORE
 from services.history.settings import HistorySettings
-from tests.support import INTERNAL_TOKEN, JWT, create_user
+from services.shared.web import INTERNAL_APP
+from tests.support import ADMIN_TOKEN, GATEWAY_TOKEN, JWT, PRESENCE_TOKEN, create_user
 
 
 def history_settings(stores, **overrides) -> HistorySettings:
@@ -16,7 +17,9 @@ def history_settings(stores, **overrides) -> HistorySettings:
         database_url=stores.database_url,
         redis_url=stores.redis_url,
         redis_prefix=stores.redis_prefix,
-        internal_token=INTERNAL_TOKEN,
+        gateway_internal_token=GATEWAY_TOKEN,
+        presence_internal_token=PRESENCE_TOKEN,
+        admin_internal_token=ADMIN_TOKEN,
         jwt_secret=JWT.jwt_secret,
     )
     values.update(overrides)
@@ -31,30 +34,42 @@ async def wait_schema_ready(app, timeout: float = 10) -> None:
 
 
 @pytest.fixture
-async def history(stores):
+async def history_app(stores):
     app = create_app(history_settings(stores))
-    async with TestClient(TestServer(app)) as client:
+    async with TestClient(TestServer(app)) as public, TestClient(TestServer(app[INTERNAL_APP])) as internal:
         await wait_schema_ready(app)
-        yield client
+        yield public, internal
 
 
 @pytest.fixture
-def make_user(history):
+def history(history_app):
+    """A client of history's public listener (the REST API)."""
+    return history_app[0]
+
+
+@pytest.fixture
+def history_internal(history_app):
+    """A client of history's internal listener (`/internal/*`, probes, metrics)."""
+    return history_app[1]
+
+
+@pytest.fixture
+def make_user(history_internal):
     async def make(name: str | None = None):
-        return await create_user(str(history.make_url("")).rstrip("/"), name)
+        return await create_user(str(history_internal.make_url("")).rstrip("/"), name)
 
     return make
 
 
 @pytest.fixture
-def send(history):
+def send(history_internal):
     """Stores a message through the internal route, as a gateway does; returns (message, created)."""
 
     async def send_message(sender, receiver, text: str, client_id: str | None = None):
-        answer = await history.post(
+        answer = await history_internal.post(
             "/internal/messages",
             json={"senderId": sender.id, "receiverId": receiver.id, "text": text, "clientId": client_id},
-            headers={"X-Internal-Token": INTERNAL_TOKEN},
+            headers={"X-Internal-Token": GATEWAY_TOKEN},
         )
         assert answer.status == 200, await answer.text()
         body = await answer.json()

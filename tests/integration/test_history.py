@@ -9,7 +9,7 @@ import pytest
 from services.history.migrations import MIGRATION_LOCK_KEY, apply_migrations
 from services.history.store import _INSERT_MESSAGES
 from services.devtools.stores import drop_database, ensure_database, with_database
-from tests.support import INTERNAL_TOKEN
+from tests.support import ADMIN_TOKEN, GATEWAY_TOKEN
 from tests.tally import ATTACK
 
 
@@ -217,23 +217,23 @@ async def test_deleting_a_malformed_id_is_400_and_unknown_is_404(history, make_u
     assert answer.status == 404
 
 
-async def test_messages_to_or_from_unknown_users_are_refused(history, make_user, send):
+async def test_messages_to_or_from_unknown_users_are_refused(history_internal, make_user, send):
     me = await make_user()
-    answer = await history.post(
+    answer = await history_internal.post(
         "/internal/messages",
         json={"senderId": me.id, "receiverId": "no-such-user", "text": "hi"},
-        headers={"X-Internal-Token": INTERNAL_TOKEN},
+        headers={"X-Internal-Token": GATEWAY_TOKEN},
     )
     assert answer.status == 404 and (await answer.json())["code"] == "unknown_receiver"
-    answer = await history.post(
+    answer = await history_internal.post(
         "/internal/messages",
         json={"senderId": "no-such-sender", "receiverId": me.id, "text": "hi"},
-        headers={"X-Internal-Token": INTERNAL_TOKEN},
+        headers={"X-Internal-Token": GATEWAY_TOKEN},
     )
     assert answer.status == 404 and (await answer.json())["code"] == "unknown_sender"
 
 
-async def test_a_batch_is_stored_in_order_with_one_result_per_message(history, make_user, send):
+async def test_a_batch_is_stored_in_order_with_one_result_per_message(history, history_internal, make_user, send):
     ada, grace = await make_user(), await make_user()
     earlier, _ = await send(ada, grace, "stored before", client_id="c-earlier")
     batch = [
@@ -245,8 +245,8 @@ async def test_a_batch_is_stored_in_order_with_one_result_per_message(history, m
         {"senderId": "no-such-sender", "receiverId": grace.id, "text": "lost"},
         {"senderId": ada.id, "receiverId": grace.id, "text": "three"},
     ]
-    answer = await history.post("/internal/messages/batch", json={"messages": batch},
-                                headers={"X-Internal-Token": INTERNAL_TOKEN})
+    answer = await history_internal.post("/internal/messages/batch", json={"messages": batch},
+                                         headers={"X-Internal-Token": GATEWAY_TOKEN})
     assert answer.status == 200, await answer.text()
     results = (await answer.json())["results"]
     assert [r.get("created") for r in results] == [True, True, None, False, False, None, True]
@@ -291,19 +291,19 @@ async def test_ids_become_visible_in_id_order_so_sync_misses_nothing(history, st
     assert [m["text"] for m in synced["messages"]] == ["held back", "sent meanwhile"]
 
 
-async def test_a_batch_is_validated_whole(history):
-    headers = {"X-Internal-Token": INTERNAL_TOKEN}
+async def test_a_batch_is_validated_whole(history_internal):
+    headers = {"X-Internal-Token": GATEWAY_TOKEN}
     for body, code in [({"messages": []}, "invalid_messages"),
                        ({"messages": [{"senderId": "a", "receiverId": "b", "text": ""}]}, "invalid_messages.0.text"),
                        ({"messages": [{"senderId": "a", "receiverId": "b", "text": "x"}] * 257}, "invalid_messages")]:
-        answer = await history.post("/internal/messages/batch", json=body, headers=headers)
+        answer = await history_internal.post("/internal/messages/batch", json=body, headers=headers)
         assert answer.status == 400 and (await answer.json())["code"] == code, await answer.text()
 
 
-async def test_profiles_are_upserted_and_looked_up_by_user_name(history, make_user):
+async def test_profiles_are_upserted_and_looked_up_by_user_name(history, history_internal, make_user):
     me = await make_user()
-    headers = {"X-Internal-Token": INTERNAL_TOKEN}
-    answer = await history.put(
+    headers = {"X-Internal-Token": ADMIN_TOKEN}
+    answer = await history_internal.put(
         "/internal/users/p-1-" + me.id[:8],
         json={"userName": "Lin" + me.id[:8], "name": "Lin", "profileImage": "https://img.example/l.png"},
         headers=headers,
@@ -312,18 +312,18 @@ async def test_profiles_are_upserted_and_looked_up_by_user_name(history, make_us
     found, _ = await get_json(history, f"/api/users/lookup?userName=lin{me.id[:8]}", me)
     assert found == {"_id": "p-1-" + me.id[:8], "userName": "Lin" + me.id[:8], "name": "Lin",
                      "profileImage": "https://img.example/l.png"}
-    taken = await history.put("/internal/users/p-2-" + me.id[:8], json={"userName": "LIN" + me.id[:8]},
+    taken = await history_internal.put("/internal/users/p-2-" + me.id[:8], json={"userName": "LIN" + me.id[:8]},
                               headers=headers)
     assert taken.status == 409 and (await taken.json())["code"] == "invalid_userName"
-    bad = await history.put("/internal/users/p-3", json={"userName": ""}, headers=headers)
+    bad = await history_internal.put("/internal/users/p-3", json={"userName": ""}, headers=headers)
     assert bad.status == 400 and (await bad.json())["code"] == "invalid_userName"
 
 
 @pytest.mark.tally(ATTACK, "/internal/* without the right service token")
 @pytest.mark.parametrize("token", [None, "", "wrong"])
-async def test_internal_routes_need_the_service_token(history, token):
+async def test_internal_routes_need_the_service_token(history_internal, token):
     headers = {} if token is None else {"X-Internal-Token": token}
-    answer = await history.get("/internal/users", headers=headers)
+    answer = await history_internal.get("/internal/users", headers=headers)
     assert answer.status == 401 and (await answer.json())["code"] == "unauthorized"
 
 

@@ -1,4 +1,4 @@
-"""Token verification refuses everything but a good HS token with a string `id`."""
+"""Token verification refuses everything but a good HS token with a user id in `id` and an `exp`."""
 
 import base64
 import hashlib
@@ -9,13 +9,14 @@ import time
 import jwt
 import pytest
 
-from services.shared.auth import TokenVerifier, issue_token, token_from_headers
+from services.shared.auth import TokenVerifier, issue_dev_token, issue_token, token_from_headers
 from services.shared.errors import Unauthorized
 from services.shared.settings import JwtSettings
 from tests.tally import ATTACK
 
 SETTINGS = JwtSettings(jwt_secret="unit-test-secret-" + "0" * 60)
 VERIFIER = TokenVerifier(SETTINGS)
+LATER = int(time.time()) + 3600  # every bad token below is bad for one reason only, not a missing exp
 RSA_PUBLIC_KEY_AS_SECRET = "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n-----END PUBLIC KEY-----"
 
 
@@ -31,17 +32,23 @@ def test_a_good_token_gives_its_user_id():
         "",
         "garbage",
         jwt.encode({"id": "u1", "exp": int(time.time()) - 60}, SETTINGS.jwt_secret, algorithm="HS256"),
-        jwt.encode({"id": "u1", "nbf": int(time.time()) + 600}, SETTINGS.jwt_secret, algorithm="HS256"),
-        jwt.encode({"id": "u1"}, "some-other-secret-" + "1" * 60, algorithm="HS256"),
-        jwt.encode({"id": "u1"}, None, algorithm="none"),
-        jwt.encode({"id": "u1"}, SETTINGS.jwt_secret, algorithm="HS512"),
-        jwt.encode({"sub": "u1"}, SETTINGS.jwt_secret, algorithm="HS256"),
-        jwt.encode({"id": 7}, SETTINGS.jwt_secret, algorithm="HS256"),
-        jwt.encode({"id": ""}, SETTINGS.jwt_secret, algorithm="HS256"),
-        jwt.encode({"id": "x" * 65}, SETTINGS.jwt_secret, algorithm="HS256"),
+        jwt.encode({"id": "u1", "exp": LATER, "nbf": int(time.time()) + 600}, SETTINGS.jwt_secret, algorithm="HS256"),
+        jwt.encode({"id": "u1", "exp": LATER}, "some-other-secret-" + "1" * 60, algorithm="HS256"),
+        jwt.encode({"id": "u1", "exp": LATER}, None, algorithm="none"),
+        jwt.encode({"id": "u1", "exp": LATER}, SETTINGS.jwt_secret, algorithm="HS512"),
+        jwt.encode({"sub": "u1", "exp": LATER}, SETTINGS.jwt_secret, algorithm="HS256"),
+        jwt.encode({"id": 7, "exp": LATER}, SETTINGS.jwt_secret, algorithm="HS256"),
+        jwt.encode({"id": "", "exp": LATER}, SETTINGS.jwt_secret, algorithm="HS256"),
+        jwt.encode({"id": "x" * 65, "exp": LATER}, SETTINGS.jwt_secret, algorithm="HS256"),
+        jwt.encode({"id": "u1"}, SETTINGS.jwt_secret, algorithm="HS256"),
+        jwt.encode({"id": "../internal", "exp": LATER}, SETTINGS.jwt_secret, algorithm="HS256"),
+        jwt.encode({"id": "u1\x00", "exp": LATER}, SETTINGS.jwt_secret, algorithm="HS256"),
+        jwt.encode({"id": "a b", "exp": LATER}, SETTINGS.jwt_secret, algorithm="HS256"),
+        issue_dev_token("u1", SETTINGS),
     ],
     ids=["none", "empty", "garbage", "expired", "not yet valid", "wrong secret", "alg none", "unlisted alg",
-         "no id", "id not a string", "empty id", "id too long"],
+         "no id", "id not a string", "empty id", "id too long", "no exp", "id with a slash", "id with NUL",
+         "id with a space", "development sign-in token outside DEV_MODE"],
 )
 def test_bad_tokens_are_refused(token):
     with pytest.raises(Unauthorized):
@@ -68,14 +75,14 @@ def forge_hs256(claims: dict, key: str) -> str:
 def test_hs_rs_confusion_is_refused(algorithms):
     """A token HMAC-signed with the server's public key must not pass a verifier holding that key."""
     settings = JwtSettings(jwt_secret=RSA_PUBLIC_KEY_AS_SECRET, jwt_algorithms=algorithms)
-    forged = forge_hs256({"id": "u1"}, RSA_PUBLIC_KEY_AS_SECRET)
+    forged = forge_hs256({"id": "u1", "exp": LATER}, RSA_PUBLIC_KEY_AS_SECRET)
     with pytest.raises(Unauthorized):
         TokenVerifier(settings).user_id(forged)
 
 
 def test_a_hand_signed_token_with_the_right_secret_passes():
     """The forging helper itself is sound: with the real secret it makes a valid token."""
-    assert VERIFIER.user_id(forge_hs256({"id": "u1"}, SETTINGS.jwt_secret)) == "u1"
+    assert VERIFIER.user_id(forge_hs256({"id": "u1", "exp": LATER}, SETTINGS.jwt_secret)) == "u1"
 
 
 def test_token_comes_from_the_cookie_then_the_bearer_header():
@@ -84,3 +91,35 @@ def test_token_comes_from_the_cookie_then_the_bearer_header():
     assert token_from_headers({"Authorization": "Basic xyz"}) is None
     assert token_from_headers({"Cookie": "\x00broken"}) is None
     assert token_from_headers({}) is None
+
+
+def test_a_token_without_exp_passes_only_where_the_app_issues_such_tokens():
+    token = jwt.encode({"id": "u1"}, SETTINGS.jwt_secret, algorithm="HS256")
+    lenient = SETTINGS.model_copy(update={"jwt_require_exp": False})
+    assert TokenVerifier(lenient).user_id(token) == "u1"
+
+
+@pytest.mark.tally(ATTACK, "bad JWTs: expired, not yet valid, wrong secret, alg none, claims")
+@pytest.mark.parametrize("claims", [{}, {"iss": "other-app", "aud": "parley"}, {"iss": "social-app", "aud": "other"}],
+                         ids=["no iss or aud", "wrong iss", "wrong aud"])
+def test_issuer_and_audience_are_checked_when_set(claims):
+    settings = SETTINGS.model_copy(update={"jwt_issuer": "social-app", "jwt_audience": "parley"})
+    good = jwt.encode({"id": "u1", "exp": LATER, "iss": "social-app", "aud": "parley"}, SETTINGS.jwt_secret)
+    assert TokenVerifier(settings).user_id(good) == "u1"
+    with pytest.raises(Unauthorized):
+        TokenVerifier(settings).user_id(jwt.encode({"id": "u1", "exp": LATER, **claims}, SETTINGS.jwt_secret))
+
+
+def test_the_development_sign_in_token_passes_only_in_dev_mode():
+    token = issue_dev_token("u1", SETTINGS)
+    assert TokenVerifier(SETTINGS, dev_mode=True).user_id(token) == "u1"
+    with pytest.raises(Unauthorized):
+        VERIFIER.user_id(token)
+
+
+def test_clock_skew_is_allowed_only_within_the_leeway():
+    skewed = jwt.encode({"id": "u1", "exp": int(time.time()) - 20}, SETTINGS.jwt_secret)
+    assert VERIFIER.user_id(skewed) == "u1"  # 20 s past exp, within the default 30 s
+    strict = SETTINGS.model_copy(update={"jwt_leeway_seconds": 0})
+    with pytest.raises(Unauthorized):
+        TokenVerifier(strict).user_id(skewed)

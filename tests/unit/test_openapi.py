@@ -8,11 +8,11 @@ from services.history.app import create_app as create_history
 from services.history.settings import HistorySettings
 from services.presence.app import create_app as create_presence
 from services.presence.settings import PresenceSettings
-from services.shared.openapi import SERVICE_PATHS, openapi_document
+from services.shared.openapi import LISTENER_PATHS, openapi_document
+from services.shared.web import INTERNAL_APP
 
-# Gateway routes that are not HTTP API: Socket.IO, the forwarder of `/api/*` to history (whose
-# routes are documented), and the web client's page and files.
-GATEWAY_UNDOCUMENTED_PREFIXES = ("/socket.io/", "/api/{tail}", "/static", "/vendor", "/dev/", "/")
+# Gateway routes that are not HTTP API: Socket.IO, and the web client's page and files.
+GATEWAY_UNDOCUMENTED_PREFIXES = ("/socket.io/", "/static", "/vendor", "/dev/", "/")
 
 
 def router_operations(app, skip_prefixes=()) -> set[tuple[str, str]]:
@@ -27,8 +27,8 @@ def router_operations(app, skip_prefixes=()) -> set[tuple[str, str]]:
     return operations
 
 
-def documented_operations(service: str) -> set[tuple[str, str]]:
-    return {(path, method) for path, item in SERVICE_PATHS[service].items() for method in item}
+def documented_operations(service: str, listener: str) -> set[tuple[str, str]]:
+    return {(path, method) for path, item in LISTENER_PATHS[service, listener].items() for method in item}
 
 
 @pytest.mark.parametrize(
@@ -40,7 +40,19 @@ def documented_operations(service: str) -> set[tuple[str, str]]:
     ],
 )
 def test_every_route_is_documented_and_every_documented_route_exists(service, app_factory, skip):
-    assert router_operations(app_factory(), skip) == documented_operations(service)
+    app = app_factory()
+    assert router_operations(app, skip) == documented_operations(service, "public")
+    assert router_operations(app[INTERNAL_APP]) == documented_operations(service, "internal")
+
+
+@pytest.mark.parametrize(
+    "app_factory",
+    [lambda: create_history(HistorySettings()), lambda: create_gateway(GatewaySettings()),
+     lambda: create_presence(PresenceSettings())],
+)
+def test_no_internal_route_or_probe_is_on_a_public_listener(app_factory):
+    public = {path for path, _ in router_operations(app_factory())}
+    assert not {path for path in public if path.startswith("/internal") or path in ("/readyz", "/metrics")}
 
 
 def test_document_is_openapi_3_with_errors_and_security_on_every_operation():
