@@ -1,4 +1,9 @@
-"""A cluster of the security suite's own (real processes), and the users the attacks aim at."""
+"""A cluster of the security suite's own (real processes), and the users the attacks aim at.
+
+`Cluster` names listeners as the services' settings do: `history_url` is history's internal
+listener (HISTORY_URL), `history_api_url` its public one (HISTORY_API_URL), `presence_url`
+presence's internal one; `gateway_url(node)` is a gateway's public listener.
+"""
 
 import asyncio
 import json
@@ -40,7 +45,7 @@ def secure_cluster(stores) -> Cluster:
 @pytest.fixture(scope="session")
 def cast(secure_cluster) -> Cast:
     async def make() -> Cast:
-        return Cast(*[await create_user(secure_cluster.history_internal_url, name)
+        return Cast(*[await create_user(secure_cluster.history_url, name)
                       for name in ("sec-ada", "sec-grace", "sec-mallory")])
 
     return asyncio.run(make())
@@ -48,7 +53,7 @@ def cast(secure_cluster) -> Cast:
 
 async def internal_route_requests(cluster: Cluster) -> int:
     """Requests history has answered on `/internal/*` routes, from its internal `/metrics`."""
-    answer = await rawhttp.request(cluster.history_internal_url, "GET", "/metrics")
+    answer = await rawhttp.request(cluster.history_url, "GET", "/metrics")
     assert answer.status == 200, answer
     total = 0.0
     for sample in REQUESTS_TOTAL.finditer(answer.text):
@@ -61,11 +66,16 @@ async def internal_route_requests(cluster: Cluster) -> int:
 async def forged_messages(cluster: Cluster, cast: Cast, text: str) -> list[str]:
     """Messages in Ada and Grace's conversation whose text is `text`: a forgery that got stored."""
     answer = await rawhttp.request(
-        cluster.history_url, "GET", f"/api/messages/{cast.ada.id}",
+        cluster.history_api_url, "GET", f"/api/messages/{cast.ada.id}",
         [("Authorization", f"Bearer {cast.grace.token}")],
     )
     assert answer.status == 200, answer
     return [message["text"] for message in json.loads(answer.body) if message["text"] == text]
+
+
+def presence_public_url(cluster: Cluster) -> str:
+    """Presence's public listener (`Cluster.presence_url` is its internal one, as PRESENCE_URL)."""
+    return cluster.stack["presence"].url
 
 
 def tokens() -> dict[str, str]:

@@ -68,7 +68,7 @@ async def admitted_on(cluster, surface: str, token: str) -> tuple[bool, str]:
     if surface == "handshake":
         reply = await handshake_reply(cluster.gateway_url("a"), token)
         return admitted(reply), reply
-    url = cluster.gateway_url("a") if surface == "gateway REST" else cluster.history_url
+    url = cluster.gateway_url("a") if surface == "gateway REST" else cluster.history_api_url
     answer = await rawhttp.request(url, "GET", "/api/messages/conversations", [("Authorization", f"Bearer {token}")])
     assert answer.status in (200, 401), answer
     return answer.status == 200, str(answer)

@@ -6,7 +6,7 @@ import pytest
 
 from tests.security import rawhttp
 from tests.security.categories import NO_TOKEN, PUBLIC_LISTENER, WRONG_CALLER
-from tests.security.conftest import forged_messages, internal_route_requests, tokens
+from tests.security.conftest import forged_messages, internal_route_requests, presence_public_url, tokens
 from tests.tally import ATTACK
 
 INTERNAL_ONLY = (
@@ -88,7 +88,7 @@ async def send(url: str, method: str, route: str, cast, token: str | None, text:
 @pytest.mark.parametrize("method, route", INTERNAL_ONLY)
 @pytest.mark.parametrize("listener", ["history", "gateway"])
 async def test_public_listener_serves_no_internal_route(secure_cluster, cast, forged, listener, method, route):
-    url = secure_cluster.history_url if listener == "history" else secure_cluster.gateway_url("a")
+    url = secure_cluster.history_api_url if listener == "history" else secure_cluster.gateway_url("a")
     before = await internal_route_requests(secure_cluster)
     # Even with a valid admin token: the public listener has no such route at all.
     answer = await send(url, method, route, cast, tokens()["admin"], forged)
@@ -100,7 +100,7 @@ async def test_public_listener_serves_no_internal_route(secure_cluster, cast, fo
 @pytest.mark.tally(ATTACK, PUBLIC_LISTENER)
 @pytest.mark.parametrize("method, route", PRESENCE_INTERNAL_ONLY)
 async def test_presence_public_listener_serves_no_internal_route(secure_cluster, cast, method, route):
-    answer = await send(secure_cluster.presence_url, method, route, cast, tokens()["gateway"])
+    answer = await send(presence_public_url(secure_cluster), method, route, cast, tokens()["gateway"])
     assert answer.status == 404, answer
 
 
@@ -109,7 +109,7 @@ async def test_presence_public_listener_serves_no_internal_route(secure_cluster,
 @pytest.mark.parametrize("method, route", HISTORY_INTERNAL)
 async def test_history_internal_route_without_a_valid_token_is_401(secure_cluster, cast, forged, method, route,
                                                                    token):
-    answer = await send(secure_cluster.history_internal_url, method, route, cast, WRONG_TOKENS[token], forged)
+    answer = await send(secure_cluster.history_url, method, route, cast, WRONG_TOKENS[token], forged)
     assert answer.status == 401, answer
     assert await forged_messages(secure_cluster, cast, forged) == []
 
@@ -118,7 +118,7 @@ async def test_history_internal_route_without_a_valid_token_is_401(secure_cluste
 @pytest.mark.parametrize("token", list(WRONG_TOKENS))
 @pytest.mark.parametrize("method, route", PRESENCE_INTERNAL)
 async def test_presence_internal_route_without_a_valid_token_is_401(secure_cluster, cast, method, route, token):
-    answer = await send(secure_cluster.presence_internal_url, method, route, cast, WRONG_TOKENS[token])
+    answer = await send(secure_cluster.presence_url, method, route, cast, WRONG_TOKENS[token])
     assert answer.status == 401, answer
 
 
@@ -126,7 +126,7 @@ async def test_presence_internal_route_without_a_valid_token_is_401(secure_clust
 @pytest.mark.parametrize("caller, method, route", NOT_ADMITTED)
 async def test_history_refuses_a_service_on_a_route_it_may_not_call(secure_cluster, cast, forged, caller, method,
                                                                     route):
-    answer = await send(secure_cluster.history_internal_url, method, route, cast, tokens()[caller], forged)
+    answer = await send(secure_cluster.history_url, method, route, cast, tokens()[caller], forged)
     assert answer.status == 403, answer
     assert await forged_messages(secure_cluster, cast, forged) == []
 
@@ -140,5 +140,5 @@ async def test_history_refuses_a_service_on_a_route_it_may_not_call(secure_clust
 ])
 async def test_history_admits_the_callers_a_route_names(secure_cluster, cast, caller, method, route):
     """The control for the refusals above: the same routes do answer their own callers."""
-    answer = await send(secure_cluster.history_internal_url, method, route, cast, tokens()[caller])
+    answer = await send(secure_cluster.history_url, method, route, cast, tokens()[caller])
     assert answer.status == 200, answer

@@ -108,7 +108,10 @@ def network_path(prefix: str, target: str, internal: str) -> Shot:
 
 
 def after(marker: str) -> Callable:
-    """A segment ending in `marker` (`?`, `#`), then one climb more than the prefix needs."""
+    """A segment ending in `marker` (`%3f`, `#`), then one climb more than the prefix needs.
+
+    (A raw `?` is not here: what follows it is a query string, which the gateway re-encodes from
+    its parsed form, so `/api/messages/x?/../internal` is a conversation page, rightly a 200.)"""
 
     def build(prefix: str, target: str, internal: str) -> Shot:
         return Shot(prefix + f"x{marker}/" + "../" * (depth(prefix) + 1) + target)
@@ -179,7 +182,6 @@ VARIANTS: dict[str, Callable] = {
     "raw space": climb(".. "),
     "trailing dots internal./": trailing_dot,
     "upper-case target": upper_case,
-    "? then climb": after("?"),
     "%3f then climb": after("%3f"),
     "# then climb": after("#"),
     "absolute-form to internal listener": absolute_form(".."),
@@ -202,7 +204,7 @@ def forged_body(cast, variant: str) -> bytes:
 
 
 async def fire(cluster, cast, variant: str, prefix: str, target: Target) -> tuple[str, rawhttp.RawAnswer]:
-    internal = "{}:{}".format(*rawhttp.host_port(cluster.history_internal_url))
+    internal = "{}:{}".format(*rawhttp.host_port(cluster.history_url))
     shot = VARIANTS[variant](prefix, target.path, internal)
     headers = [("Authorization", f"Bearer {cast.mallory.token}"), *shot.headers]
     body = b""

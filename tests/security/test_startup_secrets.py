@@ -11,6 +11,7 @@ import time
 import pytest
 
 from services.devtools.stores import free_port
+from services.shared.settings import DEV_INTERNAL_TOKENS, DEV_JWT_SECRET
 from tests.security.categories import WEAK_SECRETS
 from tests.support import PROJECT_DIR
 from tests.tally import ATTACK
@@ -33,11 +34,11 @@ WEAK = {
 }
 # The development defaults the code and `make run` use; a deployment that kept one is not secret.
 DEVELOPMENT_DEFAULTS = {
-    "JWT_SECRET": "parley-development-jwt-secret-not-for-production",
-    "INTERNAL_TOKEN": "dev-internal-token",
-    "GATEWAY_INTERNAL_TOKEN": "dev-internal-token",
-    "PRESENCE_INTERNAL_TOKEN": "dev-internal-token",
-    "ADMIN_INTERNAL_TOKEN": "dev-internal-token",
+    "JWT_SECRET": DEV_JWT_SECRET,
+    "INTERNAL_TOKEN": DEV_INTERNAL_TOKENS["gateway"],
+    "GATEWAY_INTERNAL_TOKEN": DEV_INTERNAL_TOKENS["gateway"],
+    "PRESENCE_INTERNAL_TOKEN": DEV_INTERNAL_TOKENS["presence"],
+    "ADMIN_INTERNAL_TOKEN": DEV_INTERNAL_TOKENS["admin"],
 }
 START_TIMEOUT_SECONDS = 20.0
 # Settings that switch the checks off or would leak in from the developer's shell.
