@@ -5,6 +5,8 @@ default). Every token below is refused at the gateway's REST API, at history's o
 (defence in depth) and at the Socket.IO handshake; the control token is admitted on all three.
 """
 
+import asyncio
+import json
 import time
 import warnings
 
@@ -14,7 +16,8 @@ import pytest
 from tests.security import rawhttp
 from tests.security.categories import JWT_CLAIMS
 from tests.security.conftest import LOG_DIR, admitted, handshake_reply
-from tests.support import JWT, running_cluster
+from services.devtools.stores import free_port
+from tests.support import JWT, create_user, running_cluster
 from tests.tally import ATTACK
 
 ISSUER = "https://social.example"
@@ -59,9 +62,27 @@ REFUSED = {
 
 @pytest.fixture(scope="module")
 def jwt_cluster(stores):
+    """Gateway `a` as production runs it, and gateway `dev` in DEV_MODE with the same settings."""
     with running_cluster(stores, LOG_DIR / "jwt", nodes=("a",), JWT_ISSUER=ISSUER, JWT_AUDIENCE=AUDIENCE,
                          DEV_LOGIN_SECRET=DEV_LOGIN_SECRET) as running:
+        dev = running.stack.add("gateway", "gateway-dev", free_port(), free_port(), {"DEV_MODE": "true"})
+        dev.start()
+        dev.wait_ready()
         yield running
+
+
+@pytest.fixture(scope="module")
+def dev_token(jwt_cluster) -> str:
+    """A token from the development sign-in (`POST /dev/session` on the DEV_MODE gateway)."""
+    async def sign_in() -> str:
+        user = await create_user(jwt_cluster.history_url, "sec-dev-signin")
+        answer = await rawhttp.request(jwt_cluster.gateway_url("dev"), "POST", "/dev/session",
+                                       [("Content-Type", "application/json")],
+                                       json.dumps({"userName": user.user_name}).encode())
+        assert answer.status == 200, answer
+        return json.loads(answer.body)["token"]
+
+    return asyncio.run(sign_in())
 
 
 async def admitted_on(cluster, surface: str, token: str) -> tuple[bool, str]:
@@ -85,4 +106,16 @@ async def test_a_token_with_every_claim_right_is_admitted(jwt_cluster, surface):
 @pytest.mark.parametrize("surface", SURFACES)
 async def test_a_token_with_a_wrong_claim_is_refused(jwt_cluster, surface, case):
     ok, detail = await admitted_on(jwt_cluster, surface, REFUSED[case]())
+    assert not ok, detail
+
+
+async def test_the_development_sign_in_token_works_in_development(jwt_cluster, dev_token):
+    """The control: the token is real, a DEV_MODE gateway admits it."""
+    assert admitted(await handshake_reply(jwt_cluster.gateway_url("dev"), dev_token))
+
+
+@pytest.mark.tally(ATTACK, JWT_CLAIMS)
+@pytest.mark.parametrize("surface", SURFACES)
+async def test_a_development_sign_in_token_is_refused_outside_development(jwt_cluster, dev_token, surface):
+    ok, detail = await admitted_on(jwt_cluster, surface, dev_token)
     assert not ok, detail
