@@ -40,6 +40,10 @@ class Cast:
 def secure_cluster(stores) -> Cluster:
     with running_cluster(stores, LOG_DIR, nodes=("a",), **UNLIMITED) as running:
         yield running
+    # Whatever the attacks threw at it, no service logged an error (an unhandled exception).
+    for process in running.stack.processes.values():
+        errors = [line for line in process.log_text().splitlines() if '"level": "error"' in line]
+        assert not errors, f"{process.name} logged errors: {errors[:3]}"
 
 
 @pytest.fixture(scope="session")

@@ -240,3 +240,14 @@ async def test_no_path_variant_reaches_the_internal_api(secure_cluster, cast, va
     assert not leaked, "internal data in an answer:\n" + "\n".join(leaked)
     assert await internal_route_requests(secure_cluster) == before, "history's internal listener answered one"
     assert await forged_messages(secure_cluster, cast, forged_text(variant)) == []
+
+
+async def test_a_bare_public_prefix_is_refused_without_an_error_in_the_log(secure_cluster):
+    """What the rewrite-header variants send (the prefix alone): a 4xx, and no error line that an
+    anonymous client could flood the gateway's log with."""
+    gateway = secure_cluster.stack["gateway-a"]
+    logged_before = len(gateway.log_text())
+    answers = {prefix: await rawhttp.request(gateway.url, "GET", prefix) for prefix in PUBLIC_PREFIXES}
+    assert all(400 <= answer.status < 500 for answer in answers.values()), answers
+    new_lines = gateway.log_text()[logged_before:].splitlines()
+    assert not [line for line in new_lines if '"level": "error"' in line], new_lines
