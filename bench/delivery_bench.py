@@ -21,13 +21,13 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 
+from bench.stack import ADMIN_TOKEN, bench_stack
 from services.devtools.stack import Stack
-from services.devtools.stores import PrivateRedis, drop_database, ensure_database, find_stores, free_port, with_database
+from services.devtools.stores import PrivateRedis, drop_database, ensure_database, find_stores, with_database
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 RESULTS_DIR = PROJECT_DIR / "bench" / "results"
 RUN_DIR = PROJECT_DIR / ".run" / "bench"
-INTERNAL_TOKEN = "bench-internal-token"
 GENERATORS = 2
 USERS = 200
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -58,7 +58,7 @@ def percentile(values: list[float], share: float) -> float:
 
 
 async def create_users(history_url: str, tags: list[str], pairs: int) -> None:
-    async with aiohttp.ClientSession(headers={"X-Internal-Token": INTERNAL_TOKEN}) as http:
+    async with aiohttp.ClientSession(headers={"X-Internal-Token": ADMIN_TOKEN}) as http:
         async def put(user_id: str) -> None:
             async with http.put(f"{history_url}/internal/users/{user_id}", json={"userName": user_id}) as answer:
                 assert answer.status == 200, await answer.text()
@@ -70,11 +70,11 @@ METRICS = ("parley_gateway_pubsub_messages_received_total", "parley_gateway_stor
            "parley_gateway_store_batch_messages_count")
 
 
-async def gateway_counters(urls: list[str]) -> list[dict[str, float]]:
+async def gateway_counters(internal_urls: list[str]) -> list[dict[str, float]]:
     """Each node's pub/sub messages decoded and store calls (with the messages they carried)."""
     counters = []
     async with aiohttp.ClientSession() as http:
-        for url in urls:
+        for url in internal_urls:
             async with http.get(url + "/metrics") as answer:
                 text = await answer.text()
             values = {line.split()[0]: float(line.split()[-1]) for line in text.splitlines()
@@ -93,16 +93,9 @@ async def wal_bytes(database_url: str) -> int:
 
 
 def start_stack(database_url: str, redis: PrivateRedis, nodes: int, prefix: str) -> Stack:
-    ports = {"history": free_port(), "presence": free_port()}
     env = {"DATABASE_URL": database_url, "REDIS_URL": redis.url, "REDIS_PREFIX": prefix, "LOG_LEVEL": "WARNING",
-           "INTERNAL_TOKEN": INTERNAL_TOKEN, "SEND_RATE_PER_SECOND": "1000", "SEND_BURST": "1000",
-           "HISTORY_URL": f"http://127.0.0.1:{ports['history']}",
-           "PRESENCE_URL": f"http://127.0.0.1:{ports['presence']}"}
-    stack = Stack(env, RUN_DIR / "logs")
-    stack.add("history", "history", ports["history"])
-    stack.add("presence", "presence", ports["presence"])
-    for node in range(nodes):
-        stack.add("gateway", f"gateway-{node}", free_port())
+           "SEND_RATE_PER_SECOND": "1000", "SEND_BURST": "1000"}
+    stack = bench_stack(env, RUN_DIR / "logs", ["history", "presence", *(f"gateway-{node}" for node in range(nodes))])
     stack.start()
     return stack
 
@@ -112,7 +105,7 @@ def run_load(stack: Stack, redis: PrivateRedis, rate: float, seconds: float, rou
     urls = [process.url for process in gateways]
     tags = [f"{round_tag}g{n}" for n in range(GENERATORS)]
     pairs = USERS // 2 // GENERATORS
-    asyncio.run(create_users(stack["history"].url, tags, pairs))
+    asyncio.run(create_users(stack["history"].internal_url, tags, pairs))
     watched = {name: process.process.pid for name, process in stack.processes.items()}
     watched["redis"] = redis.process.pid
     out_files = {tag: RUN_DIR / f"generator-{tag}.json" for tag in tags}
@@ -128,7 +121,7 @@ def run_load(stack: Stack, redis: PrivateRedis, rate: float, seconds: float, rou
         if generator.stdout.readline().strip() != "ready":
             raise RuntimeError("a load generator failed to connect")
     pg = postgres_pids()
-    counters_before = asyncio.run(gateway_counters(urls))
+    counters_before = asyncio.run(gateway_counters([process.internal_url for process in gateways]))
     wal_before = asyncio.run(wal_bytes(stack.env["DATABASE_URL"]))
     before = {name: cpu_seconds(pid) for name, pid in watched.items()}
     pg_before = sum(cpu_seconds(pid) for pid in pg)
@@ -140,7 +133,7 @@ def run_load(stack: Stack, redis: PrivateRedis, rate: float, seconds: float, rou
             raise RuntimeError("a load generator failed")
     after = {name: cpu_seconds(pid) for name, pid in watched.items()}
     pg_after = sum(cpu_seconds(pid) for pid in postgres_pids())
-    counters_after = asyncio.run(gateway_counters(urls))
+    counters_after = asyncio.run(gateway_counters([process.internal_url for process in gateways]))
     wal_after = asyncio.run(wal_bytes(stack.env["DATABASE_URL"]))
     for generator in generators:
         generator.stdin.write("exit\n")

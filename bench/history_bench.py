@@ -18,11 +18,10 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 
-from services.devtools.stack import Stack
-from services.devtools.stores import ensure_database, find_stores, free_port, with_database
+from bench.stack import BENCH_JWT, bench_stack
+from services.devtools.stores import ensure_database, find_stores, with_database
 from services.history.migrations import apply_migrations
 from services.shared.auth import issue_token
-from services.shared.settings import JwtSettings
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 RESULTS_DIR = PROJECT_DIR / "bench" / "results"
@@ -139,14 +138,11 @@ def main() -> int:
     try:
         url = ensure_database(with_database(stores.database_url, "postgres"), DATABASE)
         asyncio.run(seed(url, args.messages))
-        jwt = JwtSettings()
-        port = free_port()
-        stack = Stack({"DATABASE_URL": url, "REDIS_URL": stores.redis_url, "LOG_LEVEL": "WARNING",
-                       "JWT_SECRET": jwt.jwt_secret}, PROJECT_DIR / ".run" / "bench" / "logs")
-        stack.add("history", "history-bench", port)
+        stack = bench_stack({"DATABASE_URL": url, "REDIS_URL": stores.redis_url, "LOG_LEVEL": "WARNING"},
+                            PROJECT_DIR / ".run" / "bench" / "logs", ["history"])
         stack.start()
         try:
-            rows = asyncio.run(measure(f"http://127.0.0.1:{port}", issue_token(ME, jwt), args.requests))
+            rows = asyncio.run(measure(stack["history"].url, issue_token(ME, BENCH_JWT), args.requests))
         finally:
             stack.stop()
     finally:

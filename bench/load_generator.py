@@ -17,7 +17,7 @@ import uvloop
 
 from bench.lean_socket import LeanSocket
 from services.shared.auth import issue_token
-from services.shared.settings import JwtSettings
+from bench.stack import BENCH_JWT
 
 
 def text_of(frame: str) -> str:
@@ -26,7 +26,7 @@ def text_of(frame: str) -> str:
 
 
 async def run(args) -> dict:
-    jwt = JwtSettings()
+    jwt = BENCH_JWT
     urls = args.urls.split(",")
     pairs = args.users // 2
     sent_at: dict[str, float] = {}

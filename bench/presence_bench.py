@@ -20,15 +20,14 @@ import aiohttp
 import redis
 
 from bench.history_bench import DATABASE
+from bench.stack import BENCH_JWT, GATEWAY_TOKEN, bench_stack
 from services.devtools.stack import Stack
-from services.devtools.stores import PrivateRedis, ensure_database, find_stores, free_port, with_database
+from services.devtools.stores import PrivateRedis, ensure_database, find_stores, with_database
 from services.shared.auth import issue_token
 from services.shared.routed_manager import ROUTE_REFRESH_SECONDS
-from services.shared.settings import JwtSettings
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 RESULTS_DIR = PROJECT_DIR / "bench" / "results"
-INTERNAL_TOKEN = "bench-internal-token"
 HEARTBEAT_SECONDS = 1.0
 CONCURRENT_CONNECTS = 200
 
@@ -64,9 +63,9 @@ async def scrape(url: str) -> str:
 
 
 async def run(stack: Stack, gateways: list[str], count: int, redis_url: str) -> list[tuple[str, str]]:
-    jwt = JwtSettings()
+    jwt = BENCH_JWT
     users = [f"bench-presence-{n}" for n in range(count)]
-    before = {name: await scrape(stack[name].url) for name in (*gateways, "presence")}
+    before = {name: await scrape(stack[name].internal_url) for name in (*gateways, "presence")}
     rss_before = sum(rss_kib(stack[name].process.pid) for name in gateways)
     connector = aiohttp.TCPConnector(limit=0)
     limit = asyncio.Semaphore(CONCURRENT_CONNECTS)
@@ -79,20 +78,20 @@ async def run(stack: Stack, gateways: list[str], count: int, redis_url: str) -> 
         started = time.perf_counter()
         await asyncio.gather(*(connect(n) for n in range(count)))
         connected = time.perf_counter() - started
-        presence_url = stack["presence"].url
+        presence_url = stack["presence"].internal_url
         while True:
             online = 0
             for chunk in range(0, count, 100):
                 async with http.get(presence_url + "/internal/presence/online",
                                     params={"ids": ",".join(users[chunk:chunk + 100])},
-                                    headers={"X-Internal-Token": INTERNAL_TOKEN}) as answer:
+                                    headers={"X-Internal-Token": GATEWAY_TOKEN}) as answer:
                     online += len((await answer.json())["online"])
             if online == count:
                 break
             await asyncio.sleep(0.05)
         agreed = time.perf_counter() - started
 
-        after = {name: await scrape(stack[name].url) for name in (*gateways, "presence")}
+        after = {name: await scrape(stack[name].internal_url) for name in (*gateways, "presence")}
         rss_per_thousand = (sum(rss_kib(stack[name].process.pid) for name in gateways) - rss_before) / count * 1000
         calls = "parley_gateway_internal_call_duration_seconds_count"
         gateway_calls = sum(metric_sum(after[g], calls) - metric_sum(before[g], calls) for g in gateways)
@@ -140,14 +139,9 @@ def main() -> int:
     private_redis.start()
     try:
         url = ensure_database(with_database(stores.database_url, "postgres"), DATABASE)
-        ports = {name: free_port() for name in ("history", "presence", "gateway-a", "gateway-b")}
         env = {"DATABASE_URL": url, "REDIS_URL": private_redis.url, "LOG_LEVEL": "WARNING",
-               "INTERNAL_TOKEN": INTERNAL_TOKEN, "HEARTBEAT_SECONDS": str(HEARTBEAT_SECONDS),
-               "HISTORY_URL": f"http://127.0.0.1:{ports['history']}",
-               "PRESENCE_URL": f"http://127.0.0.1:{ports['presence']}"}
-        stack = Stack(env, run_dir / "logs")
-        for name, port in ports.items():
-            stack.add(name.split("-")[0], name, port)
+               "HEARTBEAT_SECONDS": str(HEARTBEAT_SECONDS)}
+        stack = bench_stack(env, run_dir / "logs", ["history", "presence", "gateway-a", "gateway-b"])
         stack.start()
         try:
             rows = asyncio.run(run(stack, ["gateway-a", "gateway-b"], args.sockets, private_redis.url))

@@ -77,6 +77,10 @@ def service_env(stores: TestStores, **overrides: str) -> dict[str, str]:
         "SEND_RATE_PER_SECOND": "500",
         "REST_BURST": "500",
         "REST_RATE_PER_SECOND": "500",
+        "PRESENCE_BURST": "500",
+        "PRESENCE_RATE_PER_SECOND": "500",
+        "READ_BURST": "500",
+        "READ_RATE_PER_SECOND": "500",
     }
     env.update(overrides)
     return env

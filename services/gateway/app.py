@@ -56,6 +56,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
         ping_timeout=settings.ping_timeout_seconds,
         serializer=WirePacket,
         frame_writer=FrameWriter(settings.slow_client_buffer_bytes, metrics.slow_clients.inc),
+        connect_timeout=settings.connect_timeout_seconds,
         json=fast_json,
         logger=False,
         engineio_logger=False,

@@ -4,7 +4,10 @@ import asyncio
 import functools
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
+from typing import NoReturn
+from urllib.parse import quote
 
 import socketio
 
@@ -17,12 +20,15 @@ from ..shared.models import MarkRead, SendMessage
 from .metrics import GatewayMetrics
 from .presence_link import PresenceLink
 from .ratelimit import RateLimiter
+from .server import trusted_origin
 from .settings import GatewaySettings
 from .store_batcher import StoreBatcher
 
 log = logging.getLogger(__name__)
 
 AUTH_ERROR = "Authentication error"  # the guide's connect error, which its client shows
+TOO_MANY_CONNECTIONS = "Too many connections"
+SHUTTING_DOWN = "Server is shutting down"
 
 EventHandler = Callable[["ChatHandler", str, str, object], Awaitable[dict | None]]
 
@@ -104,10 +110,14 @@ class ChatHandler:
         self.history = history
         self.store_batcher = StoreBatcher(history, metrics.store_batch_size, settings.store_call_interval_seconds)
         self.user_of: dict[str, str] = {}
+        self.sockets_of: Counter[str] = Counter()  # user -> sockets on this node
         self.accepting = True
         self.in_flight = 0
         self.send_limiter = RateLimiter(settings.send_rate_per_second, settings.send_burst)
         self.typing_limiter = RateLimiter(settings.typing_rate_per_second, settings.typing_burst)
+        self.read_limiter = RateLimiter(settings.read_rate_per_second, settings.read_burst)
+        # watchPresence and GET /api/presence: one bucket, as both cost a history call.
+        self.presence_limiter = RateLimiter(settings.presence_rate_per_second, settings.presence_burst)
         # (sid, receiver) -> timer that sends `userStoppedTyping` if the client never does.
         self._typing_timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._background: set[asyncio.Task] = set()
@@ -125,31 +135,56 @@ class ChatHandler:
 
     async def connect(self, sid: str, environ: dict, auth: object = None) -> None:
         sid_var.set(sid)
-        if not self.accepting:
-            self.metrics.connects_refused.inc()
-            raise socketio.exceptions.ConnectionRefusedError("Server is shutting down")
-        token = auth.get("token") if isinstance(auth, dict) else None
-        if not isinstance(token, str) or not token:
-            token = token_from_headers(
-                {"Cookie": environ.get("HTTP_COOKIE", ""), "Authorization": environ.get("HTTP_AUTHORIZATION", "")}
-            )
-        try:
-            user_id = self.verifier.user_id(token)
-        except Unauthorized:
-            self.metrics.connects_refused.inc()
-            raise socketio.exceptions.ConnectionRefusedError(AUTH_ERROR) from None
+        user_id = self._admit(environ, auth)
         self.user_of[sid] = user_id
+        self.sockets_of[user_id] += 1
         self.metrics.sockets.inc()
         await self.sio.enter_room(sid, user_room(user_id))
         if self.presence is not None:
             self.presence.socket_connected(sid, user_id)
             self.spawn(self._send_online_users(sid, user_id))
 
+    def _admit(self, environ: dict, auth: object) -> str:
+        """The user this handshake signs in, or `ConnectionRefusedError` with the reason the client sees."""
+        if not self.accepting:
+            self._refuse(SHUTTING_DOWN)
+        try:
+            user_id = self.verifier.user_id(self._handshake_token(environ, auth))
+        except Unauthorized:
+            self._refuse(AUTH_ERROR)
+        if self.sockets_of[user_id] >= self.settings.max_sockets_per_user:
+            log.info("connect refused: the user has %d sockets on this node", self.sockets_of[user_id])
+            self._refuse(TOO_MANY_CONNECTIONS)
+        return user_id
+
+    def _refuse(self, reason: str) -> NoReturn:
+        self.metrics.connects_refused.inc()
+        raise socketio.exceptions.ConnectionRefusedError(reason) from None
+
+    def _handshake_token(self, environ: dict, auth: object) -> str | None:
+        """`auth.token`, else the `token` cookie if the page's Origin is trusted, else the Bearer header.
+
+        A cookie goes wherever the browser goes: accepted from any page, it would let that page
+        open a socket as the user (cross-site websocket hijacking). A header or `auth` value
+        can only have been set by a page that holds the token.
+        """
+        token = auth.get("token") if isinstance(auth, dict) else None
+        if isinstance(token, str) and token:
+            return token
+        headers = {"Authorization": environ.get("HTTP_AUTHORIZATION", "")}
+        if trusted_origin(environ.get("HTTP_ORIGIN"), self.settings.cors_origin_list, environ):
+            headers["Cookie"] = environ.get("HTTP_COOKIE", "")
+        return token_from_headers(headers)
+
     async def disconnect(self, sid: str, reason: object = None) -> None:
         sid_var.set(sid)
         user_id = self.user_of.pop(sid, None)
         if user_id is None:
             return
+        if (left := self.sockets_of[user_id] - 1) > 0:
+            self.sockets_of[user_id] = left
+        else:
+            del self.sockets_of[user_id]
         self.metrics.sockets.dec()
         self.watching.pop(sid, None)
         if self.presence is not None:
@@ -219,6 +254,7 @@ class ChatHandler:
     @socket_event("markRead")
     async def mark_read(self, sid: str, user_id: str, payload: object) -> dict:
         request = parse_model(MarkRead, payload)
+        self.read_limiter.check(user_id)
         result = await self.history.call(
             "POST",
             "/internal/read",
@@ -230,8 +266,13 @@ class ChatHandler:
 
     @socket_event("watchPresence")
     async def watch_presence(self, sid: str, user_id: str, payload: object) -> dict:
-        """Also hear `userOnline` / `userOffline` of these users (replaces the previous list)."""
-        watched = parse_user_ids(payload)
+        """Also hear `userOnline` / `userOffline` of these users (replaces the previous list).
+
+        Users the asker may not see (PRESENCE_VISIBILITY) are left out: never subscribed, never online.
+        """
+        requested = parse_user_ids(payload)
+        self.presence_limiter.check(user_id)
+        watched = await self.visible_to(user_id, requested)
         previous = self.watching.get(sid, set())
         for gone in previous - watched:
             await self.sio.leave_room(sid, presence_room(gone))
@@ -241,6 +282,18 @@ class ChatHandler:
         if not watched or self.presence is None:
             return {"online": []}
         return {"online": await self.presence.online_among(sorted(watched))}
+
+    async def visible_to(self, user_id: str, user_ids: set[str]) -> set[str]:
+        """Of `user_ids`, those whose presence `user_id` may learn: with PRESENCE_VISIBILITY
+        "partners", users who share a conversation with them (asked of history each time, as
+        presence's announcer does), and themselves."""
+        if self.settings.presence_visibility == "everyone" or not user_ids:
+            return user_ids
+        partners = await self.history.call(
+            "GET", f"/internal/users/{quote(user_id, safe='')}/partners", idempotent=True,
+            route="/internal/users/{userId}/partners",
+        )
+        return user_ids & {*partners, user_id}
 
     async def _send_online_users(self, sid: str, user_id: str) -> None:
         online = await self.presence.online_partners(user_id)

@@ -44,7 +44,7 @@ class GatewayMetrics:
         )
         self.connects_refused = Counter(
             "parley_gateway_connects_refused_total",
-            "Handshakes refused (bad or missing token, or draining).",
+            "Handshakes refused (bad or missing token, too many sockets for the user, or draining).",
             registry=registry,
         )
 

@@ -103,13 +103,16 @@ async def raw_path_guard(request: web.Request, handler) -> web.StreamResponse:
 
 
 async def presence_of(request: web.Request) -> web.Response:
-    """`GET /api/presence?ids=a,b`: which of these users are online now."""
-    request.app[VERIFIER].user_id(token_from_headers(request.headers))
+    """`GET /api/presence?ids=a,b`: which of these users, of those the asker may see, are online now."""
+    user_id = request.app[VERIFIER].user_id(token_from_headers(request.headers))
     request.app[REST_LIMITER].check(rate_limit_key(request))
     ids = [part.strip() for part in request.query.get("ids", "").split(",") if part.strip()]
     if not ids or len(ids) > MAX_PRESENCE_IDS or any(len(i) > 64 or "\x00" in i for i in ids):
         raise InvalidField("ids", f"must be 1 to {MAX_PRESENCE_IDS} comma-separated user ids")
-    return json_response({"online": await request.app[CHAT].presence.online_among(ids)})
+    chat = request.app[CHAT]
+    chat.presence_limiter.check(user_id)  # as watchPresence: the same history call
+    visible = await chat.visible_to(user_id, set(ids))
+    return json_response({"online": await chat.presence.online_among([i for i in ids if i in visible])})
 
 
 def rate_limit_key(request: web.Request) -> str:

@@ -2,10 +2,17 @@
 
 Malformed Socket.IO or engine.io packets are a client's fault: the connection is closed and a
 warning logged, where the libraries would log a traceback at ERROR (or answer 500), which a
-client could use to flood the error log. Packets are encoded with orjson (`WirePacket`), and
+client could use to flood the error log. Binary Socket.IO packets (which Parley's events never
+need) and JSONP polling are refused outright, and a session that does not sign in within
+CONNECT_TIMEOUT_SECONDS is closed. Packets are encoded with orjson (`WirePacket`), and
 websockets are served by the lean transport of `websocket`.
+
+Every override here reaches into python-socketio's or python-engineio's internals: pyproject.toml
+pins both libraries exactly, and tests/unit/test_library_seams.py names what moved after an
+upgrade. Each docstring gives the measured reason, from bench/RESULTS.md.
 """
 
+import asyncio
 import logging
 
 import engineio
@@ -16,7 +23,7 @@ from engineio import packet as eio_packet
 
 from ..shared import fast_json
 from ..shared.errors import ErrorCode, error_response
-from .websocket import UNDECODABLE, FrameWriter, PacketQueue, lean_websocket_class
+from .websocket import BINARY_REFUSED, UNDECODABLE, FrameWriter, PacketQueue, binary_packet, lean_websocket_class
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +34,12 @@ class WirePacket(socketio.packet.Packet):
     The stock packet walks every payload in Python looking for binary data, then encodes it.
     Here the data is encoded first: orjson refuses bytes, so data it encodes holds none, and that
     encoding is the one sent (a few percent of a busy gateway's CPU, twice).
+
+    Measured (bench/RESULTS.md, appendix): "What each change did", row "routed emits batched per
+    publish, orjson for Socket.IO (6ea35dc)": 2,000/s p99 8,365 -> 2,962 ms, CPU 1.66 -> 1.06
+    ms a message; and "Second session", table "Each change", row "... packets encoded once
+    (7a29971, 035605e)": 3,000/s each gateway 0.185 -> 0.151 CPU-ms a message. Both rows
+    measure this together with other changes.
     """
 
     json = fast_json
@@ -55,7 +68,12 @@ class WirePacket(socketio.packet.Packet):
 
 
 class EngineIoServer(engineio.AsyncServer):
-    """engine.io's server, whose sockets queue packets in a `PacketQueue`."""
+    """engine.io's server, whose sockets queue packets in a `PacketQueue` (`create_queue`).
+
+    Measured (bench/RESULTS.md, appendix, "Connect storm and presence"): no asyncio.Queue once
+    the websocket is open took gateway memory per idle socket from 29.0 to 25.7 KiB (an idle
+    asyncio.Queue is 3.2 KiB), `python -m bench.presence_bench --sockets 10000`.
+    """
 
     def create_queue(self, *args, **kwargs):
         return PacketQueue()
@@ -65,31 +83,66 @@ class ParleyServer(socketio.AsyncServer):
     """python-socketio's server, hardened against undecodable traffic, on the lean websocket transport.
 
     `frame_writer` writes every websocket's frames (see `websocket`); long-polling stays engine.io's.
+    `__init__` puts the lean websocket class in (a copy of) engine.io's driver table, and
+    `_engineio_server_class` makes engine.io's server an `EngineIoServer`: their measured reasons
+    are those of `websocket` and `EngineIoServer`.
+    An engine.io session without a Socket.IO connection `connect_timeout` seconds after it opened
+    is closed.
     """
 
-    def __init__(self, *args, frame_writer: FrameWriter, **kwargs):
+    def __init__(self, *args, frame_writer: FrameWriter, connect_timeout: float, **kwargs):
         super().__init__(*args, **kwargs)
         # A copy: the driver's table is shared by every engine.io server in the process.
         self.eio._async = {**self.eio._async, "websocket": lean_websocket_class(frame_writer)}
+        self._connect_timeout = connect_timeout
+        # Sessions being closed for a binary packet: what else they send is dropped unlogged.
+        self._refused: set[str] = set()
 
     def _engineio_server_class(self):
         return EngineIoServer
 
     async def _send_packet(self, eio_sid, pkt):
+        """Every part of the packet through `_send_eio_packet` (python-socketio's own sends them
+        through `eio.send`, around it), so each can take the direct path; measured there."""
         encoded = pkt.encode()
         for part in encoded if isinstance(encoded, list) else [encoded]:
             await self._send_eio_packet(eio_sid, eio_packet.Packet(eio_packet.MESSAGE, part))
 
     async def _send_eio_packet(self, eio_sid, eio_pkt):
         """To an open websocket, straight to its output: engine.io would pass the packet through
-        four coroutines to reach the same queue. Its ping check, skipped here, also runs on its own."""
+        four coroutines to reach the same queue. Its ping check, skipped here, also runs on its own.
+
+        Measured (bench/RESULTS.md, appendix): "What each change did", row "packets written
+        straight to idle websockets": 3,000/s p99 1,023 -> 355 ms, each gateway 0.20 -> 0.175
+        CPU-ms a message, 98.5 % of packets direct; "Second session", table "Each change", row
+        "packets straight to the websocket's output ... (dea4713 to 7bfc5b9)": 2,000/s p99
+        134 -> 77 ms, each gateway 0.22 -> 0.199 CPU-ms a message."""
         socket = self.eio.sockets.get(eio_sid)
         output = socket.queue.output if socket is not None and not socket.closed else None
         if output is None:  # the handshake, long-polling, a socket going away: engine.io's path
             return await super()._send_eio_packet(eio_sid, eio_pkt)
         output.send(eio_pkt)
 
+    async def _handle_eio_connect(self, eio_sid, environ):
+        await super()._handle_eio_connect(eio_sid, environ)
+        asyncio.get_running_loop().call_later(self._connect_timeout, self._close_if_not_connected, eio_sid)
+
+    def _close_if_not_connected(self, eio_sid: str) -> None:
+        if eio_sid not in self.eio.sockets:
+            return  # gone already
+        sid = self.manager.sid_from_eio_sid(eio_sid, "/")
+        if sid is not None and self.manager.is_connected(sid, "/"):
+            return
+        log.info("no Socket.IO CONNECT within %s s; closing that session", self._connect_timeout)
+        self.start_background_task(self.eio.disconnect, eio_sid)
+
     async def _handle_eio_disconnect(self, eio_sid, reason):
+        """Also closes the socket's websocket. The lean transport reads without a timer per frame
+        (bench/RESULTS.md, appendix, "Connect storm and presence": 25.7 -> 24.9 KiB a socket),
+        so a session engine.io ends must end its websocket here; not a speed-up of its own, it
+        is what makes that one safe (tests/e2e/test_websocket_transport.py,
+        test_a_client_gone_silent_is_disconnected_and_its_websocket_closed)."""
+        self._refused.discard(eio_sid)
         await super()._handle_eio_disconnect(eio_sid, reason)
         # engine.io ended the session itself (its ping check found the client silent, or the
         # server disconnected it): the websocket goes too, or its read would wait forever.
@@ -98,6 +151,19 @@ class ParleyServer(socketio.AsyncServer):
             socket.queue.output.stop()
 
     async def _handle_eio_message(self, eio_sid, data):
+        """A client's undecodable packet, or a binary one, closes its connection with a warning,
+        where python-socketio would log a traceback at ERROR for each (or buffer the binary
+        packet's attachments). Not a measured speed-up: a hardening, tested from outside
+        (tests/e2e/test_hostile_input.py, test_malformed_frames_do_not_hurt_the_node;
+        tests/e2e/test_socket_security.py)."""
+        # Long-polling's way in (the lean websocket refuses binary packets before they get here).
+        # python-socketio would keep a binary packet's attachments until all had come: refused.
+        if binary_packet(data):
+            if eio_sid not in self._refused:
+                self._refused.add(eio_sid)
+                log.warning(BINARY_REFUSED)
+                self.start_background_task(self.eio.disconnect, eio_sid)
+            return
         # Event handlers run as tasks of their own (and catch their own errors), so what
         # reaches here is the decoding of the client's packet.
         try:
@@ -114,10 +180,15 @@ async def engineio_middleware(request: web.Request, handler) -> web.StreamRespon
 
     The outermost middleware. The others serve the REST routes (engine.io answers CORS itself),
     and a websocket would hold a frame of each of them for its whole life: about 2 KB a socket.
-    A frame engine.io cannot even parse escapes its handler: answer 400, not 500.
+    A frame engine.io cannot even parse escapes its handler: answer 400, not 500. JSONP polling
+    (`j=`) is refused before engine.io sees it: its answer is a script any page may load, which
+    runs with this origin's cookies.
     """
     if not request.path.startswith("/socket.io/"):
         return await handler(request)
+    if "j" in request.query:
+        log.warning("JSONP polling refused")
+        return error_response(400, "JSONP polling is not supported", ErrorCode.INVALID_PAYLOAD)
     try:
         return await request.match_info.handler(request)
     except UNDECODABLE as exc:
@@ -139,14 +210,21 @@ class EngineIoClientFaultFilter(logging.Filter):
         return True
 
 
+def trusted_origin(origin: str | None, allowed: list[str], environ: dict) -> bool:
+    """Whether `origin` is on the allow-list, or is the gateway's own origin (its page). No Origin
+    is not trusted: a client that sends none is not a browser page we know."""
+    if origin is None:
+        return False
+    if "*" in allowed or origin in allowed:
+        return True
+    return origin == f"{environ.get('wsgi.url_scheme', 'http')}://{environ.get('HTTP_HOST', '')}"
+
+
 def origin_check(allowed: list[str]):
-    """Engine.io's origin test: the allow-list, and always the gateway's own origin (its page)."""
+    """Engine.io's origin test (CORS): a trusted origin, or none at all (not a browser)."""
 
     def allowed_origin(origin: str | None, environ: dict) -> bool:
-        if origin is None or "*" in allowed or origin in allowed:
-            return True
-        own = f"{environ.get('wsgi.url_scheme', 'http')}://{environ.get('HTTP_HOST', '')}"
-        return origin == own
+        return origin is None or trusted_origin(origin, allowed, environ)
 
     return allowed_origin
 

@@ -1,5 +1,7 @@
 """Everything a gateway node reads from its environment."""
 
+from typing import Literal
+
 from ..shared.settings import DEV_INTERNAL_TOKENS, JwtSettings, ServiceSettings
 
 
@@ -46,6 +48,29 @@ class GatewaySettings(ServiceSettings, JwtSettings):
     typing_burst: int = 10
     rest_rate_per_second: float = 20.0
     rest_burst: int = 60
+    # --- the socket handshake and presence privacy (issue 13) ---
+    # An engine.io session that has not completed its Socket.IO CONNECT within this many seconds
+    # is closed: a connection that never signs in holds a session and a socket for nothing. A real
+    # client sends CONNECT right after the handshake; 10 s leaves a slow mobile link room.
+    connect_timeout_seconds: float = 10.0
+    # Sockets one user may hold ON THIS NODE (per node, not across the cluster: counting cluster-
+    # wide would put a presence call in every connect). Beyond it the connect is refused with
+    # "Too many connections". 20 is many tabs and devices; a client looping on connect is stopped.
+    max_sockets_per_user: int = 20
+    # Per-user token buckets (sustained rate per second, burst size), per node like the others.
+    # `watchPresence` (and GET /api/presence) costs a history call (partners) and a presence query:
+    # a client sends it once per page or contact-list change, so 1/s with a burst of 10 is ample.
+    presence_rate_per_second: float = 1.0
+    presence_burst: int = 10
+    # `markRead` costs a history write. The web client sends one per conversation opened and per
+    # message received while it is open; a partner sends at most SEND_RATE_PER_SECOND, so the same
+    # 10/s with a burst of 30 never limits an honest reader.
+    read_rate_per_second: float = 10.0
+    read_burst: int = 30
+    # Who `watchPresence` and GET /api/presence reveal: "partners" (the default) only users who
+    # share a conversation with the asker (and the asker); "everyone" any user (for apps whose
+    # users are public anyway). Non-partners are reported offline and never subscribed.
+    presence_visibility: Literal["partners", "everyone"] = "partners"
 
     def secret_settings(self) -> dict[str, str]:
         return {"JWT_SECRET": self.jwt_secret, "INTERNAL_TOKEN": self.internal_token}

@@ -2,10 +2,10 @@
 
 python-engineio serves a websocket with two tasks per socket (a reader, and a writer waiting on
 the socket's packet queue), a task and a timeout wrapper per received frame, and one send system
-call per packet: at 3,000 msg/s, a third of a gateway's CPU (bench/RESULTS.md). Here the
-handler's own task reads frames, and the socket's queue, once its websocket is open, writes
-packets straight out: the frames of every socket written to in one turn of the event loop leave
-together, one write per socket.
+call per packet: at 2,000 msg/s, about a third of a gateway's CPU (bench/RESULTS.md, appendix,
+"What each change did": the profile of a gateway). Here the handler's own task reads frames,
+and the socket's queue, once its websocket is open, writes packets straight out: the frames of
+every socket written to in one turn of the event loop leave together, one write per socket.
 
 A packet is never awaited on: a client that stops reading gets its frames buffered by the
 transport, and once more than `max_buffered_bytes` wait there it is cut off (it reconnects and
@@ -13,6 +13,10 @@ catches up with `sync`), rather than making anyone who emits to it wait, or hold
 
 Per-message deflate is refused, as Socket.IO's own server does by default: it held about 100 KiB
 of zlib state per browser socket, for chat messages too short to gain from it.
+
+This transport overrides python-engineio internals (the aiohttp driver's `WebSocket`, a socket's
+queue): pyproject.toml pins the library exactly, and tests/unit/test_library_seams.py names what
+moved after an upgrade.
 """
 
 import asyncio
@@ -30,6 +34,11 @@ log = logging.getLogger(__name__)
 # nested past the recursion limit (RecursionError), a packet of the wrong shape (TypeError,
 # LookupError: an unknown packet type, an event that is not an array or is empty).
 UNDECODABLE = (ValueError, RecursionError, TypeError, LookupError)
+
+# Socket.IO's BINARY_EVENT and BINARY_ACK: a header naming N attachments that python-socketio
+# would keep in memory until all N binary frames had come (N is the client's to choose).
+BINARY_PACKET_TYPES = ("5", "6")
+BINARY_REFUSED = "binary Socket.IO packet refused; closing that connection"
 
 TEXT, BINARY = 0x1, 0x2  # RFC 6455 opcodes
 _FINAL = 0x80
@@ -123,6 +132,9 @@ class PacketQueue:
     methods engine.io calls on one; once the websocket is attached it holds none (an idle
     asyncio.Queue is 3 KiB, a tenth of a socket). A `None` is engine.io's word for "stop
     writing": the websocket is closed.
+
+    Measured (bench/RESULTS.md, appendix, "Connect storm and presence"): gateway memory per idle
+    socket 29.0 -> 25.7 KiB, 10,000 sockets (`python -m bench.presence_bench --sockets 10000`).
     """
 
     __slots__ = ("output", "_waiting")
@@ -179,7 +191,15 @@ class PacketQueue:
 
 
 class LeanWebSocket(EngineIoWebSocket):
-    """The driver's websocket class (`_async["websocket"]`): engine.io hands it a socket to serve."""
+    """The driver's websocket class (`_async["websocket"]`): engine.io hands it a socket to serve.
+
+    Measured (bench/RESULTS.md, appendix): "Second session", table "Each change", row "lean
+    websocket transport, local emits without tasks, publishes not awaited, packets encoded once
+    (7a29971, 035605e)": 3,000/s p99 1,041 -> 247 ms, each gateway 0.185 -> 0.151 CPU-ms a
+    message (with those other changes); "Connect storm and presence": gateway memory per idle
+    socket 33.5 -> 29.0 KiB (no writer task, no task per frame) and, without the timer per
+    frame, 25.7 -> 24.9 KiB.
+    """
 
     writer: FrameWriter  # set on the subclass made for each server (see `lean_websocket_class`)
 
@@ -202,6 +222,11 @@ class LeanWebSocket(EngineIoWebSocket):
                 await socket.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
             await (output.closer if output is not None and output.closer else ws.close())
         return ws
+
+
+def binary_packet(data: str | bytes) -> bool:
+    """A Socket.IO binary header, or a binary attachment (engine.io's data of a binary frame)."""
+    return not isinstance(data, str) or data[:1] in BINARY_PACKET_TYPES
 
 
 def lean_websocket_class(writer: FrameWriter) -> type[LeanWebSocket]:
@@ -249,6 +274,9 @@ async def _read(socket, ws: web.WebSocketResponse) -> None:
     pings, its ping check ends the session, and that closes this websocket (`ParleyServer`)."""
     on_message = socket.server.handlers.get("message")  # python-socketio's
     while (pkt := await _next_packet(ws)) is not None:
+        if pkt.packet_type == eio_packet.MESSAGE and binary_packet(pkt.data):
+            log.warning(BINARY_REFUSED)  # before anything of it is kept: the connection ends here
+            return
         try:
             if pkt.packet_type == eio_packet.MESSAGE and on_message is not None:
                 await on_message(socket.sid, pkt.data)  # engine.io's receive would only wrap this call

@@ -8,7 +8,7 @@ import jwt
 
 from .errors import Unauthorized
 from .limits import valid_user_id
-from .settings import JwtSettings
+from .settings import DEV_LOGIN_SECRET, JwtSettings
 
 DEV_TOKEN_TTL_SECONDS = 7 * 24 * 3600
 
@@ -22,7 +22,7 @@ class TokenVerifier:
     """
 
     def __init__(self, settings: JwtSettings, *, dev_mode: bool = False):
-        self._keys = [settings.jwt_secret] + ([settings.dev_login_secret] if dev_mode else [])
+        self._keys = [settings.jwt_secret] + ([DEV_LOGIN_SECRET] if dev_mode else [])
         self._algorithms = settings.algorithms
         self._leeway = settings.jwt_leeway_seconds
         self._issuer = settings.jwt_issuer or None
@@ -62,7 +62,7 @@ def issue_token(user_id: str, settings: JwtSettings, ttl_seconds: int = DEV_TOKE
 
 def issue_dev_token(user_id: str, settings: JwtSettings, ttl_seconds: int = DEV_TOKEN_TTL_SECONDS) -> str:
     """The development sign-in's token: signed with its own key, valid only where DEV_MODE is on."""
-    return _signed(user_id, settings.dev_login_secret, settings, ttl_seconds)
+    return _signed(user_id, DEV_LOGIN_SECRET, settings, ttl_seconds)
 
 
 def _signed(user_id: str, key: str, settings: JwtSettings, ttl_seconds: int) -> str:

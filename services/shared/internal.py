@@ -14,6 +14,7 @@ import orjson
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from . import fast_json
 from .errors import ErrorCode, ParleyError, ServiceUnavailable
 from .logs import request_id_var
 
@@ -132,15 +133,15 @@ class InternalClient:
         ) as response:
             body = await response.read()
             if response.status < 400:
-                return orjson.loads(body) if body else None
+                return fast_json.loads(body) if body else None
             raise _error_from(response.status, body, self.service)
 
 
 def _error_from(status: int, body: bytes, service: str) -> ParleyError:
     try:
-        decoded = orjson.loads(body)
+        decoded = fast_json.loads(body)
         message, code = decoded["message"], decoded["code"]
-    except (orjson.JSONDecodeError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):  # ValueError: not JSON, or not UTF-8
         message, code = f"The {service} service failed", ErrorCode.SERVICE_UNAVAILABLE
     if status >= 500 and code == ErrorCode.INTERNAL:
         code = ErrorCode.SERVICE_UNAVAILABLE

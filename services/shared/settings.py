@@ -14,6 +14,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Development defaults, for `make run` only: each is refused outside DEV_MODE.
 DEV_JWT_SECRET = "parley-development-jwt-secret-not-for-production"
+# The development sign-in's own key, not a setting: its tokens are accepted only in DEV_MODE,
+# and never by the social app, which does not know it.
 DEV_LOGIN_SECRET = "parley-development-login-key-never-valid-for-the-app"
 # Each calling service has a token of its own (the callee tells callers apart by it).
 DEV_INTERNAL_TOKENS = {
@@ -74,9 +76,6 @@ class JwtSettings(BaseSettings):
     jwt_audience: str = ""
     # Seconds of clock skew allowed on `exp`, `nbf` and `iat`; at most five minutes.
     jwt_leeway_seconds: float = Field(default=30.0, ge=0, le=300)
-    # The development sign-in's own key: its tokens are accepted only in DEV_MODE, and never by
-    # the social app, which does not know this key.
-    dev_login_secret: str = DEV_LOGIN_SECRET
 
     @property
     def algorithms(self) -> list[str]:

@@ -12,7 +12,7 @@ import pytest
 from services.devtools.stores import free_port
 from tests.e2e.faults import Sender, tally
 from tests.support import TEST_RUN_DIR, ChatClient, create_user, running_cluster
-from tests.unit.test_deploy_files import HAPROXY_CFG
+from tests.deploy.test_deploy_files import HAPROXY_CFG
 
 
 class Edge:
@@ -23,6 +23,9 @@ class Edge:
             "EDGE_BIND": f"127.0.0.1:{self.port}",
             "GATEWAY_A": f"127.0.0.1:{cluster.stack['gateway-a'].port}",
             "GATEWAY_B": f"127.0.0.1:{cluster.stack['gateway-b'].port}",
+            # Where haproxy asks /readyz: the gateways' internal listeners.
+            "GATEWAY_A_INTERNAL_PORT": str(cluster.stack["gateway-a"].internal_port),
+            "GATEWAY_B_INTERNAL_PORT": str(cluster.stack["gateway-b"].internal_port),
         }
         haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
         self.process = subprocess.Popen([haproxy, "-db", "-f", str(HAPROXY_CFG)], env=env,

@@ -47,30 +47,6 @@ async def test_a_new_socket_learns_which_partners_are_online(make_user, connect)
     assert ada.id in await newcomer.wait_for("onlineUsers")
 
 
-async def test_strangers_hear_nothing_until_they_watch(cluster, make_user, connect):
-    ada, grace = await partners(make_user, connect)
-    mallory = await make_user()
-    stranger = await connect(mallory, "a")
-    await asyncio.sleep(0.3)
-
-    tab = await connect(ada, "b")
-    await asyncio.sleep(0.5)
-    assert presence_events(stranger, ada.id) == []
-
-    ack = await stranger.call("watchPresence", [ada.id])
-    assert ack == {"ok": True, "online": [ada.id]}
-    await tab.close()
-    await stranger.wait_for("userOffline", lambda data: data == ada.id)
-
-    async with aiohttp.ClientSession(base_url=cluster.gateway_url("a")) as http:
-        async with http.get(f"/api/presence?ids={ada.id},{mallory.id}", headers=mallory.auth_headers) as answer:
-            assert answer.status == 200 and await answer.json() == {"online": [mallory.id]}
-        async with http.get("/api/presence?ids=", headers=mallory.auth_headers) as answer:
-            assert answer.status == 400 and (await answer.json())["code"] == "invalid_ids"
-        async with http.get(f"/api/presence?ids={ada.id}") as answer:
-            assert answer.status == 401
-
-
 async def test_watch_presence_refuses_bad_lists(make_user, connect):
     ada = await make_user()
     client = await connect(ada, "a")

@@ -137,17 +137,3 @@ async def test_a_client_gone_silent_is_disconnected_and_its_websocket_closed(qui
         assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED), message
         assert "2" in frames, frames  # a ping it never answered, then the close
         await silent.close()
-
-
-async def test_binary_frames_are_read_and_answered_on_the_same_connection(make_user, connect):
-    """Socket.IO sends a payload holding bytes as a packet plus binary websocket frames."""
-    ada, grace = await make_user(), await make_user()
-    sender = await connect(ada, "a")
-    receiver = await connect(grace, "a")
-
-    odd = await sender.call("sendMessage", {"receiverId": grace.id, "text": "fine", "clientId": b"\x00\xff"})
-    plain = await sender.call("sendMessage", {"receiverId": grace.id, "text": "after the binary one"})
-
-    assert odd["ok"] is False and odd["error"]["code"] == "invalid_clientId", odd
-    assert plain["ok"] is True
-    assert (await receiver.wait_for("receiveMessage"))["text"] == "after the binary one"
