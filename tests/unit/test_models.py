@@ -2,9 +2,9 @@
 
 import pytest
 
-from services.history.store import iso, message_json
+from services.gateway.models import SendMessage
+from services.history.models import MessageOut, iso, message_json
 from services.shared.errors import BadRequest, InvalidField, parse_model
-from services.shared.models import MessageOut, SendMessage
 from services.shared.params import cursor_param, int_param
 
 
