@@ -11,7 +11,7 @@ from ..shared.auth import TokenVerifier
 from ..shared.errors import error_middleware
 from ..shared.notify import ClientNotifier
 from ..shared.web import INTERNAL_APP, READINESS, REGISTRY, create_base_app
-from .app_keys import HANDLER, OPENAPI_JSON, POOL, SETTINGS, STORE, VERIFIER
+from .app_keys import HANDLER, OPENAPI_JSON, SETTINGS, STORE, VERIFIER
 from .handler import HistoryHandler
 from .migrations import apply_migrations
 from .openapi import OPENAPI_DOCUMENT
@@ -65,7 +65,6 @@ async def keep_session(connection: asyncpg.Connection) -> None:
 async def postgres(app: web.Application):
     pool = await create_pool(app[SETTINGS])
     store = MessageStore(pool)
-    app[POOL] = pool
     app[STORE] = store
     app[READINESS].add("postgres", store.ping)
     watch_pool(pool, app[REGISTRY])

@@ -1,6 +1,5 @@
 """Typed keys of the history app's state."""
 
-import asyncpg
 from aiohttp import web
 
 from ..shared.auth import TokenVerifier
@@ -9,7 +8,6 @@ from .settings import HistorySettings
 from .store import MessageStore
 
 SETTINGS = web.AppKey("settings", HistorySettings)
-POOL = web.AppKey("pool", asyncpg.Pool)
 STORE = web.AppKey("store", MessageStore)
 VERIFIER = web.AppKey("verifier", TokenVerifier)
 HANDLER = web.AppKey("handler", HistoryHandler)
