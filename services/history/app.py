@@ -11,8 +11,10 @@ from ..shared.auth import TokenVerifier
 from ..shared.errors import error_middleware
 from ..shared.notify import ClientNotifier
 from ..shared.web import INTERNAL_APP, READINESS, REGISTRY, create_base_app
-from .app_keys import NOTIFIER, POOL, SETTINGS, STORE, VERIFIER
+from .app_keys import HANDLER, OPENAPI_JSON, SETTINGS, STORE, VERIFIER
+from .handler import HistoryHandler
 from .migrations import apply_migrations
+from .openapi import OPENAPI_DOCUMENT
 from .routes import internal_routes, public_routes
 from .settings import HistorySettings
 from .store import UNAVAILABLE_ERRORS, MessageStore
@@ -26,8 +28,9 @@ def create_app(settings: HistorySettings) -> web.Application:
     app = create_base_app("history", settings.caller_tokens(), [error_middleware])
     app[SETTINGS] = settings
     app[VERIFIER] = TokenVerifier(settings, dev_mode=settings.dev_mode)
+    app[OPENAPI_JSON] = OPENAPI_DOCUMENT.read_bytes()
     app.cleanup_ctx.append(postgres)
-    app.cleanup_ctx.append(notifier)
+    app.cleanup_ctx.append(handler)
     app.add_routes(public_routes)
     app[INTERNAL_APP].add_routes(internal_routes)
     return app
@@ -62,7 +65,6 @@ async def keep_session(connection: asyncpg.Connection) -> None:
 async def postgres(app: web.Application):
     pool = await create_pool(app[SETTINGS])
     store = MessageStore(pool)
-    app[POOL] = pool
     app[STORE] = store
     app[READINESS].add("postgres", store.ping)
     watch_pool(pool, app[REGISTRY])
@@ -101,8 +103,10 @@ async def migrate_until_done(pool: asyncpg.Pool, store: MessageStore) -> None:
         return
 
 
-async def notifier(app: web.Application):
+async def handler(app: web.Application):
+    """The handler, with the notifier it tells clients through (after `postgres`: it needs the store)."""
     settings = app[SETTINGS]
-    app[NOTIFIER] = ClientNotifier(settings.redis_url, settings.redis_prefix)
+    notifier = ClientNotifier(settings.redis_url, settings.redis_prefix)
+    app[HANDLER] = HistoryHandler(app[STORE], notifier)
     yield
-    await app[NOTIFIER].close()
+    await notifier.close()

@@ -1,15 +1,14 @@
 """Typed keys of the history app's state."""
 
-import asyncpg
 from aiohttp import web
 
 from ..shared.auth import TokenVerifier
-from ..shared.notify import ClientNotifier
+from .handler import HistoryHandler
 from .settings import HistorySettings
 from .store import MessageStore
 
 SETTINGS = web.AppKey("settings", HistorySettings)
-POOL = web.AppKey("pool", asyncpg.Pool)
 STORE = web.AppKey("store", MessageStore)
 VERIFIER = web.AppKey("verifier", TokenVerifier)
-NOTIFIER = web.AppKey("notifier", ClientNotifier)
+HANDLER = web.AppKey("handler", HistoryHandler)
+OPENAPI_JSON = web.AppKey("openapi_json", bytes)

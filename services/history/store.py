@@ -1,15 +1,15 @@
-"""All SQL of the history service. Returns plain JSON-ready dicts in the guide's wire shape."""
+"""All SQL of the history service. Returns JSON-ready dicts in the guide's wire shape, built by .models."""
 
 import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from datetime import datetime, timezone
 
 import asyncpg
 
 from ..shared.errors import ErrorCode, Forbidden, NotFound, ParleyError, StoreUnavailable, UnknownUser
-from ..shared.models import StoreMessage, UserProfile
+from ..shared.models import StoreMessage
+from .models import UserProfile, conversation_json, deletion_json, message_json, profile_json
 
 log = logging.getLogger(__name__)
 
@@ -29,43 +29,6 @@ MESSAGE_COLUMNS = """
     r.user_name AS r_user_name, r.name AS r_name, r.profile_image AS r_profile_image
 """
 PROFILE_JOINS = "JOIN users s ON s.id = m.sender_id JOIN users r ON r.id = m.receiver_id"
-
-
-def iso(moment: datetime | None) -> str | None:
-    """JavaScript's `Date.toJSON()` shape, as the guide's Mongo server sent it (UTC, ms, "Z")."""
-    if moment is None:
-        return None
-    if moment.utcoffset():
-        moment = moment.astimezone(timezone.utc)
-    return moment.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
-
-
-def message_json(row: asyncpg.Record) -> dict:
-    return {
-        "_id": str(row["id"]),
-        "sender": {
-            "_id": row["sender_id"],
-            "userName": row["s_user_name"],
-            "name": row["s_name"],
-            "profileImage": row["s_profile_image"],
-        },
-        "receiver": {
-            "_id": row["receiver_id"],
-            "userName": row["r_user_name"],
-            "name": row["r_name"],
-            "profileImage": row["r_profile_image"],
-        },
-        "text": row["text"],
-        "isRead": row["is_read"],
-        "createdAt": iso(row["created_at"]),
-        "updatedAt": iso(row["updated_at"]),
-        "clientId": row["client_id"],
-        "readAt": iso(row["read_at"]),
-    }
-
-
-def profile_json(row: asyncpg.Record) -> dict:
-    return {"_id": row["id"], "userName": row["user_name"], "name": row["name"], "profileImage": row["profile_image"]}
 
 
 class MessageStore:
@@ -127,7 +90,7 @@ class MessageStore:
             raise UnknownUser("No such user")
         return profile_json(row)
 
-    async def list_users(self, limit: int = 100) -> list[dict]:
+    async def list_users(self, limit: int) -> list[dict]:
         async with self._connection() as connection:
             rows = await connection.fetch(
                 "SELECT id, user_name, name, profile_image FROM users ORDER BY user_name LIMIT $1", limit
@@ -193,7 +156,7 @@ class MessageStore:
         async with self._connection() as connection:
             rows = await connection.fetch(_CONVERSATIONS, me, before or _MAX_ID, limit + 1)
         has_more = len(rows) > limit
-        return [_conversation_json(row) for row in rows[:limit]], has_more
+        return [conversation_json(row) for row in rows[:limit]], has_more
 
     async def mark_read(self, reader_id: str, partner_id: str) -> tuple[int, str | None]:
         """Marks the partner's messages to the reader read: how many, and the newest id."""
@@ -216,7 +179,7 @@ class MessageStore:
         return {
             "messages": [message_json(row) for _, kind, row in taken if kind == "message"],
             "deleted": [
-                {"_id": str(row["message_id"]), "sender": row["sender_id"], "receiver": row["receiver_id"]}
+                deletion_json(row["message_id"], row["sender_id"], row["receiver_id"])
                 for _, kind, row in taken
                 if kind == "deletion"
             ],
@@ -246,7 +209,7 @@ class MessageStore:
             if not row["is_read"] and sender_id != receiver_id:
                 await connection.execute(_FORGET_UNREAD, sender_id, receiver_id)
             await connection.execute(_REPOINT_SUMMARIES, message_id, sender_id, receiver_id)
-        return {"_id": str(message_id), "sender": row["sender_id"], "receiver": row["receiver_id"]}
+        return deletion_json(message_id, sender_id, receiver_id)
 
 
 async def _messages_by_client_id(connection: asyncpg.Connection, messages: list[StoreMessage]) -> dict:
@@ -266,30 +229,6 @@ async def _messages_by_client_id(connection: asyncpg.Connection, messages: list[
 async def _known_users(connection: asyncpg.Connection, messages: list[StoreMessage]) -> set[str]:
     ids = sorted({m.sender_id for m in messages} | {m.receiver_id for m in messages})
     return {row["id"] for row in await connection.fetch("SELECT id FROM users WHERE id = ANY($1::text[])", ids)}
-
-
-def _conversation_json(row: asyncpg.Record) -> dict:
-    return {
-        "_id": {
-            "_id": row["partner_id"],
-            "userName": row["p_user_name"],
-            "name": row["p_name"],
-            "profileImage": row["p_profile_image"],
-        },
-        # As in the guide's aggregate: the raw message, sender and receiver as ids.
-        "lastMessage": {
-            "_id": str(row["id"]),
-            "sender": row["sender_id"],
-            "receiver": row["receiver_id"],
-            "text": row["text"],
-            "isRead": row["is_read"],
-            "createdAt": iso(row["created_at"]),
-            "updatedAt": iso(row["updated_at"]),
-            "clientId": row["client_id"],
-            "readAt": iso(row["read_at"]),
-        },
-        "unreadCount": row["unread_count"],
-    }
 
 
 _MAX_ID = 2**63 - 1
