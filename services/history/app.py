@@ -11,8 +11,11 @@ from ..shared.auth import TokenVerifier
 from ..shared.errors import error_middleware
 from ..shared.notify import ClientNotifier
 from ..shared.web import INTERNAL_APP, READINESS, REGISTRY, create_base_app
-from .app_keys import NOTIFIER, POOL, SETTINGS, STORE, VERIFIER
+from .app_keys import GROUP_HANDLER, GROUPS, NOTIFIER, POOL, SETTINGS, STORE, VERIFIER
+from .group_handler import GroupHandler
+from .group_store import GroupStore
 from .migrations import apply_migrations
+from .group_routes import internal_group_routes, public_group_routes
 from .routes import internal_routes, public_routes
 from .settings import HistorySettings
 from .store import UNAVAILABLE_ERRORS, MessageStore
@@ -29,7 +32,9 @@ def create_app(settings: HistorySettings) -> web.Application:
     app.cleanup_ctx.append(postgres)
     app.cleanup_ctx.append(notifier)
     app.add_routes(public_routes)
+    app.add_routes(public_group_routes)
     app[INTERNAL_APP].add_routes(internal_routes)
+    app[INTERNAL_APP].add_routes(internal_group_routes)
     return app
 
 
@@ -64,6 +69,7 @@ async def postgres(app: web.Application):
     store = MessageStore(pool)
     app[POOL] = pool
     app[STORE] = store
+    app[GROUPS] = GroupStore(store, app[SETTINGS].max_group_members)
     app[READINESS].add("postgres", store.ping)
     watch_pool(pool, app[REGISTRY])
     migrating = asyncio.create_task(migrate_until_done(pool, store))
@@ -104,5 +110,6 @@ async def migrate_until_done(pool: asyncpg.Pool, store: MessageStore) -> None:
 async def notifier(app: web.Application):
     settings = app[SETTINGS]
     app[NOTIFIER] = ClientNotifier(settings.redis_url, settings.redis_prefix)
+    app[GROUP_HANDLER] = GroupHandler(app[STORE], app[GROUPS], app[NOTIFIER])
     yield
     await app[NOTIFIER].close()

@@ -13,7 +13,8 @@ from ..shared.openapi import openapi_document
 from ..shared.limits import USER_ID_RULE, valid_user_id
 from ..shared.web import admits, json_body
 from ..shared.params import cursor_param, int_param, message_id, text_param
-from .app_keys import NOTIFIER, STORE, VERIFIER
+from .app_keys import GROUP_HANDLER, NOTIFIER, STORE, VERIFIER
+from .store import Stored
 
 public_routes = web.RouteTableDef()
 internal_routes = web.RouteTableDef()
@@ -89,11 +90,7 @@ async def mark_read(request: web.Request) -> web.Response:
 @public_routes.delete("/api/messages/{messageId}")
 async def delete_message(request: web.Request) -> web.Response:
     me = current_user(request)
-    deleted = await request.app[STORE].delete_message(me, message_id(request.match_info["messageId"]))
-    notifier = request.app[NOTIFIER]
-    await notifier.emit_to_user("messageDeleted", deleted, deleted["sender"])
-    if deleted["receiver"] != deleted["sender"]:
-        await notifier.emit_to_user("messageDeleted", deleted, deleted["receiver"])
+    deleted = await request.app[GROUP_HANDLER].delete_message(me, message_id(request.match_info["messageId"]))
     return json_response({"message": "Message deleted", **deleted})
 
 
@@ -135,8 +132,7 @@ async def store_message(request: web.Request) -> web.Response:
     [result] = await request.app[STORE].create_messages([payload])
     if isinstance(result, ParleyError):
         raise result
-    message, created = result
-    return json_response({"message": message, "created": created})
+    return json_response(stored_json(result))
 
 
 @internal_routes.post("/internal/messages/batch")
@@ -144,15 +140,22 @@ async def store_message(request: web.Request) -> web.Response:
 async def store_messages(request: web.Request) -> web.Response:
     """The gateway's group commit: the messages its sockets sent meanwhile, in one statement.
 
-    Answers one result per message, in order: `{"message", "created"}` or `{"error", "status"}`.
+    Answers one result per message, in order: `{"message", "created"}` (and `recipients`, the
+    other members, for a group message created now) or `{"error", "status"}`.
     """
     payload = parse_model(StoreMessages, await json_body(request))
     results = await request.app[STORE].create_messages(list(payload.messages))
     return json_response({"results": [
-        {"error": result.body(), "status": result.status} if isinstance(result, ParleyError)
-        else {"message": result[0], "created": result[1]}
+        {"error": result.body(), "status": result.status} if isinstance(result, ParleyError) else stored_json(result)
         for result in results
     ]})
+
+
+def stored_json(stored: Stored) -> dict:
+    answer = {"message": stored.message, "created": stored.created}
+    if stored.recipients is not None:
+        answer["recipients"] = stored.recipients
+    return answer
 
 
 @internal_routes.post("/internal/read")

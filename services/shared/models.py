@@ -3,9 +3,9 @@
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from .limits import MAX_USER_ID_LENGTH, USER_ID_RULE, valid_user_id
+from .limits import GROUP_ID_RULE, MAX_USER_ID_LENGTH, USER_ID_RULE, valid_group_id, valid_user_id
 
 MAX_TEXT_LENGTH = 4000
 
@@ -30,6 +30,15 @@ def user_id_shape(value: str) -> str:
 
 
 UserId = Annotated[Text(1, MAX_USER_ID_LENGTH), AfterValidator(user_id_shape)]
+
+
+def group_id_shape(value: str) -> str:
+    if not valid_group_id(value):
+        raise ValueError(GROUP_ID_RULE)
+    return value
+
+
+GroupId = Annotated[str, AfterValidator(group_id_shape)]
 ClientId = Text(1, 64)
 MessageText = Text(1, MAX_TEXT_LENGTH)
 
@@ -47,12 +56,20 @@ class SendMessage(WireModel):
 
 
 class StoreMessage(WireModel):
-    """Internal `POST /internal/messages`: `{"senderId": "u1", "receiverId": "u2", "text": "hi"}`."""
+    """Internal `POST /internal/messages`: `{"senderId": "u1", "receiverId": "u2", "text": "hi"}`,
+    or to a group: `{"senderId": "u1", "groupId": "17", "text": "hi"}` (exactly one of the two)."""
 
     sender_id: UserId = Field(alias="senderId")
-    receiver_id: UserId = Field(alias="receiverId")
+    receiver_id: UserId | None = Field(default=None, alias="receiverId")
+    group_id: GroupId | None = Field(default=None, alias="groupId")
     text: MessageText
     client_id: ClientId | None = Field(default=None, alias="clientId")
+
+    @model_validator(mode="after")
+    def one_conversation(self) -> "StoreMessage":
+        if (self.receiver_id is None) == (self.group_id is None):
+            raise ValueError("exactly one of receiverId and groupId is required")
+        return self
 
 
 MAX_STORE_BATCH = 256
