@@ -9,7 +9,6 @@ from ..shared.keys import user_room
 from ..shared.notify import ClientNotifier
 from .group_models import CreateGroup, UpdateGroup
 from .group_store import GroupStore
-from .store import MessageStore
 
 
 def member_ids(group: dict) -> list[str]:
@@ -17,8 +16,7 @@ def member_ids(group: dict) -> list[str]:
 
 
 class GroupHandler:
-    def __init__(self, messages: MessageStore, groups: GroupStore, notifier: ClientNotifier):
-        self._messages = messages
+    def __init__(self, groups: GroupStore, notifier: ClientNotifier):
         self._groups = groups
         self._notifier = notifier
 
@@ -62,13 +60,3 @@ class GroupHandler:
         if count:
             await self._tell("groupRead", {"groupId": str(group_id), "readerId": me, "upTo": up_to}, members)
         return count, up_to
-
-    async def delete_message(self, me: str, message_id: int) -> dict:
-        """Deletes my own message: both sides of a 1:1 hear `messageDeleted`, or every member of its group."""
-        deleted = await self._messages.delete_message(me, message_id)
-        if "groupId" in deleted:
-            audience = await self._groups.member_ids(int(deleted["groupId"]))
-        else:
-            audience = [deleted["sender"], deleted["receiver"]]
-        await self._tell("messageDeleted", deleted, audience)
-        return deleted

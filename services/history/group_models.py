@@ -6,7 +6,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ..shared.models import Text, UserId, WireModel
-from .store import iso
+from .models import iso
 
 MAX_GROUP_NAME_LENGTH = 100
 MAX_GROUP_IMAGE_LENGTH = 2048  # a URL

@@ -6,11 +6,11 @@ from aiohttp import web
 from ..shared.errors import InvalidField, parse_model
 from ..shared.fast_json import json_response
 from ..shared.limits import GROUP_ID_RULE, valid_group_id
-from ..shared.params import cursor_param, int_param
+from ..shared.params import cursor_param, limit_param
 from ..shared.web import admits, json_body
 from .app_keys import GROUP_HANDLER, GROUPS
 from .group_models import AddMembers, CreateGroup, SetRole, UpdateGroup
-from .routes import DEFAULT_PAGE, MAX_PAGE, current_user, user_id_param, with_next_link
+from .routes import CONVERSATION_PAGE, current_user, path_user_id, with_next_link
 
 public_group_routes = web.RouteTableDef()
 internal_group_routes = web.RouteTableDef()
@@ -55,7 +55,7 @@ async def add_members(request: web.Request) -> web.Response:
 @public_group_routes.delete("/api/groups/{groupId}/members/{userId}")
 async def remove_member(request: web.Request) -> web.Response:
     me = current_user(request)
-    group_id, user_id = group_id_param(request), user_id_param(request)
+    group_id, user_id = group_id_param(request), path_user_id(request)
     await request.app[GROUP_HANDLER].remove_member(me, group_id, user_id)
     return json_response({"message": "Member removed", "groupId": str(group_id), "userId": user_id})
 
@@ -63,7 +63,7 @@ async def remove_member(request: web.Request) -> web.Response:
 @public_group_routes.put("/api/groups/{groupId}/members/{userId}")
 async def set_role(request: web.Request) -> web.Response:
     me = current_user(request)
-    group_id, user_id = group_id_param(request), user_id_param(request)
+    group_id, user_id = group_id_param(request), path_user_id(request)
     payload = parse_model(SetRole, await json_body(request))
     return json_response(await request.app[GROUP_HANDLER].set_role(me, group_id, user_id, payload.role))
 
@@ -72,7 +72,7 @@ async def set_role(request: web.Request) -> web.Response:
 async def group_page(request: web.Request) -> web.Response:
     me = current_user(request)
     group_id = group_id_param(request)
-    limit = int_param(request.query, "limit", default=DEFAULT_PAGE, low=1, high=MAX_PAGE)
+    limit = limit_param(request.query, CONVERSATION_PAGE)
     before = cursor_param(request.query, "before")
     messages, has_more = await request.app[GROUPS].fetch_page(me, group_id, before, limit)
     return with_next_link(request, messages, has_more, "before", messages[0]["_id"] if messages else None)

@@ -1,17 +1,17 @@
-"""All SQL of the history service. Returns plain JSON-ready dicts in the guide's wire shape."""
+"""All SQL of the history service. Returns JSON-ready dicts in the guide's wire shape, built by .models."""
 
 import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import NamedTuple
-from datetime import datetime, timezone
 
 import asyncpg
 
 from ..shared.errors import ErrorCode, Forbidden, NotFound, ParleyError, StoreUnavailable, UnknownUser
-from ..shared.models import StoreMessage, UserProfile
+from ..shared.models import StoreMessage
 from .errors import not_a_member, unknown_group
+from .models import UserProfile, conversation_json, deletion_json, message_json, profile_json
 
 log = logging.getLogger(__name__)
 
@@ -32,60 +32,6 @@ MESSAGE_COLUMNS = """
 """
 # LEFT JOIN for the receiver: a group message has none.
 PROFILE_JOINS = "JOIN users s ON s.id = m.sender_id LEFT JOIN users r ON r.id = m.receiver_id"
-
-
-def iso(moment: datetime | None) -> str | None:
-    """JavaScript's `Date.toJSON()` shape, as the guide's Mongo server sent it (UTC, ms, "Z")."""
-    if moment is None:
-        return None
-    if moment.utcoffset():
-        moment = moment.astimezone(timezone.utc)
-    return moment.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
-
-
-def message_json(row: asyncpg.Record) -> dict:
-    """A message with both profiles; a group message has `receiver: null` and its `groupId`
-    (a 1:1 message carries no `groupId` key: the guide's wire is unchanged)."""
-    receiver = None
-    if row["receiver_id"] is not None:
-        receiver = {
-            "_id": row["receiver_id"],
-            "userName": row["r_user_name"],
-            "name": row["r_name"],
-            "profileImage": row["r_profile_image"],
-        }
-    message = {
-        "_id": str(row["id"]),
-        "sender": {
-            "_id": row["sender_id"],
-            "userName": row["s_user_name"],
-            "name": row["s_name"],
-            "profileImage": row["s_profile_image"],
-        },
-        "receiver": receiver,
-        "text": row["text"],
-        "isRead": row["is_read"],
-        "createdAt": iso(row["created_at"]),
-        "updatedAt": iso(row["updated_at"]),
-        "clientId": row["client_id"],
-        "readAt": iso(row["read_at"]),
-    }
-    if (group_id := row.get("group_id")) is not None:
-        message["groupId"] = str(group_id)
-    return message
-
-
-def deletion_json(message_id: int, sender_id: str, receiver_id: str | None, group_id: int | None) -> dict:
-    """A deleted message, as `messageDeleted` and `sync` tell it: `{"_id", "sender", "receiver"}`,
-    and `groupId` (with `receiver: null`) for a group's."""
-    deleted = {"_id": str(message_id), "sender": sender_id, "receiver": receiver_id}
-    if group_id is not None:
-        deleted["groupId"] = str(group_id)
-    return deleted
-
-
-def profile_json(row: asyncpg.Record) -> dict:
-    return {"_id": row["id"], "userName": row["user_name"], "name": row["name"], "profileImage": row["profile_image"]}
 
 
 class Stored(NamedTuple):
@@ -159,7 +105,7 @@ class MessageStore:
             raise UnknownUser("No such user")
         return profile_json(row)
 
-    async def list_users(self, limit: int = 100) -> list[dict]:
+    async def list_users(self, limit: int) -> list[dict]:
         async with self._connection() as connection:
             rows = await connection.fetch(
                 "SELECT id, user_name, name, profile_image FROM users ORDER BY user_name LIMIT $1", limit
@@ -229,7 +175,7 @@ class MessageStore:
         async with self._connection() as connection:
             rows = await connection.fetch(_CONVERSATIONS, me, before or _MAX_ID, limit + 1)
         has_more = len(rows) > limit
-        return [_conversation_json(row) for row in rows[:limit]], has_more
+        return [conversation_json(row) for row in rows[:limit]], has_more
 
     async def mark_read(self, reader_id: str, partner_id: str) -> tuple[int, str | None]:
         """Marks the partner's messages to the reader read: how many, and the newest id."""
@@ -355,40 +301,6 @@ async def _refusals(connection: asyncpg.Connection, messages: list[StoreMessage]
     return refusals
 
 
-def _conversation_json(row: asyncpg.Record) -> dict:
-    """A 1:1 entry (the partner's profile) or a group's (`group: true`, the group's summary)."""
-    if row["is_group"]:
-        # In a group's row of _CONVERSATIONS, p_name and p_profile_image hold its name and image.
-        about = {"_id": str(row["group_id"]), "name": row["p_name"], "image": row["p_profile_image"],
-                 "memberCount": row["member_count"]}
-        return {"_id": about, "group": True, "lastMessage": _last_message_json(row), "unreadCount": row["unread_count"]}
-    about = {
-        "_id": row["partner_id"],
-        "userName": row["p_user_name"],
-        "name": row["p_name"],
-        "profileImage": row["p_profile_image"],
-    }
-    return {"_id": about, "lastMessage": _last_message_json(row), "unreadCount": row["unread_count"]}
-
-
-def _last_message_json(row: asyncpg.Record) -> dict:
-    """As in the guide's aggregate: the raw message, sender and receiver as ids (and a group's id)."""
-    message = {
-        "_id": str(row["id"]),
-        "sender": row["sender_id"],
-        "receiver": row["receiver_id"],
-        "text": row["text"],
-        "isRead": row["is_read"],
-        "createdAt": iso(row["created_at"]),
-        "updatedAt": iso(row["updated_at"]),
-        "clientId": row["client_id"],
-        "readAt": iso(row["read_at"]),
-    }
-    if row["m_group_id"] is not None:
-        message["groupId"] = str(row["m_group_id"])
-    return message
-
-
 _MAX_ID = 2**63 - 1
 
 # Every transaction that draws from `change_seq` (messages, deletions) holds this lock from
@@ -464,7 +376,7 @@ FROM (
     ORDER BY last_message_id DESC LIMIT $3
 ) AS page
 JOIN LATERAL (
-    SELECT m.id, m.sender_id, m.receiver_id, m.group_id AS m_group_id, m.text, m.client_id, m.is_read, m.read_at,
+    SELECT m.id, m.sender_id, m.receiver_id, m.text, m.client_id, m.is_read, m.read_at,
            m.created_at, m.updated_at
     FROM messages m WHERE m.id = page.last_message_id
 ) AS m ON true
