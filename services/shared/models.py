@@ -50,9 +50,9 @@ def user_id_shape(value: str) -> str:
 
 
 # Not a `Text`: that trims whitespace, and " ada" must be refused, not read as "ada".
-UserId = Annotated[str, StringConstraints(max_length=MAX_USER_ID_LENGTH), AfterValidator(user_id_shape)]
+UserId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_USER_ID_LENGTH), AfterValidator(user_id_shape)]
 # A node id goes into Redis keys next to user ids, and is held to the same shape.
-NodeId = Annotated[str, StringConstraints(max_length=MAX_NODE_ID_LENGTH), AfterValidator(user_id_shape)]
+NodeId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NODE_ID_LENGTH), AfterValidator(user_id_shape)]
 ClientId = Text(1, MAX_CLIENT_ID_LENGTH)
 SocketId = Text(1, MAX_SOCKET_ID_LENGTH)
 

@@ -19,8 +19,14 @@ from services.shared.params import cursor_param, int_param
 
 
 def test_send_message_trims_text_and_keeps_guide_names():
-    message = parse_model(SendMessage, {"receiverId": " u2 ", "text": "  hi  ", "extra": 1})
+    message = parse_model(SendMessage, {"receiverId": "u2", "text": "  hi  ", "extra": 1})
     assert (message.receiver_id, message.text, message.client_id) == ("u2", "hi", None)
+
+
+def test_a_user_id_is_never_trimmed_into_another():
+    with pytest.raises(InvalidField) as refused:
+        parse_model(SendMessage, {"receiverId": " u2 ", "text": "hi"})
+    assert refused.value.code == "invalid_receiverId"
 
 
 @pytest.mark.parametrize(
