@@ -14,7 +14,6 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from services.history.app import create_app
-from services.history.app_keys import NOTIFIER
 from services.shared.auth import issue_token
 from services.shared.keys import user_room
 from services.shared.notify import ClientNotifier
@@ -27,16 +26,18 @@ GATEWAY = {"X-Internal-Token": GATEWAY_TOKEN}
 
 
 class RecordingNotifier:
-    """Wraps the app's own notifier's emit: every emit is written down as (event, data, rooms),
+    """Wraps the notifier's emit to rooms: every emit is written down as (event, data, rooms),
     then published as it would be."""
 
-    def __init__(self, notifier: ClientNotifier):
-        self._emit = notifier.emit_to_rooms
+    def __init__(self, monkeypatch):
         self.emits: list[tuple[str, object, list[str]]] = []
+        publish = ClientNotifier.emit_to_rooms
 
-    async def emit_to_rooms(self, event: str, data: object, rooms: list[str]) -> None:
-        self.emits.append((event, data, list(rooms)))
-        await self._emit(event, data, rooms)
+        async def emit_to_rooms(notifier: ClientNotifier, event: str, data: object, rooms: list[str]) -> None:
+            self.emits.append((event, data, list(rooms)))
+            await publish(notifier, event, data, rooms)
+
+        monkeypatch.setattr(ClientNotifier, "emit_to_rooms", emit_to_rooms)
 
     def of(self, event: str) -> list[tuple[object, set[str]]]:
         return [(data, set(rooms)) for name, data, rooms in self.emits if name == event]
@@ -44,11 +45,10 @@ class RecordingNotifier:
 
 @pytest.fixture
 async def app_clients(stores, monkeypatch):
+    recorder = RecordingNotifier(monkeypatch)
     app = create_app(history_settings(stores, max_group_members=6))
     async with TestClient(TestServer(app)) as public, TestClient(TestServer(app[INTERNAL_APP])) as internal:
         await wait_schema_ready(app)
-        recorder = RecordingNotifier(app[NOTIFIER])
-        monkeypatch.setattr(app[NOTIFIER], "emit_to_rooms", recorder.emit_to_rooms)
         yield public, internal, recorder
 
 
