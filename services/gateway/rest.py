@@ -35,6 +35,15 @@ FORWARDED_ROUTES = (
     ("GET", "/api/messages/{userId}"),
     ("GET", "/api/users/lookup"),
     ("GET", "/api/users/{userId}"),
+    # Group conversations (issue 15).
+    ("POST", "/api/groups"),
+    ("GET", "/api/groups/{groupId}"),
+    ("PATCH", "/api/groups/{groupId}"),
+    ("POST", "/api/groups/{groupId}/members"),
+    ("DELETE", "/api/groups/{groupId}/members/{userId}"),
+    ("PUT", "/api/groups/{groupId}/members/{userId}"),
+    ("GET", "/api/groups/{groupId}/messages"),
+    ("PUT", "/api/groups/{groupId}/read"),
 )
 FORWARDED_REQUEST_HEADERS = ("Content-Type", "Accept")
 FORWARDED_RESPONSE_HEADERS = ("Content-Type", "Link", "Retry-After")

@@ -11,7 +11,10 @@ from ..shared.auth import TokenVerifier
 from ..shared.errors import error_middleware
 from ..shared.notify import ClientNotifier
 from ..shared.web import INTERNAL_APP, READINESS, REGISTRY, create_base_app
-from .app_keys import HANDLER, OPENAPI_JSON, SETTINGS, STORE, VERIFIER
+from .app_keys import GROUP_HANDLER, GROUPS, HANDLER, OPENAPI_JSON, SETTINGS, STORE, VERIFIER
+from .group_handler import GroupHandler
+from .group_routes import internal_group_routes, public_group_routes
+from .group_store import GroupStore
 from .handler import HistoryHandler
 from .migrations import apply_migrations
 from .openapi import OPENAPI_DOCUMENT
@@ -32,7 +35,9 @@ def create_app(settings: HistorySettings) -> web.Application:
     app.cleanup_ctx.append(postgres)
     app.cleanup_ctx.append(handler)
     app.add_routes(public_routes)
+    app.add_routes(public_group_routes)
     app[INTERNAL_APP].add_routes(internal_routes)
+    app[INTERNAL_APP].add_routes(internal_group_routes)
     return app
 
 
@@ -66,6 +71,7 @@ async def postgres(app: web.Application):
     pool = await create_pool(app[SETTINGS])
     store = MessageStore(pool)
     app[STORE] = store
+    app[GROUPS] = GroupStore(store, app[SETTINGS].max_group_members)
     app[READINESS].add("postgres", store.ping)
     watch_pool(pool, app[REGISTRY])
     migrating = asyncio.create_task(migrate_until_done(pool, store))
@@ -107,6 +113,7 @@ async def handler(app: web.Application):
     """The handler, with the notifier it tells clients through (after `postgres`: it needs the store)."""
     settings = app[SETTINGS]
     notifier = ClientNotifier(settings.redis_url, settings.redis_prefix)
-    app[HANDLER] = HistoryHandler(app[STORE], notifier)
+    app[HANDLER] = HistoryHandler(app[STORE], app[GROUPS], notifier)
+    app[GROUP_HANDLER] = GroupHandler(app[GROUPS], notifier)
     yield
     await notifier.close()

@@ -3,14 +3,17 @@
 Routes parse and answer; the store only stores; this decides who hears of a change.
 """
 
+from ..shared.keys import user_room
 from ..shared.notify import ClientNotifier
+from .group_store import GroupStore
 from .models import messages_read_json
 from .store import MessageStore
 
 
 class HistoryHandler:
-    def __init__(self, store: MessageStore, notifier: ClientNotifier):
+    def __init__(self, store: MessageStore, groups: GroupStore, notifier: ClientNotifier):
         self._store = store
+        self._groups = groups
         self._notifier = notifier
 
     async def mark_read(self, reader_id: str, partner_id: str) -> tuple[int, str | None]:
@@ -21,8 +24,13 @@ class HistoryHandler:
         return count, up_to
 
     async def delete_message(self, me: str, message_id: int) -> dict:
-        """Deletes my own message; both sides hear `messageDeleted` (once, when I wrote to myself)."""
+        """Deletes my own message; both sides hear `messageDeleted` (once, when I wrote to myself),
+        or every member of its group now, in one emit."""
         deleted = await self._store.delete_message(me, message_id)
+        if "groupId" in deleted:
+            members = await self._groups.member_ids(int(deleted["groupId"]))
+            await self._notifier.emit_to_rooms("messageDeleted", deleted, [user_room(user_id) for user_id in members])
+            return deleted
         for user_id in dict.fromkeys((deleted["sender"], deleted["receiver"])):
             await self._notifier.emit_to_user("messageDeleted", deleted, user_id)
         return deleted

@@ -48,6 +48,17 @@ class MessageOut(WireModel):
     read_at: datetime | None = Field(default=None, alias="readAt")
 
 
+class GroupMessageOut(MessageOut):
+    """A group message: the 1:1 object with `receiver: null` and the group's id (issue 15).
+    `isRead` stays false and `readAt` null: group receipts are `groupRead` and members' `readUpTo`.
+
+    `{"_id": "43", "sender": {...}, "receiver": null, "groupId": "17", "text": "hi all", ...}`
+    """
+
+    receiver: None
+    group_id: str = Field(alias="groupId")
+
+
 class MessagesRead(WireModel):
     """Server event `messagesRead`, to the sender: `{"readerId": "u2", "count": 3, "upTo": "42"}`."""
 
@@ -76,17 +87,21 @@ def profile_json(row: Row, id_column: str = "id", prefix: str = "") -> dict:
 
 
 def message_json(row: Row) -> dict:
-    """A `MessageOut`, from a row of `MESSAGE_COLUMNS` (the message, and both profiles joined)."""
-    return _message(row, profile_json(row, "sender_id", "s_"), profile_json(row, "receiver_id", "r_"))
+    """A `MessageOut`, from a row of `MESSAGE_COLUMNS` (the message, and both profiles joined),
+    or a `GroupMessageOut` for a group's (no receiver)."""
+    receiver = profile_json(row, "receiver_id", "r_") if row["receiver_id"] is not None else None
+    return _message(row, profile_json(row, "sender_id", "s_"), receiver, row.get("group_id"))
 
 
-def last_message_json(row: Row) -> dict:
-    """A conversation's last message, as in the guide's aggregate: sender and receiver as bare ids."""
-    return _message(row, row["sender_id"], row["receiver_id"])
+def last_message_json(row: Row, group_id: int | None = None) -> dict:
+    """A conversation's last message, as in the guide's aggregate: sender and receiver as bare ids
+    (and a group's id)."""
+    return _message(row, row["sender_id"], row["receiver_id"], group_id)
 
 
-def _message(row: Row, sender: object, receiver: object) -> dict:
-    return {
+def _message(row: Row, sender: object, receiver: object, group_id: int | None) -> dict:
+    """The guide's message; a group's also carries `groupId` (a 1:1 message has no such key)."""
+    message = {
         "_id": str(row["id"]),
         "sender": sender,
         "receiver": receiver,
@@ -97,20 +112,34 @@ def _message(row: Row, sender: object, receiver: object) -> dict:
         "clientId": row["client_id"],
         "readAt": iso(row["read_at"]),
     }
+    if group_id is not None:
+        message["groupId"] = str(group_id)
+    return message
 
 
 def conversation_json(row: Row) -> dict:
-    """One entry of the conversation list: the partner's profile, the last message, my unread count."""
-    return {
-        "_id": profile_json(row, "partner_id", "p_"),
-        "lastMessage": last_message_json(row),
-        "unreadCount": row["unread_count"],
-    }
+    """One entry of the conversation list: the partner's profile, the last message, my unread count;
+    or a group's: `{"_id": {"_id", "name", "image", "memberCount"}, "group": true, ...}`."""
+    if not row["is_group"]:
+        return {
+            "_id": profile_json(row, "partner_id", "p_"),
+            "lastMessage": last_message_json(row),
+            "unreadCount": row["unread_count"],
+        }
+    # In a group's row of the store's _CONVERSATIONS, p_name and p_profile_image hold its name and image.
+    group = {"_id": str(row["group_id"]), "name": row["p_name"], "image": row["p_profile_image"],
+             "memberCount": row["member_count"]}
+    return {"_id": group, "group": True, "lastMessage": last_message_json(row, row["group_id"]),
+            "unreadCount": row["unread_count"]}
 
 
-def deletion_json(message_id: int, sender_id: str, receiver_id: str) -> dict:
-    """A deleted message, as `messageDeleted` and `sync` tell it: `{"_id": "42", "sender": "u1", "receiver": "u2"}`."""
-    return {"_id": str(message_id), "sender": sender_id, "receiver": receiver_id}
+def deletion_json(message_id: int, sender_id: str, receiver_id: str | None, group_id: int | None = None) -> dict:
+    """A deleted message, as `messageDeleted` and `sync` tell it: `{"_id": "42", "sender": "u1", "receiver": "u2"}`,
+    or a group's: `{"_id": "43", "sender": "u1", "receiver": null, "groupId": "17"}`."""
+    deleted = {"_id": str(message_id), "sender": sender_id, "receiver": receiver_id}
+    if group_id is not None:
+        deleted["groupId"] = str(group_id)
+    return deleted
 
 
 def messages_read_json(reader_id: str, count: int, up_to: str | None) -> dict:

@@ -14,14 +14,23 @@ from ..shared.openapi import (
     param,
     public_operation,
 )
-from .models import MessageOut, MessagesRead, UserProfile
+from ..shared.limits import GROUP_ID_PATTERN
+from .group_models import AddMembers, CreateGroup, GroupOut, SetRole, UpdateGroup
+from .models import GroupMessageOut, MessageOut, MessagesRead, UserProfile
 from .routes import CONVERSATION_PAGE, CONVERSATIONS_PAGE, MAX_QUERY_LENGTH, SEARCH_PAGE, SYNC_PAGE, USERS_PAGE
 
 # Every service's routes, written by `python -m services.devtools.openapi` (history imports no other
 # service; tests/unit/test_openapi.py fails while the file is stale).
 OPENAPI_DOCUMENT = Path(__file__).with_name("openapi.json")
 
-MESSAGE = {"$ref": "#/components/schemas/MessageOut"}
+# A 1:1 message, or a group's (receiver null, groupId): sync, search and pages may hold both.
+MESSAGE = {"anyOf": [{"$ref": "#/components/schemas/MessageOut"}, {"$ref": "#/components/schemas/GroupMessageOut"}]}
+GROUP = {"$ref": "#/components/schemas/GroupOut"}
+GROUP_ID = param("groupId", "path", "The group", {"type": "string", "pattern": GROUP_ID_PATTERN})
+MEMBER = param("userId", "path", "The member", USER_ID)
+GROUP_SUMMARY = {"type": "object", "properties": {"_id": {"type": "string"}, "name": {"type": "string"},
+                                                   "image": {"type": "string"}, "memberCount": {"type": "integer"}}}
+GROUP_STATUSES = (400, 401, 403, 404, 409, 429, 503)
 PROFILE = {"$ref": "#/components/schemas/UserProfile"}
 CURSOR = {"type": "string", "pattern": "^[0-9]{1,19}$"}
 LINK = {"Link": {"description": 'Present while there is more: `<next page URL>; rel="next"`', "schema": {"type": "string"}}}
@@ -30,7 +39,8 @@ USER = param("userId", "path", "The user", USER_ID)
 
 CONVERSATION = {
     "type": "object",
-    "properties": {"_id": PROFILE, "lastMessage": {"type": "object"}, "unreadCount": {"type": "integer"}},
+    "properties": {"_id": {"anyOf": [PROFILE, GROUP_SUMMARY]}, "group": {"type": "boolean"},
+                   "lastMessage": {"type": "object"}, "unreadCount": {"type": "integer"}},
 }
 SYNC = {
     "type": "object",
@@ -45,6 +55,53 @@ SYNC = {
 
 def _page_of(items: dict) -> dict:
     return {**json_answer({"type": "array", "items": items}), "headers": LINK}
+
+
+def _with_body(operation: dict, model) -> dict:
+    body = {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}
+    return {**operation, "requestBody": body}
+
+
+def _group_operation(summary: str, answer: dict, parameters: list, body=None) -> dict:
+    operation = public_operation(summary, answer, parameters, statuses=GROUP_STATUSES)
+    return _with_body(operation, body) if body is not None else operation
+
+
+# Issue 15. Every group route answers `not_a_member` (403) to a non-member, `unknown_group` (404).
+GROUP_PATHS = {
+    "/api/groups": {
+        "post": _group_operation("Create a group; I am its admin; every member gets `groupUpdated`",
+                                 {"201": json_answer(GROUP, "Created")}, [], CreateGroup),
+    },
+    "/api/groups/{groupId}": {
+        "get": _group_operation("A group of mine, with its members and their read marks", {"200": json_answer(GROUP)},
+                                [GROUP_ID]),
+        "patch": _group_operation("Rename or re-image a group (admins); members get `groupUpdated`",
+                                  {"200": json_answer(GROUP)}, [GROUP_ID], UpdateGroup),
+    },
+    "/api/groups/{groupId}/members": {
+        "post": _group_operation("Add members (admins), up to MAX_GROUP_MEMBERS: `groupUpdated`, `memberAdded`",
+                                 {"200": json_answer(GROUP)}, [GROUP_ID], AddMembers),
+    },
+    "/api/groups/{groupId}/members/{userId}": {
+        "delete": _group_operation("Remove a member (admins) or leave; `memberRemoved` to the members and them",
+                                   {"200": json_answer({"type": "object"})}, [GROUP_ID, MEMBER]),
+        "put": _group_operation("Make a member an admin, or not (admins); members get `groupUpdated`",
+                                {"200": json_answer(GROUP)}, [GROUP_ID, MEMBER], SetRole),
+    },
+    "/api/groups/{groupId}/messages": {
+        "get": _group_operation("A group's messages, oldest first: the newest page, or older with `before`",
+                                {"200": _page_of(MESSAGE)},
+                                [GROUP_ID, limit_param(CONVERSATION_PAGE),
+                                 param("before", "query", "Older than this message id", CURSOR)]),
+    },
+    "/api/groups/{groupId}/read": {
+        "put": _group_operation("Read the group up to its newest message; members get `groupRead`",
+                                {"200": json_answer({"type": "object", "properties": {
+                                    "count": {"type": "integer"}, "upTo": {"type": ["string", "null"]}}})},
+                                [GROUP_ID]),
+    },
+}
 
 
 PUBLIC_PATHS = {
@@ -97,6 +154,7 @@ PUBLIC_PATHS = {
                                 statuses=(400, 401, 404, 429, 503))
     },
     "/openapi.json": {"get": {"summary": "This document", "responses": {"200": json_answer({"type": "object"})}}},
+    **GROUP_PATHS,
 }
 
 INTERNAL_PATHS = {
@@ -112,8 +170,15 @@ INTERNAL_PATHS = {
                                        "type": "array", "items": {
                                            "type": "object",
                                            "properties": {"message": MESSAGE, "created": {"type": "boolean"},
+                                                          "recipients": {"type": "array", "items": USER_ID},
                                                           "error": ERROR, "status": {"type": "integer"}}}}}})},
                                    StoreMessages)
+    },
+    "/internal/groups/{groupId}/members": {
+        "get": internal_operation("The group's member ids now (the gateway's typing check and fan-out)",
+                                  {"200": json_answer({"type": "object", "properties": {
+                                      "memberIds": {"type": "array", "items": USER_ID}}})},
+                                  parameters=[GROUP_ID])
     },
     "/internal/read": {
         "post": internal_operation("Mark read on behalf of a socket event", {"200": json_answer({"type": "object"})},
@@ -149,5 +214,6 @@ FRAGMENT = Fragment(
     "history",
     public=PUBLIC_PATHS,
     internal=INTERNAL_PATHS,
-    models=(MessageOut, UserProfile, MessagesRead, StoreMessage, StoreMessages, InternalMarkRead, PartnersQuery),
+    models=(MessageOut, GroupMessageOut, UserProfile, MessagesRead, StoreMessage, StoreMessages, InternalMarkRead,
+            PartnersQuery, GroupOut, CreateGroup, UpdateGroup, AddMembers, SetRole),
 )

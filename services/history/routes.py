@@ -14,6 +14,7 @@ from ..shared.params import PageSize, cursor_param, limit_param, message_id, tex
 from ..shared.web import admits, json_body
 from .app_keys import HANDLER, OPENAPI_JSON, STORE, VERIFIER
 from .models import UserProfile
+from .store import Stored
 
 public_routes = web.RouteTableDef()
 internal_routes = web.RouteTableDef()
@@ -130,8 +131,7 @@ async def store_message(request: web.Request) -> web.Response:
     [result] = await request.app[STORE].create_messages([payload])
     if isinstance(result, ParleyError):
         raise result
-    message, created = result
-    return json_response({"message": message, "created": created})
+    return json_response(stored_json(result))
 
 
 @internal_routes.post("/internal/messages/batch")
@@ -139,15 +139,22 @@ async def store_message(request: web.Request) -> web.Response:
 async def store_messages(request: web.Request) -> web.Response:
     """The gateway's group commit: the messages its sockets sent meanwhile, in one statement.
 
-    Answers one result per message, in order: `{"message", "created"}` or `{"error", "status"}`.
+    Answers one result per message, in order: `{"message", "created"}` (and `recipients`, the
+    other members, for a group message created now) or `{"error", "status"}`.
     """
     payload = parse_model(StoreMessages, await json_body(request))
     results = await request.app[STORE].create_messages(list(payload.messages))
     return json_response({"results": [
-        {"error": result.body(), "status": result.status} if isinstance(result, ParleyError)
-        else {"message": result[0], "created": result[1]}
+        {"error": result.body(), "status": result.status} if isinstance(result, ParleyError) else stored_json(result)
         for result in results
     ]})
+
+
+def stored_json(stored: Stored) -> dict:
+    answer = {"message": stored.message, "created": stored.created}
+    if stored.recipients is not None:
+        answer["recipients"] = stored.recipients
+    return answer
 
 
 @internal_routes.post("/internal/read")

@@ -28,6 +28,15 @@ MAX_STORE_BATCH = 256  # messages in one group commit (`POST /internal/messages/
 MAX_SOCKETS_PER_CALL = 100_000  # sockets in one presence report (a node's full list)
 MAX_USERS_PER_PARTNERS_QUERY = 10_000  # users in one `POST /internal/partners`
 
+# A group id is a decimal digit string ("17"), as a message id is: a Postgres bigint.
+GROUP_ID_PATTERN = r"^[0-9]{1,18}$"
+_GROUP_ID = re.compile(GROUP_ID_PATTERN)
+GROUP_ID_RULE = "must be a group id (up to 18 digits)"
+
+
+def valid_group_id(value: object) -> bool:
+    return isinstance(value, str) and _GROUP_ID.fullmatch(value) is not None
+
 
 def valid_user_id(value: object) -> bool:
     return isinstance(value, str) and _USER_ID.fullmatch(value) is not None

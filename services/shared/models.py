@@ -12,9 +12,10 @@ gateway: its socket events). What stays here is shared for one of two reasons:
 
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from .limits import (
+    GROUP_ID_RULE,
     MAX_CLIENT_ID_LENGTH,
     MAX_NODE_ID_LENGTH,
     MAX_SOCKET_ID_LENGTH,
@@ -24,6 +25,7 @@ from .limits import (
     MAX_USER_ID_LENGTH,
     MAX_USERS_PER_PARTNERS_QUERY,
     USER_ID_RULE,
+    valid_group_id,
     valid_user_id,
 )
 
@@ -53,6 +55,15 @@ UserId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_USER_ID_L
 NodeId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NODE_ID_LENGTH), AfterValidator(user_id_shape)]
 ClientId = Text(1, MAX_CLIENT_ID_LENGTH)
 SocketId = Text(1, MAX_SOCKET_ID_LENGTH)
+
+
+def group_id_shape(value: str) -> str:
+    if not valid_group_id(value):
+        raise ValueError(GROUP_ID_RULE)
+    return value
+
+
+GroupId = Annotated[str, AfterValidator(group_id_shape)]
 MessageText = Text(1, MAX_TEXT_LENGTH)
 
 
@@ -64,12 +75,20 @@ class WireModel(BaseModel):
 
 
 class StoreMessage(WireModel):
-    """Internal `POST /internal/messages`: `{"senderId": "u1", "receiverId": "u2", "text": "hi"}`."""
+    """Internal `POST /internal/messages`: `{"senderId": "u1", "receiverId": "u2", "text": "hi"}`,
+    or to a group: `{"senderId": "u1", "groupId": "17", "text": "hi"}` (exactly one of the two)."""
 
     sender_id: UserId = Field(alias="senderId")
-    receiver_id: UserId = Field(alias="receiverId")
+    receiver_id: UserId | None = Field(default=None, alias="receiverId")
+    group_id: GroupId | None = Field(default=None, alias="groupId")
     text: MessageText
     client_id: ClientId | None = Field(default=None, alias="clientId")
+
+    @model_validator(mode="after")
+    def one_conversation(self) -> "StoreMessage":
+        if (self.receiver_id is None) == (self.group_id is None):
+            raise ValueError("exactly one of receiverId and groupId is required")
+        return self
 
 
 class StoreMessages(WireModel):
