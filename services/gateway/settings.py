@@ -19,6 +19,9 @@ class GatewaySettings(ServiceSettings, JwtSettings):
     cors_origins: str = "http://localhost:8000,http://localhost:8001,http://localhost:5173"
     # Where `npm ci` put the web client's packages (socket.io-client); empty: next to the code.
     webclient_modules: str = ""
+    # Seconds a node keeps a group's member list for typing (messages never use it: history
+    # answers each with its recipients). A removed member may see typing for this long at most.
+    group_members_cache_seconds: float = 2.0
     # A `typing` with no `stopTyping` is cleared by the server after this many seconds.
     typing_timeout_seconds: float = 5.0
     heartbeat_seconds: float = 5.0
