@@ -44,7 +44,8 @@ def create_app(settings: GatewaySettings) -> web.Application:
 
     metrics = GatewayMetrics(app[REGISTRY])
     manager = RoutedRedisManager(
-        settings.redis_url, settings.redis_prefix, node_id=settings.node_id, received=metrics.pubsub_received
+        settings.redis_url, settings.redis_prefix, node_id=settings.node_id, received=metrics.pubsub_received,
+        liveness=settings,
     )
     sio = ParleyServer(
         async_mode="aiohttp",

@@ -1,10 +1,11 @@
 """A gateway node's link to presence: batched socket changes, a heartbeat, resync on demand.
 
 The node's own table of sockets (sid -> user) is the truth. Changes are queued and sent in one
-call per FLUSH_SECONDS; one heartbeat per interval keeps the node alive in presence. When a call
-fails, or presence answers that it did not know this node alive (it restarted, Redis lost its
-state, or the node was swept), the next heartbeat sends the full table, and state converges.
-Chat never waits for presence.
+call per FLUSH_SECONDS; one heartbeat per interval asks presence whether it still holds this
+node's sockets. When a call fails, or presence answers that it holds none (Redis lost its state,
+or the node was swept), the next heartbeat sends the full table, and state converges.
+The node's liveness is not this link's: its Socket.IO manager keeps it in Redis, so chat neither
+waits for presence nor stops when presence is down.
 """
 
 import asyncio
