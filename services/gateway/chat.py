@@ -110,6 +110,10 @@ def typing_payload(user_id: str, target: TypingTarget) -> object:
 
 
 class ChatHandler:
+    """Serves `sio`'s chat events from construction on. With a `presence` client, the node's
+    sockets are reported to presence through a `PresenceLink` (started and stopped by the app);
+    without one, presence is left out (unit use)."""
+
     def __init__(
         self,
         sio: socketio.AsyncServer,
@@ -117,11 +121,10 @@ class ChatHandler:
         verifier: TokenVerifier,
         history: InternalClient,
         metrics: GatewayMetrics,
+        presence: InternalClient | None = None,
     ):
         self.sio = sio
         self.metrics = metrics
-        # Set by the app once the socket table exists; None leaves presence out (unit use).
-        self.presence: PresenceLink | None = None
         self.watching: dict[str, set[str]] = {}
         self.settings = settings
         self.verifier = verifier
@@ -129,6 +132,9 @@ class ChatHandler:
         self.store_batcher = StoreBatcher(history, metrics.store_batch_size, settings.store_call_interval_seconds)
         self.group_members = GroupMembers(history, settings.group_members_cache_seconds)
         self.user_of: dict[str, str] = {}
+        # The link resyncs presence from this very table (sid -> user), the node's truth.
+        self.presence = (None if presence is None
+                         else PresenceLink(presence, settings.node_id, settings.heartbeat_seconds, self.user_of))
         self.sockets_of: Counter[str] = Counter()  # user -> sockets on this node
         self.accepting = True
         self.in_flight = 0
@@ -140,6 +146,7 @@ class ChatHandler:
         # (sid, target) -> timer that sends `userStoppedTyping` if the client never does.
         self._typing_timers: dict[tuple[str, TypingTarget], asyncio.TimerHandle] = {}
         self._background: set[asyncio.Task] = set()
+        self.register()
 
     def register(self) -> None:
         self.sio.on("connect", self.connect)

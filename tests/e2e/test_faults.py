@@ -306,7 +306,10 @@ async def test_presence_restarted_state_converges(fault_cluster):
         await first.close()
         other = ChatClient(fault_cluster.gateway_url("a"), grace.token)
         await other.connect()
-        assert (await other.call("sendMessage", {"receiverId": ada.id, "text": "presence is down"}))["ok"]
+        ack = await other.call("sendMessage", {"receiverId": ada.id, "text": "presence is down"})
+        assert ack["ok"]
+        # Delivered live across nodes: routing reads the nodes' own liveness, never presence.
+        await second.wait_for("receiveMessage", lambda m: m["_id"] == ack["message"]["_id"])
         presence.start()
         await asyncio.to_thread(presence.wait_ready)
 
