@@ -8,7 +8,7 @@ import asyncio
 import aiohttp
 import pytest
 
-from services.devtools.stores import PrivatePostgres, ensure_database
+from services.devtools.stores import PrivatePostgres, drop_database, ensure_database
 from tests.e2e.faults import Sender, tally, tally_group
 from tests.support import (TEST_RUN_DIR, ChatClient, TestStores, create_user, migrate, private_redis_server,
                            running_cluster)
@@ -20,6 +20,8 @@ FAULT_DIR = TEST_RUN_DIR / "faults"
 def private_postgres():
     server = PrivatePostgres(FAULT_DIR / "postgres")
     server.start()
+    # A fresh database every run: the server's data directory outlives the run.
+    drop_database(server.admin_url, "parley")
     url = ensure_database(server.admin_url, "parley")
     migrate(url)
     yield server, url
