@@ -260,7 +260,7 @@ export function updateComposer() {
   $("composer").hidden = !state.current || removed;
   $("removed-note").hidden = !removed;
   if (removed) {
-    stopTyping();
+    stopTyping(false); // the server would refuse a removed member's stopTyping; it clears it itself
     renderMembersPanel();
   }
 }
@@ -321,12 +321,12 @@ $("text").addEventListener("input", () => {
     state.typingSentAt = now;
   }
   clearTimeout(state.typingTimer);
-  state.typingTimer = setTimeout(stopTyping, TYPING_IDLE_MS);
+  state.typingTimer = setTimeout(() => stopTyping(), TYPING_IDLE_MS);
 });
 
-export function stopTyping() {
+export function stopTyping(tell = true) {
   clearTimeout(state.typingTimer);
-  if (state.typingSentAt && state.current && state.socket && state.socket.connected) {
+  if (tell && state.typingSentAt && state.current && state.socket && state.socket.connected) {
     state.socket.emit("stopTyping", typingTarget());
   }
   state.typingSentAt = 0;
