@@ -3,10 +3,12 @@
 
 import { $, avatarUrl, displayName, element, lookupUser, notice } from "./util.js";
 import { remember, state } from "./state.js";
-import { addMembers, amAdmin, createGroup, leaveGroup, memberOf, removeMember } from "./groups.js";
+import { addMembers, amAdmin, createGroup, leaveGroup, memberOf, removeMember, renameGroup } from "./groups.js";
 import { openGroup } from "./thread.js";
 
 const MAX_NAME = 100;
+const LEAVE_ARMED_MS = 4000;
+let leaveArmed = null; // the timer that disarms "Click again to leave"
 
 // --- New group ----------------------------------------------------------------------------------
 
@@ -89,6 +91,7 @@ $("members-button").addEventListener("click", () => {
 $("members-close").addEventListener("click", closeMembersPanel);
 
 export function closeMembersPanel() {
+  disarmLeave();
   $("members-panel").hidden = true;
   $("members-button").setAttribute("aria-expanded", "false");
 }
@@ -101,6 +104,8 @@ export function renderMembersPanel() {
   const removed = Boolean(conversation && conversation.removed);
   const admin = !removed && amAdmin(group);
   $("add-member-form").hidden = !admin;
+  $("rename-form").hidden = !admin;
+  if (group && document.activeElement !== $("rename-name")) $("rename-name").value = group.name;
   $("leave-group").hidden = removed || !memberOf(group, state.me._id);
   const members = group ? [...group.members] : [];
   // Admins first, then by name; me among them as "You".
@@ -151,8 +156,32 @@ $("add-member-form").addEventListener("submit", (event) => {
   });
 });
 
+// Leaving takes two clicks (no confirm(): the page opens no dialogs of the browser's own).
+function disarmLeave() {
+  clearTimeout(leaveArmed);
+  leaveArmed = null;
+  $("leave-group").textContent = "Leave group";
+}
+
 $("leave-group").addEventListener("click", () => {
   if (!state.current || state.current.kind !== "group") return;
+  if (!leaveArmed) {
+    $("leave-group").textContent = "Click again to leave";
+    leaveArmed = setTimeout(disarmLeave, LEAVE_ARMED_MS);
+    return;
+  }
+  disarmLeave();
   const groupId = state.current.id;
   act(() => leaveGroup(groupId));
+});
+
+// --- renaming (admins) --------------------------------------------------------------------------
+
+$("rename-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const name = $("rename-name").value.trim();
+  if (!state.current || state.current.kind !== "group") return;
+  if (!name || name.length > MAX_NAME) { notice("members-error", `A name of 1 to ${MAX_NAME} characters`); return; }
+  const groupId = state.current.id;
+  act(() => renameGroup(groupId, name));
 });

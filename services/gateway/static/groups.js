@@ -85,6 +85,12 @@ export async function addMembers(groupId, userIds) {
   if (body && Array.isArray(body.members)) applyGroup(body);
 }
 
+export async function renameGroup(groupId, name) {
+  const { body } = await api(`/api/groups/${encodeURIComponent(groupId)}`,
+    { method: "PATCH", body: JSON.stringify({ name }) });
+  if (body && Array.isArray(body.members)) applyGroup(body);
+}
+
 export async function removeMember(groupId, userId) {
   await api(`/api/groups/${encodeURIComponent(groupId)}/members/${encodeURIComponent(userId)}`, { method: "DELETE" });
   memberGone(groupId, userId);
