@@ -224,3 +224,17 @@ def private_redis_server(data_dir: Path) -> Iterator[PrivateRedis]:
         yield server
     finally:
         server.stop()
+
+
+async def eventually(check, timeout: float = 5.0, interval: float = 0.02) -> None:
+    """Waits until the awaitable `check` stops raising (re-raising its last error after `timeout`):
+    for conditions that only polling can see, such as a readiness check or a key's expiry."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            await check()
+            return
+        except Exception:
+            if asyncio.get_running_loop().time() >= deadline:
+                raise
+        await asyncio.sleep(interval)

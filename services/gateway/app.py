@@ -110,6 +110,9 @@ async def close_clients(app: web.Application):
     # A client of our own for the readiness ping: the Socket.IO manager's is private to it.
     probe = redis.asyncio.Redis.from_url(app[SETTINGS].redis_url, socket_timeout=2, socket_connect_timeout=2)
     app[READINESS].add("redis", probe.ping)
+    # Subscribed before the first user arrives; not ready until Redis has confirmed it.
+    app[SIO].manager.start()
+    app[READINESS].add("pubsub", app[SIO].manager.subscribed)
     app[CHAT].presence.start()
     yield
     await probe.aclose()

@@ -10,6 +10,9 @@ user rooms is published only on the channels of the live nodes found there (a de
 entries are dropped as they are met); anything else (other rooms, everyone) and any emit whose
 lookup fails goes on the shared channel, as before.
 
+A node subscribes when its app starts (`start`), not on its first connection as python-socketio
+would, and `subscribed` tells readiness when Redis has confirmed it.
+
 The emitting node delivers to its own sockets directly (python-socketio does), never via Redis.
 Routed emits made while a publish is under way leave together: one script call, and one pub/sub
 message for each node concerned. The emitter does not wait for its publish.
@@ -101,6 +104,9 @@ class RoutedRedisManager(AsyncPubSubManager):
             self._publish_batch, max_batch=MAX_EMITS_PER_CALL)
         # A connect storm registers its users in a few pipelines, not one connection per socket.
         self._registrar: Batcher[str, None] = Batcher(self._register_batch, max_batch=MAX_ROOMS_PER_CALL)
+        # Set while Redis has confirmed every channel of `_listen`: until then, a message
+        # published to this node is lost, so the node must not be ready.
+        self._subscribed = asyncio.Event()
 
     # --- routing ---------------------------------------------------------------------------------
 
@@ -259,6 +265,27 @@ class RoutedRedisManager(AsyncPubSubManager):
 
     # --- listening -------------------------------------------------------------------------------
 
+    def start(self) -> None:
+        """Starts listening now, at the app's start-up.
+
+        python-socketio calls `initialize` on the server's first connection, so a node that
+        nobody had connected to yet was not subscribed, and a message published to its first
+        user while it subscribed was lost (seen by them only after a `sync`). The server's own
+        flag is raised, so that connection does not start a second listener.
+        """
+        if self.server.manager_initialized:
+            return
+        self.server.manager_initialized = True
+        self.initialize()
+
+    async def subscribed(self) -> None:
+        """A readiness check: raises until Redis has confirmed this node's subscriptions (and
+        again while the pub/sub connection is being restored)."""
+        if self.write_only:
+            return
+        if not self._subscribed.is_set():
+            raise NotSubscribed("not yet subscribed to this node's pub/sub channels")
+
     def initialize(self):
         """Also starts refreshing this node's route key (its liveness for routed emits)."""
         super().initialize()
@@ -271,7 +298,8 @@ class RoutedRedisManager(AsyncPubSubManager):
         channels = [self.channel, node_channel(self._prefix, self.node_id)]
         attempt = 0
         while True:
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            # Subscribe confirmations are read (not ignored): they say when the node is reachable.
+            pubsub = self._redis.pubsub()
             try:
                 await pubsub.subscribe(*channels)
                 if attempt:
@@ -279,8 +307,13 @@ class RoutedRedisManager(AsyncPubSubManager):
                     # Redis may have restarted empty: put this node's users back at once.
                     await self._register(sorted(self._local_user_rooms()))
                 attempt = 0
+                confirmed: set[bytes] = set()
                 async for message in pubsub.listen():
-                    if message["type"] == "message":
+                    if message["type"] == "subscribe":
+                        confirmed.add(message["channel"])
+                        if len(confirmed) == len(channels):
+                            self._subscribed.set()
+                    elif message["type"] == "message":
                         if self._received is not None:
                             self._received.inc()
                         decoded = fast_json.loads(message["data"])
@@ -293,6 +326,7 @@ class RoutedRedisManager(AsyncPubSubManager):
                 attempt += 1
                 await asyncio.sleep(delay)
             finally:
+                self._subscribed.clear()
                 await pubsub.aclose()
 
     async def close(self) -> None:
@@ -310,6 +344,10 @@ class RoutedRedisManager(AsyncPubSubManager):
             except (RedisError, OSError) as exc:
                 log.warning("could not remove this node's route key (it lapses by itself): %r", exc)
         await self._redis.aclose()
+
+
+class NotSubscribed(RuntimeError):
+    """This node is not (yet, or any more) subscribed to its pub/sub channels."""
 
 
 def _log_publish_failure(published: asyncio.Future) -> None:

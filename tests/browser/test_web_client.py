@@ -1,6 +1,5 @@
 """Two people chat in two browsers, one on each gateway node, as the original guide's client would."""
 
-import asyncio
 from urllib.parse import urlsplit
 
 from playwright.async_api import expect
@@ -152,7 +151,7 @@ async def test_the_page_reconnects_and_catches_up_without_duplicates(web_cluster
 
     await context.set_offline(True)  # the network drops
     await page.evaluate("window.dispatchEvent(new Event('offline'))")
-    await asyncio.sleep(0.5)
+    await expect(page.locator("#connection")).to_have_text("reconnecting...")  # the page saw the drop
     for text in ("while you were away 1", "while you were away 2"):
         await sender.fill("#text", text)
         await sender.press("#text", "Enter")

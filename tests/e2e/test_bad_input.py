@@ -1,6 +1,5 @@
 """Bad tokens and bad payloads get clear refusals, and the nodes keep serving."""
 
-import asyncio
 import time
 
 import aiohttp
@@ -166,11 +165,9 @@ async def test_internal_routes_are_not_reachable_through_the_gateway(cluster):
 
 
 async def test_nodes_still_serve_after_the_bad_input(cluster, make_user, connect):
-    await asyncio.sleep(0)
     ada, grace = await make_user(), await make_user()
     sender = await connect(ada, "b")
     receiver = await connect(grace, "a")
-    await asyncio.sleep(0.3)
     await sender.call("sendMessage", {"receiverId": grace.id, "text": "after all that"})
     assert (await receiver.wait_for("receiveMessage"))["text"] == "after all that"
     for process in cluster.stack.processes.values():

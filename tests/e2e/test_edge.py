@@ -80,7 +80,6 @@ async def test_long_polling_clients_stay_on_one_node_and_chat_across_nodes(clust
         for client in clients:
             await client.connect(transports=("polling",))
         sender, receiver = clients
-        await asyncio.sleep(0.3)
         for number in range(10):  # many polling requests, each of which must reach the same node
             ack = await sender.call("sendMessage", {"receiverId": grace.id, "text": f"polled {number}"})
             assert ack["ok"], ack

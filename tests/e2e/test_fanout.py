@@ -1,32 +1,36 @@
 """Fan-out that does not grow with the cluster: only the nodes holding a user decode its emits."""
 
-import asyncio
+from dataclasses import dataclass, field
 
 import aiohttp
 import pytest
 
-from tests.support import TEST_RUN_DIR, ChatClient, create_user, running_cluster
+from tests.support import TEST_RUN_DIR, ChatClient, Cluster, create_user, running_cluster
+
+NODES = ("a", "b", "c")
 
 
-@pytest.fixture(scope="module")
-def three_nodes(stores):
-    with running_cluster(stores, TEST_RUN_DIR / "logs" / "fanout", nodes=("a", "b", "c")) as running:
-        yield running
+@dataclass
+class WatchedCluster(Cluster):
+    watchers: list[ChatClient] = field(default_factory=list)  # one per node
+    opened: list[ChatClient] = field(default_factory=list)  # closed when the test ends
+    probes: int = 0  # probe users announced so far: every node decoded each one's announcement
 
 
 @pytest.fixture
-async def listening(three_nodes):
-    """A bystander on every node: python-socketio subscribes a node only once it has a client."""
-    bystanders = []
-    for node in ("a", "b", "c"):
-        user = await create_user(three_nodes.history_url)
-        client = ChatClient(three_nodes.gateway_url(node), user.token)
-        await client.connect()
-        bystanders.append(client)
-    await after_broadcasts(three_nodes, {node: 0 for node in "abc"}, expected=0)
-    yield three_nodes
-    for client in bystanders:
-        await client.close()
+async def three_nodes(stores):
+    """A cluster of the test's own, with a watcher on every node: no other test's connects and
+    closes are announced (on the channel every node decodes) while it counts."""
+    opened: list[ChatClient] = []
+    with running_cluster(stores, TEST_RUN_DIR / "logs" / "fanout", nodes=NODES) as running:
+        for node in NODES:
+            user = await create_user(running.history_url)
+            opened.append(await ChatClient(running.gateway_url(node), user.token).connect())
+        try:
+            yield WatchedCluster(running.stack, watchers=list(opened), opened=opened)
+        finally:
+            for client in opened:
+                await client.close()
 
 
 async def decoded(cluster, node: str) -> float:
@@ -37,37 +41,39 @@ async def decoded(cluster, node: str) -> float:
                 if line.startswith("parley_gateway_pubsub_messages_received_total "))
 
 
-async def counts(cluster) -> dict[str, float]:
-    return {node: await decoded(cluster, node) for node in ("a", "b", "c")}
+async def settled_counts(cluster: WatchedCluster) -> dict[str, float]:
+    """Each node's count of decoded pub/sub messages once it has decoded all that the test's
+    connects and emits so far caused, the probe users' own announcements left out.
+
+    A probe user comes online on every node, watched by the watcher on every node. A node
+    reports its connects to presence in order, so each probe's announcement follows those of
+    the sockets connected before it on that node; and a node decodes its channels in the order
+    Redis published to them. So once every watcher heard every probe, nothing earlier is pending.
+    """
+    probes = [await create_user(cluster.history_url) for _ in NODES]
+    for watcher in cluster.watchers:
+        assert (await watcher.call("watchPresence", [probe.id for probe in probes]))["ok"]
+    for node, probe in zip(NODES, probes):
+        cluster.opened.append(await ChatClient(cluster.gateway_url(node), probe.token).connect())
+    for watcher in cluster.watchers:
+        for probe in probes:
+            await watcher.wait_for("userOnline", lambda data, probe=probe: data == probe.id)
+    cluster.probes += len(probes)
+    return {node: await decoded(cluster, node) - cluster.probes for node in NODES}
 
 
-async def after_broadcasts(cluster, baseline: dict[str, float], expected: int) -> dict[str, float]:
-    """Counters once every node has decoded the `expected` broadcasts since `baseline` (the
-    userOnline of each new user, to watchers on any node), then stayed quiet."""
-    for _ in range(100):
-        now = await counts(cluster)
-        if all(now[node] - baseline.get(node, 0) >= expected for node in now):
-            await asyncio.sleep(0.3)
-            if await counts(cluster) == now:
-                return now
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"the connects' broadcasts never arrived: {baseline} -> {now}")
-
-
-async def test_only_the_receivers_node_decodes_a_message(listening):
-    three_nodes = listening
+async def test_only_the_receivers_node_decodes_a_message(three_nodes):
     ada, grace = await create_user(three_nodes.history_url), await create_user(three_nodes.history_url)
     sender = ChatClient(three_nodes.gateway_url("a"), ada.token)
     receiver = ChatClient(three_nodes.gateway_url("b"), grace.token)
-    baseline = await counts(three_nodes)
     await sender.connect()
     await receiver.connect()
     try:
-        before = await after_broadcasts(three_nodes, baseline, expected=2)
+        before = await settled_counts(three_nodes)
         for number in range(20):
             assert (await sender.call("sendMessage", {"receiverId": grace.id, "text": f"routed {number}"}))["ok"]
         await receiver.wait_for("receiveMessage", lambda message: message["text"] == "routed 19")
-        after = await after_broadcasts(three_nodes, before, expected=0)
+        after = await settled_counts(three_nodes)
     finally:
         await sender.close()
         await receiver.close()
@@ -76,20 +82,18 @@ async def test_only_the_receivers_node_decodes_a_message(listening):
     assert delta == {"a": 0, "b": 20, "c": 0}, delta
 
 
-async def test_a_user_on_two_nodes_hears_on_both_and_the_third_stays_quiet(listening):
-    three_nodes = listening
+async def test_a_user_on_two_nodes_hears_on_both_and_the_third_stays_quiet(three_nodes):
     ada, grace = await create_user(three_nodes.history_url), await create_user(three_nodes.history_url)
     sender = ChatClient(three_nodes.gateway_url("a"), ada.token)
     tabs = [ChatClient(three_nodes.gateway_url(node), grace.token) for node in ("a", "b")]
-    baseline = await counts(three_nodes)
     for client in (sender, *tabs):
         await client.connect()
     try:
-        before = await after_broadcasts(three_nodes, baseline, expected=2)
+        before = await settled_counts(three_nodes)
         assert (await sender.call("sendMessage", {"receiverId": grace.id, "text": "both tabs"}))["ok"]
         for tab in tabs:
             assert (await tab.wait_for("receiveMessage"))["text"] == "both tabs"
-        after = await after_broadcasts(three_nodes, before, expected=0)
+        after = await settled_counts(three_nodes)
     finally:
         for client in (sender, *tabs):
             await client.close()

@@ -53,7 +53,6 @@ async def open_pairs(cluster, count: int = 3):
         clients += [sender_client, receiver_client]
         senders.append(Sender(sender_client, grace))
         receivers[grace.id] = receiver_client
-    await asyncio.sleep(0.3)
     return senders, receivers, clients
 
 

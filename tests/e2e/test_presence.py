@@ -1,16 +1,30 @@
-"""Presence across nodes: once per user, to the people who care, and what is online at connect."""
+"""Presence across nodes: once per user, to the people who care, and what is online at connect.
+
+A check that an event did NOT arrive first waits for a marker event that presence would have
+sent after it: announcements leave presence in order (on the shared channel), and a node's
+socket changes reach presence in order, one call at a time.
+"""
 
 import asyncio
 
 import aiohttp
 
+from tests.support import eventually
+
+# The server clears a `typing` after TYPING_TIMEOUT_SECONDS (1 s in tests' service_env).
+TYPING_TIMEOUT_SECONDS = 1.0
+
 
 async def partners(make_user, connect):
-    """Two users who have talked (so each cares about the other's presence)."""
+    """Two users who have talked (so each cares about the other's presence), both offline again,
+    with every announcement of that already delivered."""
     ada, grace = await make_user(), await make_user()
     first = await connect(ada, "a")
     assert (await first.call("sendMessage", {"receiverId": grace.id, "text": "hi"}))["ok"]
+    observer = await connect(grace, "b")
     await first.close()
+    await observer.wait_for("userOffline", lambda data: data == ada.id)
+    await observer.close()
     return ada, grace
 
 
@@ -18,29 +32,56 @@ def presence_events(client, user_id):
     return [name for name, data in client.events if name in ("userOnline", "userOffline") and data == user_id]
 
 
+async def close_on_server(tab, tab_user, watcher, watcher_user) -> None:
+    """Closes `tab` and waits until its node has handled the disconnect (and so queued it for
+    presence): a disconnect ends the socket's typing, which `watcher` hears well before the
+    server's typing timer could have."""
+    started = asyncio.get_running_loop().time()
+    await tab.sio.emit("typing", watcher_user.id)
+    await watcher.wait_for("userTyping", lambda data: data == tab_user.id)
+    await tab.close()
+    await watcher.wait_for("userStoppedTyping", lambda data: data == tab_user.id)
+    assert asyncio.get_running_loop().time() - started < TYPING_TIMEOUT_SECONDS, "stopped by the timer, not the close"
+
+
+async def online_now(cluster, viewer, user_id) -> None:
+    """Raises unless presence says `user_id` is online."""
+    async with aiohttp.ClientSession(base_url=cluster.gateway_url("a")) as http:
+        async with http.get(f"/api/presence?ids={user_id}", headers=viewer.auth_headers) as answer:
+            assert answer.status == 200 and await answer.json() == {"online": [user_id]}
+
+
 async def test_two_tabs_on_two_nodes_one_online_and_one_offline(make_user, connect):
     ada, grace = await partners(make_user, connect)
+    marker_a, marker_b = await make_user(), await make_user()
     watcher = await connect(grace, "b")
-    await asyncio.sleep(0.5)
-    watcher.events.clear()
+    assert (await watcher.call("watchPresence", [marker_a.id, marker_b.id]))["ok"]
+    marker_tab_a = await connect(marker_a, "a")
+    await watcher.wait_for("userOnline", lambda data: data == marker_a.id)
 
     tab_a = await connect(ada, "a")
     assert await watcher.wait_for("userOnline", lambda data: data == ada.id) == ada.id
     tab_b = await connect(ada, "b")
-    await tab_a.close()
-    await asyncio.sleep(0.6)  # longer than a flush and a heartbeat: any wrong event would be here
+    # Node b reports its sockets in order: once marker_b is online, so is ada's second tab.
+    marker_tab_b = await connect(marker_b, "b")
+    await watcher.wait_for("userOnline", lambda data: data == marker_b.id)
+    await close_on_server(tab_a, ada, watcher, grace)
+    # Node a reports marker_a's close after tab_a's: a wrong "ada offline" would come first.
+    await marker_tab_a.close()
+    await watcher.wait_for("userOffline", lambda data: data == marker_a.id)
     assert presence_events(watcher, ada.id) == ["userOnline"]
 
     await tab_b.close()
     await watcher.wait_for("userOffline", lambda data: data == ada.id)
-    await asyncio.sleep(0.3)
+    await marker_tab_b.close()
+    await watcher.wait_for("userOffline", lambda data: data == marker_b.id)
     assert presence_events(watcher, ada.id) == ["userOnline", "userOffline"]
 
 
-async def test_a_new_socket_learns_which_partners_are_online(make_user, connect):
+async def test_a_new_socket_learns_which_partners_are_online(cluster, make_user, connect):
     ada, grace = await partners(make_user, connect)
     await connect(ada, "a")
-    await asyncio.sleep(0.3)
+    await eventually(lambda: online_now(cluster, grace, ada.id))
 
     newcomer = await connect(grace, "b")
 

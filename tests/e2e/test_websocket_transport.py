@@ -6,7 +6,15 @@ import socket
 import aiohttp
 import pytest
 
-from tests.support import TEST_RUN_DIR, ChatClient, create_user, running_cluster
+from tests.support import TEST_RUN_DIR, ChatClient, create_user, eventually, running_cluster
+
+
+async def upgraded(client: ChatClient) -> None:
+    assert client.sio.transport() == "websocket"
+
+
+async def none_connected(http: aiohttp.ClientSession, url: str) -> None:
+    assert await sockets_connected(http, url) == 0
 
 
 async def test_a_long_polling_client_upgrades_to_websocket_and_chats(make_user, connect):
@@ -14,12 +22,7 @@ async def test_a_long_polling_client_upgrades_to_websocket_and_chats(make_user, 
     sender = await connect(ada, "a", transports=("polling", "websocket"))
     receiver = await connect(grace, "b", transports=("polling", "websocket"))
     for client in (sender, receiver):
-        for _ in range(50):
-            if client.sio.transport() == "websocket":
-                break
-            await asyncio.sleep(0.1)
-        assert client.sio.transport() == "websocket"
-    await asyncio.sleep(0.3)
+        await eventually(lambda: upgraded(client))
 
     acks = [await sender.call("sendMessage", {"receiverId": grace.id, "text": f"upgraded {n}"}) for n in range(5)]
 
@@ -126,11 +129,7 @@ async def test_a_client_gone_silent_is_disconnected_and_its_websocket_closed(qui
         assert (await silent.receive_str(timeout=5)).startswith("40{")
         assert await sockets_connected(http, quick_ping_cluster.gateway_internal_url("a")) == 1
         # Never answering engine.io's pings ("2"): the session ends after about two seconds.
-        for _ in range(80):
-            if await sockets_connected(http, quick_ping_cluster.gateway_internal_url("a")) == 0:
-                break
-            await asyncio.sleep(0.1)
-        assert await sockets_connected(http, quick_ping_cluster.gateway_internal_url("a")) == 0
+        await eventually(lambda: none_connected(http, quick_ping_cluster.gateway_internal_url("a")), timeout=8)
         frames = []
         while (message := await silent.receive(timeout=5)).type == aiohttp.WSMsgType.TEXT:
             frames.append(message.data)

@@ -9,7 +9,7 @@ import pytest
 from services.history.migrations import MIGRATION_LOCK_KEY, apply_migrations
 from services.history.store import _INSERT_MESSAGES
 from services.devtools.stores import drop_database, ensure_database, with_database
-from tests.support import ADMIN_TOKEN, GATEWAY_TOKEN
+from tests.support import ADMIN_TOKEN, GATEWAY_TOKEN, eventually
 from tests.tally import ATTACK
 
 
@@ -274,18 +274,24 @@ async def test_ids_become_visible_in_id_order_so_sync_misses_nothing(history, st
     ada, grace, carol = await make_user(), await make_user(), await make_user()
     first, _ = await send(ada, grace, "before")
     slow = await asyncpg.connect(stores.database_url)
+    observer = await asyncpg.connect(stores.database_url)
     try:
         transaction = slow.transaction()
         await transaction.start()
         [held] = await slow.fetch(_INSERT_MESSAGES, [ada.id], [grace.id], ["held back"], [None])
         # Another pair, so no summary row lock makes it wait: only the change feed's lock.
         later = asyncio.ensure_future(send(carol, grace, "sent meanwhile"))
-        await asyncio.sleep(0.3)
+
+        async def later_stopped() -> None:  # at the lock, or (if it does not wait) through
+            assert later.done() or await lock_waiters(observer) == 1
+
+        await eventually(later_stopped)
         assert not later.done(), "a later insert must wait for the earlier one's commit"
         await transaction.commit()
         message, _ = await asyncio.wait_for(later, 5)
     finally:
         await slow.close()
+        await observer.close()
     assert int(message["_id"]) > held["id"]
     synced, _ = await get_json(history, f"/api/messages/sync?after={first['_id']}", grace)
     assert [m["text"] for m in synced["messages"]] == ["held back", "sent meanwhile"]
@@ -375,7 +381,12 @@ def test_a_replica_waits_out_a_migration_longer_than_its_command_timeout(stores)
         try:
             await other.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
             waiting = asyncio.ensure_future(apply_migrations(replica))
-            await asyncio.sleep(0.6)  # three times the replica's command timeout
+
+            async def waited_out_its_timeout() -> None:  # or gave up meanwhile
+                assert waiting.done() or await lock_waiters(other, longer_than_seconds=0.6) == 1
+
+            # Postgres sees the replica waiting for the lock three times its command timeout.
+            await eventually(waited_out_its_timeout)
             assert not waiting.done()
             await other.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
             return await asyncio.wait_for(waiting, 10)
@@ -422,3 +433,11 @@ def test_history_commits_synchronously_even_where_the_server_says_otherwise(stor
     finally:
         drop_database(admin_url, database)
     assert (default, seen) == ("off", "on")
+
+
+async def lock_waiters(connection: asyncpg.Connection, longer_than_seconds: float = 0.0) -> int:
+    """Sessions of this database waiting for a lock (for at least `longer_than_seconds`), as
+    Postgres sees them: proof that a statement got as far as the lock."""
+    return await connection.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        " AND now() - query_start >= make_interval(secs => $1)", longer_than_seconds)

@@ -7,17 +7,30 @@ import pytest
 import redis.asyncio as redis
 
 from services.presence.store import PresenceStore
+from services.shared.keys import node_alive_key
+from tests.support import eventually
+
+
+# Long enough that no node's liveness lapses during a test unless the test means it to.
+NODE_TTL_SECONDS = 30
 
 
 @pytest.fixture
-async def store(stores):
+async def space(stores):
+    """A Redis client and a key prefix of the test's own, emptied afterwards."""
     client = redis.Redis.from_url(stores.redis_url, decode_responses=True)
     prefix = f"{stores.redis_prefix}-presence-{uuid.uuid4().hex[:6]}"
-    yield PresenceStore(client, prefix, node_ttl_seconds=0.5)
+    yield client, prefix
     keys = [key async for key in client.scan_iter(f"{prefix}:*")]
     if keys:
         await client.delete(*keys)
     await client.aclose()
+
+
+@pytest.fixture
+def store(space):
+    client, prefix = space
+    return PresenceStore(client, prefix, node_ttl_seconds=NODE_TTL_SECONDS)
 
 
 async def test_online_once_per_user_offline_with_the_last_socket(store):
@@ -37,12 +50,18 @@ async def test_a_repeated_batch_changes_nothing(store):
     assert await store.apply_events("a", [], batch) == ([], [])
 
 
-async def test_a_silent_node_is_swept_once_even_by_concurrent_sweepers(store):
-    await store.apply_events("dead", [("s1", "ada"), ("s2", "ada"), ("s3", "grace")], [])
+async def test_a_silent_node_is_swept_once_even_by_concurrent_sweepers(space, store):
+    client, prefix = space
+    # The same presence, as a replica configured with a short TTL would write it.
+    short_lived = PresenceStore(client, prefix, node_ttl_seconds=0.2)
+    await short_lived.apply_events("dead", [("s1", "ada"), ("s2", "ada"), ("s3", "grace")], [])
     await store.apply_events("live", [("s4", "grace")], [])
-    await asyncio.sleep(0.3)
     assert await store.heartbeat("live") is True
-    await asyncio.sleep(0.3)  # "dead" is past its 0.5 s TTL, "live" is not
+
+    async def dead_lapsed() -> None:
+        assert not await client.exists(node_alive_key(prefix, "dead"))
+
+    await eventually(dead_lapsed)  # Redis expired it; "live" has NODE_TTL_SECONDS to go
     results = await asyncio.gather(*(store.sweep_dead_nodes() for _ in range(3)))
     assert sorted(user for offline in results for user in offline) == ["ada"]
     assert await store.online_among(["ada", "grace"]) == ["grace"]

@@ -8,20 +8,33 @@ from services.shared.batching import Batcher
 
 
 class Recorder:
-    """A flush that takes `delay` seconds and records the batches it was given."""
+    """A flush that records the batches it was given and when each started (loop time), then
+    takes `delay` seconds, or, given a `gate`, waits until the test opens it."""
 
-    def __init__(self, delay: float = 0.01):
+    def __init__(self, delay: float = 0.01, gate: asyncio.Event | None = None):
         self.delay = delay
+        self.gate = gate
         self.batches: list[list[int]] = []
+        self.starts: list[float] = []
+        self.started = asyncio.Event()  # a flush is under way
         self.in_flight = self.most_in_flight = 0
 
     async def flush(self, items: list[int]) -> list:
         self.batches.append(items)
+        self.starts.append(asyncio.get_running_loop().time())
+        self.started.set()
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
-        await asyncio.sleep(self.delay)
+        if self.gate is not None:
+            await self.gate.wait()
+        else:
+            await asyncio.sleep(self.delay)  # the flush's own work, not synchronisation
         self.in_flight -= 1
         return [ValueError(item) if item < 0 else item * 10 for item in items]
+
+
+# asyncio may run a timer up to its clock's resolution early; a paced start is checked with this slack.
+CLOCK_SLACK = 0.001
 
 
 async def test_a_lone_item_leaves_at_once_alone():
@@ -32,11 +45,13 @@ async def test_a_lone_item_leaves_at_once_alone():
 
 
 async def test_items_arriving_while_a_flush_runs_leave_together_in_order():
-    recorder = Recorder()
+    recorder = Recorder(gate=asyncio.Event())
     batcher = Batcher(recorder.flush, max_batch=100)
     first = asyncio.ensure_future(batcher.submit(0))
-    await asyncio.sleep(0.002)  # the first flush is under way
-    results = await asyncio.gather(first, *(batcher.submit(n) for n in range(1, 30)))
+    await recorder.started.wait()
+    rest = [batcher.submit_nowait(n) for n in range(1, 30)]
+    recorder.gate.set()
+    results = await asyncio.gather(first, *rest)
     assert results == [n * 10 for n in range(30)]
     assert recorder.batches == [[0], list(range(1, 30))]
 
@@ -74,14 +89,14 @@ async def test_a_failing_flush_fails_its_batch_only():
 
 
 async def test_a_cancelled_submitter_does_not_disturb_the_others():
-    recorder = Recorder(delay=0.02)
+    recorder = Recorder(gate=asyncio.Event())
     batcher = Batcher(recorder.flush, max_batch=10)
     first = asyncio.ensure_future(batcher.submit(0))
-    await asyncio.sleep(0.005)
-    cancelled = asyncio.ensure_future(batcher.submit(1))
-    kept = asyncio.ensure_future(batcher.submit(2))
-    await asyncio.sleep(0)
+    await recorder.started.wait()
+    # What a submitter awaits: cancelling the submitter cancels it.
+    cancelled, kept = batcher.submit_nowait(1), batcher.submit_nowait(2)
     cancelled.cancel()
+    recorder.gate.set()
     assert await first == 0 and await kept == 20
     await batcher.close()
     assert recorder.batches == [[0], [1, 2]]
@@ -91,7 +106,7 @@ async def test_close_flushes_what_was_submitted_without_waiting_even_behind_a_fl
     recorder = Recorder()
     batcher = Batcher(recorder.flush, max_batch=2)
     futures = [batcher.submit_nowait(n) for n in range(5)]
-    await asyncio.sleep(0)  # the first flush starts; the rest queue behind it
+    await recorder.started.wait()  # the first flush is under way; the rest queue behind it
 
     await batcher.close()
 
@@ -100,39 +115,51 @@ async def test_close_flushes_what_was_submitted_without_waiting_even_behind_a_fl
 
 
 async def test_a_busy_paced_batcher_sends_what_arrives_within_the_interval_in_one_flush():
-    recorder = Recorder(delay=0.02)
-    batcher = Batcher(recorder.flush, max_batch=100, min_interval=0.3)
-    loop = asyncio.get_running_loop()
-    started = loop.time()
+    recorder = Recorder(gate=asyncio.Event())
+    # An interval no test outlives: the queued items leave only when close() sends them.
+    batcher = Batcher(recorder.flush, max_batch=100, min_interval=3600)
     first = asyncio.ensure_future(batcher.submit(0))
-    await asyncio.sleep(0.005)  # the first flush is under way: these wait for it, and for the pace
-    rest = [asyncio.ensure_future(batcher.submit(n)) for n in range(1, 10)]
-    await asyncio.sleep(0.045)  # the first flush is over; the next may not start before 0.3 s
-    rest.append(asyncio.ensure_future(batcher.submit(10)))
+    await recorder.started.wait()
+    rest = [batcher.submit_nowait(n) for n in range(1, 10)]  # wait for the flush, and for the pace
+    recorder.gate.set()
+    assert await first == 0
+    rest.append(batcher.submit_nowait(10))  # the flush is over, the interval not
+    assert recorder.batches == [[0]] and not any(future.done() for future in rest)
 
-    assert await asyncio.gather(first, *rest) == [n * 10 for n in range(11)]
+    await batcher.close()
+
+    assert [future.result() for future in rest] == [n * 10 for n in range(1, 11)]
     assert recorder.batches == [[0], list(range(1, 11))]
-    assert loop.time() - started >= 0.3
+
+
+async def test_a_busy_paced_batcher_starts_the_next_flush_an_interval_after_the_last():
+    recorder = Recorder(gate=asyncio.Event())
+    batcher = Batcher(recorder.flush, max_batch=100, min_interval=0.2)
+    first = asyncio.ensure_future(batcher.submit(0))
+    await recorder.started.wait()
+    queued = batcher.submit_nowait(1)
+    recorder.gate.set()
+
+    assert await asyncio.gather(first, queued) == [0, 10]
+    assert recorder.starts[1] - recorder.starts[0] >= 0.2 - CLOCK_SLACK
 
 
 async def test_a_paced_batcher_sends_an_item_that_finds_nothing_under_way_at_once():
-    recorder = Recorder(delay=0.001)
-    batcher = Batcher(recorder.flush, max_batch=100, min_interval=0.05)
-    loop = asyncio.get_running_loop()
-    started = loop.time()
+    recorder = Recorder(delay=0)
+    # Were a lone item paced, the second submit would wait an hour: the timeout says so.
+    batcher = Batcher(recorder.flush, max_batch=100, min_interval=3600)
     for n in range(4):  # one after another, as a single client sending in turn
-        assert await batcher.submit(n) == n * 10
-    assert loop.time() - started < 0.04
+        assert await asyncio.wait_for(batcher.submit(n), timeout=5) == n * 10
     assert recorder.batches == [[0], [1], [2], [3]]
 
 
 async def test_close_does_not_wait_out_the_interval():
     recorder = Recorder(delay=0.01)
-    batcher = Batcher(recorder.flush, max_batch=100, min_interval=10)
+    batcher = Batcher(recorder.flush, max_batch=100, min_interval=3600)
     first = batcher.submit_nowait(1)
-    await asyncio.sleep(0.001)
+    await recorder.started.wait()
     queued = batcher.submit_nowait(2)  # behind the flush under way, and paced
 
-    await asyncio.wait_for(batcher.close(), 1)
+    await asyncio.wait_for(batcher.close(), 5)
 
     assert first.result() == 10 and queued.result() == 20

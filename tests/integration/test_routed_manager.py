@@ -4,12 +4,14 @@ import time
 
 import pytest
 import redis.asyncio as redis
+import socketio
 
-from services.shared.keys import node_channel, route_node_key, user_nodes_key
-from services.shared.routed_manager import RoutedRedisManager
-from tests.support import TEST_RUN_DIR, private_redis_server
+from services.shared.keys import node_channel, route_node_key, sio_channel, user_nodes_key
+from services.shared.routed_manager import NotSubscribed, RoutedRedisManager
+from tests.support import TEST_RUN_DIR, eventually, private_redis_server
 
 PREFIX = "routing-test"
+MARKER = b"marker"
 
 
 @pytest.fixture(scope="module")
@@ -45,12 +47,21 @@ async def published_to(private_redis, publisher: RoutedRedisManager, user_id: st
     channels = {node: node_channel(PREFIX, node) for node in ("n1", "n2")}
     await pubsub.subscribe(*channels.values())
     await publisher._publish_batch([([user_nodes_key(PREFIX, user_id)], b'{"event":"x"}')])
+    # Then a marker on every channel: Redis delivers in order, so once each marker is in, all is.
+    for channel in channels.values():
+        await client.publish(channel, MARKER)
     received: dict[str, list[bytes]] = {node: [] for node in channels}
-    deadline = time.monotonic() + 0.5
-    while time.monotonic() < deadline:
-        message = await pubsub.get_message(timeout=0.05)
-        if message is not None:
-            node = next(node for node, channel in channels.items() if channel.encode() == message["channel"])
+    marked: set[str] = set()
+    deadline = time.monotonic() + 5
+    while marked != set(channels):
+        assert time.monotonic() < deadline, f"no marker on {set(channels) - marked} within 5 s"
+        message = await pubsub.get_message(timeout=0.1)
+        if message is None:  # nothing yet, or a subscribe confirmation
+            continue
+        node = next(node for node, channel in channels.items() if channel.encode() == message["channel"])
+        if message["data"] == MARKER:
+            marked.add(node)
+        else:
             received[node].append(message["data"])
     await pubsub.aclose()
     await client.aclose()
@@ -105,3 +116,22 @@ async def test_a_user_who_left_the_node_is_taken_out_at_the_next_refresh(private
 
     assert await n2._redis.smembers(user_nodes_key(PREFIX, "ada")) == set()
     assert await published_to(private_redis, n2, "ada") == {"n1": [], "n2": []}
+
+
+async def test_a_node_listens_from_start_up_and_is_not_ready_until_subscribed(private_redis):
+    manager = RoutedRedisManager(private_redis.url, PREFIX, node_id="n3")
+    server = socketio.AsyncServer(client_manager=manager, async_mode="aiohttp")
+    client = redis.Redis.from_url(private_redis.url)
+    channels = [sio_channel(PREFIX), node_channel(PREFIX, "n3")]
+    try:
+        with pytest.raises(NotSubscribed):
+            await manager.subscribed()
+
+        manager.start()  # no connection needed
+        await eventually(manager.subscribed)
+
+        assert server.manager_initialized  # the first connection will not start a second listener
+        assert dict(await client.pubsub_numsub(*channels)) == {channel.encode(): 1 for channel in channels}
+    finally:
+        await manager.close()
+        await client.aclose()
