@@ -7,7 +7,7 @@ import { $, api, displayName, element, lookupUser, notice } from "./util.js";
 import { groupKey, idOf, isMine, keyOfMessage, remember, seen, state, userKey } from "./state.js";
 import { loadConversations, renderConversations, touchConversation, watchPartners } from "./conversations.js";
 import {
-  ensureGroup, onGroupRead, onGroupStoppedTyping, onGroupTyping, onGroupUpdated, onMemberAdded, onMemberRemoved,
+  ensureGroup, onGroupRead, sentBy, onGroupStoppedTyping, onGroupTyping, onGroupUpdated, onMemberAdded, onMemberRemoved,
   stoppedTyping,
 } from "./groups.js";
 import {
@@ -127,6 +127,7 @@ function onMessage(message) {
   seen(message._id);
   if (message.groupId) {
     stoppedTyping(groupKey(message.groupId), idOf(message.sender)); // they sent what they typed
+    sentBy(message.groupId, idOf(message.sender), message._id);
     if (!state.conversations.has(key)) ensureGroup(message.groupId).catch(() => {}); // name and members
   }
   const profile = message.groupId ? { _id: message.groupId, name: "Group", memberCount: 0 }

@@ -182,6 +182,11 @@ export function onGroupRead({ groupId, readerId, upTo }) {
   }
 }
 
+/** Sending reads the group (DESIGN-15): a member's own message moves their watermark to it. */
+export function sentBy(groupId, userId, messageId) {
+  movedWatermark(groupId, userId, messageId);
+}
+
 function movedWatermark(groupId, userId, upTo) {
   const member = memberOf(state.groups.get(groupId), userId);
   if (!member || !upTo || (member.readUpTo && !newer(upTo, member.readUpTo))) return;
