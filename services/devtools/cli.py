@@ -13,7 +13,7 @@ import asyncpg
 from ..history.migrations import apply_migrations
 from ..history.store import MessageStore
 from ..shared.auth import issue_dev_token
-from ..shared.models import UserProfile
+from ..history.models import UserProfile
 from ..shared.settings import JwtSettings
 from .stack import Stack
 from .stores import find_stores

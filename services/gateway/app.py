@@ -14,7 +14,7 @@ from ..shared.auth import TokenVerifier
 from ..shared.errors import error_middleware
 from ..shared.internal import InternalCallMetrics, InternalClient
 from ..shared.routed_manager import RoutedRedisManager
-from ..shared.web import DRAIN_HOOKS, READINESS, REGISTRY, create_base_app
+from ..shared.web import DRAIN_HOOKS, READINESS, REGISTRY, create_base_app, public_headers_middleware
 from .app_keys import CHAT, HISTORY, HISTORY_API, PRESENCE, REST_LIMITER, SETTINGS, SIO, VERIFIER
 from .history_api import HistoryApi
 from .chat import ChatHandler
@@ -63,9 +63,10 @@ def create_app(settings: GatewaySettings) -> web.Application:
     )
     sio.attach(app)
     harden(app)
-    # Next to engine.io's own (outermost, which lets only its exact route through): every other
-    # request line is checked before any middleware or route sees it.
-    app.middlewares.insert(1, raw_path_guard)
+    # Every request line but engine.io's (its middleware is outermost and lets only its exact
+    # route through) is checked before any route or the CORS and error middlewares see it; the
+    # refusal still carries the public headers.
+    app.middlewares.insert(app.middlewares.index(public_headers_middleware) + 1, raw_path_guard)
     app[SIO] = sio
     app[PRESENCE] = presence = internal_client("presence", settings.presence_url)
     chat = ChatHandler(sio, settings, verifier, history, metrics)

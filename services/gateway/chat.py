@@ -15,9 +15,11 @@ from ..shared.auth import TokenVerifier, token_from_headers
 from ..shared.errors import ErrorCode, InvalidField, ParleyError, Unauthorized, parse_model
 from ..shared.internal import InternalClient
 from ..shared.keys import presence_room, user_room
+from ..shared.limits import MAX_WATCHED_USERS
 from ..shared.logs import new_request_id, request_id_var, sid_var
-from ..shared.models import MarkRead, SendMessage
+from ..shared.params import user_id_param
 from .metrics import GatewayMetrics
+from .models import MarkRead, SendMessage
 from .presence_link import PresenceLink
 from .ratelimit import RateLimiter
 from .server import trusted_origin
@@ -74,20 +76,15 @@ def parse_user_id(payload: object, field: str) -> str:
     """A bare user id (`"u2"`, as the guide sends it) or an object `{field: "u2"}`."""
     if isinstance(payload, dict):
         payload = payload.get(field)
-    if not isinstance(payload, str) or not 0 < len(payload.strip()) <= 64:
-        raise InvalidField(field, "must be a user id of 1 to 64 characters")
-    return payload.strip()
-
-
-MAX_WATCHED = 500
+    return user_id_param(payload.strip() if isinstance(payload, str) else payload, field)
 
 
 def parse_user_ids(payload: object) -> set[str]:
-    """`watchPresence`'s list of user ids (at most MAX_WATCHED)."""
+    """`watchPresence`'s list of user ids (at most MAX_WATCHED_USERS)."""
     if isinstance(payload, dict):
         payload = payload.get("userIds")
-    if not isinstance(payload, list) or len(payload) > MAX_WATCHED:
-        raise InvalidField("userIds", f"must be a list of at most {MAX_WATCHED} user ids")
+    if not isinstance(payload, list) or len(payload) > MAX_WATCHED_USERS:
+        raise InvalidField("userIds", f"must be a list of at most {MAX_WATCHED_USERS} user ids")
     return {parse_user_id(item, "userIds") for item in payload}
 
 

@@ -13,11 +13,11 @@ from collections.abc import Callable
 
 from ..shared.errors import ParleyError
 from ..shared.internal import InternalClient
+from ..shared.limits import MAX_IDS_PER_PRESENCE_QUERY
 
 log = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 0.05
-IDS_PER_CALL = 100  # presence's limit per query
 
 
 class PresenceLink:
@@ -60,9 +60,9 @@ class PresenceLink:
 
     async def online_among(self, user_ids: list[str]) -> list[str]:
         online: list[str] = []
-        for start in range(0, len(user_ids), IDS_PER_CALL):
+        for start in range(0, len(user_ids), MAX_IDS_PER_PRESENCE_QUERY):
             answer = await self._presence.call(
-                "GET", "/internal/presence/online", params={"ids": ",".join(user_ids[start:start + IDS_PER_CALL])},
+                "GET", "/internal/presence/online", params={"ids": ",".join(user_ids[start:start + MAX_IDS_PER_PRESENCE_QUERY])},
                 idempotent=True, route="/internal/presence/online",
             )
             online += answer["online"]

@@ -19,9 +19,8 @@ from ..shared.auth import token_from_headers
 from ..shared.errors import ErrorCode, InvalidField, ServiceUnavailable, Unauthorized, error_response
 from ..shared.fast_json import json_response
 from ..shared.internal import REQUEST_ID_HEADER
-from ..shared.limits import USER_ID_RULE, valid_user_id
 from ..shared.logs import request_id_var
-from ..shared.params import message_id
+from ..shared.params import message_id, user_id_param, user_ids_param
 from .app_keys import CHAT, HISTORY_API, REST_LIMITER, SETTINGS, VERIFIER
 
 log = logging.getLogger(__name__)
@@ -36,10 +35,18 @@ FORWARDED_ROUTES = (
     ("GET", "/api/messages/{userId}"),
     ("GET", "/api/users/lookup"),
     ("GET", "/api/users/{userId}"),
+    # Group conversations (issue 15).
+    ("POST", "/api/groups"),
+    ("GET", "/api/groups/{groupId}"),
+    ("PATCH", "/api/groups/{groupId}"),
+    ("POST", "/api/groups/{groupId}/members"),
+    ("DELETE", "/api/groups/{groupId}/members/{userId}"),
+    ("PUT", "/api/groups/{groupId}/members/{userId}"),
+    ("GET", "/api/groups/{groupId}/messages"),
+    ("PUT", "/api/groups/{groupId}/read"),
 )
 FORWARDED_REQUEST_HEADERS = ("Content-Type", "Accept")
 FORWARDED_RESPONSE_HEADERS = ("Content-Type", "Link", "Retry-After")
-MAX_PRESENCE_IDS = 100  # as presence: 100 ids fit in the 8 KB request line
 
 # In the path of a request line: an encoded dot, slash, backslash, NUL or percent (double
 # encoding); a backslash, NUL or `;` as such; an empty segment; a `.` or `..` segment.
@@ -64,8 +71,8 @@ def upstream_path(route: str, params: dict[str, str]) -> str:
     for name, value in params.items():
         if name == "messageId":
             value = str(message_id(value))
-        elif not valid_user_id(value):
-            raise InvalidField(name, USER_ID_RULE)
+        else:
+            user_id_param(value, name)
         checked[name] = quote(value, safe="")
     return route.format(**checked)
 
@@ -106,9 +113,8 @@ async def presence_of(request: web.Request) -> web.Response:
     """`GET /api/presence?ids=a,b`: which of these users, of those the asker may see, are online now."""
     user_id = request.app[VERIFIER].user_id(token_from_headers(request.headers))
     request.app[REST_LIMITER].check(rate_limit_key(request))
-    ids = [part.strip() for part in request.query.get("ids", "").split(",") if part.strip()]
-    if not ids or len(ids) > MAX_PRESENCE_IDS or any(len(i) > 64 or "\x00" in i for i in ids):
-        raise InvalidField("ids", f"must be 1 to {MAX_PRESENCE_IDS} comma-separated user ids")
+    if not (ids := user_ids_param(request.query)):
+        raise InvalidField("ids", "is required: comma-separated user ids")
     chat = request.app[CHAT]
     chat.presence_limiter.check(user_id)  # as watchPresence: the same history call
     visible = await chat.visible_to(user_id, set(ids))

@@ -196,13 +196,21 @@ async def engineio_middleware(request: web.Request, handler) -> web.StreamRespon
         return error_response(400, "Malformed engine.io packet", ErrorCode.INVALID_PAYLOAD)
 
 
+# engine.io's `_log_error_once` ends its message with this: every caller of it reports a
+# client's fault (a bad transport, protocol version, session id or upgrade), once at ERROR.
+ENGINEIO_CLIENT_FAULT_ONCE = "(further occurrences of this error will be logged with level INFO)"
+
+
 class EngineIoClientFaultFilter(logging.Filter):
-    """engine.io logs a client's undecodable packet or refused origin at ERROR: make it a warning."""
+    """engine.io logs a client's undecodable packet, refused origin or bad request (a wrong
+    protocol version, transport or session id) at ERROR: a client can write to the error log
+    at will. Make it a warning."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        refused_origin = "is not an accepted origin" in record.getMessage()
-        if record.levelno >= logging.ERROR and (isinstance(exc, UNDECODABLE) or refused_origin):
+        message = record.getMessage()
+        client_fault = "is not an accepted origin" in message or ENGINEIO_CLIENT_FAULT_ONCE in message
+        if record.levelno >= logging.ERROR and (isinstance(exc, UNDECODABLE) or client_fault):
             record.levelno, record.levelname = logging.WARNING, "WARNING"
             if exc is not None:
                 record.msg, record.args = f"undecodable engine.io packet ({type(exc).__name__}); closed", ()

@@ -21,7 +21,7 @@ from prometheus_client import Histogram
 from ..shared.batching import Batcher
 from ..shared.errors import ParleyError, ServiceUnavailable
 from ..shared.internal import InternalClient
-from ..shared.models import MAX_STORE_BATCH
+from ..shared.limits import MAX_STORE_BATCH
 
 log = logging.getLogger(__name__)
 

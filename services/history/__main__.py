@@ -3,9 +3,8 @@
 import asyncio
 import sys
 
+from ..shared.entrypoint import serve
 from ..shared.logs import configure_logging
-from ..shared.settings import load_settings
-from ..shared.web import run_service
 from .app import create_app, create_pool
 from .migrations import apply_migrations
 from .settings import HistorySettings
@@ -26,9 +25,7 @@ def main() -> None:
         configure_logging("history", settings.node_id, settings.log_level)
         asyncio.run(migrate(settings))
         return
-    settings = load_settings(HistorySettings)
-    configure_logging("history", settings.node_id, settings.log_level)
-    run_service(create_app(settings), settings)
+    serve("history", HistorySettings, create_app)
 
 
 if __name__ == "__main__":

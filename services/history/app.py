@@ -11,8 +11,13 @@ from ..shared.auth import TokenVerifier
 from ..shared.errors import error_middleware
 from ..shared.notify import ClientNotifier
 from ..shared.web import INTERNAL_APP, READINESS, REGISTRY, create_base_app
-from .app_keys import NOTIFIER, POOL, SETTINGS, STORE, VERIFIER
+from .app_keys import GROUP_HANDLER, GROUPS, HANDLER, OPENAPI_JSON, SETTINGS, STORE, VERIFIER
+from .group_handler import GroupHandler
+from .group_routes import internal_group_routes, public_group_routes
+from .group_store import GroupStore
+from .handler import HistoryHandler
 from .migrations import apply_migrations
+from .openapi import OPENAPI_DOCUMENT
 from .routes import internal_routes, public_routes
 from .settings import HistorySettings
 from .store import UNAVAILABLE_ERRORS, MessageStore
@@ -26,10 +31,13 @@ def create_app(settings: HistorySettings) -> web.Application:
     app = create_base_app("history", settings.caller_tokens(), [error_middleware])
     app[SETTINGS] = settings
     app[VERIFIER] = TokenVerifier(settings, dev_mode=settings.dev_mode)
+    app[OPENAPI_JSON] = OPENAPI_DOCUMENT.read_bytes()
     app.cleanup_ctx.append(postgres)
-    app.cleanup_ctx.append(notifier)
+    app.cleanup_ctx.append(handler)
     app.add_routes(public_routes)
+    app.add_routes(public_group_routes)
     app[INTERNAL_APP].add_routes(internal_routes)
+    app[INTERNAL_APP].add_routes(internal_group_routes)
     return app
 
 
@@ -62,8 +70,8 @@ async def keep_session(connection: asyncpg.Connection) -> None:
 async def postgres(app: web.Application):
     pool = await create_pool(app[SETTINGS])
     store = MessageStore(pool)
-    app[POOL] = pool
     app[STORE] = store
+    app[GROUPS] = GroupStore(store, app[SETTINGS].max_group_members)
     app[READINESS].add("postgres", store.ping)
     watch_pool(pool, app[REGISTRY])
     migrating = asyncio.create_task(migrate_until_done(pool, store))
@@ -101,8 +109,11 @@ async def migrate_until_done(pool: asyncpg.Pool, store: MessageStore) -> None:
         return
 
 
-async def notifier(app: web.Application):
+async def handler(app: web.Application):
+    """The handler, with the notifier it tells clients through (after `postgres`: it needs the store)."""
     settings = app[SETTINGS]
-    app[NOTIFIER] = ClientNotifier(settings.redis_url, settings.redis_prefix)
+    notifier = ClientNotifier(settings.redis_url, settings.redis_prefix)
+    app[HANDLER] = HistoryHandler(app[STORE], app[GROUPS], notifier)
+    app[GROUP_HANDLER] = GroupHandler(app[GROUPS], notifier)
     yield
-    await app[NOTIFIER].close()
+    await notifier.close()

@@ -8,18 +8,22 @@ from aiohttp import web
 from ..shared.auth import TokenVerifier, token_from_headers
 from ..shared.errors import InvalidField, ParleyError, parse_model
 from ..shared.fast_json import json_response
-from ..shared.models import InternalMarkRead, PartnersQuery, StoreMessage, StoreMessages, UserProfile
-from ..shared.openapi import openapi_document
-from ..shared.limits import USER_ID_RULE, valid_user_id
+from ..shared.limits import MAX_USER_NAME_LENGTH
+from ..shared.models import InternalMarkRead, PartnersQuery, StoreMessage, StoreMessages
+from ..shared.params import PageSize, cursor_param, limit_param, message_id, text_param, user_id_param
 from ..shared.web import admits, json_body
-from ..shared.params import cursor_param, int_param, message_id, text_param
-from .app_keys import NOTIFIER, STORE, VERIFIER
+from .app_keys import HANDLER, OPENAPI_JSON, STORE, VERIFIER
+from .models import UserProfile
+from .store import Stored
 
 public_routes = web.RouteTableDef()
 internal_routes = web.RouteTableDef()
 
-DEFAULT_PAGE = 50
-MAX_PAGE = 200
+CONVERSATION_PAGE = PageSize(default=50, most=200)
+CONVERSATIONS_PAGE = PageSize(default=100, most=500)
+SYNC_PAGE = PageSize(default=100, most=500)
+SEARCH_PAGE = PageSize(default=20, most=100)
+USERS_PAGE = PageSize(default=100, most=1000)
 MAX_QUERY_LENGTH = 256
 
 
@@ -28,11 +32,8 @@ def current_user(request: web.Request) -> str:
     return verifier.user_id(token_from_headers(request.headers))
 
 
-def user_id_param(request: web.Request, name: str = "userId") -> str:
-    value = request.match_info[name]
-    if not valid_user_id(value):
-        raise InvalidField(name, USER_ID_RULE)
-    return value
+def path_user_id(request: web.Request) -> str:
+    return user_id_param(request.match_info["userId"], "userId")
 
 
 def with_next_link(request: web.Request, body: object, has_more: bool, cursor_name: str, cursor: str | None):
@@ -44,14 +45,13 @@ def with_next_link(request: web.Request, body: object, has_more: bool, cursor_na
     return response
 
 
-
 # --- public --------------------------------------------------------------------------------
 
 
 @public_routes.get("/api/messages/conversations")
 async def list_conversations(request: web.Request) -> web.Response:
     me = current_user(request)
-    limit = int_param(request.query, "limit", default=100, low=1, high=500)
+    limit = limit_param(request.query, CONVERSATIONS_PAGE)
     before = cursor_param(request.query, "before")
     conversations, has_more = await request.app[STORE].list_conversations(me, before, limit)
     cursor = conversations[-1]["lastMessage"]["_id"] if conversations else None
@@ -64,7 +64,7 @@ async def sync(request: web.Request) -> web.Response:
     after = cursor_param(request.query, "after")
     if after is None:
         raise InvalidField("after", "is required: the id of the last message you have")
-    limit = int_param(request.query, "limit", default=100, low=1, high=500)
+    limit = limit_param(request.query, SYNC_PAGE)
     return json_response(await request.app[STORE].sync(me, after, limit))
 
 
@@ -72,7 +72,7 @@ async def sync(request: web.Request) -> web.Response:
 async def search(request: web.Request) -> web.Response:
     me = current_user(request)
     query = text_param(request.query.get("q", ""), "q", low=1, high=MAX_QUERY_LENGTH)
-    limit = int_param(request.query, "limit", default=20, low=1, high=100)
+    limit = limit_param(request.query, SEARCH_PAGE)
     before = cursor_param(request.query, "before")
     messages, has_more = await request.app[STORE].search(me, query, before, limit)
     return with_next_link(request, messages, has_more, "before", messages[-1]["_id"] if messages else None)
@@ -81,27 +81,23 @@ async def search(request: web.Request) -> web.Response:
 @public_routes.put("/api/messages/read/{userId}")
 async def mark_read(request: web.Request) -> web.Response:
     me = current_user(request)
-    partner = user_id_param(request)
-    count, up_to = await mark_read_and_notify(request.app, me, partner)
+    partner = path_user_id(request)
+    count, up_to = await request.app[HANDLER].mark_read(me, partner)
     return json_response({"message": "Messages marked as read", "count": count, "upTo": up_to})
 
 
 @public_routes.delete("/api/messages/{messageId}")
 async def delete_message(request: web.Request) -> web.Response:
     me = current_user(request)
-    deleted = await request.app[STORE].delete_message(me, message_id(request.match_info["messageId"]))
-    notifier = request.app[NOTIFIER]
-    await notifier.emit_to_user("messageDeleted", deleted, deleted["sender"])
-    if deleted["receiver"] != deleted["sender"]:
-        await notifier.emit_to_user("messageDeleted", deleted, deleted["receiver"])
+    deleted = await request.app[HANDLER].delete_message(me, message_id(request.match_info["messageId"]))
     return json_response({"message": "Message deleted", **deleted})
 
 
 @public_routes.get("/api/messages/{userId}")
 async def conversation_page(request: web.Request) -> web.Response:
     me = current_user(request)
-    partner = user_id_param(request)
-    limit = int_param(request.query, "limit", default=DEFAULT_PAGE, low=1, high=MAX_PAGE)
+    partner = path_user_id(request)
+    limit = limit_param(request.query, CONVERSATION_PAGE)
     before = cursor_param(request.query, "before")
     messages, has_more = await request.app[STORE].fetch_page(me, partner, before, limit)
     return with_next_link(request, messages, has_more, "before", messages[0]["_id"] if messages else None)
@@ -110,19 +106,19 @@ async def conversation_page(request: web.Request) -> web.Response:
 @public_routes.get("/api/users/lookup")
 async def lookup_user(request: web.Request) -> web.Response:
     current_user(request)
-    user_name = text_param(request.query.get("userName", ""), "userName", low=1, high=64)
+    user_name = text_param(request.query.get("userName", ""), "userName", low=1, high=MAX_USER_NAME_LENGTH)
     return json_response(await request.app[STORE].find_user(user_name=user_name))
 
 
 @public_routes.get("/api/users/{userId}")
 async def get_user(request: web.Request) -> web.Response:
     current_user(request)
-    return json_response(await request.app[STORE].find_user(user_id=user_id_param(request)))
+    return json_response(await request.app[STORE].find_user(user_id=path_user_id(request)))
 
 
 @public_routes.get("/openapi.json")
 async def openapi(request: web.Request) -> web.Response:
-    return json_response(openapi_document())
+    return web.Response(body=request.app[OPENAPI_JSON], content_type="application/json")
 
 
 # --- internal ------------------------------------------------------------------------------
@@ -135,8 +131,7 @@ async def store_message(request: web.Request) -> web.Response:
     [result] = await request.app[STORE].create_messages([payload])
     if isinstance(result, ParleyError):
         raise result
-    message, created = result
-    return json_response({"message": message, "created": created})
+    return json_response(stored_json(result))
 
 
 @internal_routes.post("/internal/messages/batch")
@@ -144,22 +139,29 @@ async def store_message(request: web.Request) -> web.Response:
 async def store_messages(request: web.Request) -> web.Response:
     """The gateway's group commit: the messages its sockets sent meanwhile, in one statement.
 
-    Answers one result per message, in order: `{"message", "created"}` or `{"error", "status"}`.
+    Answers one result per message, in order: `{"message", "created"}` (and `recipients`, the
+    other members, for a group message created now) or `{"error", "status"}`.
     """
     payload = parse_model(StoreMessages, await json_body(request))
     results = await request.app[STORE].create_messages(list(payload.messages))
     return json_response({"results": [
-        {"error": result.body(), "status": result.status} if isinstance(result, ParleyError)
-        else {"message": result[0], "created": result[1]}
+        {"error": result.body(), "status": result.status} if isinstance(result, ParleyError) else stored_json(result)
         for result in results
     ]})
+
+
+def stored_json(stored: Stored) -> dict:
+    answer = {"message": stored.message, "created": stored.created}
+    if stored.recipients is not None:
+        answer["recipients"] = stored.recipients
+    return answer
 
 
 @internal_routes.post("/internal/read")
 @admits("gateway")
 async def internal_mark_read(request: web.Request) -> web.Response:
     payload = parse_model(InternalMarkRead, await json_body(request))
-    count, up_to = await mark_read_and_notify(request.app, payload.reader_id, payload.partner_id)
+    count, up_to = await request.app[HANDLER].mark_read(payload.reader_id, payload.partner_id)
     return json_response({"count": count, "upTo": up_to})
 
 
@@ -178,9 +180,9 @@ async def upsert_user(request: web.Request) -> web.Response:
 async def list_users(request: web.Request) -> web.Response:
     """The directory (development sign-in), or the one profile with `?userName=`."""
     if "userName" in request.query:
-        user_name = text_param(request.query["userName"], "userName", low=1, high=64)
+        user_name = text_param(request.query["userName"], "userName", low=1, high=MAX_USER_NAME_LENGTH)
         return json_response([await request.app[STORE].find_user(user_name=user_name)])
-    limit = int_param(request.query, "limit", default=100, low=1, high=1000)
+    limit = limit_param(request.query, USERS_PAGE)
     return json_response(await request.app[STORE].list_users(limit))
 
 
@@ -194,11 +196,5 @@ async def partners_of_many(request: web.Request) -> web.Response:
 @internal_routes.get("/internal/users/{userId}/partners")
 @admits("gateway", "presence")
 async def partners(request: web.Request) -> web.Response:
-    return json_response(await request.app[STORE].partner_ids(user_id_param(request)))
+    return json_response(await request.app[STORE].partner_ids(path_user_id(request)))
 
-
-async def mark_read_and_notify(app: web.Application, reader: str, partner: str) -> tuple[int, str | None]:
-    count, up_to = await app[STORE].mark_read(reader, partner)
-    if count:
-        await app[NOTIFIER].emit_to_user("messagesRead", {"readerId": reader, "count": count, "upTo": up_to}, partner)
-    return count, up_to

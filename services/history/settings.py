@@ -10,6 +10,10 @@ class HistorySettings(ServiceSettings, JwtSettings):
     db_pool_max_size: int = 20
     # Seconds a query may run before the caller gets `store_unavailable`.
     db_command_timeout_seconds: float = 5.0
+    # Members a group may hold, its creator included. Each group message costs one row update
+    # whatever the size, but its delivery fans out to every member, and the gateway keeps a
+    # group's member list per node for typing: 1,000 is issue 15's size, measured in bench/.
+    max_group_members: int = 1000
     # The tokens of the services admitted to the internal API (each to its own routes): the
     # gateways, presence, and the social app's profile sync / operators ("admin").
     gateway_internal_token: str = DEV_INTERNAL_TOKENS["gateway"]

@@ -1,15 +1,17 @@
-"""All SQL of the history service. Returns plain JSON-ready dicts in the guide's wire shape."""
+"""All SQL of the history service. Returns JSON-ready dicts in the guide's wire shape, built by .models."""
 
 import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from datetime import datetime, timezone
+from typing import NamedTuple
 
 import asyncpg
 
 from ..shared.errors import ErrorCode, Forbidden, NotFound, ParleyError, StoreUnavailable, UnknownUser
-from ..shared.models import StoreMessage, UserProfile
+from ..shared.models import StoreMessage
+from .errors import not_a_member, unknown_group
+from .models import UserProfile, conversation_json, deletion_json, message_json, profile_json
 
 log = logging.getLogger(__name__)
 
@@ -24,48 +26,20 @@ UNAVAILABLE_ERRORS = (
 )
 
 MESSAGE_COLUMNS = """
-    m.id, m.sender_id, m.receiver_id, m.text, m.client_id, m.is_read, m.read_at, m.created_at, m.updated_at,
+    m.id, m.sender_id, m.receiver_id, m.group_id, m.text, m.client_id, m.is_read, m.read_at, m.created_at, m.updated_at,
     s.user_name AS s_user_name, s.name AS s_name, s.profile_image AS s_profile_image,
     r.user_name AS r_user_name, r.name AS r_name, r.profile_image AS r_profile_image
 """
-PROFILE_JOINS = "JOIN users s ON s.id = m.sender_id JOIN users r ON r.id = m.receiver_id"
+# LEFT JOIN for the receiver: a group message has none.
+PROFILE_JOINS = "JOIN users s ON s.id = m.sender_id LEFT JOIN users r ON r.id = m.receiver_id"
 
 
-def iso(moment: datetime | None) -> str | None:
-    """JavaScript's `Date.toJSON()` shape, as the guide's Mongo server sent it (UTC, ms, "Z")."""
-    if moment is None:
-        return None
-    if moment.utcoffset():
-        moment = moment.astimezone(timezone.utc)
-    return moment.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
+class Stored(NamedTuple):
+    """A message the batch store answers with: created now or earlier, and who else gets it."""
 
-
-def message_json(row: asyncpg.Record) -> dict:
-    return {
-        "_id": str(row["id"]),
-        "sender": {
-            "_id": row["sender_id"],
-            "userName": row["s_user_name"],
-            "name": row["s_name"],
-            "profileImage": row["s_profile_image"],
-        },
-        "receiver": {
-            "_id": row["receiver_id"],
-            "userName": row["r_user_name"],
-            "name": row["r_name"],
-            "profileImage": row["r_profile_image"],
-        },
-        "text": row["text"],
-        "isRead": row["is_read"],
-        "createdAt": iso(row["created_at"]),
-        "updatedAt": iso(row["updated_at"]),
-        "clientId": row["client_id"],
-        "readAt": iso(row["read_at"]),
-    }
-
-
-def profile_json(row: asyncpg.Record) -> dict:
-    return {"_id": row["id"], "userName": row["user_name"], "name": row["name"], "profileImage": row["profile_image"]}
+    message: dict
+    created: bool
+    recipients: list[str] | None  # a group message created now: its other members at insert time
 
 
 class MessageStore:
@@ -84,6 +58,10 @@ class MessageStore:
         except UNAVAILABLE_ERRORS as exc:
             log.warning("postgres unavailable: %r", exc)
             raise StoreUnavailable("The message store is unavailable, try again shortly") from None
+
+    def connection(self) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]:
+        """A pooled connection once the schema is current (the group store shares the pool)."""
+        return self._connection()
 
     async def ping(self) -> None:
         async with self._connection() as connection:
@@ -127,7 +105,7 @@ class MessageStore:
             raise UnknownUser("No such user")
         return profile_json(row)
 
-    async def list_users(self, limit: int = 100) -> list[dict]:
+    async def list_users(self, limit: int) -> list[dict]:
         async with self._connection() as connection:
             rows = await connection.fetch(
                 "SELECT id, user_name, name, profile_image FROM users ORDER BY user_name LIMIT $1", limit
@@ -135,51 +113,55 @@ class MessageStore:
         return [profile_json(row) for row in rows]
 
     async def partner_ids(self, user_id: str) -> list[str]:
-        """Everyone this user has a conversation with: who cares about their presence."""
+        """Everyone this user has a conversation or a group with: who cares about their presence."""
         async with self._connection() as connection:
-            rows = await connection.fetch("SELECT partner_id FROM conversations WHERE owner_id = $1", user_id)
+            rows = await connection.fetch(_PARTNERS, user_id)
         return [row["partner_id"] for row in rows]
 
     async def partner_ids_of_many(self, user_ids: list[str]) -> dict[str, list[str]]:
         """Partners of each of these users, in one query (presence announces in batches)."""
         async with self._connection() as connection:
-            rows = await connection.fetch(
-                "SELECT owner_id, array_agg(partner_id) AS partners FROM conversations"
-                " WHERE owner_id = ANY($1::text[]) GROUP BY owner_id",
-                user_ids,
-            )
+            rows = await connection.fetch(_PARTNERS_OF_MANY, user_ids)
         found = {row["owner_id"]: list(row["partners"]) for row in rows}
         return {user_id: found.get(user_id, []) for user_id in user_ids}
 
     # --- messages ----------------------------------------------------------------------------
 
-    async def create_messages(self, messages: list[StoreMessage]) -> list[tuple[dict, bool] | UnknownUser]:
-        """Stores messages sent at about the same time in one statement and one commit.
+    async def create_messages(self, messages: list[StoreMessage]) -> list[Stored | ParleyError]:
+        """Stores messages sent at about the same time in one commit.
 
-        For each, in order: the stored message with both profiles and whether this call created
-        it (a repeated (sender, clientId) creates nothing and answers the message stored first),
-        or the `UnknownUser` error that refused it. Insert, the summary rows and the profile
-        join are one statement, so a batch costs one round trip and one commit.
+        For each, in order: the stored message with its profiles, whether this call created it
+        (a repeated (sender, clientId) creates nothing and answers the message stored first) and,
+        for a group message it created, the members to deliver it to (the sender excluded); or
+        the error that refused it. A batch of 1:1 messages is one statement (insert, summary rows
+        and profile join), so it costs one round trip and one commit; group messages add a
+        transaction whose first statement takes the change-feed lock (see _INSERT_GROUP_MESSAGES).
         """
-        columns = [[getattr(m, name) for m in messages] for name in ("sender_id", "receiver_id", "text", "client_id")]
+        direct = [(n, m) for n, m in enumerate(messages) if m.group_id is None]
+        grouped = [(n, m) for n, m in enumerate(messages) if m.group_id is not None]
+        created: dict[int, dict] = {}
+        recipients: dict[int, list[str]] = {}
         async with self._connection() as connection:
-            rows = await connection.fetch(_INSERT_MESSAGES, *columns)
-            created = {row["n"]: message_json(row) for row in rows}
-            missing = [message for n, message in enumerate(messages, start=1) if n not in created]
+            if not grouped:
+                created = await _insert_direct(connection, direct)
+            else:
+                async with connection.transaction():
+                    await connection.execute("SELECT pg_advisory_xact_lock($1)", CHANGE_FEED_LOCK_KEY)
+                    created = await _insert_direct(connection, direct) if direct else {}
+                    created |= await _insert_grouped(connection, grouped)
+                    recipients = await _group_recipients(connection, created)
+            missing = [message for n, message in enumerate(messages) if n not in created]
             earlier = await _messages_by_client_id(connection, missing) if missing else {}
             refused = [message for message in missing if (message.sender_id, message.client_id) not in earlier]
-            known_users = await _known_users(connection, refused) if refused else set()
-        results: list[tuple[dict, bool] | UnknownUser] = []
-        for n, message in enumerate(messages, start=1):
+            refusals = await _refusals(connection, refused) if refused else {}
+        results: list[Stored | ParleyError] = []
+        for n, message in enumerate(messages):
             if n in created:
-                results.append((created[n], True))
+                results.append(Stored(created[n], True, recipients.get(n)))
             elif (message.sender_id, message.client_id) in earlier:
-                results.append((earlier[message.sender_id, message.client_id], False))
-            elif message.sender_id not in known_users:
-                results.append(
-                    UnknownUser("Your profile is not known to the chat service", code=ErrorCode.UNKNOWN_SENDER))
+                results.append(Stored(earlier[message.sender_id, message.client_id], False, None))
             else:
-                results.append(UnknownUser("The receiver is not a known user", code=ErrorCode.UNKNOWN_RECEIVER))
+                results.append(refusals[id(message)])
         return results
 
     async def fetch_page(self, me: str, partner: str, before: int | None, limit: int) -> tuple[list[dict], bool]:
@@ -193,7 +175,7 @@ class MessageStore:
         async with self._connection() as connection:
             rows = await connection.fetch(_CONVERSATIONS, me, before or _MAX_ID, limit + 1)
         has_more = len(rows) > limit
-        return [_conversation_json(row) for row in rows[:limit]], has_more
+        return [conversation_json(row) for row in rows[:limit]], has_more
 
     async def mark_read(self, reader_id: str, partner_id: str) -> tuple[int, str | None]:
         """Marks the partner's messages to the reader read: how many, and the newest id."""
@@ -216,7 +198,7 @@ class MessageStore:
         return {
             "messages": [message_json(row) for _, kind, row in taken if kind == "message"],
             "deleted": [
-                {"_id": str(row["message_id"]), "sender": row["sender_id"], "receiver": row["receiver_id"]}
+                deletion_json(row["message_id"], row["sender_id"], row["receiver_id"], row["group_id"])
                 for _, kind, row in taken
                 if kind == "deletion"
             ],
@@ -230,23 +212,25 @@ class MessageStore:
         return [message_json(row) for row in rows[:limit]], len(rows) > limit
 
     async def delete_message(self, me: str, message_id: int) -> dict:
-        """Deletes my own message; the summary rows of both sides forget it in the same transaction."""
+        """Deletes my own message; the summary rows of both sides (or the group's last message)
+        forget it in the same transaction. Someone who cannot see the message is told it does not exist."""
         async with self._connection() as connection, connection.transaction():
             await connection.execute("SELECT pg_advisory_xact_lock($1)", CHANGE_FEED_LOCK_KEY)
-            row = await connection.fetchrow(
-                "SELECT sender_id, receiver_id, is_read FROM messages WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
-                message_id,
-            )
-            if row is None or me not in (row["sender_id"], row["receiver_id"]):
+            row = await connection.fetchrow(_MESSAGE_TO_DELETE, message_id, me)
+            visible = row is not None and (row["member"] if row["group_id"] else me in (row["sender_id"], row["receiver_id"]))
+            if not visible:
                 raise NotFound("No such message")
             if row["sender_id"] != me:
                 raise Forbidden("Only the sender can delete a message")
-            sender_id, receiver_id = row["sender_id"], row["receiver_id"]
-            await connection.execute(_DELETE_MESSAGE, message_id, sender_id, receiver_id)
-            if not row["is_read"] and sender_id != receiver_id:
-                await connection.execute(_FORGET_UNREAD, sender_id, receiver_id)
-            await connection.execute(_REPOINT_SUMMARIES, message_id, sender_id, receiver_id)
-        return {"_id": str(message_id), "sender": row["sender_id"], "receiver": row["receiver_id"]}
+            sender_id, receiver_id, group_id = row["sender_id"], row["receiver_id"], row["group_id"]
+            await connection.execute(_DELETE_MESSAGE, message_id, sender_id, receiver_id, group_id)
+            if group_id is not None:
+                await connection.execute(_REPOINT_GROUP, message_id, group_id)
+            else:
+                if not row["is_read"] and sender_id != receiver_id:
+                    await connection.execute(_FORGET_UNREAD, sender_id, receiver_id)
+                await connection.execute(_REPOINT_SUMMARIES, message_id, sender_id, receiver_id)
+        return deletion_json(message_id, sender_id, receiver_id, group_id)
 
 
 async def _messages_by_client_id(connection: asyncpg.Connection, messages: list[StoreMessage]) -> dict:
@@ -263,33 +247,58 @@ async def _messages_by_client_id(connection: asyncpg.Connection, messages: list[
     return {(row["sender_id"], row["client_id"]): message_json(row) for row in rows}
 
 
-async def _known_users(connection: asyncpg.Connection, messages: list[StoreMessage]) -> set[str]:
-    ids = sorted({m.sender_id for m in messages} | {m.receiver_id for m in messages})
-    return {row["id"] for row in await connection.fetch("SELECT id FROM users WHERE id = ANY($1::text[])", ids)}
+async def _insert_direct(connection: asyncpg.Connection, direct: list[tuple[int, StoreMessage]]) -> dict[int, dict]:
+    """The 1:1 messages this statement created, by their index in the batch."""
+    columns = [[getattr(m, name) for _, m in direct] for name in ("sender_id", "receiver_id", "text", "client_id")]
+    rows = await connection.fetch(_INSERT_MESSAGES, *columns)
+    return {direct[row["n"] - 1][0]: message_json(row) for row in rows}
 
 
-def _conversation_json(row: asyncpg.Record) -> dict:
+async def _insert_grouped(connection: asyncpg.Connection, grouped: list[tuple[int, StoreMessage]]) -> dict[int, dict]:
+    """The group messages this statement created (the caller holds the change-feed lock), by index."""
+    rows = await connection.fetch(
+        _INSERT_GROUP_MESSAGES,
+        [m.sender_id for _, m in grouped],
+        [int(m.group_id) for _, m in grouped],
+        [m.text for _, m in grouped],
+        [m.client_id for _, m in grouped],
+    )
+    return {grouped[row["n"] - 1][0]: message_json(row) for row in rows}
+
+
+async def _group_recipients(connection: asyncpg.Connection, created: dict[int, dict]) -> dict[int, list[str]]:
+    """For each created group message, the group's other members now (in this transaction)."""
+    group_ids = sorted({int(message["groupId"]) for message in created.values() if message.get("groupId")})
+    if not group_ids:
+        return {}
+    members = {row["group_id"]: row["members"] for row in await connection.fetch(_MEMBERS_OF_GROUPS, group_ids)}
     return {
-        "_id": {
-            "_id": row["partner_id"],
-            "userName": row["p_user_name"],
-            "name": row["p_name"],
-            "profileImage": row["p_profile_image"],
-        },
-        # As in the guide's aggregate: the raw message, sender and receiver as ids.
-        "lastMessage": {
-            "_id": str(row["id"]),
-            "sender": row["sender_id"],
-            "receiver": row["receiver_id"],
-            "text": row["text"],
-            "isRead": row["is_read"],
-            "createdAt": iso(row["created_at"]),
-            "updatedAt": iso(row["updated_at"]),
-            "clientId": row["client_id"],
-            "readAt": iso(row["read_at"]),
-        },
-        "unreadCount": row["unread_count"],
+        n: [user_id for user_id in members.get(int(message["groupId"]), []) if user_id != message["sender"]["_id"]]
+        for n, message in created.items()
+        if message.get("groupId")
     }
+
+
+async def _refusals(connection: asyncpg.Connection, messages: list[StoreMessage]) -> dict[int, ParleyError]:
+    """Why each message was not stored, keyed by `id(message)`: an unknown sender, receiver or
+    group, or a sender who is not a member of the group."""
+    user_ids = sorted({m.sender_id for m in messages} | {m.receiver_id for m in messages if m.receiver_id})
+    group_ids = sorted({int(m.group_id) for m in messages if m.group_id is not None})
+    known = await connection.fetchrow(_KNOWN_USERS_AND_GROUPS, user_ids, group_ids)
+    users, groups = set(known["users"]), set(known["groups"])
+    refusals: dict[int, ParleyError] = {}
+    for message in messages:
+        if message.sender_id not in users:
+            error: ParleyError = UnknownUser(
+                "Your profile is not known to the chat service", code=ErrorCode.UNKNOWN_SENDER)
+        elif message.group_id is None:
+            error = UnknownUser("The receiver is not a known user", code=ErrorCode.UNKNOWN_RECEIVER)
+        elif int(message.group_id) not in groups:
+            error = unknown_group()
+        else:
+            error = not_a_member()
+        refusals[id(message)] = error
+    return refusals
 
 
 _MAX_ID = 2**63 - 1
@@ -318,7 +327,7 @@ WITH feed_lock AS MATERIALIZED (
     INSERT INTO messages (id, sender_id, receiver_id, text, client_id)
     SELECT id, sender_id, receiver_id, text, client_id FROM input ORDER BY sender_id, client_id, id
     ON CONFLICT ON CONSTRAINT messages_client_id_key DO NOTHING
-    RETURNING id, sender_id, receiver_id, text, client_id, is_read, read_at, created_at, updated_at
+    RETURNING id, sender_id, receiver_id, group_id, text, client_id, is_read, read_at, created_at, updated_at
 ), summary AS (
     -- One row per (owner, partner), in key order, so concurrent batches lock them in the same order.
     INSERT INTO conversations AS c (owner_id, partner_id, last_message_id, unread_count)
@@ -346,16 +355,32 @@ SELECT {MESSAGE_COLUMNS} FROM (
 ORDER BY m.id DESC LIMIT $4
 """
 
+# Two indexed range scans merged newest first: my 1:1 summary rows (conversations_recent_idx)
+# and my groups (group_members_user_idx, each group by its key, sorted by its last message: the
+# cost grows with how many groups I am in, never with messages). Messages are reached by key
+# only. Member counts are taken for the page's groups alone, after the LIMIT.
 _CONVERSATIONS = """
-SELECT c.partner_id, c.unread_count,
-       p.user_name AS p_user_name, p.name AS p_name, p.profile_image AS p_profile_image,
-       m.id, m.sender_id, m.receiver_id, m.text, m.client_id, m.is_read, m.read_at, m.created_at, m.updated_at
-FROM conversations c
-JOIN users p ON p.id = c.partner_id
-JOIN messages m ON m.id = c.last_message_id
-WHERE c.owner_id = $1 AND c.last_message_id IS NOT NULL AND c.last_message_id < $2
-ORDER BY c.last_message_id DESC
-LIMIT $3
+SELECT page.*, m.*, CASE WHEN page.is_group THEN (SELECT count(*) FROM group_members WHERE group_id = page.group_id)
+               END AS member_count
+FROM (
+    (SELECT false AS is_group, c.partner_id, NULL::bigint AS group_id, c.unread_count,
+            p.user_name AS p_user_name, p.name AS p_name, p.profile_image AS p_profile_image, c.last_message_id
+     FROM conversations c JOIN users p ON p.id = c.partner_id
+     WHERE c.owner_id = $1 AND c.last_message_id IS NOT NULL AND c.last_message_id < $2
+     ORDER BY c.last_message_id DESC LIMIT $3)
+    UNION ALL
+    (SELECT true, NULL, g.id, GREATEST(g.last_seq - gm.read_seq, 0)::int, NULL, g.name, g.image, g.last_message_id
+     FROM group_members gm JOIN groups g ON g.id = gm.group_id
+     WHERE gm.user_id = $1 AND g.last_message_id < $2
+     ORDER BY g.last_message_id DESC LIMIT $3)
+    ORDER BY last_message_id DESC LIMIT $3
+) AS page
+JOIN LATERAL (
+    SELECT m.id, m.sender_id, m.receiver_id, m.text, m.client_id, m.is_read, m.read_at,
+           m.created_at, m.updated_at
+    FROM messages m WHERE m.id = page.last_message_id
+) AS m ON true
+ORDER BY page.last_message_id DESC
 """
 
 # The summary is decremented by what this statement marked, not reset to zero, so a message
@@ -372,32 +397,51 @@ WITH marked AS (
 SELECT count(*)::int AS count, max(id) AS up_to FROM marked
 """
 
+# Sync, search and the conversation list read 1:1 rows by user as before (the sender side
+# leaves group rows out) and group rows per group I am a member of NOW: one range scan of
+# messages_group_idx (or its word index) per group, reached through group_members_user_idx.
+# A removed member's groups are simply no longer among mine.
 _SYNC_MESSAGES = f"""
 SELECT {MESSAGE_COLUMNS} FROM (
-    (SELECT * FROM messages WHERE sender_id = $1 AND id > $2 AND deleted_at IS NULL ORDER BY id LIMIT $3)
+    (SELECT * FROM messages WHERE sender_id = $1 AND group_id IS NULL AND id > $2 AND deleted_at IS NULL
+     ORDER BY id LIMIT $3)
     UNION
     (SELECT * FROM messages WHERE receiver_id = $1 AND id > $2 AND deleted_at IS NULL ORDER BY id LIMIT $3)
+    UNION ALL
+    (SELECT g.* FROM group_members gm CROSS JOIN LATERAL (
+        SELECT * FROM messages WHERE group_id = gm.group_id AND id > $2 AND deleted_at IS NULL ORDER BY id LIMIT $3
+     ) AS g WHERE gm.user_id = $1)
 ) AS m {PROFILE_JOINS}
 ORDER BY m.id LIMIT $3
 """
 
 _SYNC_DELETIONS = """
-(SELECT seq, message_id, sender_id, receiver_id FROM message_deletions WHERE sender_id = $1 AND seq > $2
- ORDER BY seq LIMIT $3)
+(SELECT seq, message_id, sender_id, receiver_id, group_id FROM message_deletions
+ WHERE sender_id = $1 AND group_id IS NULL AND seq > $2 ORDER BY seq LIMIT $3)
 UNION
-(SELECT seq, message_id, sender_id, receiver_id FROM message_deletions WHERE receiver_id = $1 AND seq > $2
+(SELECT seq, message_id, sender_id, receiver_id, group_id FROM message_deletions WHERE receiver_id = $1 AND seq > $2
  ORDER BY seq LIMIT $3)
+UNION ALL
+(SELECT d.* FROM group_members gm CROSS JOIN LATERAL (
+    SELECT seq, message_id, sender_id, receiver_id, group_id FROM message_deletions
+    WHERE group_id = gm.group_id AND seq > $2 ORDER BY seq LIMIT $3
+ ) AS d WHERE gm.user_id = $1)
 ORDER BY seq LIMIT $3
 """
 
-# One probe of each per-user word index (sent, received), merged newest first.
+# One probe of each per-user word index (sent, received) and of each of my groups' word index, merged newest first.
 _SEARCH = f"""
 SELECT {MESSAGE_COLUMNS} FROM (
-    (SELECT * FROM messages WHERE sender_id = $1 AND search @@ websearch_to_tsquery('simple', $2)
+    (SELECT * FROM messages WHERE sender_id = $1 AND group_id IS NULL AND search @@ websearch_to_tsquery('simple', $2)
      AND deleted_at IS NULL AND id < $3 ORDER BY id DESC LIMIT $4)
     UNION ALL
     (SELECT * FROM messages WHERE receiver_id = $1 AND sender_id <> $1 AND search @@ websearch_to_tsquery('simple', $2)
      AND deleted_at IS NULL AND id < $3 ORDER BY id DESC LIMIT $4)
+    UNION ALL
+    (SELECT g.* FROM group_members gm CROSS JOIN LATERAL (
+        SELECT * FROM messages WHERE group_id = gm.group_id AND search @@ websearch_to_tsquery('simple', $2)
+        AND deleted_at IS NULL AND id < $3 ORDER BY id DESC LIMIT $4
+     ) AS g WHERE gm.user_id = $1)
 ) AS m {PROFILE_JOINS}
 ORDER BY m.id DESC LIMIT $4
 """
@@ -407,7 +451,22 @@ _DELETE_MESSAGE = """
 WITH gone AS (
     UPDATE messages SET deleted_at = now(), updated_at = now(), text = '' WHERE id = $1
 )
-INSERT INTO message_deletions (message_id, sender_id, receiver_id) VALUES ($1, $2, $3)
+INSERT INTO message_deletions (message_id, sender_id, receiver_id, group_id) VALUES ($1, $2, $3, $4)
+"""
+
+# The message, locked, and whether I am a member of its group now (a primary-key probe).
+_MESSAGE_TO_DELETE = """
+SELECT m.sender_id, m.receiver_id, m.group_id, m.is_read,
+       EXISTS (SELECT 1 FROM group_members gm WHERE gm.group_id = m.group_id AND gm.user_id = $2) AS member
+FROM messages m WHERE m.id = $1 AND m.deleted_at IS NULL FOR UPDATE OF m
+"""
+
+# The group's last message moves to the newest still standing, if it was the one deleted: a
+# backward walk of messages_group_idx. (Its unread counters keep counting it: issue 15's design.)
+_REPOINT_GROUP = """
+UPDATE groups SET last_message_id = (
+    SELECT max(id) FROM messages WHERE group_id = $2 AND deleted_at IS NULL
+) WHERE id = $2 AND last_message_id = $1
 """
 
 # A deleted unread message no longer counts for the receiver.
@@ -422,4 +481,73 @@ UPDATE conversations c SET last_message_id = GREATEST(
     (SELECT max(id) FROM messages WHERE sender_id = c.partner_id AND receiver_id = c.owner_id AND deleted_at IS NULL)
 )
 WHERE ((owner_id = $2 AND partner_id = $3) OR (owner_id = $3 AND partner_id = $2)) AND last_message_id = $1
+"""
+
+# Taken after the change-feed lock, in a statement of its own: its snapshot then holds every
+# message committed before, so `NOT EXISTS` finds each earlier (sender, clientId) and only new
+# messages draw a group sequence number (the unread counters subtract these; a gap would count
+# a message no one can read). A sender who is not a member now stores nothing. Each group's row
+# is updated once per batch, whatever its members: last_seq and last_message_id move, and the
+# messages take last_seq + 1, + 2, ... in id order. Sending reads the group for the sender.
+_INSERT_GROUP_MESSAGES = f"""
+WITH input AS MATERIALIZED (
+    SELECT i.n, i.sender_id, i.group_id, i.text, i.client_id
+    FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[]) WITH ORDINALITY AS i(sender_id, group_id, text, client_id, n)
+    WHERE EXISTS (SELECT 1 FROM group_members gm WHERE gm.group_id = i.group_id AND gm.user_id = i.sender_id)
+      AND (i.client_id IS NULL
+           OR NOT EXISTS (SELECT 1 FROM messages x WHERE x.sender_id = i.sender_id AND x.client_id = i.client_id))
+), numbered AS MATERIALIZED (
+    -- A clientId repeated within the batch: its first copy only.
+    SELECT nextval('change_seq') AS id, i.n, i.sender_id, i.group_id, i.text, i.client_id FROM input i
+    WHERE i.client_id IS NULL
+       OR i.n = (SELECT min(j.n) FROM input j WHERE j.sender_id = i.sender_id AND j.client_id = i.client_id)
+    ORDER BY i.n
+), counted AS (
+    UPDATE groups g SET last_seq = g.last_seq + c.k, last_message_id = GREATEST(g.last_message_id, c.newest)
+    FROM (SELECT group_id, count(*) AS k, max(id) AS newest FROM numbered GROUP BY group_id) AS c
+    WHERE g.id = c.group_id
+    RETURNING g.id, g.last_seq - c.k AS base
+), m AS (
+    -- ON CONFLICT never fires under the lock; it keeps a batch from failing if it ever did.
+    INSERT INTO messages (id, sender_id, group_id, group_seq, text, client_id)
+    SELECT nb.id, nb.sender_id, nb.group_id, counted.base + row_number() OVER (PARTITION BY nb.group_id ORDER BY nb.id),
+           nb.text, nb.client_id
+    FROM numbered nb JOIN counted ON counted.id = nb.group_id
+    ON CONFLICT ON CONSTRAINT messages_client_id_key DO NOTHING
+    RETURNING id, sender_id, receiver_id, group_id, group_seq, text, client_id, is_read, read_at, created_at, updated_at
+), sender_read AS (
+    UPDATE group_members gm SET read_seq = GREATEST(gm.read_seq, s.seq), read_up_to = GREATEST(gm.read_up_to, s.id)
+    FROM (SELECT group_id, sender_id, max(group_seq) AS seq, max(id) AS id FROM m GROUP BY group_id, sender_id) AS s
+    WHERE gm.group_id = s.group_id AND gm.user_id = s.sender_id
+)
+SELECT numbered.n, {MESSAGE_COLUMNS} FROM m JOIN numbered ON numbered.id = m.id {PROFILE_JOINS}
+"""
+
+# The members of each group, by primary key range (who a new group message goes to).
+_MEMBERS_OF_GROUPS = """
+SELECT group_id, array_agg(user_id) AS members FROM group_members WHERE group_id = ANY($1::bigint[]) GROUP BY group_id
+"""
+
+# Why messages were refused: which of these users and groups exist (probes by primary key).
+_KNOWN_USERS_AND_GROUPS = """
+SELECT ARRAY(SELECT id FROM users WHERE id = ANY($1::text[])) AS users,
+       ARRAY(SELECT id FROM groups WHERE id = ANY($2::bigint[])) AS groups
+"""
+
+# 1:1 partners (my summary rows) and the co-members of my groups: group_members_user_idx for
+# my groups, then each group's primary key range.
+_PARTNERS = """
+SELECT partner_id FROM conversations WHERE owner_id = $1
+UNION
+SELECT other.user_id FROM group_members mine JOIN group_members other ON other.group_id = mine.group_id
+WHERE mine.user_id = $1 AND other.user_id <> $1
+"""
+
+_PARTNERS_OF_MANY = """
+SELECT owner_id, array_agg(DISTINCT partner_id) AS partners FROM (
+    SELECT owner_id, partner_id FROM conversations WHERE owner_id = ANY($1::text[])
+    UNION ALL
+    SELECT mine.user_id, other.user_id FROM group_members mine JOIN group_members other ON other.group_id = mine.group_id
+    WHERE mine.user_id = ANY($1::text[]) AND other.user_id <> mine.user_id
+) AS pairs GROUP BY owner_id
 """

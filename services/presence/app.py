@@ -11,7 +11,8 @@ from ..shared.internal import InternalCallMetrics, InternalClient
 from ..shared.notify import ClientNotifier
 from ..shared.web import INTERNAL_APP, READINESS, REGISTRY, create_base_app
 from .announcer import PresenceAnnouncer
-from .app_keys import ANNOUNCER, SETTINGS, STORE
+from .app_keys import HANDLER, SETTINGS
+from .handler import PresenceHandler
 from .routes import routes
 from .settings import PresenceSettings
 from .store import PresenceStore
@@ -34,7 +35,7 @@ async def stores_and_clients(app: web.Application):
     client = redis.Redis.from_url(
         settings.redis_url, decode_responses=True, socket_timeout=2, socket_connect_timeout=2, retry_on_timeout=True
     )
-    app[STORE] = store = PresenceStore(client, settings.redis_prefix, settings.node_ttl_seconds)
+    store = PresenceStore(client, settings.redis_prefix, settings.node_ttl_seconds)
     history = InternalClient(
         "history",
         settings.history_url,
@@ -43,7 +44,7 @@ async def stores_and_clients(app: web.Application):
         metrics=InternalCallMetrics("presence", app[REGISTRY]),
     )
     notifier = ClientNotifier(settings.redis_url, settings.redis_prefix)
-    app[ANNOUNCER] = PresenceAnnouncer(history, notifier)
+    app[HANDLER] = PresenceHandler(store, PresenceAnnouncer(history, notifier))
     app[READINESS].add("redis", store.ping)
     yield
     await notifier.close()
@@ -61,8 +62,7 @@ async def sweeper(app: web.Application):
         while True:
             await asyncio.sleep(app[SETTINGS].heartbeat_seconds)
             try:
-                offline = await app[STORE].sweep_dead_nodes()
-                await app[ANNOUNCER].announce([], offline)
+                await app[HANDLER].sweep()
             except ParleyError as exc:
                 log.warning("sweep skipped: %s", exc.message)
 

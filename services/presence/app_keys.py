@@ -2,10 +2,8 @@
 
 from aiohttp import web
 
-from .announcer import PresenceAnnouncer
+from .handler import PresenceHandler
 from .settings import PresenceSettings
-from .store import PresenceStore
 
 SETTINGS = web.AppKey("settings", PresenceSettings)
-STORE = web.AppKey("store", PresenceStore)
-ANNOUNCER = web.AppKey("announcer", PresenceAnnouncer)
+HANDLER = web.AppKey("handler", PresenceHandler)

@@ -3,11 +3,39 @@
 import re
 
 # A user id is what the social app's tokens carry in `id` (Mongo ObjectIds, uuids, slugs): 1 to
-# 64 characters from a set that cannot spell a path, a header, a Redis pattern or SQL.
+# 64 characters from a set that cannot spell a header, a Redis pattern or SQL, and never the
+# path segments "." or "..". Never trimmed: " ada" is not "ada", it is refused.
 MAX_USER_ID_LENGTH = 64
-USER_ID_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"
+USER_ID_PATTERN = r"^(?!\.{1,2}$)[A-Za-z0-9_.\-]{1,64}$"
 _USER_ID = re.compile(USER_ID_PATTERN)
-USER_ID_RULE = "must be 1 to 64 letters, digits, '_', '-' or '.'"
+USER_ID_RULE = "must be 1 to 64 letters, digits, '_', '-' or '.' (not '.' or '..')"
+
+# The other ids a client or a node chooses: long enough for a uuid or a host name, short enough
+# to stay cheap as a Redis hash field and in a unique index.
+MAX_CLIENT_ID_LENGTH = 64  # the sender's own id of a message, which makes a retry harmless
+MAX_NODE_ID_LENGTH = 64  # a gateway node (its host name)
+MAX_SOCKET_ID_LENGTH = 64  # a Socket.IO sid (python-socketio's are 20 characters)
+
+MAX_USER_NAME_LENGTH = 64
+MAX_TEXT_LENGTH = 4000  # characters of one message
+
+# Ids in one presence query (`?ids=a,b,c`): 100 ids of MAX_USER_ID_LENGTH characters stay under
+# the 8 KB request line a server accepts. A caller with more asks in chunks of this size.
+MAX_IDS_PER_PRESENCE_QUERY = 100
+MAX_WATCHED_USERS = 500  # users one socket may watch with `watchPresence`
+
+MAX_STORE_BATCH = 256  # messages in one group commit (`POST /internal/messages/batch`)
+MAX_SOCKETS_PER_CALL = 100_000  # sockets in one presence report (a node's full list)
+MAX_USERS_PER_PARTNERS_QUERY = 10_000  # users in one `POST /internal/partners`
+
+# A group id is a decimal digit string ("17"), as a message id is: a Postgres bigint.
+GROUP_ID_PATTERN = r"^[0-9]{1,18}$"
+_GROUP_ID = re.compile(GROUP_ID_PATTERN)
+GROUP_ID_RULE = "must be a group id (up to 18 digits)"
+
+
+def valid_group_id(value: object) -> bool:
+    return isinstance(value, str) and _GROUP_ID.fullmatch(value) is not None
 
 
 def valid_user_id(value: object) -> bool:

@@ -1,13 +1,33 @@
-"""Wire models: one pydantic model per payload, with the guide's JSON names as aliases."""
+"""Wire models two services share: the field types every payload is made of, and the internal calls.
 
-from datetime import datetime
+Each service keeps the models only it reads or writes (history: profiles and messages; the
+gateway: its socket events). What stays here is shared for one of two reasons:
+- the field types (`UserId`, `MessageText`, ...): every service's payloads are built from them, so
+  an id or a text is refused the same way, with a code naming the field, wherever it arrives;
+- the body of each internal call (`StoreMessages`, `InternalMarkRead`, `PartnersQuery`,
+  `PresenceEvents`, `NodeSockets`, `Heartbeat`): the contract between a caller and its callee,
+  which neither may import from the other. The callee parses with it, the OpenAPI document
+  publishes it, and the caller's requests are checked against it by the integration and e2e tests.
+"""
+
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from .limits import MAX_USER_ID_LENGTH, USER_ID_RULE, valid_user_id
-
-MAX_TEXT_LENGTH = 4000
+from .limits import (
+    GROUP_ID_RULE,
+    MAX_CLIENT_ID_LENGTH,
+    MAX_NODE_ID_LENGTH,
+    MAX_SOCKET_ID_LENGTH,
+    MAX_SOCKETS_PER_CALL,
+    MAX_STORE_BATCH,
+    MAX_TEXT_LENGTH,
+    MAX_USER_ID_LENGTH,
+    MAX_USERS_PER_PARTNERS_QUERY,
+    USER_ID_RULE,
+    valid_group_id,
+    valid_user_id,
+)
 
 
 def no_nul(value: str) -> str:
@@ -17,7 +37,7 @@ def no_nul(value: str) -> str:
     return value
 
 
-def Text(min_length: int = 0, max_length: int = 64):  # noqa: N802 - a type factory
+def Text(min_length: int, max_length: int):  # noqa: N802 - a type factory
     return Annotated[
         str, StringConstraints(strip_whitespace=True, min_length=min_length, max_length=max_length), AfterValidator(no_nul)
     ]
@@ -29,8 +49,21 @@ def user_id_shape(value: str) -> str:
     return value
 
 
-UserId = Annotated[Text(1, MAX_USER_ID_LENGTH), AfterValidator(user_id_shape)]
-ClientId = Text(1, 64)
+# Not a `Text`: that trims whitespace, and " ada" must be refused, not read as "ada".
+UserId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_USER_ID_LENGTH), AfterValidator(user_id_shape)]
+# A node id goes into Redis keys next to user ids, and is held to the same shape.
+NodeId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NODE_ID_LENGTH), AfterValidator(user_id_shape)]
+ClientId = Text(1, MAX_CLIENT_ID_LENGTH)
+SocketId = Text(1, MAX_SOCKET_ID_LENGTH)
+
+
+def group_id_shape(value: str) -> str:
+    if not valid_group_id(value):
+        raise ValueError(GROUP_ID_RULE)
+    return value
+
+
+GroupId = Annotated[str, AfterValidator(group_id_shape)]
 MessageText = Text(1, MAX_TEXT_LENGTH)
 
 
@@ -38,36 +71,30 @@ class WireModel(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
 
 
-class SendMessage(WireModel):
-    """Socket event `sendMessage`: `{"receiverId": "u2", "text": "hi", "clientId": "c-1"}`."""
-
-    receiver_id: UserId = Field(alias="receiverId")
-    text: MessageText
-    client_id: ClientId | None = Field(default=None, alias="clientId")
+# --- gateway -> history ----------------------------------------------------------------------
 
 
 class StoreMessage(WireModel):
-    """Internal `POST /internal/messages`: `{"senderId": "u1", "receiverId": "u2", "text": "hi"}`."""
+    """Internal `POST /internal/messages`: `{"senderId": "u1", "receiverId": "u2", "text": "hi"}`,
+    or to a group: `{"senderId": "u1", "groupId": "17", "text": "hi"}` (exactly one of the two)."""
 
     sender_id: UserId = Field(alias="senderId")
-    receiver_id: UserId = Field(alias="receiverId")
+    receiver_id: UserId | None = Field(default=None, alias="receiverId")
+    group_id: GroupId | None = Field(default=None, alias="groupId")
     text: MessageText
     client_id: ClientId | None = Field(default=None, alias="clientId")
 
-
-MAX_STORE_BATCH = 256
+    @model_validator(mode="after")
+    def one_conversation(self) -> "StoreMessage":
+        if (self.receiver_id is None) == (self.group_id is None):
+            raise ValueError("exactly one of receiverId and groupId is required")
+        return self
 
 
 class StoreMessages(WireModel):
     """Internal `POST /internal/messages/batch`: `{"messages": [StoreMessage, ...]}`, stored in one commit."""
 
     messages: list[StoreMessage] = Field(min_length=1, max_length=MAX_STORE_BATCH)
-
-
-class MarkRead(WireModel):
-    """Socket event `markRead`: `{"userId": "u1"}` (the partner whose messages I have read)."""
-
-    user_id: UserId = Field(alias="userId")
 
 
 class InternalMarkRead(WireModel):
@@ -77,64 +104,23 @@ class InternalMarkRead(WireModel):
     partner_id: UserId = Field(alias="partnerId")
 
 
-class UserProfile(WireModel):
-    """A profile as the guide shows it: `{"_id": "u1", "userName": "ada", "name": "Ada", "profileImage": ""}`."""
-
-    id: UserId = Field(alias="_id")
-    user_name: Text(1, 64) = Field(alias="userName")
-    name: Text(0, 128) = ""
-    profile_image: Text(0, 2048) = Field(default="", alias="profileImage")
+# --- presence -> history ---------------------------------------------------------------------
 
 
-class MessageOut(WireModel):
-    """A message as the guide's client reads it, plus `clientId` and `readAt`.
+class PartnersQuery(WireModel):
+    """Internal `POST /internal/partners`: `{"userIds": ["u1", "u2"]}` (at most 10,000)."""
 
-    `{"_id": "42", "sender": {"_id": "u1", "userName": "ada", ...}, "receiver": {...},
-      "text": "hi", "isRead": false, "createdAt": "2026-11-24T10:00:00Z", "updatedAt": ...,
-      "clientId": "c-1", "readAt": null}`
-    """
-
-    id: str = Field(alias="_id")
-    sender: UserProfile
-    receiver: UserProfile
-    text: str
-    is_read: bool = Field(alias="isRead")
-    created_at: datetime = Field(alias="createdAt")
-    updated_at: datetime = Field(alias="updatedAt")
-    client_id: str | None = Field(default=None, alias="clientId")
-    read_at: datetime | None = Field(default=None, alias="readAt")
+    user_ids: list[UserId] = Field(alias="userIds", max_length=MAX_USERS_PER_PARTNERS_QUERY)
 
 
-class MessagesRead(WireModel):
-    """Server event `messagesRead`, to the sender: `{"readerId": "u2", "count": 3, "upTo": "42"}`."""
-
-    reader_id: str = Field(alias="readerId")
-    count: int
-    up_to: str | None = Field(alias="upTo")
-
-
-class MessageDeleted(WireModel):
-    """Server event `messageDeleted`, to both sides: `{"_id": "42", "sender": "u1", "receiver": "u2"}`."""
-
-    id: str = Field(alias="_id")
-    sender: str
-    receiver: str
-
-
-def dump(model: BaseModel) -> dict:
-    """The JSON-ready dict of a wire model, with its wire (alias) names."""
-    return model.model_dump(mode="json", by_alias=True)
-
-
-SocketId = Text(1, 64)
-MAX_SOCKETS_PER_CALL = 100_000
+# --- gateway -> presence ---------------------------------------------------------------------
 
 
 class PresenceEvents(WireModel):
     """Internal `POST /internal/presence/events`, a gateway's batch of socket changes:
     `{"nodeId": "gateway-a", "connected": [["sid1", "u1"]], "disconnected": [["sid0", "u2"]]}`."""
 
-    node_id: UserId = Field(alias="nodeId")
+    node_id: NodeId = Field(alias="nodeId")
     connected: list[tuple[SocketId, UserId]] = Field(default_factory=list, max_length=MAX_SOCKETS_PER_CALL)
     disconnected: list[tuple[SocketId, UserId]] = Field(default_factory=list, max_length=MAX_SOCKETS_PER_CALL)
 
@@ -149,10 +135,4 @@ class NodeSockets(WireModel):
 class Heartbeat(WireModel):
     """Internal `POST /internal/presence/heartbeat`: `{"nodeId": "gateway-a"}`."""
 
-    node_id: UserId = Field(alias="nodeId")
-
-
-class PartnersQuery(WireModel):
-    """Internal `POST /internal/partners`: `{"userIds": ["u1", "u2"]}` (at most 10,000)."""
-
-    user_ids: list[UserId] = Field(alias="userIds", max_length=10_000)
+    node_id: NodeId = Field(alias="nodeId")

@@ -22,7 +22,9 @@ async def three_nodes(stores):
     """A cluster of the test's own, with a watcher on every node: no other test's connects and
     closes are announced (on the channel every node decodes) while it counts."""
     opened: list[ChatClient] = []
-    with running_cluster(stores, TEST_RUN_DIR / "logs" / "fanout", nodes=NODES) as running:
+    # Watchers see strangers' presence here: this measures fan-out, not who may see whom.
+    with running_cluster(stores, TEST_RUN_DIR / "logs" / "fanout", nodes=NODES,
+                         PRESENCE_VISIBILITY="everyone") as running:
         for node in NODES:
             user = await create_user(running.history_url)
             opened.append(await ChatClient(running.gateway_url(node), user.token).connect())

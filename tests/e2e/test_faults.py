@@ -284,6 +284,7 @@ async def test_presence_restarted_state_converges(fault_cluster):
 
 async def test_redis_restarted_presence_is_rebuilt_from_the_gateways(fault_cluster, private_redis):
     ada, grace = await create_user(fault_cluster.history_url), await create_user(fault_cluster.history_url)
+    await befriend(fault_cluster, ada, grace)  # grace may see ada's presence
     clients = [ChatClient(fault_cluster.gateway_url(node), user.token) for node, user in (("a", ada), ("b", grace))]
     for client in clients:
         await client.connect()

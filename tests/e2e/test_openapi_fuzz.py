@@ -6,7 +6,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from services.shared.openapi import openapi_document
+from services.devtools.openapi import openapi_document
 from tests.support import ADMIN_TOKEN, GATEWAY_TOKEN, create_user
 from tests.tally import BAD_INPUT, example
 

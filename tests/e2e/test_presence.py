@@ -15,10 +15,10 @@ from tests.support import eventually
 TYPING_TIMEOUT_SECONDS = 1.0
 
 
-async def partners(make_user, connect):
-    """Two users who have talked (so each cares about the other's presence), both offline again,
-    with every announcement of that already delivered."""
-    ada, grace = await make_user(), await make_user()
+async def partners(make_user, connect, grace=None):
+    """Two users who have talked (so each cares about, and may see, the other's presence), both
+    offline again, with every announcement of that already delivered. `grace` may be given."""
+    ada, grace = await make_user(), grace or await make_user()
     first = await connect(ada, "a")
     assert (await first.call("sendMessage", {"receiverId": grace.id, "text": "hi"}))["ok"]
     observer = await connect(grace, "b")
@@ -53,7 +53,9 @@ async def online_now(cluster, viewer, user_id) -> None:
 
 async def test_two_tabs_on_two_nodes_one_online_and_one_offline(make_user, connect):
     ada, grace = await partners(make_user, connect)
-    marker_a, marker_b = await make_user(), await make_user()
+    # Markers grace may see (PRESENCE_VISIBILITY is "partners"): they have talked with her.
+    marker_a, _ = await partners(make_user, connect, grace)
+    marker_b, _ = await partners(make_user, connect, grace)
     watcher = await connect(grace, "b")
     assert (await watcher.call("watchPresence", [marker_a.id, marker_b.id]))["ok"]
     marker_tab_a = await connect(marker_a, "a")

@@ -334,7 +334,7 @@ async def test_internal_routes_need_the_service_token(history_internal, token):
 
 
 async def test_search_indexes_keep_a_small_pending_list(stores):
-    """New entries wait in at most 64 kB that every search scans (migration 0004), not 4 MB."""
+    """New entries wait in at most 64 kB that every search scans (migrations 0004, 0005), not 4 MB."""
     connection = await asyncpg.connect(stores.database_url)
     try:
         options = dict(await connection.fetch(
@@ -342,7 +342,10 @@ async def test_search_indexes_keep_a_small_pending_list(stores):
     finally:
         await connection.close()
     expected = ["fastupdate=on", "gin_pending_list_limit=64"]
-    assert options == {"messages_sender_search_idx": expected, "messages_receiver_search_idx": expected}
+    assert options == {
+        "messages_sender_search_idx": expected, "messages_receiver_search_idx": expected,
+        "messages_group_search_idx": expected,  # 0005
+    }
 
 
 def test_migrations_are_safe_when_replicas_start_together(stores):

@@ -1,16 +1,32 @@
 """Wire models accept the guide's payloads and name the field they refuse."""
 
+from datetime import datetime, timezone
+
 import pytest
 
-from services.history.store import iso, message_json
+from services.gateway.models import SendMessage
+from services.history.models import (
+    MessageOut,
+    MessagesRead,
+    UserProfile,
+    iso,
+    message_json,
+    messages_read_json,
+    profile_json,
+)
 from services.shared.errors import BadRequest, InvalidField, parse_model
-from services.shared.models import MessageOut, SendMessage
 from services.shared.params import cursor_param, int_param
 
 
 def test_send_message_trims_text_and_keeps_guide_names():
-    message = parse_model(SendMessage, {"receiverId": " u2 ", "text": "  hi  ", "extra": 1})
+    message = parse_model(SendMessage, {"receiverId": "u2", "text": "  hi  ", "extra": 1})
     assert (message.receiver_id, message.text, message.client_id) == ("u2", "hi", None)
+
+
+def test_a_user_id_is_never_trimmed_into_another():
+    with pytest.raises(InvalidField) as refused:
+        parse_model(SendMessage, {"receiverId": " u2 ", "text": "hi"})
+    assert refused.value.code == "invalid_receiverId"
 
 
 @pytest.mark.parametrize(
@@ -36,19 +52,38 @@ def test_a_payload_that_is_not_an_object_is_refused(payload):
     assert refused.value.code == "invalid_payload"
 
 
-def test_stored_rows_become_valid_message_objects():
-    from datetime import datetime, timezone
+MOMENT = datetime(2026, 11, 24, 10, 0, 0, 123456, tzinfo=timezone.utc)
+MESSAGE_ROW = {
+    "id": 42, "sender_id": "u1", "receiver_id": "u2", "text": "hi", "client_id": None, "is_read": False,
+    "read_at": None, "created_at": MOMENT, "updated_at": MOMENT,
+    "s_user_name": "ada", "s_name": "Ada", "s_profile_image": "", "r_user_name": "grace", "r_name": "",
+    "r_profile_image": "",
+}
 
-    moment = datetime(2026, 11, 24, 10, 0, 0, 123456, tzinfo=timezone.utc)
-    row = {
-        "id": 42, "sender_id": "u1", "receiver_id": "u2", "text": "hi", "client_id": None, "is_read": False,
-        "read_at": None, "created_at": moment, "updated_at": moment,
-        "s_user_name": "ada", "s_name": "Ada", "s_profile_image": "", "r_user_name": "grace", "r_name": "",
-        "r_profile_image": "",
-    }
-    body = message_json(row)
+
+def wire_names(model) -> set[str]:
+    return {field.alias or name for name, field in model.model_fields.items()}
+
+
+def test_stored_rows_become_valid_message_objects():
+    moment = MOMENT
+    body = message_json(MESSAGE_ROW)
     assert MessageOut.model_validate(body).id == "42"
     assert body["createdAt"] == iso(moment) == "2026-11-24T10:00:00.123Z"
+
+
+@pytest.mark.parametrize(
+    ("model", "body"),
+    [
+        (MessageOut, message_json(MESSAGE_ROW)),
+        (UserProfile, message_json(MESSAGE_ROW)["sender"]),
+        (UserProfile, profile_json({"id": "u1", "user_name": "ada", "name": "", "profile_image": ""})),
+        (MessagesRead, messages_read_json("u2", 3, "42")),
+    ],
+)
+def test_each_builder_writes_exactly_the_fields_of_its_model(model, body):
+    assert set(body) == wire_names(model)
+    model.model_validate(body)
 
 
 @pytest.mark.parametrize("raw", ["-1", "1.5", "abc", "١٢", "9" * 20, " 1"])

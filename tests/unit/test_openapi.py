@@ -8,7 +8,8 @@ from services.history.app import create_app as create_history
 from services.history.settings import HistorySettings
 from services.presence.app import create_app as create_presence
 from services.presence.settings import PresenceSettings
-from services.shared.openapi import LISTENER_PATHS, openapi_document
+from services.devtools.openapi import FRAGMENTS, REGENERATE, document_text, openapi_document
+from services.history.openapi import OPENAPI_DOCUMENT
 from services.shared.web import INTERNAL_APP
 
 # Gateway routes that are not HTTP API: Socket.IO, and the web client's page and files.
@@ -27,8 +28,15 @@ def router_operations(app, skip_prefixes=()) -> set[tuple[str, str]]:
     return operations
 
 
+def operations(paths: dict) -> set[tuple[str, str]]:
+    return {(path, method) for path, item in paths.items() for method in item}
+
+
 def documented_operations(service: str, listener: str) -> set[tuple[str, str]]:
-    return {(path, method) for path, item in LISTENER_PATHS[service, listener].items() for method in item}
+    fragment = FRAGMENTS[service]
+    if listener == "internal":
+        return operations(fragment.internal_paths())
+    return operations(fragment.public_paths()) | {(route, method.lower()) for method, route in fragment.forwarded}
 
 
 @pytest.mark.parametrize(
@@ -53,6 +61,15 @@ def test_every_route_is_documented_and_every_documented_route_exists(service, ap
 def test_no_internal_route_or_probe_is_on_a_public_listener(app_factory):
     public = {path for path, _ in router_operations(app_factory())}
     assert not {path for path in public if path.startswith("/internal") or path in ("/readyz", "/metrics")}
+
+
+def test_the_gateway_forwards_exactly_the_public_api_of_history():
+    history_api = {(path, method) for path, method in operations(FRAGMENTS["history"].public) if path.startswith("/api/")}
+    assert {(route, method.lower()) for method, route in FRAGMENTS["gateway"].forwarded} == history_api
+
+
+def test_the_document_history_serves_is_current():
+    assert OPENAPI_DOCUMENT.read_text() == document_text(), f"stale: run `{REGENERATE}`"
 
 
 def test_document_is_openapi_3_with_errors_and_security_on_every_operation():

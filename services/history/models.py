@@ -1,0 +1,147 @@
+"""History's payloads: each model (the OpenAPI schema, and the parser of what history is sent)
+next to the one function that builds that payload from a stored row.
+
+The builders write dicts by hand rather than through pydantic: a page of 200 messages is built on
+every scroll, and a model dump would cost more than the query. tests/unit/test_models.py checks
+that each builder's output validates against its model, with exactly the model's fields.
+"""
+
+from datetime import datetime, timezone
+from typing import Any
+
+from pydantic import Field
+
+from ..shared.limits import MAX_USER_NAME_LENGTH
+from ..shared.models import Text, UserId, WireModel
+
+MAX_NAME_LENGTH = 128
+MAX_PROFILE_IMAGE_LENGTH = 2048  # a URL
+
+Row = Any  # an asyncpg.Record, or any mapping with the same column names
+
+
+class UserProfile(WireModel):
+    """A profile as the guide shows it: `{"_id": "u1", "userName": "ada", "name": "Ada", "profileImage": ""}`."""
+
+    id: UserId = Field(alias="_id")
+    user_name: Text(1, MAX_USER_NAME_LENGTH) = Field(alias="userName")
+    name: Text(0, MAX_NAME_LENGTH) = ""
+    profile_image: Text(0, MAX_PROFILE_IMAGE_LENGTH) = Field(default="", alias="profileImage")
+
+
+class MessageOut(WireModel):
+    """A message as the guide's client reads it, plus `clientId` and `readAt`.
+
+    `{"_id": "42", "sender": {"_id": "u1", "userName": "ada", ...}, "receiver": {...},
+      "text": "hi", "isRead": false, "createdAt": "2026-11-24T10:00:00.000Z", "updatedAt": ...,
+      "clientId": "c-1", "readAt": null}`
+    """
+
+    id: str = Field(alias="_id")
+    sender: UserProfile
+    receiver: UserProfile
+    text: str
+    is_read: bool = Field(alias="isRead")
+    created_at: datetime = Field(alias="createdAt")
+    updated_at: datetime = Field(alias="updatedAt")
+    client_id: str | None = Field(default=None, alias="clientId")
+    read_at: datetime | None = Field(default=None, alias="readAt")
+
+
+class GroupMessageOut(MessageOut):
+    """A group message: the 1:1 object with `receiver: null` and the group's id (issue 15).
+    `isRead` stays false and `readAt` null: group receipts are `groupRead` and members' `readUpTo`.
+
+    `{"_id": "43", "sender": {...}, "receiver": null, "groupId": "17", "text": "hi all", ...}`
+    """
+
+    receiver: None
+    group_id: str = Field(alias="groupId")
+
+
+class MessagesRead(WireModel):
+    """Server event `messagesRead`, to the sender: `{"readerId": "u2", "count": 3, "upTo": "42"}`."""
+
+    reader_id: str = Field(alias="readerId")
+    count: int
+    up_to: str | None = Field(alias="upTo")
+
+
+def iso(moment: datetime | None) -> str | None:
+    """JavaScript's `Date.toJSON()` shape, as the guide's Mongo server sent it (UTC, ms, "Z")."""
+    if moment is None:
+        return None
+    if moment.utcoffset():
+        moment = moment.astimezone(timezone.utc)
+    return moment.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
+
+
+def profile_json(row: Row, id_column: str = "id", prefix: str = "") -> dict:
+    """A `UserProfile`, from the `users` columns of a row (joined ones carry a prefix: `s_user_name`)."""
+    return {
+        "_id": row[id_column],
+        "userName": row[prefix + "user_name"],
+        "name": row[prefix + "name"],
+        "profileImage": row[prefix + "profile_image"],
+    }
+
+
+def message_json(row: Row) -> dict:
+    """A `MessageOut`, from a row of `MESSAGE_COLUMNS` (the message, and both profiles joined),
+    or a `GroupMessageOut` for a group's (no receiver)."""
+    receiver = profile_json(row, "receiver_id", "r_") if row["receiver_id"] is not None else None
+    return _message(row, profile_json(row, "sender_id", "s_"), receiver, row.get("group_id"))
+
+
+def last_message_json(row: Row, group_id: int | None = None) -> dict:
+    """A conversation's last message, as in the guide's aggregate: sender and receiver as bare ids
+    (and a group's id)."""
+    return _message(row, row["sender_id"], row["receiver_id"], group_id)
+
+
+def _message(row: Row, sender: object, receiver: object, group_id: int | None) -> dict:
+    """The guide's message; a group's also carries `groupId` (a 1:1 message has no such key)."""
+    message = {
+        "_id": str(row["id"]),
+        "sender": sender,
+        "receiver": receiver,
+        "text": row["text"],
+        "isRead": row["is_read"],
+        "createdAt": iso(row["created_at"]),
+        "updatedAt": iso(row["updated_at"]),
+        "clientId": row["client_id"],
+        "readAt": iso(row["read_at"]),
+    }
+    if group_id is not None:
+        message["groupId"] = str(group_id)
+    return message
+
+
+def conversation_json(row: Row) -> dict:
+    """One entry of the conversation list: the partner's profile, the last message, my unread count;
+    or a group's: `{"_id": {"_id", "name", "image", "memberCount"}, "group": true, ...}`."""
+    if not row["is_group"]:
+        return {
+            "_id": profile_json(row, "partner_id", "p_"),
+            "lastMessage": last_message_json(row),
+            "unreadCount": row["unread_count"],
+        }
+    # In a group's row of the store's _CONVERSATIONS, p_name and p_profile_image hold its name and image.
+    group = {"_id": str(row["group_id"]), "name": row["p_name"], "image": row["p_profile_image"],
+             "memberCount": row["member_count"]}
+    return {"_id": group, "group": True, "lastMessage": last_message_json(row, row["group_id"]),
+            "unreadCount": row["unread_count"]}
+
+
+def deletion_json(message_id: int, sender_id: str, receiver_id: str | None, group_id: int | None = None) -> dict:
+    """A deleted message, as `messageDeleted` and `sync` tell it: `{"_id": "42", "sender": "u1", "receiver": "u2"}`,
+    or a group's: `{"_id": "43", "sender": "u1", "receiver": null, "groupId": "17"}`."""
+    deleted = {"_id": str(message_id), "sender": sender_id, "receiver": receiver_id}
+    if group_id is not None:
+        deleted["groupId"] = str(group_id)
+    return deleted
+
+
+def messages_read_json(reader_id: str, count: int, up_to: str | None) -> dict:
+    """A `MessagesRead`."""
+    return {"readerId": reader_id, "count": count, "upTo": up_to}

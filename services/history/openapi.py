@@ -1,0 +1,219 @@
+"""History's part of the OpenAPI document (its public REST API, its internal routes, its payloads),
+and the file of the whole document it serves at `/openapi.json`."""
+
+from pathlib import Path
+
+from ..shared.models import InternalMarkRead, PartnersQuery, StoreMessage, StoreMessages
+from ..shared.openapi import (
+    ERROR,
+    USER_ID,
+    Fragment,
+    internal_operation,
+    json_answer,
+    limit_param,
+    param,
+    public_operation,
+)
+from ..shared.limits import GROUP_ID_PATTERN
+from .group_models import AddMembers, CreateGroup, GroupOut, SetRole, UpdateGroup
+from .models import GroupMessageOut, MessageOut, MessagesRead, UserProfile
+from .routes import CONVERSATION_PAGE, CONVERSATIONS_PAGE, MAX_QUERY_LENGTH, SEARCH_PAGE, SYNC_PAGE, USERS_PAGE
+
+# Every service's routes, written by `python -m services.devtools.openapi` (history imports no other
+# service; tests/unit/test_openapi.py fails while the file is stale).
+OPENAPI_DOCUMENT = Path(__file__).with_name("openapi.json")
+
+# A 1:1 message, or a group's (receiver null, groupId): sync, search and pages may hold both.
+MESSAGE = {"anyOf": [{"$ref": "#/components/schemas/MessageOut"}, {"$ref": "#/components/schemas/GroupMessageOut"}]}
+GROUP = {"$ref": "#/components/schemas/GroupOut"}
+GROUP_ID = param("groupId", "path", "The group", {"type": "string", "pattern": GROUP_ID_PATTERN})
+MEMBER = param("userId", "path", "The member", USER_ID)
+GROUP_SUMMARY = {"type": "object", "properties": {"_id": {"type": "string"}, "name": {"type": "string"},
+                                                   "image": {"type": "string"}, "memberCount": {"type": "integer"}}}
+GROUP_STATUSES = (400, 401, 403, 404, 409, 429, 503)
+PROFILE = {"$ref": "#/components/schemas/UserProfile"}
+CURSOR = {"type": "string", "pattern": "^[0-9]{1,19}$"}
+LINK = {"Link": {"description": 'Present while there is more: `<next page URL>; rel="next"`', "schema": {"type": "string"}}}
+PARTNER = param("userId", "path", "The partner", USER_ID)
+USER = param("userId", "path", "The user", USER_ID)
+
+CONVERSATION = {
+    "type": "object",
+    "properties": {"_id": {"anyOf": [PROFILE, GROUP_SUMMARY]}, "group": {"type": "boolean"},
+                   "lastMessage": {"type": "object"}, "unreadCount": {"type": "integer"}},
+}
+SYNC = {
+    "type": "object",
+    "properties": {
+        "messages": {"type": "array", "items": MESSAGE},
+        "deleted": {"type": "array", "items": {"type": "object"}},
+        "next": CURSOR,
+        "hasMore": {"type": "boolean"},
+    },
+}
+
+
+def _page_of(items: dict) -> dict:
+    return {**json_answer({"type": "array", "items": items}), "headers": LINK}
+
+
+def _with_body(operation: dict, model) -> dict:
+    body = {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}
+    return {**operation, "requestBody": body}
+
+
+def _group_operation(summary: str, answer: dict, parameters: list, body=None) -> dict:
+    operation = public_operation(summary, answer, parameters, statuses=GROUP_STATUSES)
+    return _with_body(operation, body) if body is not None else operation
+
+
+# Issue 15. Every group route answers `not_a_member` (403) to a non-member, `unknown_group` (404).
+GROUP_PATHS = {
+    "/api/groups": {
+        "post": _group_operation("Create a group; I am its admin; every member gets `groupUpdated`",
+                                 {"201": json_answer(GROUP, "Created")}, [], CreateGroup),
+    },
+    "/api/groups/{groupId}": {
+        "get": _group_operation("A group of mine, with its members and their read marks", {"200": json_answer(GROUP)},
+                                [GROUP_ID]),
+        "patch": _group_operation("Rename or re-image a group (admins); members get `groupUpdated`",
+                                  {"200": json_answer(GROUP)}, [GROUP_ID], UpdateGroup),
+    },
+    "/api/groups/{groupId}/members": {
+        "post": _group_operation("Add members (admins), up to MAX_GROUP_MEMBERS: `groupUpdated`, `memberAdded`",
+                                 {"200": json_answer(GROUP)}, [GROUP_ID], AddMembers),
+    },
+    "/api/groups/{groupId}/members/{userId}": {
+        "delete": _group_operation("Remove a member (admins) or leave; `memberRemoved` to the members and them",
+                                   {"200": json_answer({"type": "object"})}, [GROUP_ID, MEMBER]),
+        "put": _group_operation("Make a member an admin, or not (admins); members get `groupUpdated`",
+                                {"200": json_answer(GROUP)}, [GROUP_ID, MEMBER], SetRole),
+    },
+    "/api/groups/{groupId}/messages": {
+        "get": _group_operation("A group's messages, oldest first: the newest page, or older with `before`",
+                                {"200": _page_of(MESSAGE)},
+                                [GROUP_ID, limit_param(CONVERSATION_PAGE),
+                                 param("before", "query", "Older than this message id", CURSOR)]),
+    },
+    "/api/groups/{groupId}/read": {
+        "put": _group_operation("Read the group up to its newest message; members get `groupRead`",
+                                {"200": json_answer({"type": "object", "properties": {
+                                    "count": {"type": "integer"}, "upTo": {"type": ["string", "null"]}}})},
+                                [GROUP_ID]),
+    },
+}
+
+
+PUBLIC_PATHS = {
+    "/api/messages/conversations": {
+        "get": public_operation("My conversations, newest first, with the last message and unread count",
+                                {"200": _page_of(CONVERSATION)},
+                                [limit_param(CONVERSATIONS_PAGE),
+                                 param("before", "query", "Last message id of the previous page", CURSOR)])
+    },
+    "/api/messages/sync": {
+        "get": public_operation("Everything to or from me after a cursor, in order (messages and deletions)",
+                                {"200": json_answer(SYNC)},
+                                [param("after", "query", "The id of the last message I have", CURSOR, required=True),
+                                 limit_param(SYNC_PAGE)])
+    },
+    "/api/messages/search": {
+        "get": public_operation("Full-text search over my own messages, newest first",
+                                {"200": _page_of(MESSAGE)},
+                                [param("q", "query", "Search words (web search syntax)",
+                                       {"type": "string", "minLength": 1, "maxLength": MAX_QUERY_LENGTH},
+                                       required=True),
+                                 limit_param(SEARCH_PAGE), param("before", "query", "Older than this message id", CURSOR)])
+    },
+    "/api/messages/read/{userId}": {
+        "put": public_operation("Mark the partner's messages to me read; the partner gets `messagesRead`",
+                                {"200": json_answer({"type": "object", "properties": {
+                                    "message": {"type": "string"}, "count": {"type": "integer"},
+                                    "upTo": {"type": ["string", "null"]}}})},
+                                [PARTNER])
+    },
+    "/api/messages/{messageId}": {
+        "delete": public_operation("Delete my own message; both sides get `messageDeleted`",
+                                   {"200": json_answer({"type": "object"})},
+                                   [param("messageId", "path", "The message id", CURSOR)],
+                                   statuses=(400, 401, 403, 404, 429, 503))
+    },
+    "/api/messages/{userId}": {
+        "get": public_operation("The conversation with a user, oldest first: the newest page, or older with `before`",
+                                {"200": _page_of(MESSAGE)},
+                                [PARTNER, limit_param(CONVERSATION_PAGE),
+                                 param("before", "query", "Older than this message id", CURSOR)])
+    },
+    "/api/users/lookup": {
+        "get": public_operation("A profile by user name (to start a chat)", {"200": json_answer(PROFILE)},
+                                [param("userName", "query", "The user name", required=True)],
+                                statuses=(400, 401, 404, 429, 503))
+    },
+    "/api/users/{userId}": {
+        "get": public_operation("A profile by id", {"200": json_answer(PROFILE)}, [USER],
+                                statuses=(400, 401, 404, 429, 503))
+    },
+    "/openapi.json": {"get": {"summary": "This document", "responses": {"200": json_answer({"type": "object"})}}},
+    **GROUP_PATHS,
+}
+
+INTERNAL_PATHS = {
+    "/internal/messages": {
+        "post": internal_operation("Store a message; answers it with both profiles, and whether it was created",
+                                   {"200": json_answer({"type": "object", "properties": {
+                                       "message": MESSAGE, "created": {"type": "boolean"}}})},
+                                   StoreMessage)
+    },
+    "/internal/messages/batch": {
+        "post": internal_operation("Store several messages in one commit; one result per message, in order",
+                                   {"200": json_answer({"type": "object", "properties": {"results": {
+                                       "type": "array", "items": {
+                                           "type": "object",
+                                           "properties": {"message": MESSAGE, "created": {"type": "boolean"},
+                                                          "recipients": {"type": "array", "items": USER_ID},
+                                                          "error": ERROR, "status": {"type": "integer"}}}}}})},
+                                   StoreMessages)
+    },
+    "/internal/groups/{groupId}/members": {
+        "get": internal_operation("The group's member ids now (the gateway's typing check and fan-out)",
+                                  {"200": json_answer({"type": "object", "properties": {
+                                      "memberIds": {"type": "array", "items": USER_ID}}})},
+                                  parameters=[GROUP_ID])
+    },
+    "/internal/read": {
+        "post": internal_operation("Mark read on behalf of a socket event", {"200": json_answer({"type": "object"})},
+                                   InternalMarkRead)
+    },
+    "/internal/users": {
+        "get": internal_operation("List profiles (development sign-in), or the one with `userName`",
+                                  {"200": json_answer({"type": "array", "items": PROFILE})},
+                                  parameters=[limit_param(USERS_PAGE),
+                                              param("userName", "query", "Exactly this user name")])
+    },
+    "/internal/users/{userId}": {
+        "put": internal_operation("Create or update a profile (the social app's upsert)", {"200": json_answer(PROFILE)},
+                                  {"type": "object", "properties": {"userName": {"type": "string"},
+                                                                    "name": {"type": "string"},
+                                                                    "profileImage": {"type": "string"}},
+                                   "required": ["userName"]},
+                                  [USER])
+    },
+    "/internal/partners": {
+        "post": internal_operation("Partners of each of many users (presence's batched announcements)",
+                                   {"200": json_answer({"type": "object", "properties": {"partners": {"type": "object"}}})},
+                                   PartnersQuery)
+    },
+    "/internal/users/{userId}/partners": {
+        "get": internal_operation("Ids of everyone the user has a conversation with",
+                                  {"200": json_answer({"type": "array", "items": {"type": "string"}})},
+                                  parameters=[USER])
+    },
+}
+
+FRAGMENT = Fragment(
+    "history",
+    public=PUBLIC_PATHS,
+    internal=INTERNAL_PATHS,
+    models=(MessageOut, GroupMessageOut, UserProfile, MessagesRead, StoreMessage, StoreMessages, InternalMarkRead,
+            PartnersQuery, GroupOut, CreateGroup, UpdateGroup, AddMembers, SetRole),
+)

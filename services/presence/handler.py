@@ -1,0 +1,49 @@
+"""What presence does with a gateway's report: record it, then announce who came and went.
+
+Routes parse and answer; the store only records; the announcer tells the people who care.
+"""
+
+from .announcer import PresenceAnnouncer
+from .store import PresenceStore
+
+Sockets = list[tuple[str, str]]  # (sid, user id)
+
+
+class PresenceHandler:
+    def __init__(self, store: PresenceStore, announcer: PresenceAnnouncer):
+        self._store = store
+        self._announcer = announcer
+
+    async def sockets_changed(self, node_id: str, connected: Sockets, disconnected: Sockets) -> tuple[list, list]:
+        """A node's batch of socket changes: the users who came online and went offline."""
+        online, offline = await self._store.apply_events(node_id, connected, disconnected)
+        await self._announcer.announce(online, offline)
+        return online, offline
+
+    async def node_resynced(self, node_id: str, sockets: Sockets) -> tuple[list, list]:
+        """The node's full list replaces what was recorded of it."""
+        online, offline = await self._store.replace_node(node_id, sockets)
+        await self._announcer.announce(online, offline)
+        return online, offline
+
+    async def node_left(self, node_id: str) -> list[str]:
+        offline = await self._store.forget_node(node_id)
+        await self._announcer.announce([], offline)
+        return offline
+
+    async def sweep(self) -> list[str]:
+        """Forgets the nodes that stopped heartbeating; their users' partners hear them go."""
+        offline = await self._store.sweep_dead_nodes()
+        await self._announcer.announce([], offline)
+        return offline
+
+    async def heartbeat(self, node_id: str) -> bool:
+        """True when the node must resync: presence did not know it alive (new, swept as dead,
+        or Redis lost the state), and its full socket list makes the state converge again."""
+        return not await self._store.heartbeat(node_id)
+
+    async def online_among(self, user_ids: list[str]) -> list[str]:
+        return await self._store.online_among(user_ids)
+
+    async def partners_online(self, user_id: str) -> list[str]:
+        return await self._store.online_among(await self._announcer.partners(user_id))

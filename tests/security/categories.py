@@ -1,0 +1,11 @@
+"""The rows of the attack table (`tests/tally.py`) that this suite fills: one name per threat."""
+
+PATH_TRAVERSAL = "path traversal to internal API"
+PUBLIC_LISTENER = "internal routes on a public listener"
+NO_TOKEN = "internal listener without token"
+WRONG_CALLER = "internal route, another service's token"
+FORWARDED_TOKEN = "internal token forwarded by the gateway"
+WEAK_SECRETS = "weak secrets at start-up"
+JWT_CLAIMS = "JWT claims"
+USER_ID_SHAPES = "user id shapes"
+SECURITY_HEADERS = "security headers"
