@@ -3,6 +3,7 @@
 import uuid
 
 import pytest
+import redis
 
 from services.devtools.stores import drop_database, ensure_database, find_stores, with_database
 from tests import tally
@@ -18,11 +19,34 @@ def stores() -> TestStores:
     url = ensure_database(admin_url, database)
 
     migrate(url)
+    prefix = f"parley-test-{run_id}"
     try:
-        yield TestStores(database_url=url, redis_url=found.redis_url, redis_prefix=f"parley-test-{run_id}")
+        yield TestStores(database_url=url, redis_url=found.redis_url, redis_prefix=prefix)
     finally:
         drop_database(admin_url, database)
+        drop_redis_keys(found.redis_url, prefix)
         found.stop()
+
+
+def drop_redis_keys(redis_url: str, prefix: str) -> None:
+    """Every key this run wrote: each cluster's prefix starts with the run's own."""
+    client = redis.Redis.from_url(redis_url, socket_timeout=5)
+    try:
+        for batch in batched(client.scan_iter(match=f"{prefix}*", count=1000), 500):
+            client.delete(*batch)
+    finally:
+        client.close()
+
+
+def batched(items, size: int):
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def pytest_configure(config):

@@ -15,12 +15,11 @@ from ..shared.errors import error_middleware
 from ..shared.internal import InternalCallMetrics, InternalClient
 from ..shared.routed_manager import RoutedRedisManager
 from ..shared.web import DRAIN_HOOKS, READINESS, REGISTRY, create_base_app, public_headers_middleware
-from .app_keys import CHAT, HISTORY, HISTORY_API, PRESENCE, REST_LIMITER, SETTINGS, SIO, VERIFIER
+from .app_keys import CHAT, HISTORY, HISTORY_API, METRICS, PRESENCE, REST_LIMITER, SETTINGS, SIO, VERIFIER
 from .history_api import HistoryApi
 from .chat import ChatHandler
 from .metrics import GatewayMetrics
 from .ratelimit import RateLimiter
-from .presence_link import PresenceLink
 from .rest import add_forwarded_routes, cors_middleware, presence_of, raw_path_guard
 from .server import ParleyServer, WirePacket, harden, origin_check
 from .settings import GatewaySettings
@@ -29,24 +28,39 @@ from .websocket import FrameWriter
 
 
 def create_app(settings: GatewaySettings) -> web.Application:
+    """The app and its Socket.IO server (attached here: its routes must exist before the app
+    freezes); every client opens in a cleanup context, in order, and closes in reverse."""
     app = create_base_app("gateway", {}, [cors_middleware, error_middleware])
     app[SETTINGS] = settings
-    app[VERIFIER] = verifier = TokenVerifier(settings, dev_mode=settings.dev_mode)
-    call_metrics = InternalCallMetrics("gateway", app[REGISTRY])
-
-    def internal_client(service: str, url: str) -> InternalClient:
-        return InternalClient(
-            service, url, settings.internal_token, timeout=settings.internal_timeout_seconds, metrics=call_metrics
-        )
-
-    app[HISTORY] = history = internal_client("history", settings.history_url)
+    app[VERIFIER] = TokenVerifier(settings, dev_mode=settings.dev_mode)
     app[REST_LIMITER] = RateLimiter(settings.rest_rate_per_second, settings.rest_burst)
+    app[METRICS] = metrics = GatewayMetrics(app[REGISTRY])
+    app[SIO] = sio = socketio_server(settings, metrics)
+    sio.attach(app)
+    harden(app)
+    # Every request line but engine.io's (its middleware is outermost and lets only its exact
+    # route through) is checked before any route or the CORS and error middlewares see it; the
+    # refusal still carries the public headers.
+    app.middlewares.insert(app.middlewares.index(public_headers_middleware) + 1, raw_path_guard)
+    setup_web_client(app)
+    app.router.add_get("/api/presence", presence_of)
+    add_forwarded_routes(app.router)
+    app[DRAIN_HOOKS].append(lambda: drain_sockets(app))
+    app.cleanup_ctx.append(internal_clients)
+    app.cleanup_ctx.append(history_api)
+    app.cleanup_ctx.append(redis_probe)
+    app.cleanup_ctx.append(pubsub)
+    app.cleanup_ctx.append(chat_handler)
+    return app
 
-    metrics = GatewayMetrics(app[REGISTRY])
+
+def socketio_server(settings: GatewaySettings, metrics: GatewayMetrics) -> ParleyServer:
+    """The Socket.IO server over the routed Redis manager (which `pubsub` starts and closes)."""
     manager = RoutedRedisManager(
-        settings.redis_url, settings.redis_prefix, node_id=settings.node_id, received=metrics.pubsub_received
+        settings.redis_url, settings.redis_prefix, node_id=settings.node_id, received=metrics.pubsub_received,
+        liveness=settings,
     )
-    sio = ParleyServer(
+    return ParleyServer(
         async_mode="aiohttp",
         client_manager=manager,
         cors_allowed_origins=origin_check(settings.cors_origin_list),
@@ -61,27 +75,24 @@ def create_app(settings: GatewaySettings) -> web.Application:
         logger=False,
         engineio_logger=False,
     )
-    sio.attach(app)
-    harden(app)
-    # Every request line but engine.io's (its middleware is outermost and lets only its exact
-    # route through) is checked before any route or the CORS and error middlewares see it; the
-    # refusal still carries the public headers.
-    app.middlewares.insert(app.middlewares.index(public_headers_middleware) + 1, raw_path_guard)
-    app[SIO] = sio
-    app[PRESENCE] = presence = internal_client("presence", settings.presence_url)
-    chat = ChatHandler(sio, settings, verifier, history, metrics)
-    chat.presence = PresenceLink(presence, settings.node_id, settings.heartbeat_seconds, lambda: chat.user_of)
-    app[CHAT] = chat
-    chat.register()
 
-    setup_web_client(app)
-    app.router.add_get("/api/presence", presence_of)
-    add_forwarded_routes(app.router)
+
+async def internal_clients(app: web.Application):
+    """History's and presence's internal APIs, with the gateway's token."""
+    settings = app[SETTINGS]
+    call_metrics = InternalCallMetrics("gateway", app[REGISTRY])
+
+    def internal_client(service: str, url: str) -> InternalClient:
+        return InternalClient(
+            service, url, settings.internal_token, timeout=settings.internal_timeout_seconds, metrics=call_metrics
+        )
+
+    app[HISTORY] = history = internal_client("history", settings.history_url)
+    app[PRESENCE] = presence = internal_client("presence", settings.presence_url)
     app[READINESS].add("history", history_ready(history))
-    app[DRAIN_HOOKS].append(lambda: drain_sockets(app))
-    app.cleanup_ctx.append(history_api)
-    app.cleanup_ctx.append(close_clients)
-    return app
+    yield
+    await presence.close()
+    await history.close()
 
 
 async def history_api(app: web.Application):
@@ -98,6 +109,35 @@ def history_ready(history: InternalClient):
     return check
 
 
+async def redis_probe(app: web.Application):
+    """A client of our own for the readiness ping: the Socket.IO manager's is private to it."""
+    probe = redis.asyncio.Redis.from_url(app[SETTINGS].redis_url, socket_timeout=2, socket_connect_timeout=2)
+    app[READINESS].add("redis", probe.ping)
+    yield
+    await probe.aclose()
+
+
+async def pubsub(app: web.Application):
+    """Subscribed (and this node's liveness kept) before the first user arrives; not ready until
+    Redis has confirmed the subscriptions."""
+    manager = app[SIO].manager
+    manager.start()
+    app[READINESS].add("pubsub", manager.subscribed)
+    yield
+    await app[SIO].shutdown()
+    await manager.close()
+
+
+async def chat_handler(app: web.Application):
+    """The chat events and the node's link to presence (after `internal_clients` and `pubsub`)."""
+    app[CHAT] = chat = ChatHandler(app[SIO], app[SETTINGS], app[VERIFIER], app[HISTORY], app[METRICS],
+                                   presence=app[PRESENCE])
+    chat.presence.start()
+    yield
+    await chat.close()
+    await chat.presence.stop()
+
+
 async def drain_sockets(app: web.Application) -> None:
     """Readiness is already false: give the load balancer `DRAIN_DELAY_SECONDS` to see it, then
     close the sockets so their clients reconnect to another node."""
@@ -105,20 +145,3 @@ async def drain_sockets(app: web.Application) -> None:
     await asyncio.sleep(settings.drain_delay_seconds)
     await app[CHAT].drain(settings.shutdown_grace_seconds)
     await app[CHAT].presence.leave()
-
-
-async def close_clients(app: web.Application):
-    # A client of our own for the readiness ping: the Socket.IO manager's is private to it.
-    probe = redis.asyncio.Redis.from_url(app[SETTINGS].redis_url, socket_timeout=2, socket_connect_timeout=2)
-    app[READINESS].add("redis", probe.ping)
-    # Subscribed before the first user arrives; not ready until Redis has confirmed it.
-    app[SIO].manager.start()
-    app[READINESS].add("pubsub", app[SIO].manager.subscribed)
-    app[CHAT].presence.start()
-    yield
-    await probe.aclose()
-    await app[CHAT].close()
-    await app[SIO].shutdown()
-    await app[SIO].manager.close()
-    await app[HISTORY].close()
-    await app[PRESENCE].close()

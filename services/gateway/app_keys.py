@@ -6,6 +6,7 @@ from aiohttp import web
 from ..shared.auth import TokenVerifier
 from ..shared.internal import InternalClient
 from .chat import ChatHandler
+from .metrics import GatewayMetrics
 from .ratelimit import RateLimiter
 from .history_api import HistoryApi
 from .settings import GatewaySettings
@@ -18,3 +19,4 @@ HISTORY_API = web.AppKey("history_api", HistoryApi)
 PRESENCE = web.AppKey("presence", InternalClient)
 VERIFIER = web.AppKey("verifier", TokenVerifier)
 REST_LIMITER = web.AppKey("rest_limiter", RateLimiter)
+METRICS = web.AppKey("metrics", GatewayMetrics)

@@ -12,19 +12,20 @@ from urllib.parse import quote
 import socketio
 
 from ..shared.auth import TokenVerifier, token_from_headers
-from ..shared.errors import ErrorCode, InvalidField, ParleyError, Unauthorized, parse_model
+from ..shared.errors import ErrorCode, InvalidField, NotAMember, ParleyError, Unauthorized, parse_model
 from ..shared.internal import InternalClient
 from ..shared.keys import presence_room, user_room
-from ..shared.limits import MAX_WATCHED_USERS
+from ..shared.limits import GROUP_ID_RULE, MAX_WATCHED_USERS, valid_group_id
 from ..shared.logs import new_request_id, request_id_var, sid_var
 from ..shared.params import user_id_param
+from .group_members import GroupMembers
 from .metrics import GatewayMetrics
 from .models import MarkRead, SendMessage
 from .presence_link import PresenceLink
 from .ratelimit import RateLimiter
 from .server import trusted_origin
 from .settings import GatewaySettings
-from .store_batcher import StoreBatcher
+from .store_batcher import Stored, StoreBatcher
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +74,24 @@ def socket_event(event_name: str):
 
 
 def parse_user_id(payload: object, field: str) -> str:
-    """A bare user id (`"u2"`, as the guide sends it) or an object `{field: "u2"}`."""
+    """A bare user id (`"u2"`, as the guide sends it) or an object `{field: "u2"}`; never trimmed."""
     if isinstance(payload, dict):
         payload = payload.get(field)
-    return user_id_param(payload.strip() if isinstance(payload, str) else payload, field)
+    return user_id_param(payload, field)
+
+
+# Where a typing indicator goes: ("user", receiver id), the guide's 1:1, or ("group", group id).
+TypingTarget = tuple[str, str]
+
+
+def parse_typing_target(payload: object) -> TypingTarget:
+    """`typing`'s payload: a receiver id (`"u2"` or `{receiverId}`), or `{groupId}` for a group."""
+    if isinstance(payload, dict) and "groupId" in payload:
+        group_id = payload["groupId"]
+        if not valid_group_id(group_id):
+            raise InvalidField("groupId", GROUP_ID_RULE)
+        return ("group", group_id)
+    return ("user", parse_user_id(payload, "receiverId"))
 
 
 def parse_user_ids(payload: object) -> set[str]:
@@ -88,7 +103,17 @@ def parse_user_ids(payload: object) -> set[str]:
     return {parse_user_id(item, "userIds") for item in payload}
 
 
+def typing_payload(user_id: str, target: TypingTarget) -> object:
+    """1:1 keeps the guide's bare sender id; a group's says which group: `{userId, groupId}`."""
+    kind, target_id = target
+    return user_id if kind == "user" else {"userId": user_id, "groupId": target_id}
+
+
 class ChatHandler:
+    """Serves `sio`'s chat events from construction on. With a `presence` client, the node's
+    sockets are reported to presence through a `PresenceLink` (started and stopped by the app);
+    without one, presence is left out (unit use)."""
+
     def __init__(
         self,
         sio: socketio.AsyncServer,
@@ -96,17 +121,20 @@ class ChatHandler:
         verifier: TokenVerifier,
         history: InternalClient,
         metrics: GatewayMetrics,
+        presence: InternalClient | None = None,
     ):
         self.sio = sio
         self.metrics = metrics
-        # Set by the app once the socket table exists; None leaves presence out (unit use).
-        self.presence: PresenceLink | None = None
         self.watching: dict[str, set[str]] = {}
         self.settings = settings
         self.verifier = verifier
         self.history = history
         self.store_batcher = StoreBatcher(history, metrics.store_batch_size, settings.store_call_interval_seconds)
+        self.group_members = GroupMembers(history, settings.group_members_cache_seconds)
         self.user_of: dict[str, str] = {}
+        # The link resyncs presence from this very table (sid -> user), the node's truth.
+        self.presence = (None if presence is None
+                         else PresenceLink(presence, settings.node_id, settings.heartbeat_seconds, self.user_of))
         self.sockets_of: Counter[str] = Counter()  # user -> sockets on this node
         self.accepting = True
         self.in_flight = 0
@@ -115,9 +143,10 @@ class ChatHandler:
         self.read_limiter = RateLimiter(settings.read_rate_per_second, settings.read_burst)
         # watchPresence and GET /api/presence: one bucket, as both cost a history call.
         self.presence_limiter = RateLimiter(settings.presence_rate_per_second, settings.presence_burst)
-        # (sid, receiver) -> timer that sends `userStoppedTyping` if the client never does.
-        self._typing_timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        # (sid, target) -> timer that sends `userStoppedTyping` if the client never does.
+        self._typing_timers: dict[tuple[str, TypingTarget], asyncio.TimerHandle] = {}
         self._background: set[asyncio.Task] = set()
+        self.register()
 
     def register(self) -> None:
         self.sio.on("connect", self.connect)
@@ -186,9 +215,9 @@ class ChatHandler:
         self.watching.pop(sid, None)
         if self.presence is not None:
             self.presence.socket_disconnected(sid, user_id)
-        for sid_and_receiver in [key for key in self._typing_timers if key[0] == sid]:
-            self._typing_timers.pop(sid_and_receiver).cancel()
-            await self._emit_stopped_typing(user_id, sid_and_receiver[1])
+        for sid_and_target in [key for key in self._typing_timers if key[0] == sid]:
+            self._typing_timers.pop(sid_and_target).cancel()
+            await self._emit_stopped_typing(user_id, sid_and_target[1])
 
     async def drain(self, grace_seconds: float) -> None:
         """Refuse new sockets, let in-flight events finish, then drop every connection.
@@ -214,13 +243,20 @@ class ChatHandler:
         started = time.perf_counter()
         message = parse_model(SendMessage, payload)
         self.send_limiter.check(user_id)
-        body, created = await self.store_batcher.store(
-            {"senderId": user_id, "receiverId": message.receiver_id, "text": message.text, "clientId": message.client_id}
+        if message.group_id is not None:
+            conversation, target = {"groupId": message.group_id}, ("group", message.group_id)
+        else:
+            conversation, target = {"receiverId": message.receiver_id}, ("user", message.receiver_id)
+        stored = await self.store_batcher.store(
+            {"senderId": user_id, **conversation, "text": message.text, "clientId": message.client_id}
         )
-        if self._cancel_typing(sid, message.receiver_id):
-            await self._emit_stopped_typing(user_id, message.receiver_id)
-        if created:
-            await self.sio.emit("receiveMessage", body, room=user_room(message.receiver_id))
+        body = stored.message
+        if self._cancel_typing(sid, target):
+            await self._emit_stopped_typing(user_id, target)
+        if stored.created:
+            # One emit, to every receiver's room: the manager publishes it once per node holding
+            # any of them, and each node decodes it once, whatever the group's size.
+            await self._emit_to("receiveMessage", body, self._receiver_rooms(stored, message))
             await self.sio.emit("messageSent", body, room=user_room(user_id))
             self.metrics.messages_sent.inc()
             self.metrics.send_latency.observe(time.perf_counter() - started)
@@ -229,24 +265,42 @@ class ChatHandler:
             await self.sio.emit("messageSent", body, to=sid)
         return {"message": body}
 
+    @staticmethod
+    def _receiver_rooms(stored: Stored, message: SendMessage) -> list[str] | str:
+        if message.group_id is not None:
+            return [user_room(member) for member in stored.recipients or []]
+        return user_room(message.receiver_id)
+
     @socket_event("typing")
     async def typing(self, sid: str, user_id: str, payload: object) -> None:
-        receiver_id = parse_user_id(payload, "receiverId")
+        target = parse_typing_target(payload)
         self.typing_limiter.check(user_id)
-        key = (sid, receiver_id)
+        rooms = await self._typing_rooms(user_id, target)
+        key = (sid, target)
         if (timer := self._typing_timers.pop(key, None)) is not None:
             timer.cancel()
         self._typing_timers[key] = asyncio.get_running_loop().call_later(
             self.settings.typing_timeout_seconds, self._typing_expired, key, user_id
         )
-        await self.sio.emit("userTyping", user_id, room=user_room(receiver_id))
+        await self._emit_to("userTyping", typing_payload(user_id, target), rooms)
 
     @socket_event("stopTyping")
     async def stop_typing(self, sid: str, user_id: str, payload: object) -> None:
-        receiver_id = parse_user_id(payload, "receiverId")
+        target = parse_typing_target(payload)
         self.typing_limiter.check(user_id)
-        self._cancel_typing(sid, receiver_id)
-        await self._emit_stopped_typing(user_id, receiver_id)
+        await self._typing_rooms(user_id, target)  # a non-member is refused here too
+        self._cancel_typing(sid, target)
+        await self._emit_stopped_typing(user_id, target)
+
+    async def _typing_rooms(self, user_id: str, target: TypingTarget) -> list[str] | str:
+        """Who hears `user_id` typing: the receiver, or the group's other members (members only)."""
+        kind, target_id = target
+        if kind == "user":
+            return user_room(target_id)
+        members = await self.group_members.of(target_id)
+        if user_id not in members:
+            raise NotAMember()
+        return [user_room(member) for member in members if member != user_id]
 
     @socket_event("markRead")
     async def mark_read(self, sid: str, user_id: str, payload: object) -> dict:
@@ -299,20 +353,31 @@ class ChatHandler:
 
     # --- typing timers -------------------------------------------------------------------------
 
-    def _cancel_typing(self, sid: str, receiver_id: str) -> bool:
-        """Stops the timer; True when the receiver was still being shown "typing"."""
-        timer = self._typing_timers.pop((sid, receiver_id), None)
+    def _cancel_typing(self, sid: str, target: TypingTarget) -> bool:
+        """Stops the timer; True when the target was still being shown "typing"."""
+        timer = self._typing_timers.pop((sid, target), None)
         if timer is None:
             return False
         timer.cancel()
         return True
 
-    def _typing_expired(self, key: tuple[str, str], user_id: str) -> None:
+    def _typing_expired(self, key: tuple[str, TypingTarget], user_id: str) -> None:
         self._typing_timers.pop(key, None)
         self.spawn(self._emit_stopped_typing(user_id, key[1]))
 
-    async def _emit_stopped_typing(self, user_id: str, receiver_id: str) -> None:
-        await self.sio.emit("userStoppedTyping", user_id, room=user_room(receiver_id))
+    async def _emit_stopped_typing(self, user_id: str, target: TypingTarget) -> None:
+        try:
+            rooms = await self._typing_rooms(user_id, target)
+        except ParleyError as exc:  # removed from the group meanwhile, or history unreachable
+            log.info("no userStoppedTyping for a group: %s", exc.message)
+            return
+        await self._emit_to("userStoppedTyping", typing_payload(user_id, target), rooms)
+
+    async def _emit_to(self, event: str, data: object, rooms: list[str] | str) -> None:
+        """An emit to a room or a list of rooms; to none when the list is empty (python-socketio
+        reads an empty `to` as no target at all, and would send to every socket)."""
+        if rooms:
+            await self.sio.emit(event, data, to=rooms)
 
     def spawn(self, coroutine: Awaitable) -> None:
         """A fire-and-forget task that is kept referenced until done, and cancelled at shutdown."""

@@ -1,15 +1,16 @@
 """A gateway node's link to presence: batched socket changes, a heartbeat, resync on demand.
 
 The node's own table of sockets (sid -> user) is the truth. Changes are queued and sent in one
-call per FLUSH_SECONDS; one heartbeat per interval keeps the node alive in presence. When a call
-fails, or presence answers that it did not know this node alive (it restarted, Redis lost its
-state, or the node was swept), the next heartbeat sends the full table, and state converges.
-Chat never waits for presence.
+call per FLUSH_SECONDS; one heartbeat per interval asks presence whether it still holds this
+node's sockets. When a call fails, or presence answers that it holds none (Redis lost its state,
+or the node was swept), the next heartbeat sends the full table, and state converges.
+The node's liveness is not this link's: its Socket.IO manager keeps it in Redis, so chat neither
+waits for presence nor stops when presence is down.
 """
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Mapping
 
 from ..shared.errors import ParleyError
 from ..shared.internal import InternalClient
@@ -22,7 +23,8 @@ FLUSH_SECONDS = 0.05
 
 class PresenceLink:
     def __init__(self, presence: InternalClient, node_id: str, heartbeat_seconds: float,
-                 sockets: Callable[[], dict[str, str]]):
+                 sockets: Mapping[str, str]):
+        """`sockets` is the node's live table (sid -> user), read at each resync."""
         self._presence = presence
         self._node_id = node_id
         self._heartbeat_seconds = heartbeat_seconds
@@ -38,6 +40,12 @@ class PresenceLink:
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._flush_forever()), asyncio.create_task(self._heartbeat_forever())]
+
+    async def stop(self) -> None:
+        """No more flushes or heartbeats (presence's sweep forgets the node once its liveness lapses)."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def socket_connected(self, sid: str, user_id: str) -> None:
         self._connected.append((sid, user_id))
@@ -119,7 +127,7 @@ class PresenceLink:
 
     async def _resync(self) -> None:
         # The table is read and the queues cleared in one step, so no change is lost or doubled.
-        table = list(self._sockets().items())
+        table = list(self._sockets.items())
         self._connected, self._disconnected = [], []
         await self._presence.call(
             "PUT", f"/internal/presence/nodes/{self._node_id}", json={"sockets": table},
@@ -130,9 +138,7 @@ class PresenceLink:
 
     async def leave(self) -> None:
         """A drained node tells presence it is gone, rather than leaving it to the TTL."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.stop()
         try:
             await self._presence.call("DELETE", f"/internal/presence/nodes/{self._node_id}",
                                       route="/internal/presence/nodes/{nodeId}")

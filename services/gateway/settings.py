@@ -2,10 +2,10 @@
 
 from typing import Literal
 
-from ..shared.settings import DEV_INTERNAL_TOKENS, JwtSettings, ServiceSettings
+from ..shared.settings import DEV_INTERNAL_TOKENS, JwtSettings, NodeLivenessSettings, ServiceSettings
 
 
-class GatewaySettings(ServiceSettings, JwtSettings):
+class GatewaySettings(ServiceSettings, JwtSettings, NodeLivenessSettings):
     port: int = 8000
     internal_port: int = 8090
     # History's and presence's internal listeners, for the gateway's own calls.
@@ -19,9 +19,11 @@ class GatewaySettings(ServiceSettings, JwtSettings):
     cors_origins: str = "http://localhost:8000,http://localhost:8001,http://localhost:5173"
     # Where `npm ci` put the web client's packages (socket.io-client); empty: next to the code.
     webclient_modules: str = ""
+    # Seconds a node keeps a group's member list for typing (messages never use it: history
+    # answers each with its recipients). A removed member may see typing for this long at most.
+    group_members_cache_seconds: float = 2.0
     # A `typing` with no `stopTyping` is cleared by the server after this many seconds.
     typing_timeout_seconds: float = 5.0
-    heartbeat_seconds: float = 5.0
     # After SIGTERM, seconds /readyz answers 503 before sockets are closed, so a load balancer
     # that polls readiness (haproxy) stops sending new clients here first. Kubernetes removes
     # the pod from its endpoints during the preStop pause instead.

@@ -129,8 +129,8 @@ def conversation_json(row: Row) -> dict:
     # In a group's row of the store's _CONVERSATIONS, p_name and p_profile_image hold its name and image.
     group = {"_id": str(row["group_id"]), "name": row["p_name"], "image": row["p_profile_image"],
              "memberCount": row["member_count"]}
-    return {"_id": group, "group": True, "lastMessage": last_message_json(row, row["group_id"]),
-            "unreadCount": row["unread_count"]}
+    last = last_message_json(row, row["group_id"]) if row["id"] is not None else None  # no message yet
+    return {"_id": group, "group": True, "lastMessage": last, "unreadCount": row["unread_count"]}
 
 
 def deletion_json(message_id: int, sender_id: str, receiver_id: str | None, group_id: int | None = None) -> dict:

@@ -40,7 +40,7 @@ USER = param("userId", "path", "The user", USER_ID)
 CONVERSATION = {
     "type": "object",
     "properties": {"_id": {"anyOf": [PROFILE, GROUP_SUMMARY]}, "group": {"type": "boolean"},
-                   "lastMessage": {"type": "object"}, "unreadCount": {"type": "integer"}},
+                   "lastMessage": {"type": ["object", "null"]}, "unreadCount": {"type": "integer"}},
 }
 SYNC = {
     "type": "object",

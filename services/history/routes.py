@@ -53,9 +53,8 @@ async def list_conversations(request: web.Request) -> web.Response:
     me = current_user(request)
     limit = limit_param(request.query, CONVERSATIONS_PAGE)
     before = cursor_param(request.query, "before")
-    conversations, has_more = await request.app[STORE].list_conversations(me, before, limit)
-    cursor = conversations[-1]["lastMessage"]["_id"] if conversations else None
-    return with_next_link(request, conversations, has_more, "before", cursor)
+    conversations, next_cursor = await request.app[STORE].list_conversations(me, before, limit)
+    return with_next_link(request, conversations, next_cursor is not None, "before", next_cursor)
 
 
 @public_routes.get("/api/messages/sync")

@@ -171,11 +171,13 @@ class MessageStore:
         has_more = len(rows) > limit
         return [message_json(row) for row in reversed(rows[:limit])], has_more
 
-    async def list_conversations(self, me: str, before: int | None, limit: int) -> tuple[list[dict], bool]:
+    async def list_conversations(self, me: str, before: int | None, limit: int) -> tuple[list[dict], str | None]:
+        """A page of my conversations, newest activity first, and the cursor of the next page
+        (None when this is the last): a position in the change feed, as message ids are."""
         async with self._connection() as connection:
             rows = await connection.fetch(_CONVERSATIONS, me, before or _MAX_ID, limit + 1)
-        has_more = len(rows) > limit
-        return [conversation_json(row) for row in rows[:limit]], has_more
+        next_cursor = str(rows[limit - 1]["position"]) if len(rows) > limit else None
+        return [conversation_json(row) for row in rows[:limit]], next_cursor
 
     async def mark_read(self, reader_id: str, partner_id: str) -> tuple[int, str | None]:
         """Marks the partner's messages to the reader read: how many, and the newest id."""
@@ -364,23 +366,26 @@ SELECT page.*, m.*, CASE WHEN page.is_group THEN (SELECT count(*) FROM group_mem
                END AS member_count
 FROM (
     (SELECT false AS is_group, c.partner_id, NULL::bigint AS group_id, c.unread_count,
-            p.user_name AS p_user_name, p.name AS p_name, p.profile_image AS p_profile_image, c.last_message_id
+            p.user_name AS p_user_name, p.name AS p_name, p.profile_image AS p_profile_image, c.last_message_id,
+            c.last_message_id AS position
      FROM conversations c JOIN users p ON p.id = c.partner_id
      WHERE c.owner_id = $1 AND c.last_message_id IS NOT NULL AND c.last_message_id < $2
      ORDER BY c.last_message_id DESC LIMIT $3)
     UNION ALL
-    (SELECT true, NULL, g.id, GREATEST(g.last_seq - gm.read_seq, 0)::int, NULL, g.name, g.image, g.last_message_id
+    (SELECT true, NULL, g.id, GREATEST(g.last_seq - gm.read_seq, 0)::int, NULL, g.name, g.image, g.last_message_id,
+            g.activity_id
      FROM group_members gm JOIN groups g ON g.id = gm.group_id
-     WHERE gm.user_id = $1 AND g.last_message_id < $2
-     ORDER BY g.last_message_id DESC LIMIT $3)
-    ORDER BY last_message_id DESC LIMIT $3
+     WHERE gm.user_id = $1 AND g.activity_id < $2
+     ORDER BY g.activity_id DESC LIMIT $3)
+    ORDER BY position DESC LIMIT $3
 ) AS page
-JOIN LATERAL (
+LEFT JOIN LATERAL (
+    -- A group without messages yet has none: its entry's lastMessage is null.
     SELECT m.id, m.sender_id, m.receiver_id, m.text, m.client_id, m.is_read, m.read_at,
            m.created_at, m.updated_at
     FROM messages m WHERE m.id = page.last_message_id
 ) AS m ON true
-ORDER BY page.last_message_id DESC
+ORDER BY page.position DESC
 """
 
 # The summary is decremented by what this statement marked, not reset to zero, so a message
@@ -503,7 +508,8 @@ WITH input AS MATERIALIZED (
        OR i.n = (SELECT min(j.n) FROM input j WHERE j.sender_id = i.sender_id AND j.client_id = i.client_id)
     ORDER BY i.n
 ), counted AS (
-    UPDATE groups g SET last_seq = g.last_seq + c.k, last_message_id = GREATEST(g.last_message_id, c.newest)
+    UPDATE groups g SET last_seq = g.last_seq + c.k, last_message_id = GREATEST(g.last_message_id, c.newest),
+                        activity_id = GREATEST(g.activity_id, c.newest)
     FROM (SELECT group_id, count(*) AS k, max(id) AS newest FROM numbered GROUP BY group_id) AS c
     WHERE g.id = c.group_id
     RETURNING g.id, g.last_seq - c.k AS base

@@ -35,7 +35,7 @@ async def stores_and_clients(app: web.Application):
     client = redis.Redis.from_url(
         settings.redis_url, decode_responses=True, socket_timeout=2, socket_connect_timeout=2, retry_on_timeout=True
     )
-    store = PresenceStore(client, settings.redis_prefix, settings.node_ttl_seconds)
+    store = PresenceStore(client, settings.redis_prefix)
     history = InternalClient(
         "history",
         settings.history_url,
@@ -53,7 +53,7 @@ async def stores_and_clients(app: web.Application):
 
 
 async def sweeper(app: web.Application):
-    """Every heartbeat interval, forgets the sockets of nodes that stopped heartbeating.
+    """Every heartbeat interval, forgets the sockets of nodes whose liveness key has lapsed.
 
     Any number of presence replicas may sweep: the sweep of a node is atomic and happens once.
     """

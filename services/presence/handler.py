@@ -38,9 +38,16 @@ class PresenceHandler:
         return offline
 
     async def heartbeat(self, node_id: str) -> bool:
-        """True when the node must resync: presence did not know it alive (new, swept as dead,
-        or Redis lost the state), and its full socket list makes the state converge again."""
-        return not await self._store.heartbeat(node_id)
+        """True when the node must resync: presence holds no sockets of it, and the node's full
+        socket list makes the state converge again.
+
+        The heartbeat is not the node's liveness (the node keeps its own key, which the sweep
+        reads), so presence knows it lost a node's state by the node's absence from the set of
+        known nodes: a node is added to it with its first report (or resync) and taken out by
+        the sweep that forgets it (its liveness lapsed) or when it leaves; a node that is new, or
+        a Redis that restarted empty, has it missing too.
+        """
+        return not await self._store.knows(node_id)
 
     async def online_among(self, user_ids: list[str]) -> list[str]:
         return await self._store.online_among(user_ids)

@@ -1,9 +1,9 @@
 """Everything the presence service reads from its environment."""
 
-from ..shared.settings import DEV_INTERNAL_TOKENS, ServiceSettings
+from ..shared.settings import DEV_INTERNAL_TOKENS, HeartbeatSettings, ServiceSettings
 
 
-class PresenceSettings(ServiceSettings):
+class PresenceSettings(ServiceSettings, HeartbeatSettings):
     port: int = 8200
     internal_port: int = 8201
     # History's internal listener (conversation partners, for announcements).
@@ -12,9 +12,6 @@ class PresenceSettings(ServiceSettings):
     internal_token: str = DEV_INTERNAL_TOKENS["presence"]
     # The gateways' token: the only callers admitted to presence's internal API.
     gateway_internal_token: str = DEV_INTERNAL_TOKENS["gateway"]
-    # Gateways heartbeat every `heartbeat_seconds`; a node silent for `node_ttl_seconds` is dead.
-    heartbeat_seconds: float = 5.0
-    node_ttl_seconds: float = 15.0
     internal_timeout_seconds: float = 5.0
 
     def caller_tokens(self) -> dict[str, str]:

@@ -2,6 +2,10 @@
 
 A user is online while their count of sockets (on nodes not yet swept) is above zero; each
 script returns the users whose count crossed zero, the only moments anyone is told.
+
+Whether a gateway node is alive is not presence's to say: the node keeps its own liveness key
+(`keys.node_alive_key`, written by its Socket.IO manager), which presence only reads, to sweep
+the sockets of nodes whose key has lapsed.
 """
 
 import logging
@@ -14,15 +18,14 @@ from ..shared.keys import known_nodes_key, node_alive_key, node_sockets_key, soc
 
 log = logging.getLogger(__name__)
 
-# KEYS: node sockets hash, per-user counts, known nodes, node alive key.
-# ARGV: ttl ms, node id, then pairs: sid, user (connected), "-", then sid, user (disconnected).
+# KEYS: node sockets hash, per-user counts, known nodes (then the node alive key, unused here).
+# ARGV: node id, then pairs: sid, user (connected), "-", then sid, user (disconnected).
 # Returns {online users, offline users}. Adding an existing sid or removing a missing one
 # changes nothing, so a retried batch is harmless.
 _APPLY_EVENTS = """
 local online, offline = {}, {}
-redis.call('SET', KEYS[4], '1', 'PX', ARGV[1])
-redis.call('SADD', KEYS[3], ARGV[2])
-local i, removing = 3, false
+redis.call('SADD', KEYS[3], ARGV[1])
+local i, removing = 2, false
 while i <= #ARGV do
   if ARGV[i] == '-' then
     removing = true
@@ -48,12 +51,12 @@ return {online, offline}
 """
 
 # KEYS: node sockets hash, per-user counts, known nodes, node alive key. ARGV: node id, "force".
-# Forgets every socket of a node whose alive key has expired (checked here, atomically, so a
-# node that heartbeats meanwhile is kept), or of a node that left ("force"). Once only: the hash
-# is gone afterwards. Returns the users who went offline.
+# Forgets every socket of a node whose alive key has lapsed (checked here, atomically, so a node
+# that refreshes it meanwhile is kept), or of a node that left ("force"; its key is the node's
+# own, left alone). Once only: the hash is gone afterwards, and the node no longer known.
+# Returns the users who went offline.
 _SWEEP_NODE = """
 if ARGV[2] ~= 'force' and redis.call('EXISTS', KEYS[4]) == 1 then return {} end
-redis.call('DEL', KEYS[4])
 local offline = {}
 local pairs_ = redis.call('HGETALL', KEYS[1])
 for i = 1, #pairs_, 2 do
@@ -72,10 +75,9 @@ return offline
 class PresenceStore:
     """Expects a client made with `decode_responses=True`."""
 
-    def __init__(self, client: redis.Redis, prefix: str, node_ttl_seconds: float):
+    def __init__(self, client: redis.Redis, prefix: str):
         self._redis = client
         self._prefix = prefix
-        self._ttl_ms = int(node_ttl_seconds * 1000)
         self._apply = client.register_script(_APPLY_EVENTS)
         self._sweep = client.register_script(_SWEEP_NODE)
 
@@ -94,7 +96,7 @@ class PresenceStore:
         self, node_id: str, connected: list[tuple[str, str]], disconnected: list[tuple[str, str]]
     ) -> tuple[list[str], list[str]]:
         """Sockets that came and went on a node: the users who came online and went offline."""
-        argv: list[str] = [str(self._ttl_ms), node_id]
+        argv: list[str] = [node_id]
         for sid, user in connected:
             argv += [sid, user]
         argv.append("-")
@@ -103,12 +105,10 @@ class PresenceStore:
         online, offline = await self._guard(self._apply(keys=self._keys(node_id), args=argv))
         return list(online), list(offline)
 
-    async def heartbeat(self, node_id: str) -> bool:
-        """Refreshes the node's liveness; False when it was not alive (new, swept, or Redis lost it)."""
-        was_alive = await self._guard(
-            self._redis.set(node_alive_key(self._prefix, node_id), "1", px=self._ttl_ms, get=True)
-        )
-        return was_alive is not None
+    async def knows(self, node_id: str) -> bool:
+        """Whether presence holds the node's sockets: False for a node that never reported, one
+        swept (its liveness lapsed) or forgotten (it left), or when Redis lost the state."""
+        return bool(await self._guard(self._redis.sismember(known_nodes_key(self._prefix), node_id)))
 
     async def replace_node(self, node_id: str, sockets: list[tuple[str, str]]) -> tuple[list[str], list[str]]:
         """Makes the node's recorded sockets exactly `sockets` (the gateway's own list)."""

@@ -21,6 +21,10 @@ class ErrorCode(StrEnum):
     NOT_FOUND = "not_found"
     UNKNOWN_RECEIVER = "unknown_receiver"
     UNKNOWN_SENDER = "unknown_sender"
+    UNKNOWN_GROUP = "unknown_group"
+    NOT_A_MEMBER = "not_a_member"
+    GROUP_FULL = "group_full"
+    LAST_ADMIN = "last_admin"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     PAYLOAD_TOO_LARGE = "payload_too_large"
     RATE_LIMITED = "rate_limited"
@@ -77,6 +81,15 @@ class NotFound(ParleyError):
 
 class UnknownUser(NotFound):
     pass
+
+
+class NotAMember(Forbidden):
+    """Acting in a group one is not, or no longer, a member of (history and gateways refuse it)."""
+
+    code = ErrorCode.NOT_A_MEMBER
+
+    def __init__(self, message: str = "You are not a member of this group"):
+        super().__init__(message)
 
 
 class RateLimited(ParleyError):

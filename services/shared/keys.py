@@ -17,8 +17,11 @@ def presence_room(user_id: str) -> str:
 
 
 def node_alive_key(prefix: str, node_id: str) -> str:
-    """Exists while the gateway node heartbeats; its TTL is what declares a node dead."""
-    return f"{prefix}:presence:node:{node_id}:alive"
+    """A gateway node's one liveness record: the node refreshes it every HEARTBEAT_SECONDS with a
+    TTL of NODE_TTL_SECONDS (routed_manager); once it lapses, routed emits skip the node and
+    presence's sweeper forgets its sockets. The node id comes last: the routing script appends
+    it to `node_alive_key(prefix, "")`."""
+    return f"{prefix}:node-alive:{node_id}"
 
 
 def node_sockets_key(prefix: str, node_id: str) -> str:
@@ -44,9 +47,3 @@ def node_channel(prefix: str, node_id: str) -> str:
 def user_nodes_key(prefix: str, user_id: str) -> str:
     """Set: the gateway nodes holding this user's sockets."""
     return f"{prefix}:route:nodes-of:{user_id}"
-
-
-def route_node_key(prefix: str, node_id: str) -> str:
-    """Exists while the gateway node is alive to receive routed emits (its manager refreshes it).
-    The node id comes last: the routing script appends it to `route_node_key(prefix, "")`."""
-    return f"{prefix}:route:alive:{node_id}"

@@ -4,8 +4,10 @@ python-socketio's AsyncRedisManager publishes every emit on one channel that eve
 decodes, so each node pays for all the traffic of the cluster. Here each node also listens on a
 channel of its own, and keeps, in Redis, which nodes hold sockets of each `user:<id>` room (a
 set of node ids, written when a user's first socket arrives on a node and when their last one
-leaves). A node proves it is alive with one key of its own, refreshed every 10 s: an idle
-cluster costs one Redis command per node per refresh, not one per connected user. An emit to
+leaves). A node proves it is alive with its one liveness key (`keys.node_alive_key`), written
+here at start and every HEARTBEAT_SECONDS with a TTL of NODE_TTL_SECONDS: an idle cluster costs
+one Redis command per node per refresh, not one per connected user. Presence's sweeper reads the
+same key, so a node's users go offline when its routes die, and delivery never waits on presence. An emit to
 user rooms is published only on the channels of the live nodes found there (a dead node's
 entries are dropped as they are met); anything else (other rooms, everyone) and any emit whose
 lookup fails goes on the shared channel, as before.
@@ -40,13 +42,12 @@ from socketio.packet import EVENT
 
 from . import fast_json
 from .batching import Batcher
-from .keys import node_channel, route_node_key, sio_channel, user_nodes_key
+from .keys import node_alive_key, node_channel, sio_channel, user_nodes_key
+from .settings import NodeLivenessSettings
 
 log = logging.getLogger(__name__)
 
 USER_ROOM_PREFIX = "user:"
-NODE_TTL_SECONDS = 30  # a node that stopped refreshing its key is skipped (and forgotten) after this
-ROUTE_REFRESH_SECONDS = 10.0
 # A user's entry lapses this long after it was last written, which only matters for entries of
 # nodes that died without cleaning up; live nodes write theirs again at half that age.
 USER_ROUTE_TTL_SECONDS = 3600
@@ -90,10 +91,15 @@ class RoutedRedisManager(AsyncPubSubManager):
     name = "parley-routed-redis"
 
     def __init__(self, url: str, prefix: str, node_id: str | None = None, write_only: bool = False,
-                 received: Counter | None = None):
+                 received: Counter | None = None, liveness: NodeLivenessSettings | None = None):
+        """`liveness` (HEARTBEAT_SECONDS, NODE_TTL_SECONDS) is required of a node that listens;
+        a write-only manager (history, presence) holds no sockets and keeps no key."""
         super().__init__(channel=sio_channel(prefix), write_only=write_only, logger=log)
+        if liveness is None and not write_only:
+            raise ValueError("a listening node needs its liveness settings")
         self._prefix = prefix
         self.node_id = node_id
+        self._liveness = liveness
         self._redis = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
         self._received = received
         self._registered: set[str] = set()  # user rooms this node has entered in the registry
@@ -173,7 +179,7 @@ class RoutedRedisManager(AsyncPubSubManager):
         self._publisher.submit_nowait((keys, encoded)).add_done_callback(_log_publish_failure)
 
     async def _publish_batch(self, emits: list[tuple[list[str], bytes]]) -> list[None]:
-        args: list = [self.node_id or "", node_channel(self._prefix, ""), route_node_key(self._prefix, "")]
+        args: list = [self.node_id or "", node_channel(self._prefix, ""), node_alive_key(self._prefix, "")]
         for keys, encoded in emits:
             args += [len(keys), encoded]
         try:
@@ -212,7 +218,7 @@ class RoutedRedisManager(AsyncPubSubManager):
         emits would skip it)."""
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.set(route_node_key(self._prefix, self.node_id), 1, ex=NODE_TTL_SECONDS)
+                pipe.set(node_alive_key(self._prefix, self.node_id), 1, px=self._ttl_ms)
                 for user_room in rooms:
                     key = user_nodes_key(self._prefix, user_room[len(USER_ROOM_PREFIX):])
                     pipe.sadd(key, self.node_id)
@@ -228,14 +234,19 @@ class RoutedRedisManager(AsyncPubSubManager):
         return {room for room, members in self.rooms.get("/", {}).items()
                 if isinstance(room, str) and room.startswith(USER_ROOM_PREFIX) and members}
 
+    @property
+    def _ttl_ms(self) -> int:
+        return int(self._liveness.node_ttl_seconds * 1000)
+
     async def _refresh_forever(self) -> None:
+        """From start-up on: a live node with no user yet is alive too (presence asks)."""
         written = time.monotonic()
         while True:
-            await asyncio.sleep(ROUTE_REFRESH_SECONDS)
             written = await self._refresh(written)
+            await asyncio.sleep(self._liveness.heartbeat_seconds)
 
     async def _refresh(self, written: float) -> float:
-        """Keeps this node's key alive and its entries right; when they were last all written."""
+        """Keeps this node's liveness key alive and its entries right; when they were last all written."""
         local = self._local_user_rooms()
         gone = self._registered - local
         if gone:
@@ -243,10 +254,10 @@ class RoutedRedisManager(AsyncPubSubManager):
         try:
             # GET: the previous value, None if the key had lapsed (Redis unreachable for longer
             # than its TTL, or restarted empty): other nodes may have dropped our entries then.
-            lapsed = await self._redis.set(route_node_key(self._prefix, self.node_id), 1, ex=NODE_TTL_SECONDS,
+            lapsed = await self._redis.set(node_alive_key(self._prefix, self.node_id), 1, px=self._ttl_ms,
                                            get=True) is None
         except (RedisError, OSError) as exc:
-            log.warning("could not refresh this node's route key: %r", exc)
+            log.warning("could not refresh this node's liveness key: %r", exc)
             return written
         if lapsed or time.monotonic() - written > USER_ROUTE_TTL_SECONDS / 2:
             await self._register(sorted(local))
@@ -287,7 +298,7 @@ class RoutedRedisManager(AsyncPubSubManager):
             raise NotSubscribed("not yet subscribed to this node's pub/sub channels")
 
     def initialize(self):
-        """Also starts refreshing this node's route key (its liveness for routed emits)."""
+        """Also starts refreshing this node's liveness key (for routed emits and presence)."""
         super().initialize()
         if not self.write_only:
             self._refresher = asyncio.ensure_future(self._refresh_forever())
@@ -330,7 +341,7 @@ class RoutedRedisManager(AsyncPubSubManager):
                 await pubsub.aclose()
 
     async def close(self) -> None:
-        """Stops listening and refreshing, leaves the registry, closes the connection."""
+        """Stops listening and refreshing, leaves the registry, drops its liveness key, closes the connection."""
         await self._publisher.close()  # what is queued still goes out
         await self._registrar.close()
         tasks = [task for task in (getattr(self, "thread", None), self._refresher) if task is not None]
@@ -339,10 +350,11 @@ class RoutedRedisManager(AsyncPubSubManager):
         await asyncio.gather(*tasks, return_exceptions=True)
         if self._registered and not self.write_only:
             await self._unregister(sorted(self._registered))
+        if self._refresher is not None:  # this node is gone: routing and presence need not wait for the TTL
             try:
-                await self._redis.delete(route_node_key(self._prefix, self.node_id))
+                await self._redis.delete(node_alive_key(self._prefix, self.node_id))
             except (RedisError, OSError) as exc:
-                log.warning("could not remove this node's route key (it lapses by itself): %r", exc)
+                log.warning("could not remove this node's liveness key (it lapses by itself): %r", exc)
         await self._redis.aclose()
 
 

@@ -60,6 +60,29 @@ class ServiceSettings(BaseSettings):
         return {}
 
 
+class HeartbeatSettings(BaseSettings):
+    """The rhythm gateways beat at and presence sweeps at (both read it, so they agree)."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    # Seconds between a gateway's refreshes of its liveness key (and heartbeats to presence),
+    # and between presence's sweeps for nodes whose key has lapsed.
+    heartbeat_seconds: float = 5.0
+
+
+class NodeLivenessSettings(HeartbeatSettings):
+    """How long a gateway node's liveness lasts without a refresh (`keys.node_alive_key`).
+
+    One record: the node writes its key itself (routed_manager), so delivery never depends on
+    presence being up; the routing script and presence's sweeper only read it.
+    """
+
+    # The key's TTL: a node silent this long is dead, so routed emits skip it and presence
+    # forgets its sockets (its users go offline). Three heartbeats, so one lost refresh (or a
+    # slow Redis) does not declare a live node dead.
+    node_ttl_seconds: float = 15.0
+
+
 class JwtSettings(BaseSettings):
     """How user tokens are verified (and, for development, issued)."""
 

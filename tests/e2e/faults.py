@@ -11,12 +11,18 @@ from tests.support import ChatClient, User
 
 @dataclass
 class Sender:
-    """One client sending to one receiver at a steady pace, recording every outcome."""
+    """One client sending to one receiver (or, with `group_id`, to a group) at a steady pace,
+    recording every outcome."""
 
     client: ChatClient
-    receiver: User
+    receiver: User | None
     acked: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    group_id: str | None = None
+
+    @property
+    def conversation(self) -> dict:
+        return {"groupId": self.group_id} if self.group_id else {"receiverId": self.receiver.id}
 
     async def run(self, stop: asyncio.Event, interval: float = 0.05) -> None:
         number = 0
@@ -24,7 +30,7 @@ class Sender:
             number += 1
             try:
                 ack = await self.client.call(
-                    "sendMessage", {"receiverId": self.receiver.id, "text": f"fault test {number}"}, timeout=5
+                    "sendMessage", {**self.conversation, "text": f"fault test {number}"}, timeout=5
                 )
             except Exception as exc:  # a dropped connection or a timed-out ack: nothing acknowledged
                 self.errors.append(type(exc).__name__)
@@ -86,5 +92,20 @@ async def tally(
         recovered = await synced_ids(gateway_url, sender.receiver)
         ended_with += len(set(sender.acked) & (live | recovered))
     result = Tally(len(acked), len(stored & set(acked)), ended_with, len(acked) - min(len(stored), ended_with))
+    RECORDED.append((fault, result))
+    return result
+
+
+async def tally_group(fault: str, database_url: str, gateway_url: str, sender: Sender,
+                      members: dict[str, tuple[User, ChatClient]]) -> Tally:
+    """As `tally`, for one sender in a group: `received` counts the acknowledged messages that
+    every other member ended with (live, or through `sync`)."""
+    acked = set(sender.acked)
+    stored = await stored_ids(database_url, sender.acked)
+    reached_all = set(acked)
+    for user, client in members.values():
+        live = {message["_id"] for message in client.received("receiveMessage")}
+        reached_all &= live | await synced_ids(gateway_url, user)
+    result = Tally(len(acked), len(stored & acked), len(reached_all), len(acked) - min(len(stored), len(reached_all)))
     RECORDED.append((fault, result))
     return result

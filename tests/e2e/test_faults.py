@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 
 from services.devtools.stores import PrivatePostgres, ensure_database
-from tests.e2e.faults import Sender, tally
+from tests.e2e.faults import Sender, tally, tally_group
 from tests.support import (TEST_RUN_DIR, ChatClient, TestStores, create_user, migrate, private_redis_server,
                            running_cluster)
 
@@ -211,6 +211,49 @@ async def test_gateway_killed_clients_move_to_the_other_node_and_nothing_is_lost
     assert result.acknowledged == result.stored == result.received and result.lost == 0, result
 
 
+async def test_gateway_killed_mid_group_conversation_loses_nothing(fault_cluster):
+    """A group of four over both nodes: SIGKILL node a under the sender; it moves to node b."""
+    users = [await create_user(fault_cluster.history_url) for _ in range(4)]
+    status, group = await post(f"{fault_cluster.gateway_url('b')}/api/groups",
+                               {"name": "Fault", "memberIds": [user.id for user in users[1:]]}, users[0].auth_headers)
+    assert status == 201, group
+    clients = [ChatClient(fault_cluster.gateway_url(node), user.token) for node, user in zip("abab", users)]
+    for client in clients:
+        await client.connect()
+    sender = Sender(clients[0], None, group_id=group["_id"])
+    members = {user.id: (user, client) for user, client in zip(users[1:], clients[1:])}
+    node_a = fault_cluster.stack["gateway-a"]
+
+    async def kill_node_a():
+        node_a.kill()
+        for user_id, (user, client) in [(user_id, pair) for user_id, pair in members.items()
+                                        if pair[1].url == fault_cluster.gateway_url("a")]:
+            await client.close()
+            moved = await ChatClient(fault_cluster.gateway_url("b"), user.token).connect()
+            clients.append(moved)
+            members[user_id] = (user, moved)
+        await sender.client.close()
+        sender.client = await ChatClient(fault_cluster.gateway_url("b"), users[0].token).connect()
+        clients.append(sender.client)
+
+    try:
+        await run_traffic([sender], kill_node_a)
+        result = await tally_group("gateway SIGKILL (group of 4)", fault_cluster.database_url,
+                                   fault_cluster.gateway_url("b"), sender, members)
+    finally:
+        for client in clients:
+            await client.close()
+
+    assert sender.acked
+    assert result.acknowledged == result.stored == result.received and result.lost == 0, result
+
+
+async def post(url: str, body: dict, headers) -> tuple[int, dict]:
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, json=body, headers=headers) as answer:
+            return answer.status, await answer.json()
+
+
 async def befriend(cluster, ada, grace) -> None:
     client = ChatClient(cluster.gateway_url("a"), ada.token)
     await client.connect()
@@ -263,7 +306,10 @@ async def test_presence_restarted_state_converges(fault_cluster):
         await first.close()
         other = ChatClient(fault_cluster.gateway_url("a"), grace.token)
         await other.connect()
-        assert (await other.call("sendMessage", {"receiverId": ada.id, "text": "presence is down"}))["ok"]
+        ack = await other.call("sendMessage", {"receiverId": ada.id, "text": "presence is down"})
+        assert ack["ok"]
+        # Delivered live across nodes: routing reads the nodes' own liveness, never presence.
+        await second.wait_for("receiveMessage", lambda m: m["_id"] == ack["message"]["_id"])
         presence.start()
         await asyncio.to_thread(presence.wait_ready)
 

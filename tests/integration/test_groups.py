@@ -433,6 +433,28 @@ async def test_the_conversation_list_mixes_groups_and_partners_newest_first(api)
     assert [c["_id"]["_id"] for c in rest] == [climbing["_id"], ada.id]
 
 
+async def test_a_new_group_is_listed_at_once_and_moves_up_with_its_messages(api):
+    me, ada = await api.user(), await api.user()
+    await api.store({"senderId": ada.id, "receiverId": me.id, "text": "before the group"})
+    quiet = await api.create(ada, me, name="Quiet")
+
+    conversations = await api.conversations(me)
+
+    assert [(c.get("group", False), c["_id"]["_id"]) for c in conversations] == [(True, quiet["_id"]), (False, ada.id)]
+    assert conversations[0]["lastMessage"] is None and conversations[0]["unreadCount"] == 0
+    # Pages break between an empty group and a 1:1 conversation as anywhere else.
+    page, headers = await api.call("GET", "/api/messages/conversations?limit=1", me)
+    rest, _ = await api.call("GET", re.fullmatch(r'<(.+)>; rel="next"', headers["Link"]).group(1), me)
+    assert [c["_id"]["_id"] for c in page + rest] == [quiet["_id"], ada.id]
+
+    await api.store({"senderId": ada.id, "receiverId": me.id, "text": "newer direct"})
+    assert [c["_id"]["_id"] for c in await api.conversations(me)] == [ada.id, quiet["_id"]]
+    await api.send(ada, quiet, "first words")
+    listed = await api.conversations(me)
+    assert [c["_id"]["_id"] for c in listed] == [quiet["_id"], ada.id]
+    assert listed[0]["lastMessage"]["text"] == "first words" and listed[0]["unreadCount"] == 1
+
+
 async def test_sync_and_search_cover_my_groups(api):
     me, ada, outsider = await api.user(), await api.user(), await api.user()
     group = await api.create(me, ada)

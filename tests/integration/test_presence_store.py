@@ -15,6 +15,11 @@ from tests.support import eventually
 NODE_TTL_SECONDS = 30
 
 
+async def keep_alive(client: redis.Redis, prefix: str, node_id: str, ttl_seconds: float = NODE_TTL_SECONDS) -> None:
+    """The node's liveness key, as its gateway's Socket.IO manager writes it (presence only reads it)."""
+    await client.set(node_alive_key(prefix, node_id), 1, px=int(ttl_seconds * 1000))
+
+
 @pytest.fixture
 async def space(stores):
     """A Redis client and a key prefix of the test's own, emptied afterwards."""
@@ -30,7 +35,7 @@ async def space(stores):
 @pytest.fixture
 def store(space):
     client, prefix = space
-    return PresenceStore(client, prefix, node_ttl_seconds=NODE_TTL_SECONDS)
+    return PresenceStore(client, prefix)
 
 
 async def test_online_once_per_user_offline_with_the_last_socket(store):
@@ -52,11 +57,12 @@ async def test_a_repeated_batch_changes_nothing(store):
 
 async def test_a_silent_node_is_swept_once_even_by_concurrent_sweepers(space, store):
     client, prefix = space
-    # The same presence, as a replica configured with a short TTL would write it.
-    short_lived = PresenceStore(client, prefix, node_ttl_seconds=0.2)
-    await short_lived.apply_events("dead", [("s1", "ada"), ("s2", "ada"), ("s3", "grace")], [])
+    # "dead" stops refreshing its key, which lapses shortly; "live" keeps its own.
+    await keep_alive(client, prefix, "dead", ttl_seconds=0.2)
+    await keep_alive(client, prefix, "live")
+    await store.apply_events("dead", [("s1", "ada"), ("s2", "ada"), ("s3", "grace")], [])
     await store.apply_events("live", [("s4", "grace")], [])
-    assert await store.heartbeat("live") is True
+    assert await store.knows("live") is True
 
     async def dead_lapsed() -> None:
         assert not await client.exists(node_alive_key(prefix, "dead"))
@@ -68,9 +74,9 @@ async def test_a_silent_node_is_swept_once_even_by_concurrent_sweepers(space, st
 
 
 async def test_a_node_unknown_to_presence_is_asked_to_resync_and_converges(store):
-    assert await store.heartbeat("a") is False  # first heartbeat: send your sockets
+    assert await store.knows("a") is False  # never reported: its heartbeat is answered "resync"
     await store.apply_events("a", [("s1", "ada"), ("s2", "grace")], [])
-    assert await store.heartbeat("a") is True
+    assert await store.knows("a") is True
     # The node's own table says: s1 gone, s3 (edsger) here.
     assert await store.replace_node("a", [("s2", "grace"), ("s3", "edsger")]) == (["edsger"], ["ada"])
     assert await store.online_among(["ada", "grace", "edsger"]) == ["grace", "edsger"]
@@ -81,3 +87,12 @@ async def test_a_node_that_leaves_is_forgotten_at_once(store):
     await store.apply_events("b", [("s2", "ada"), ("s3", "grace")], [])
     assert sorted(await store.forget_node("b")) == ["grace"]
     assert await store.online_among(["ada", "grace"]) == ["ada"]
+
+
+async def test_a_swept_node_is_asked_to_resync_and_known_again_once_it_has(store):
+    # No liveness key: the node's manager stopped refreshing it (or Redis lost it).
+    await store.apply_events("a", [("s1", "ada")], [])
+    assert await store.sweep_dead_nodes() == ["ada"]
+    assert await store.knows("a") is False
+    assert await store.replace_node("a", [("s1", "ada")]) == (["ada"], [])
+    assert await store.knows("a") is True

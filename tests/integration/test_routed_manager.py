@@ -6,11 +6,14 @@ import pytest
 import redis.asyncio as redis
 import socketio
 
-from services.shared.keys import node_channel, route_node_key, sio_channel, user_nodes_key
+from services.shared.keys import node_alive_key, node_channel, sio_channel, user_nodes_key
 from services.shared.routed_manager import NotSubscribed, RoutedRedisManager
+from services.shared.settings import NodeLivenessSettings
 from tests.support import TEST_RUN_DIR, eventually, private_redis_server
 
 PREFIX = "routing-test"
+# Long enough that no node's liveness lapses during a test unless the test deletes its key.
+LIVENESS = NodeLivenessSettings(heartbeat_seconds=10, node_ttl_seconds=30)
 MARKER = b"marker"
 
 
@@ -23,7 +26,7 @@ def private_redis():
 @pytest.fixture
 async def nodes(private_redis):
     """Managers of two gateway nodes (no sockets, no listener: their registry side only)."""
-    managers = [RoutedRedisManager(private_redis.url, PREFIX, node_id=node) for node in ("n1", "n2")]
+    managers = [RoutedRedisManager(private_redis.url, PREFIX, node_id=node, liveness=LIVENESS) for node in ("n1", "n2")]
     yield managers
     for manager in managers:
         await manager._redis.aclose()
@@ -76,7 +79,7 @@ async def test_an_emit_goes_only_to_the_live_nodes_holding_the_user(private_redi
     assert await published_to(private_redis, n1, "ada") == {"n1": [], "n2": []}  # its own: delivered directly
 
     # n1 dies: once its key lapses, emits skip it, and its entry is dropped on the way.
-    await n1._redis.delete(route_node_key(PREFIX, "n1"))
+    await n1._redis.delete(node_alive_key(PREFIX, "n1"))
     assert await published_to(private_redis, n2, "ada") == {"n1": [], "n2": []}
     assert await n2._redis.smembers(user_nodes_key(PREFIX, "ada")) == set()
 
@@ -98,7 +101,7 @@ async def test_an_idle_refresh_is_one_command_whatever_the_number_of_users(priva
 async def test_a_node_whose_key_lapsed_writes_its_users_back(private_redis, nodes):
     n1, n2 = nodes
     await n1._register(hold(n1, "ada", "grace"))
-    await n1._redis.delete(route_node_key(PREFIX, "n1"))
+    await n1._redis.delete(node_alive_key(PREFIX, "n1"))
     await published_to(private_redis, n2, "ada")  # meanwhile an emit dropped n1 from ada's set
 
     await n1._refresh(written=time.monotonic())
@@ -119,7 +122,7 @@ async def test_a_user_who_left_the_node_is_taken_out_at_the_next_refresh(private
 
 
 async def test_a_node_listens_from_start_up_and_is_not_ready_until_subscribed(private_redis):
-    manager = RoutedRedisManager(private_redis.url, PREFIX, node_id="n3")
+    manager = RoutedRedisManager(private_redis.url, PREFIX, node_id="n3", liveness=LIVENESS)
     server = socketio.AsyncServer(client_manager=manager, async_mode="aiohttp")
     client = redis.Redis.from_url(private_redis.url)
     channels = [sio_channel(PREFIX), node_channel(PREFIX, "n3")]

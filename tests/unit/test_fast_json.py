@@ -15,6 +15,7 @@ from services.shared import fast_json as wire_json
 from services.shared.errors import ErrorCode, ParleyError
 from services.shared.internal import InternalClient
 from services.shared.routed_manager import RoutedRedisManager
+from services.shared.settings import NodeLivenessSettings
 from services.shared.web import json_body
 
 
@@ -166,7 +167,8 @@ class LoopbackPubSub:
 
 
 async def test_a_routed_emit_carries_a_2_to_the_70_integer_to_another_node_exactly():
-    manager = RoutedRedisManager("redis://127.0.0.1:1/0", "fast-json-test", node_id="n1")
+    manager = RoutedRedisManager("redis://127.0.0.1:1/0", "fast-json-test", node_id="n1",
+                                 liveness=NodeLivenessSettings())
     unconnected, manager._redis = manager._redis, LoopbackRedis()
     await unconnected.aclose()
     # orjson refuses the integer, so the emit takes python-socketio's path: the shared channel.

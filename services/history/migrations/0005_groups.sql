@@ -13,7 +13,11 @@ CREATE TABLE groups (
     -- The newest message still standing (the conversation list's sort key and lastMessage).
     last_message_id  bigint,
     -- How many messages the group has ever had: the unread counter members subtract from.
-    last_seq         bigint NOT NULL DEFAULT 0 CHECK (last_seq >= 0)
+    last_seq         bigint NOT NULL DEFAULT 0 CHECK (last_seq >= 0),
+    -- The group's place in its members' conversation lists: a point of the change feed, as a
+    -- message id is (its creation, then each message), so a group is listed from the moment it
+    -- exists, beside 1:1 conversations ordered by their last message id.
+    activity_id      bigint NOT NULL DEFAULT nextval('change_seq')
 );
 
 CREATE TABLE group_members (
