@@ -84,6 +84,12 @@ async def test_a_group_of_three_across_two_nodes(web_cluster, browser, shoot):
     await alan_page.locator(f'.conversation[data-group="{group_id}"]').click()
     await expect(alan_page.locator(".message .text")).to_have_text(["Hello, both of you", "Typing away"])
 
+    # Grace reloads (her page throttles `typing` to one per two seconds; a fresh page has sent none):
+    # the group and its history are still there.
+    await grace_page.reload()
+    await grace_page.locator(f'.conversation[data-group="{group_id}"]').click()
+    await expect(grace_page.locator(".message .text")).to_have_text(["Hello, both of you", "Typing away"])
+
     # Grace and Alan type at once: Ada sees both names.
     both = re.compile(f"^({grace_name} and {alan_name}|{alan_name} and {grace_name}) are typing\\.\\.\\.$")
     await asyncio.gather(grace_page.type("#text", "me too", delay=40), alan_page.type("#text", "and me", delay=40),
