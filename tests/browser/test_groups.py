@@ -1,6 +1,7 @@
 """Three people in one group, in three browsers on two gateway nodes (issue 15's web client).
 
-Ada (node A) creates a group with Grace (node B) and Alan (node A); every step is a screenshot
+Ada (node A) creates a group with Grace (node B) and Alan (node A), messages, sees receipts and
+typing, removes and re-adds Alan; Grace leaves. Every step is a screenshot
 under .run/test/screenshots/groups-*.png.
 """
 
@@ -131,6 +132,17 @@ async def test_a_group_of_three_across_two_nodes(web_cluster, browser, shoot):
     await expect(alan_page.locator("#composer")).to_be_visible()
     await expect(alan_entry).not_to_have_class(REMOVED)
     await shoot(alan_page, "groups-09-added-back")
+
+    # Grace leaves (two clicks): the group is gone from her list, and Ada's panel shows two members.
+    await grace_page.click("#members-button")
+    await grace_page.click("#leave-group")
+    await expect(grace_page.locator("#leave-group")).to_have_text("Click again to leave")
+    await grace_page.click("#leave-group")
+    await expect(grace_page.locator(f'.conversation[data-group="{group_id}"]')).to_have_count(0)
+    await expect(grace_page.locator("#partner-name")).to_have_text("Pick a conversation")
+    await expect(members).to_have_count(2)
+    await expect(ada_page.locator("#partner-status")).to_have_text("2 members")
+    await shoot(ada_page, "groups-10-after-grace-left")
 
     # Nothing ran from the group's name or the messages.
     assert await ada_page.locator("#messages img:not(.sender-avatar)").count() == 0
