@@ -10,9 +10,13 @@ from .settings import HistorySettings
 from .store import MessageStore
 
 SETTINGS = web.AppKey("settings", HistorySettings)
-STORE = web.AppKey("store", MessageStore)
 VERIFIER = web.AppKey("verifier", TokenVerifier)
+OPENAPI_JSON = web.AppKey("openapi_json", bytes)  # the document /openapi.json serves, read once
+
+# Messages and profiles: the store stores; the handler decides and tells the clients.
+STORE = web.AppKey("store", MessageStore)
 HANDLER = web.AppKey("handler", HistoryHandler)
+
+# Groups, likewise.
 GROUPS = web.AppKey("groups", GroupStore)
 GROUP_HANDLER = web.AppKey("group_handler", GroupHandler)
-OPENAPI_JSON = web.AppKey("openapi_json", bytes)

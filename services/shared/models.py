@@ -14,6 +14,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from .errors import InvalidField
 from .limits import (
     GROUP_ID_RULE,
     MAX_CLIENT_ID_LENGTH,
@@ -71,24 +72,30 @@ class WireModel(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
 
 
+class OneConversation(WireModel):
+    """Where a message goes: a person (`receiverId`) or a group (`groupId`), exactly one."""
+
+    receiver_id: UserId | None = Field(default=None, alias="receiverId")
+    group_id: GroupId | None = Field(default=None, alias="groupId")
+
+    @model_validator(mode="after")
+    def one_conversation(self) -> "OneConversation":
+        # Named for the guide's field: its client, which knows no groups, reads `invalid_receiverId`.
+        if (self.receiver_id is None) == (self.group_id is None):
+            raise InvalidField("receiverId", "give exactly one of receiverId (a person) and groupId (a group)")
+        return self
+
+
 # --- gateway -> history ----------------------------------------------------------------------
 
 
-class StoreMessage(WireModel):
+class StoreMessage(OneConversation):
     """Internal `POST /internal/messages`: `{"senderId": "u1", "receiverId": "u2", "text": "hi"}`,
     or to a group: `{"senderId": "u1", "groupId": "17", "text": "hi"}` (exactly one of the two)."""
 
     sender_id: UserId = Field(alias="senderId")
-    receiver_id: UserId | None = Field(default=None, alias="receiverId")
-    group_id: GroupId | None = Field(default=None, alias="groupId")
     text: MessageText
     client_id: ClientId | None = Field(default=None, alias="clientId")
-
-    @model_validator(mode="after")
-    def one_conversation(self) -> "StoreMessage":
-        if (self.receiver_id is None) == (self.group_id is None):
-            raise ValueError("exactly one of receiverId and groupId is required")
-        return self
 
 
 class StoreMessages(WireModel):

@@ -47,8 +47,8 @@ def test_a_1to1_message_keeps_the_guides_fields_without_group_id():
 
 
 @pytest.mark.parametrize(("payload", "code"), [
-    ({"senderId": "u1", "text": "hi"}, "invalid_payload"),
-    ({"senderId": "u1", "receiverId": "u2", "groupId": "17", "text": "hi"}, "invalid_payload"),
+    ({"senderId": "u1", "text": "hi"}, "invalid_receiverId"),
+    ({"senderId": "u1", "receiverId": "u2", "groupId": "17", "text": "hi"}, "invalid_receiverId"),
     ({"senderId": "u1", "groupId": "17x", "text": "hi"}, "invalid_groupId"),
     ({"senderId": "u1", "groupId": 17, "text": "hi"}, "invalid_groupId"),
     ({"senderId": "u1", "groupId": "1" * 19, "text": "hi"}, "invalid_groupId"),
