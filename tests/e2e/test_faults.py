@@ -10,8 +10,8 @@ import pytest
 
 from services.devtools.stores import PrivatePostgres, drop_database, ensure_database
 from tests.e2e.faults import Sender, tally, tally_group
-from tests.support import (TEST_RUN_DIR, ChatClient, TestStores, create_user, migrate, private_redis_server,
-                           running_cluster)
+from tests.support import (TEST_RUN_DIR, ChatClient, TestStores, create_user, eventually, migrate,
+                           private_redis_server, running_cluster)
 
 FAULT_DIR = TEST_RUN_DIR / "faults"
 
@@ -69,17 +69,6 @@ async def run_traffic(senders, fault, seconds_before: float = 1.0, seconds_after
     return outcome
 
 
-async def eventually(check, timeout: float = 15.0, interval: float = 0.2):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        try:
-            return await check()
-        except AssertionError:
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-            await asyncio.sleep(interval)
-
-
 async def get(url: str, headers=None) -> tuple[int, dict]:
     async with aiohttp.ClientSession() as http:
         async with http.get(url, headers=headers) as answer:
@@ -106,7 +95,7 @@ async def test_postgres_restart_refuses_clearly_and_recovers_with_nothing_lost(f
         async def ready_again():
             assert (await get(fault_cluster.history_url + "/readyz"))[0] == 200
 
-        await eventually(ready_again)
+        await eventually(ready_again, timeout=15)
         result = await tally(
             "Postgres restarted", fault_cluster.database_url, fault_cluster.gateway_url("b"), senders, receivers
         )
@@ -340,7 +329,7 @@ async def test_redis_restarted_presence_is_rebuilt_from_the_gateways(fault_clust
         async def both_online():
             assert await online(fault_cluster, [ada.id, grace.id], grace) == {ada.id, grace.id}
 
-        await eventually(both_online)
+        await eventually(both_online, timeout=15)
         port = private_redis.port
         await asyncio.to_thread(private_redis.kill)
         await asyncio.sleep(1)
