@@ -100,21 +100,25 @@ async def gateway_counters(internal_urls: list[str], names: tuple[str, ...]) -> 
 
 
 class CpuMeter:
-    """CPU seconds used so far by every process of the system: the stack's, Redis, and every
-    Postgres process (backends come and go, so they are looked up at each sample)."""
+    """CPU seconds used by every process of the system: the stack's, Redis, and every Postgres
+    process (backends come and go, so they are looked up at each sample; one that exits between
+    two samples takes its CPU of that interval with it, a small undercount, never a negative)."""
 
     def __init__(self, stack: Stack, redis: PrivateRedis):
         self.pids = {name: process.process.pid for name, process in stack.processes.items()}
         self.pids["redis"] = redis.process.pid
 
-    def sample(self) -> dict[str, float]:
-        used = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
-        used["postgres"] = sum(cpu_seconds(pid) for pid in postgres_pids())
+    def sample(self) -> dict[str, float | dict[int, float]]:
+        used: dict = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        used["postgres"] = {pid: cpu_seconds(pid) for pid in postgres_pids()}
         return used
 
     @staticmethod
-    def used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-        return {name: after[name] - before[name] for name in after}
+    def used(before: dict, after: dict) -> dict[str, float]:
+        """Seconds each process used between two samples (Postgres: all its processes together)."""
+        used = {name: after[name] - before[name] for name in after if name != "postgres"}
+        used["postgres"] = sum(seconds - before["postgres"].get(pid, 0.0) for pid, seconds in after["postgres"].items())
+        return used
 
 
 class Generators:
