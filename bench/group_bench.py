@@ -13,8 +13,8 @@ the member count. Prints a table; writes bench/results/groups.json.
     .venv/bin/python -m bench.group_bench [--sizes 10,100,1000] [--nodes 1,2,4] [--seconds 10] [--rate R]
 
 Without --rate, each size gets min(MAX_RATE, COPIES_PER_SECOND / (size - 1)) messages a second
-(see those constants): a 1,000-member group at 20/s is ~20,000 copies a second, what this 2-core
-machine delivers while also running the generators that receive them.
+(see those constants): a 1,000-member group at 20/s is ~20,000 copies a second, which a 2-core
+machine delivers in full while also running the generators that receive them (bench/RESULTS.md).
 """
 
 import argparse
