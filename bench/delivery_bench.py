@@ -13,74 +13,21 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import time
-from pathlib import Path
 
-import aiohttp
 import asyncpg
 
-from bench.stack import ADMIN_TOKEN, bench_stack
+from bench.measure import (
+    PUBSUB_RECEIVED, RESULTS_DIR, RUN_DIR, CpuMeter, Generators, create_users, fresh_database, gateway_counters,
+    gateways_of, percentile, start_stack,
+)
 from services.devtools.stack import Stack
-from services.devtools.stores import PrivateRedis, drop_database, ensure_database, find_stores, with_database
+from services.devtools.stores import PrivateRedis, find_stores
 
-PROJECT_DIR = Path(__file__).resolve().parents[1]
-RESULTS_DIR = PROJECT_DIR / "bench" / "results"
-RUN_DIR = PROJECT_DIR / ".run" / "bench"
 GENERATORS = 2
 USERS = 200
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICKS
-    except (FileNotFoundError, ProcessLookupError):
-        return 0.0
-
-
-def postgres_pids() -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "comm").read_text().strip() == "postgres":
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-    return pids
-
-
-def percentile(values: list[float], share: float) -> float:
-    return round(values[min(len(values) - 1, int(len(values) * share))], 1) if values else float("nan")
-
-
-async def create_users(history_url: str, tags: list[str], pairs: int) -> None:
-    async with aiohttp.ClientSession(headers={"X-Internal-Token": ADMIN_TOKEN}) as http:
-        async def put(user_id: str) -> None:
-            async with http.put(f"{history_url}/internal/users/{user_id}", json={"userName": user_id}) as answer:
-                assert answer.status == 200, await answer.text()
-
-        await asyncio.gather(*(put(f"{tag}-{side}{n}") for tag in tags for side in "sr" for n in range(pairs)))
-
-
-METRICS = ("parley_gateway_pubsub_messages_received_total", "parley_gateway_store_batch_messages_sum",
-           "parley_gateway_store_batch_messages_count")
-
-
-async def gateway_counters(internal_urls: list[str]) -> list[dict[str, float]]:
-    """Each node's pub/sub messages decoded and store calls (with the messages they carried)."""
-    counters = []
-    async with aiohttp.ClientSession() as http:
-        for url in internal_urls:
-            async with http.get(url + "/metrics") as answer:
-                text = await answer.text()
-            values = {line.split()[0]: float(line.split()[-1]) for line in text.splitlines()
-                      if line.split() and line.split()[0] in METRICS}
-            counters.append(values)
-    return counters
+METRICS = (PUBSUB_RECEIVED, "parley_gateway_store_batch_messages_sum", "parley_gateway_store_batch_messages_count")
 
 
 async def wal_bytes(database_url: str) -> int:
@@ -92,63 +39,37 @@ async def wal_bytes(database_url: str) -> int:
         await connection.close()
 
 
-def start_stack(database_url: str, redis: PrivateRedis, nodes: int, prefix: str) -> Stack:
-    env = {"DATABASE_URL": database_url, "REDIS_URL": redis.url, "REDIS_PREFIX": prefix, "LOG_LEVEL": "WARNING",
-           "SEND_RATE_PER_SECOND": "1000", "SEND_BURST": "1000"}
-    stack = bench_stack(env, RUN_DIR / "logs", ["history", "presence", *(f"gateway-{node}" for node in range(nodes))])
-    stack.start()
-    return stack
-
-
 def run_load(stack: Stack, redis: PrivateRedis, rate: float, seconds: float, round_tag: str) -> dict:
-    gateways = [process for name, process in stack.processes.items() if name.startswith("gateway")]
+    gateways = gateways_of(stack)
     urls = [process.url for process in gateways]
+    internal_urls = [process.internal_url for process in gateways]
     tags = [f"{round_tag}g{n}" for n in range(GENERATORS)]
     pairs = USERS // 2 // GENERATORS
-    asyncio.run(create_users(stack["history"].internal_url, tags, pairs))
-    watched = {name: process.process.pid for name, process in stack.processes.items()}
-    watched["redis"] = redis.process.pid
-    out_files = {tag: RUN_DIR / f"generator-{tag}.json" for tag in tags}
-    generators = [
-        subprocess.Popen([sys.executable, "-m", "bench.load_generator", "--urls", ",".join(urls), "--users",
-                          str(pairs * 2), "--rate", str(rate / GENERATORS), "--seconds", str(seconds), "--tag", tag,
-                          "--out", str(out_files[tag])], cwd=PROJECT_DIR, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                         text=True)
-        for tag in tags
-    ]
+    asyncio.run(create_users(stack["history"].internal_url,
+                             [f"{tag}-{side}{n}" for tag in tags for side in "sr" for n in range(pairs)]))
+    meter = CpuMeter(stack, redis)
+    generators = Generators(
+        "bench.load_generator",
+        [["--urls", ",".join(urls), "--users", str(pairs * 2), "--rate", str(rate / GENERATORS),
+          "--seconds", str(seconds), "--tag", tag] for tag in tags],
+        [RUN_DIR / f"generator-{tag}.json" for tag in tags])
     # CPU is counted from the moment every generator is connected: connecting is not messaging.
-    for generator in generators:
-        if generator.stdout.readline().strip() != "ready":
-            raise RuntimeError("a load generator failed to connect")
-    pg = postgres_pids()
-    counters_before = asyncio.run(gateway_counters([process.internal_url for process in gateways]))
+    generators.expect("ready")
+    counters_before = asyncio.run(gateway_counters(internal_urls, METRICS))
     wal_before = asyncio.run(wal_bytes(stack.env["DATABASE_URL"]))
-    before = {name: cpu_seconds(pid) for name, pid in watched.items()}
-    pg_before = sum(cpu_seconds(pid) for pid in pg)
-    for generator in generators:
-        generator.stdin.write("go\n")
-        generator.stdin.flush()
-    for generator in generators:
-        if generator.stdout.readline().strip() != "done":
-            raise RuntimeError("a load generator failed")
-    after = {name: cpu_seconds(pid) for name, pid in watched.items()}
-    pg_after = sum(cpu_seconds(pid) for pid in postgres_pids())
-    counters_after = asyncio.run(gateway_counters([process.internal_url for process in gateways]))
+    before = meter.sample()
+    generators.tell("go")
+    generators.expect("done")
+    cpu = CpuMeter.used(before, meter.sample())
+    counters_after = asyncio.run(gateway_counters(internal_urls, METRICS))
     wal_after = asyncio.run(wal_bytes(stack.env["DATABASE_URL"]))
-    for generator in generators:
-        generator.stdin.write("exit\n")
-        generator.stdin.flush()
-        if generator.wait(timeout=60) != 0:
-            raise RuntimeError("a load generator failed")
-    outputs = [json.loads(out_files[tag].read_text()) for tag in tags]
+    outputs = generators.finish()
 
     delivered = sum(output["delivered"] for output in outputs)
     sent = sum(output["sent"] for output in outputs)
     acked = sum(output["acked"] for output in outputs)
     delivery = sorted(value for output in outputs for value in output["delivery_ms"])
     acks = sorted(value for output in outputs for value in output["ack_ms"])
-    cpu = {name: after[name] - before[name] for name in watched}
-    cpu["postgres"] = pg_after - pg_before
     cpu["generators"] = sum(output["cpu_seconds"] for output in outputs)
     per_message = {name: round(seconds_used * 1000 / max(delivered, 1), 3) for name, seconds_used in cpu.items()}
 
@@ -217,11 +138,7 @@ def main() -> int:
     redis.start()
     results = {"machine": f"{os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d"), "delivery": [], "scaling": []}
     try:
-        # A fresh database each run: tables grown (and, where autovacuum is off, as on the
-        # development machine, bloated) by earlier runs would make runs incomparable.
-        admin_url = with_database(stores.database_url, "postgres")
-        drop_database(admin_url, "parley_loadbench")
-        url = ensure_database(admin_url, "parley_loadbench")
+        url = fresh_database(stores, "parley_loadbench")
         stack = start_stack(url, redis, 2, f"bench-{int(time.time())}")
         try:
             # Not reported: fresh processes and tables are slower for their first few thousand

@@ -9,20 +9,14 @@ counts and latencies as JSON to --out.
 import argparse
 import asyncio
 import json
-import resource
-import sys
 import time
 
 import uvloop
 
+from bench.generator_steps import cpu_seconds_used, reached, text_of
 from bench.lean_socket import LeanSocket
-from services.shared.auth import issue_token
 from bench.stack import BENCH_JWT
-
-
-def text_of(frame: str) -> str:
-    start = frame.index('"text":"') + 8
-    return frame[start:frame.index('"', start)]
+from services.shared.auth import issue_token
 
 
 async def run(args) -> dict:
@@ -61,9 +55,8 @@ async def run(args) -> dict:
     await asyncio.sleep(0.5)
     # Connected: tell the bench, which samples every process's CPU, then wait for its go,
     # so that connecting is not charged to the messages.
-    print("ready", flush=True)
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
-    usage_before = resource.getrusage(resource.RUSAGE_SELF)
+    await reached("ready")
+    cpu_before = cpu_seconds_used()
     started = time.perf_counter()
     total = int(args.rate * args.seconds)
     for number in range(total):
@@ -82,13 +75,11 @@ async def run(args) -> dict:
     deadline = time.perf_counter() + 5
     while (len(delivered) < total or len(acked) + errors < total) and time.perf_counter() < deadline:
         await asyncio.sleep(0.05)
-    usage_after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = cpu_seconds_used() - cpu_before
     # Still connected: the bench samples CPU now, so that disconnecting is not charged either.
-    print("done", flush=True)
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    await reached("done")
     for socket in sockets:
         socket.close()
-    cpu = (usage_after.ru_utime + usage_after.ru_stime) - (usage_before.ru_utime + usage_before.ru_stime)
     return {
         "sent": total,
         "send_seconds": send_seconds,

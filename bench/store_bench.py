@@ -16,7 +16,7 @@ import time
 
 import asyncpg
 
-from bench.delivery_bench import RESULTS_DIR, RUN_DIR, cpu_seconds
+from bench.measure import RESULTS_DIR, RUN_DIR, cpu_seconds
 from bench.history_bench import DATABASE as HISTORY_DATABASE
 from services.devtools.stores import ensure_database, find_stores, with_database
 from services.history.migrations import apply_migrations
