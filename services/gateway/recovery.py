@@ -114,7 +114,8 @@ class PidSigner:
 
     def verify(self, pid: object, user_id: str) -> Session | None:
         """The session of a pid that is this user's, authentic and young enough; else None."""
-        if not isinstance(pid, str) or len(pid) > MAX_PID_LENGTH or pid.count(".") != 1:
+        # ASCII only: compare_digest refuses other strings (with an error, not a False).
+        if not isinstance(pid, str) or len(pid) > MAX_PID_LENGTH or not pid.isascii() or pid.count(".") != 1:
             return None
         payload, signature = pid.split(".")
         if not hmac.compare_digest(signature, self._sign(payload)):
