@@ -141,6 +141,10 @@ class NodeClient:
 def recovery_cluster(stores):
     with running_cluster(stores, TEST_RUN_DIR / "logs" / "recovery", RECOVERY_MAX_EVENTS=str(MAX_EVENTS)) as cluster:
         yield cluster
+    # Forged pids, drops and a SIGKILL: still no service logged an error.
+    for process in cluster.stack.processes.values():
+        errors = [line for line in process.log_text().splitlines() if '"level": "error"' in line]
+        assert not errors, f"{process.name} logged errors: {errors[:3]}"
 
 
 @pytest.fixture
