@@ -20,6 +20,7 @@ from .history_api import HistoryApi
 from .chat import ChatHandler
 from .metrics import GatewayMetrics
 from .ratelimit import RateLimiter
+from .recovery import Recovery
 from .rest import add_forwarded_routes, cors_middleware, presence_of, raw_path_guard
 from .server import ParleyServer, WirePacket, harden, origin_check
 from .settings import GatewaySettings
@@ -130,8 +131,11 @@ async def pubsub(app: web.Application):
 
 async def chat_handler(app: web.Application):
     """The chat events and the node's link to presence (after `internal_clients` and `pubsub`)."""
-    app[CHAT] = chat = ChatHandler(app[SIO], app[SETTINGS], app[VERIFIER], app[HISTORY], app[METRICS],
-                                   presence=app[PRESENCE])
+    settings = app[SETTINGS]
+    recovery = Recovery(app[SIO], app[HISTORY], settings.internal_token, settings.recovery_window_seconds,
+                        settings.recovery_max_events, app[METRICS])
+    app[CHAT] = chat = ChatHandler(app[SIO], settings, app[VERIFIER], app[HISTORY], app[METRICS],
+                                   presence=app[PRESENCE], recovery=recovery)
     chat.presence.start()
     yield
     await chat.close()

@@ -23,6 +23,7 @@ from .metrics import GatewayMetrics
 from .models import MarkRead, SendMessage
 from .presence_link import PresenceLink
 from .ratelimit import RateLimiter
+from .recovery import Recovery
 from .server import trusted_origin
 from .settings import GatewaySettings
 from .store_batcher import Stored, StoreBatcher
@@ -122,6 +123,7 @@ class ChatHandler:
         history: InternalClient,
         metrics: GatewayMetrics,
         presence: InternalClient | None = None,
+        recovery: Recovery | None = None,
     ):
         self.sio = sio
         self.metrics = metrics
@@ -129,6 +131,7 @@ class ChatHandler:
         self.settings = settings
         self.verifier = verifier
         self.history = history
+        self.recovery = recovery
         self.store_batcher = StoreBatcher(history, metrics.store_batch_size, settings.store_call_interval_seconds)
         self.group_members = GroupMembers(history, settings.group_members_cache_seconds)
         self.user_of: dict[str, str] = {}
@@ -165,7 +168,10 @@ class ChatHandler:
         self.user_of[sid] = user_id
         self.sockets_of[user_id] += 1
         self.metrics.sockets.inc()
-        await self.sio.enter_room(sid, user_room(user_id))
+        if self.recovery is None:
+            await self.sio.enter_room(sid, user_room(user_id))
+        else:  # joins the room too: what it replays must come before what the room brings
+            await self.recovery.connect(sid, user_id, auth, lambda: self.sio.enter_room(sid, user_room(user_id)))
         if self.presence is not None:
             self.presence.socket_connected(sid, user_id)
             self.spawn(self._send_online_users(sid, user_id))
@@ -256,12 +262,15 @@ class ChatHandler:
         if stored.created:
             # One emit, to every receiver's room: the manager publishes it once per node holding
             # any of them, and each node decodes it once, whatever the group's size.
-            await self._emit_to("receiveMessage", body, self._receiver_rooms(stored, message))
-            await self.sio.emit("messageSent", body, room=user_room(user_id))
+            # The id is the change feed's position: the recovery offset (see `recovery`).
+            event = (body, body["_id"])
+            await self._emit_to("receiveMessage", event, self._receiver_rooms(stored, message))
+            await self.sio.emit("messageSent", event, room=user_room(user_id))
             self.metrics.messages_sent.inc()
             self.metrics.send_latency.observe(time.perf_counter() - started)
         else:
-            # A retry: the message was delivered the first time; only the retrying socket hears.
+            # A retry: the message was delivered the first time; only the retrying socket hears,
+            # without an offset (an older position would move the client's offset back).
             await self.sio.emit("messageSent", body, to=sid)
         return {"message": body}
 
@@ -387,6 +396,8 @@ class ChatHandler:
 
     async def close(self) -> None:
         await self.store_batcher.close()
+        if self.recovery is not None:
+            await self.recovery.close()
         for timer in self._typing_timers.values():
             timer.cancel()
         self._typing_timers.clear()

@@ -48,6 +48,25 @@ class GatewayMetrics:
             registry=registry,
         )
 
+        self.sessions_recovered = Counter(
+            "parley_gateway_sessions_recovered_total",
+            "Socket.IO reconnections whose missed events were replayed (connection-state recovery).",
+            registry=registry,
+        )
+        self.events_replayed = Counter(
+            "parley_gateway_events_replayed_total",
+            "Events replayed to recovering sockets, from history's change feed.",
+            registry=registry,
+        )
+        self.recoveries_refused = Counter(
+            "parley_gateway_recoveries_refused_total",
+            "Recoveries asked for and answered with a normal connection, by reason: pid (forged, another "
+            "user's or expired), offset (not a feed position), too_many (past RECOVERY_MAX_EVENTS), "
+            "unavailable (history could not replay).",
+            ["reason"],
+            registry=registry,
+        )
+
     def event_outcome(self, event: str, outcome: str) -> Counter:
         """`events` for one event and outcome (looked up once: `labels` costs a lock and checks)."""
         child = self._event_outcomes.get((event, outcome))

@@ -23,6 +23,7 @@ from engineio import packet as eio_packet
 
 from ..shared import fast_json
 from ..shared.errors import ErrorCode, error_response
+from .recovery import guard_offsets, held_offset
 from .websocket import BINARY_REFUSED, UNDECODABLE, FrameWriter, PacketQueue, binary_packet, lean_websocket_class
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,8 @@ class WirePacket(socketio.packet.Packet):
     def __init__(self, packet_type=socketio.packet.EVENT, data=None, namespace=None, id=None, binary=None,
                  encoded_packet=None):
         self._encoded_data: str | None = None
+        if packet_type == socketio.packet.EVENT and encoded_packet is None and isinstance(data, list):
+            data = guard_offsets(data)  # no string but a feed offset ends an event (see `recovery`)
         if binary is None and encoded_packet is None and data is not None:
             try:
                 self._encoded_data = orjson.dumps(data).decode()
@@ -88,6 +91,10 @@ class ParleyServer(socketio.AsyncServer):
     are those of `websocket` and `EngineIoServer`.
     An engine.io session without a Socket.IO connection `connect_timeout` seconds after it opened
     is closed.
+
+    For connection-state recovery (`recovery`): `connect_answers` holds what a socket's CONNECT
+    answer carries besides its sid (its pid), and a socket's packets can be held (`hold`) while
+    its missed events are read, then written after them (`release`).
     """
 
     def __init__(self, *args, frame_writer: FrameWriter, connect_timeout: float, **kwargs):
@@ -97,13 +104,40 @@ class ParleyServer(socketio.AsyncServer):
         self._connect_timeout = connect_timeout
         # Sessions being closed for a binary packet: what else they send is dropped unlogged.
         self._refused: set[str] = set()
+        self.connect_answers: dict[str, dict] = {}  # sid -> more of its CONNECT answer (the pid)
+        self._held: dict[str, list[eio_packet.Packet]] = {}  # eio sid -> packets held back
+
+    def hold(self, eio_sid: str) -> None:
+        """From now until `release`, the socket's packets wait."""
+        self._held[eio_sid] = []
+
+    async def release(self, eio_sid: str, first: list[eio_packet.Packet], covered) -> None:
+        """Writes `first`, then the held packets but the feed events whose offset is `covered`
+        (a predicate), then lets packets through again: in that order, whatever arrives meanwhile."""
+        held = self._held.get(eio_sid)
+        if held is None:
+            return  # the session ended meanwhile
+        for pkt in first:
+            await self._write_eio_packet(eio_sid, pkt)
+        written = 0
+        while written < len(held):  # packets may still arrive while these are written
+            pkt = held[written]
+            written += 1
+            offset = held_offset(pkt)
+            if offset is None or not covered(offset):
+                await self._write_eio_packet(eio_sid, pkt)
+        self._held.pop(eio_sid, None)
 
     def _engineio_server_class(self):
         return EngineIoServer
 
     async def _send_packet(self, eio_sid, pkt):
         """Every part of the packet through `_send_eio_packet` (python-socketio's own sends them
-        through `eio.send`, around it), so each can take the direct path; measured there."""
+        through `eio.send`, around it), so each can take the direct path; measured there. A
+        CONNECT answer also carries the socket's `connect_answers` (its recovery pid)."""
+        if pkt.packet_type == socketio.packet.CONNECT and isinstance(pkt.data, dict) and "sid" in pkt.data:
+            if (more := self.connect_answers.pop(pkt.data["sid"], None)) is not None:
+                pkt = self.packet_class(socketio.packet.CONNECT, {**pkt.data, **more}, namespace=pkt.namespace)
         encoded = pkt.encode()
         for part in encoded if isinstance(encoded, list) else [encoded]:
             await self._send_eio_packet(eio_sid, eio_packet.Packet(eio_packet.MESSAGE, part))
@@ -117,6 +151,12 @@ class ParleyServer(socketio.AsyncServer):
         CPU-ms a message, 98.5 % of packets direct; "Second session", table "Each change", row
         "packets straight to the websocket's output ... (dea4713 to 7bfc5b9)": 2,000/s p99
         134 -> 77 ms, each gateway 0.22 -> 0.199 CPU-ms a message."""
+        if (held := self._held.get(eio_sid)) is not None:
+            held.append(eio_pkt)
+            return
+        await self._write_eio_packet(eio_sid, eio_pkt)
+
+    async def _write_eio_packet(self, eio_sid, eio_pkt):
         socket = self.eio.sockets.get(eio_sid)
         output = socket.queue.output if socket is not None and not socket.closed else None
         if output is None:  # the handshake, long-polling, a socket going away: engine.io's path
@@ -143,6 +183,7 @@ class ParleyServer(socketio.AsyncServer):
         is what makes that one safe (tests/e2e/test_websocket_transport.py,
         test_a_client_gone_silent_is_disconnected_and_its_websocket_closed)."""
         self._refused.discard(eio_sid)
+        self._held.pop(eio_sid, None)
         await super()._handle_eio_disconnect(eio_sid, reason)
         # engine.io ended the session itself (its ping check found the client silent, or the
         # server disconnected it): the websocket goes too, or its read would wait forever.

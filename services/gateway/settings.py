@@ -2,6 +2,8 @@
 
 from typing import Literal
 
+from pydantic import Field
+
 from ..shared.settings import DEV_INTERNAL_TOKENS, JwtSettings, NodeLivenessSettings, ServiceSettings
 
 
@@ -73,6 +75,13 @@ class GatewaySettings(ServiceSettings, JwtSettings, NodeLivenessSettings):
     # share a conversation with the asker (and the asker); "everyone" any user (for apps whose
     # users are public anyway). Non-partners are reported offline and never subscribed.
     presence_visibility: Literal["partners", "everyone"] = "partners"
+    # --- connection-state recovery (issue 20, services/gateway/recovery.py) ---
+    # A reconnecting socket.io-client (4.6+) is replayed what it missed if its pid (given at its
+    # last normal connection) is at most this many seconds old, and if it missed at most
+    # RECOVERY_MAX_EVENTS changes; otherwise it gets a normal connection (and should sync).
+    # 0 events turns recovery off. The bound keeps a reconnect from costing a long replay.
+    recovery_window_seconds: float = Field(default=86400.0, ge=0)
+    recovery_max_events: int = Field(default=1000, ge=0, le=10000)
 
     def secret_settings(self) -> dict[str, str]:
         return {"JWT_SECRET": self.jwt_secret, "INTERNAL_TOKEN": self.internal_token}

@@ -25,12 +25,35 @@ class HistoryHandler:
 
     async def delete_message(self, me: str, message_id: int) -> dict:
         """Deletes my own message; both sides hear `messageDeleted` (once, when I wrote to myself),
-        or every member of its group now, in one emit."""
-        deleted = await self._store.delete_message(me, message_id)
+        or every member of its group now, in one emit. The event's last argument is the
+        deletion's position in the change feed: a socket's recovery offset (see `replay`)."""
+        deleted, seq = await self._store.delete_message(me, message_id)
+        event = (deleted, str(seq))
         if "groupId" in deleted:
             members = await self._groups.member_ids(int(deleted["groupId"]))
-            await self._notifier.emit_to_rooms("messageDeleted", deleted, [user_room(user_id) for user_id in members])
+            await self._notifier.emit_to_rooms("messageDeleted", event, [user_room(user_id) for user_id in members])
             return deleted
         for user_id in dict.fromkeys((deleted["sender"], deleted["receiver"])):
-            await self._notifier.emit_to_user("messageDeleted", deleted, user_id)
+            await self._notifier.emit_to_user("messageDeleted", event, user_id)
         return deleted
+
+    async def replay(self, me: str, after: int, limit: int) -> tuple[list[list], bool]:
+        """What my sockets heard live after feed position `after`, as they heard it: `[event, data,
+        offset]` in feed order (at most `limit` changes), and whether more follow.
+
+        A message to me is `receiveMessage`, mine is `messageSent` (one to myself, both, as the
+        gateway emits them); a deletion is `messageDeleted`. The gateway replays these to a
+        socket that recovers its connection (services/gateway/recovery.py)."""
+        changes, has_more = await self._store.feed(me, after, limit)
+        events: list[list] = []
+        for position, kind, body in changes:
+            offset = str(position)
+            if kind == "deletion":
+                events.append(["messageDeleted", body, offset])
+                continue
+            receiver = body["receiver"]
+            if body["sender"]["_id"] != me or (receiver is not None and receiver["_id"] == me):
+                events.append(["receiveMessage", body, offset])
+            if body["sender"]["_id"] == me:
+                events.append(["messageSent", body, offset])
+        return events, has_more

@@ -17,7 +17,7 @@ from ..shared.openapi import (
 from ..shared.limits import GROUP_ID_PATTERN
 from .group_models import AddMembers, CreateGroup, GroupOut, SetRole, UpdateGroup
 from .models import GroupMessageOut, MessageOut, MessagesRead, UserProfile
-from .routes import CONVERSATION_PAGE, CONVERSATIONS_PAGE, MAX_QUERY_LENGTH, SEARCH_PAGE, SYNC_PAGE, USERS_PAGE
+from .routes import CONVERSATION_PAGE, CONVERSATIONS_PAGE, MAX_QUERY_LENGTH, REPLAY_PAGE, SEARCH_PAGE, SYNC_PAGE, USERS_PAGE
 
 # Every service's routes, written by `python -m services.devtools.openapi` (history imports no other
 # service; tests/unit/test_openapi.py fails while the file is stale).
@@ -202,6 +202,18 @@ INTERNAL_PATHS = {
         "post": internal_operation("Partners of each of many users (presence's batched announcements)",
                                    {"200": json_answer({"type": "object", "properties": {"partners": {"type": "object"}}})},
                                    PartnersQuery)
+    },
+    "/internal/users/{userId}/replay": {
+        "get": internal_operation(
+            "What the user's sockets heard after a feed position, as `[event, data, offset]` (connection recovery)",
+            {"200": json_answer({"type": "object", "properties": {
+                "events": {"type": "array", "items": {"type": "array"}}, "hasMore": {"type": "boolean"}}})},
+            parameters=[USER, param("after", "query", "The feed position the socket has", CURSOR, required=True),
+                        limit_param(REPLAY_PAGE)])
+    },
+    "/internal/feed/head": {
+        "get": internal_operation("The change feed's newest committed position (a new socket's start)",
+                                  {"200": json_answer({"type": "object", "properties": {"head": CURSOR}})})
     },
     "/internal/users/{userId}/partners": {
         "get": internal_operation("Ids of everyone the user has a conversation with",

@@ -22,6 +22,8 @@ internal_routes = web.RouteTableDef()
 CONVERSATION_PAGE = PageSize(default=50, most=200)
 CONVERSATIONS_PAGE = PageSize(default=100, most=500)
 SYNC_PAGE = PageSize(default=100, most=500)
+# A recovering socket is replayed at most RECOVERY_MAX_EVENTS (a gateway setting) changes.
+REPLAY_PAGE = PageSize(default=1000, most=10000)
 SEARCH_PAGE = PageSize(default=20, most=100)
 USERS_PAGE = PageSize(default=100, most=1000)
 MAX_QUERY_LENGTH = 256
@@ -190,6 +192,26 @@ async def list_users(request: web.Request) -> web.Response:
 async def partners_of_many(request: web.Request) -> web.Response:
     query = parse_model(PartnersQuery, await json_body(request))
     return json_response({"partners": await request.app[STORE].partner_ids_of_many(query.user_ids)})
+
+
+@internal_routes.get("/internal/users/{userId}/replay")
+@admits("gateway")
+async def replay(request: web.Request) -> web.Response:
+    """What the user's sockets heard after `after` (a change-feed position), for a socket that
+    recovers its connection: `{"events": [[event, data, offset], ...], "hasMore": bool}`."""
+    after = cursor_param(request.query, "after")
+    if after is None:
+        raise InvalidField("after", "is required: the feed position the socket has")
+    limit = limit_param(request.query, REPLAY_PAGE)
+    events, has_more = await request.app[HANDLER].replay(path_user_id(request), after, limit)
+    return json_response({"events": events, "hasMore": has_more})
+
+
+@internal_routes.get("/internal/feed/head")
+@admits("gateway")
+async def feed_head(request: web.Request) -> web.Response:
+    """The change feed's newest committed position: `{"head": "123"}` (a new socket's starting point)."""
+    return json_response({"head": str(await request.app[STORE].feed_head())})
 
 
 @internal_routes.get("/internal/users/{userId}/partners")

@@ -188,34 +188,48 @@ class MessageStore:
 
     async def sync(self, me: str, after: int, limit: int) -> dict:
         """Messages and deletions after the cursor, in the order they happened."""
+        taken, has_more = await self.feed(me, after, limit)
+        return {
+            "messages": [body for _, kind, body in taken if kind == "message"],
+            "deleted": [body for _, kind, body in taken if kind == "deletion"],
+            "next": str(taken[-1][0] if taken else after),
+            "hasMore": has_more,
+        }
+
+    async def feed(self, me: str, after: int, limit: int) -> tuple[list[tuple[int, str, dict]], bool]:
+        """My change feed after `after`: (position, "message" or "deletion", its JSON), in
+        position order (a message's id, a deletion's seq: both drawn from `change_seq`), at most
+        `limit` of them, and whether more follow. What `sync` pages and what a recovering socket replays."""
         async with self._connection() as connection:
             messages = await connection.fetch(_SYNC_MESSAGES, me, after, limit + 1)
             deletions = await connection.fetch(_SYNC_DELETIONS, me, after, limit + 1)
         events = sorted(
-            [(row["id"], "message", row) for row in messages] + [(row["seq"], "deletion", row) for row in deletions],
+            [(row["id"], "message", message_json(row)) for row in messages]
+            + [(row["seq"], "deletion",
+                deletion_json(row["message_id"], row["sender_id"], row["receiver_id"], row["group_id"]))
+               for row in deletions],
             key=lambda event: event[0],
         )
-        taken = events[:limit]
-        next_cursor = taken[-1][0] if taken else after
-        return {
-            "messages": [message_json(row) for _, kind, row in taken if kind == "message"],
-            "deleted": [
-                deletion_json(row["message_id"], row["sender_id"], row["receiver_id"], row["group_id"])
-                for _, kind, row in taken
-                if kind == "deletion"
-            ],
-            "next": str(next_cursor),
-            "hasMore": len(events) > limit,
-        }
+        return events[:limit], len(events) > limit
+
+    async def feed_head(self) -> int:
+        """The newest position of the change feed that is committed: every smaller one is too.
+
+        Read under the change-feed lock (shared), so no transaction that drew a position is
+        still committing: a socket told this head hears live every change after it."""
+        async with self._connection() as connection, connection.transaction():
+            await connection.execute("SELECT pg_advisory_xact_lock_shared($1)", CHANGE_FEED_LOCK_KEY)
+            return await connection.fetchval(_FEED_HEAD)
 
     async def search(self, me: str, query: str, before: int | None, limit: int) -> tuple[list[dict], bool]:
         async with self._connection() as connection:
             rows = await connection.fetch(_SEARCH, me, query, before or _MAX_ID, limit + 1)
         return [message_json(row) for row in rows[:limit]], len(rows) > limit
 
-    async def delete_message(self, me: str, message_id: int) -> dict:
+    async def delete_message(self, me: str, message_id: int) -> tuple[dict, int]:
         """Deletes my own message; the summary rows of both sides (or the group's last message)
-        forget it in the same transaction. Someone who cannot see the message is told it does not exist."""
+        forget it in the same transaction. Someone who cannot see the message is told it does not
+        exist. Returns the deletion and its position in the change feed."""
         async with self._connection() as connection, connection.transaction():
             await connection.execute("SELECT pg_advisory_xact_lock($1)", CHANGE_FEED_LOCK_KEY)
             row = await connection.fetchrow(_MESSAGE_TO_DELETE, message_id, me)
@@ -225,14 +239,14 @@ class MessageStore:
             if row["sender_id"] != me:
                 raise Forbidden("Only the sender can delete a message")
             sender_id, receiver_id, group_id = row["sender_id"], row["receiver_id"], row["group_id"]
-            await connection.execute(_DELETE_MESSAGE, message_id, sender_id, receiver_id, group_id)
+            seq = await connection.fetchval(_DELETE_MESSAGE, message_id, sender_id, receiver_id, group_id)
             if group_id is not None:
                 await connection.execute(_REPOINT_GROUP, message_id, group_id)
             else:
                 if not row["is_read"] and sender_id != receiver_id:
                     await connection.execute(_FORGET_UNREAD, sender_id, receiver_id)
                 await connection.execute(_REPOINT_SUMMARIES, message_id, sender_id, receiver_id)
-        return deletion_json(message_id, sender_id, receiver_id, group_id)
+        return deletion_json(message_id, sender_id, receiver_id, group_id), seq
 
 
 async def _messages_by_client_id(connection: asyncpg.Connection, messages: list[StoreMessage]) -> dict:
@@ -457,7 +471,11 @@ WITH gone AS (
     UPDATE messages SET deleted_at = now(), updated_at = now(), text = '' WHERE id = $1
 )
 INSERT INTO message_deletions (message_id, sender_id, receiver_id, group_id) VALUES ($1, $2, $3, $4)
+RETURNING seq
 """
+
+# The sequence's last position drawn (0 before the first).
+_FEED_HEAD = "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM change_seq"
 
 # The message, locked, and whether I am a member of its group now (a primary-key probe).
 _MESSAGE_TO_DELETE = """

@@ -1,0 +1,264 @@
+"""Socket.IO connection-state recovery, as socket.io-client (4.6 and later) speaks it, backed by
+history's change feed: any node recovers any socket, after any restart (issue 20).
+
+The protocol (socket.io's packages/socket.io/lib/socket.ts and socket.io-client's socket.js):
+the server's CONNECT answer carries `{sid, pid}`; every event whose last argument is a string
+sets the client's offset to it; a client that reconnects sends `{pid, offset}` merged into its
+`auth`; a server that recovers answers CONNECT with the SAME pid and sends what was missed, and
+the client sets `socket.recovered` true. Socket.IO's own server keeps each session in one node's
+memory; Parley keeps nothing: the pid is a signed token, and what was missed is read from
+Postgres.
+
+- The pid is `<payload>.<signature>`, base64url: the payload is `{"u": user id, "t": issued at
+  (unix seconds), "p": the feed position at issue, or null}`, the signature an HMAC-SHA256 with a
+  key derived from the gateways' INTERNAL_TOKEN (a strong secret every gateway shares, checked at
+  start, and unlike JWT_SECRET never a public key). Any node verifies it after any restart;
+  rotating INTERNAL_TOKEN only turns recoveries into normal connections.
+- A pid that does not verify, names another user than the token, or was issued more than
+  RECOVERY_WINDOW_SECONDS ago gets a normal connection (a new pid): never another user's data.
+  The window counts from the pid's issue (the socket's last connection that was not a
+  recovery; a recovery must answer the same pid), not from the drop.
+- The offset is the change-feed position (a message's id, a deletion's seq, both drawn from
+  one sequence, committed in order) as a decimal string: the last argument of
+  `receiveMessage`, `messageSent` (not a retry's) and `messageDeleted`. The feed holds nothing
+  else, so nothing else carries an offset: `messagesRead`, the group events, typing and
+  presence are not replayed (a recovered client syncs for those if it needs them). Events whose
+  last argument would be a bare string (a 1:1 `userTyping`, `userOnline`) get a trailing null
+  (`guard_offsets`): socket.io-client would take the user id for an offset.
+- A reconnect with a pid that verifies is replayed everything after max(offset, the pid's
+  position): a client that received nothing yet starts from the feed's head at the pid's issue
+  (read under the feed lock, after the socket joined its user room, so nothing falls between).
+  At most RECOVERY_MAX_EVENTS changes: past that, or with history unreachable, a normal
+  connection (new pid), and the client knows from `recovered` false to sync.
+- Replay comes before any live event: the socket's packets are held from before it joins its
+  user room until the replay is written; held events the replay already covered are dropped.
+
+Known limit: offsets follow the order events REACH the client. Two events emitted by different
+nodes (a message through gateway a, the next through b, a deletion through history) can
+overtake each other by a pub/sub hop; a drop in that instant can then replay one event twice,
+or miss the overtaken one.
+"""
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import logging
+import time
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import orjson
+from engineio import packet as eio_packet
+from socketio.packet import EVENT
+
+from ..shared.batching import Batcher
+from ..shared.errors import ParleyError
+from ..shared.internal import InternalClient
+from .metrics import GatewayMetrics
+
+log = logging.getLogger(__name__)
+
+# The events whose last argument is a feed offset (see the module docstring).
+FEED_EVENTS = frozenset({"receiveMessage", "messageSent", "messageDeleted"})
+KEY_LABEL = b"parley socket.io connection-state recovery pid v1"
+MAX_PID_LENGTH = 512  # a real pid is under 200 characters; longer is not worth decoding
+MAX_OFFSET_DIGITS = 19  # a bigint
+# A pid issued this far in another node's future still verifies (clocks of nodes differ a little).
+CLOCK_SKEW_SECONDS = 60
+MAX_HEAD_READS_PER_CALL = 1000  # connects that arrive together share one read of the feed's head
+# A connect waits this long at most for the feed's head: with history down, connects go on (their
+# pid then recovers only with an offset) instead of each waiting out the internal call's retries.
+HEAD_READ_TIMEOUT_SECONDS = 1.0
+
+
+def guard_offsets(data: list) -> list:
+    """An event's arguments as sent: a non-feed event ending in a string gets a trailing null,
+    so socket.io-client does not take that string (a user id) for its recovery offset."""
+    if len(data) > 1 and isinstance(data[-1], str) and data[0] not in FEED_EVENTS:
+        return [*data, None]
+    return data
+
+
+@dataclass(frozen=True)
+class Session:
+    """What a verified pid says: whose it is, when it was issued, the feed's head then."""
+
+    user_id: str
+    issued_at: int
+    position: int | None
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class PidSigner:
+    """Issues and verifies pids (see the module docstring for their shape)."""
+
+    def __init__(self, secret: str, window_seconds: float, clock=time.time):
+        self._key = hmac.new(secret.encode(), KEY_LABEL, hashlib.sha256).digest()
+        self._window = window_seconds
+        self._clock = clock
+
+    def _sign(self, payload: str) -> str:
+        return _b64(hmac.new(self._key, payload.encode(), hashlib.sha256).digest())
+
+    def issue(self, user_id: str, position: int | None) -> str:
+        payload = _b64(orjson.dumps({"u": user_id, "t": int(self._clock()), "p": position}))
+        return f"{payload}.{self._sign(payload)}"
+
+    def verify(self, pid: object, user_id: str) -> Session | None:
+        """The session of a pid that is this user's, authentic and young enough; else None."""
+        # ASCII only: compare_digest refuses other strings (with an error, not a False).
+        if not isinstance(pid, str) or len(pid) > MAX_PID_LENGTH or not pid.isascii() or pid.count(".") != 1:
+            return None
+        payload, signature = pid.split(".")
+        if not hmac.compare_digest(signature, self._sign(payload)):
+            return None
+        try:
+            claims = orjson.loads(_unb64(payload))
+        except (ValueError, orjson.JSONDecodeError):
+            return None  # signed by us, so never; but a decoding error must not become a 500
+        if not isinstance(claims, dict) or claims.get("u") != user_id:
+            return None
+        issued, position = claims.get("t"), claims.get("p")
+        age = self._clock() - issued if isinstance(issued, int) else None
+        if age is None or not -CLOCK_SKEW_SECONDS <= age <= self._window:
+            return None
+        return Session(user_id, issued, position if isinstance(position, int) else None)
+
+
+def parse_offset(value: object) -> int | None:
+    """The client's offset as a feed position; None when absent. Raises ValueError when it is not one."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= MAX_OFFSET_DIGITS:
+        return int(value)
+    raise ValueError("not a feed offset")
+
+
+def held_offset(pkt: eio_packet.Packet) -> int | None:
+    """The feed offset of a held packet that is a feed event; None for anything else."""
+    data = pkt.data
+    if pkt.packet_type != eio_packet.MESSAGE or not isinstance(data, str) or not data.startswith(f"{EVENT}["):
+        return None
+    try:
+        args = orjson.loads(data[1:])
+    except orjson.JSONDecodeError:
+        return None
+    if args and args[0] in FEED_EVENTS and isinstance(args[-1], str):
+        try:
+            return parse_offset(args[-1])
+        except ValueError:
+            return None
+    return None
+
+
+class Recovery:
+    """The gateway's side of recovery: a pid for every connection, a replay for a reconnection.
+
+    `server` is the `ParleyServer` (it holds a socket's packets and adds the pid to CONNECT).
+    """
+
+    def __init__(self, server, history: InternalClient, secret: str, window_seconds: float, max_events: int,
+                 metrics: GatewayMetrics):
+        self.server = server
+        self.history = history
+        self.signer = PidSigner(secret, window_seconds)
+        self.max_events = max_events
+        self.metrics = metrics
+        self._heads: Batcher[None, int] = Batcher(self._read_heads, max_batch=MAX_HEAD_READS_PER_CALL)
+
+    async def connect(self, sid: str, user_id: str, auth: object, enter_user_room) -> None:
+        """Joins the socket to its user room (`enter_user_room`), recovering its session if it
+        asked and may, and sets the pid its CONNECT answer carries."""
+        claim = self._claim(auth, user_id)
+        if claim is None:
+            await enter_user_room()
+            self.server.connect_answers[sid] = {"pid": self.signer.issue(user_id, await self._head())}
+            return
+        pid, after = claim
+        eio_sid = self.server.manager.eio_sid_from_sid(sid, "/")
+        self.server.hold(eio_sid)
+        replay: list[eio_packet.Packet] = []
+        covered, events = after, None
+        try:
+            await enter_user_room()
+            events = await self._missed(user_id, after)
+            if events is not None:
+                replay = [self._packet(event) for event in events]
+                covered = max([after, *(int(event[-1]) for event in events)])
+        finally:
+            # Replay first, then what arrived meanwhile and the replay did not already hold.
+            await self.server.release(eio_sid, replay, lambda offset: offset <= covered)
+        if events is None:
+            self.server.connect_answers[sid] = {"pid": self.signer.issue(user_id, await self._head())}
+            return
+        self.metrics.sessions_recovered.inc()
+        self.metrics.events_replayed.inc(len(replay))
+        self.server.connect_answers[sid] = {"pid": pid}
+
+    def _claim(self, auth: object, user_id: str) -> tuple[str, int] | None:
+        """(pid, position to replay after) when the handshake asks for recovery and may have it."""
+        if not isinstance(auth, dict) or "pid" not in auth or self.max_events == 0:
+            return None
+        session = self.signer.verify(auth["pid"], user_id)
+        if session is None:
+            self._not_recovered("pid")
+            return None
+        try:
+            offset = parse_offset(auth.get("offset"))
+        except ValueError:
+            self._not_recovered("offset")
+            return None
+        positions = [p for p in (offset, session.position) if p is not None]
+        if not positions:
+            self._not_recovered("offset")
+            return None
+        return auth["pid"], max(positions)
+
+    async def _missed(self, user_id: str, after: int) -> list[list] | None:
+        """The events this user's sockets heard after `after`; None past RECOVERY_MAX_EVENTS or
+        when history cannot say."""
+        try:
+            answer = await self.history.call(
+                "GET", f"/internal/users/{quote(user_id, safe='')}/replay",
+                params={"after": str(after), "limit": str(self.max_events)}, idempotent=True,
+                route="/internal/users/{userId}/replay",
+            )
+        except ParleyError as exc:
+            log.warning("connection not recovered: history could not replay (%s)", exc.code)
+            self._not_recovered("unavailable")
+            return None
+        if answer["hasMore"]:
+            self._not_recovered("too_many")
+            return None
+        return answer["events"]
+
+    def _packet(self, event: list) -> eio_packet.Packet:
+        return eio_packet.Packet(eio_packet.MESSAGE, self.server.packet_class(EVENT, namespace="/", data=event).encode())
+
+    def _not_recovered(self, reason: str) -> None:
+        self.metrics.recoveries_refused.labels(reason).inc()
+
+    async def _head(self) -> int | None:
+        """The feed's head now (after the caller joined its room); None when history cannot say:
+        that pid then recovers only with an offset."""
+        try:
+            return await asyncio.wait_for(self._heads.submit(None), HEAD_READ_TIMEOUT_SECONDS)
+        except (ParleyError, asyncio.TimeoutError) as exc:
+            log.info("pid issued without a feed position: %s", getattr(exc, "code", "timeout"))
+            return None
+
+    async def _read_heads(self, waiting: list[None]) -> list[int]:
+        answer = await self.history.call("GET", "/internal/feed/head", idempotent=True, route="/internal/feed/head")
+        return [int(answer["head"])] * len(waiting)
+
+    async def close(self) -> None:
+        await self._heads.close()
+

@@ -1,0 +1,317 @@
+"""Connection-state recovery (issue 20) with the real socket.io-client, driven by Node.
+
+The client is the guide's kind, as it is: socket.io-client from npm with its default options
+(tests/e2e/node/recovering_client.mjs). It reaches the gateways through one address, a TCP proxy
+playing the load balancer: the proxy can point at node a or b, refuse connections, and cut those
+it carries. What is checked is what the client's own code reports: `socket.recovered`, and every
+event its handlers received.
+"""
+
+import asyncio
+import contextlib
+import json
+import shutil
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import aiohttp
+import pytest
+
+from services.gateway.recovery import PidSigner
+from tests.support import GATEWAY_TOKEN, TEST_RUN_DIR, ChatClient, create_user, running_cluster
+
+pytestmark = pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+
+CLIENT_SCRIPT = Path(__file__).with_name("node") / "recovering_client.mjs"
+MAX_EVENTS = 5  # RECOVERY_MAX_EVENTS of this cluster: small, so the bound is cheap to pass
+WAIT_SECONDS = 20.0  # a reconnection backs off up to 5 s (with jitter) between attempts
+RESTART_WAIT_SECONDS = 40.0
+
+
+class Proxy:
+    """One address in front of the gateways, as a load balancer: forwards each new connection to
+    the port it points at (or closes it at once, when it points nowhere); `cut` drops every
+    connection it carries, as a network failure would."""
+
+    def __init__(self):
+        self.target: int | None = None
+        self._links: set[asyncio.StreamWriter] = set()
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> str:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    def cut(self) -> None:
+        for writer in list(self._links):
+            writer.transport.abort()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.target is None:
+            writer.transport.abort()
+            return
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.target)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._links.update((writer, upstream_writer))
+        try:
+            await asyncio.gather(_pipe(reader, upstream_writer), _pipe(upstream_reader, writer))
+        finally:
+            for end in (writer, upstream_writer):
+                self._links.discard(end)
+                end.transport.abort()
+
+    async def close(self) -> None:
+        self.cut()
+        self._server.close()
+        await self._server.wait_closed()
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while chunk := await reader.read(65536):
+            writer.write(chunk)
+            await writer.drain()
+    except (OSError, asyncio.IncompleteReadError):
+        pass
+    finally:
+        writer.transport.abort()  # one side gone: so is the other (as a dropped connection)
+
+
+class NodeClient:
+    """recovering_client.mjs as a process: its JSON lines recorded, commands sent on stdin."""
+
+    def __init__(self, url: str, token: str):
+        self.url, self.token = url, token
+        self.records: list[dict] = []
+        self._changed = asyncio.Event()
+
+    async def start(self) -> "NodeClient":
+        self.process = await asyncio.create_subprocess_exec(
+            "node", str(CLIENT_SCRIPT), self.url, self.token,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        self._reader = asyncio.ensure_future(self._read())
+        return self
+
+    async def _read(self) -> None:
+        while line := await self.process.stdout.readline():
+            self.records.append(json.loads(line))
+            self._changed.set()
+
+    async def wait_for(self, predicate, timeout: float = WAIT_SECONDS, what: str = "a record") -> dict:
+        """The first record (in order) that satisfies `predicate`, waiting up to `timeout`."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            for record in self.records:
+                if predicate(record):
+                    return record
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                raise AssertionError(f"no {what} within {timeout} s; got {self.records}")
+            self._changed.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining)
+
+    async def connected(self, count: int, timeout: float = WAIT_SECONDS) -> dict:
+        """The client's `count`-th "connect" (1 is the first)."""
+        await self.wait_for(lambda _: len(self.connects()) >= count, timeout, f"connect #{count}")
+        return self.connects()[count - 1]
+
+    def connects(self) -> list[dict]:
+        return [record for record in self.records if record["type"] == "connect"]
+
+    def events(self, name: str) -> list[list]:
+        return [record["args"] for record in self.records if record["type"] == "event" and record["event"] == name]
+
+    async def command(self, line: str) -> None:
+        self.process.stdin.write(line.encode() + b"\n")
+        await self.process.stdin.drain()
+
+    async def close(self) -> None:
+        if self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
+        self._reader.cancel()
+
+
+@pytest.fixture(scope="module")
+def recovery_cluster(stores):
+    with running_cluster(stores, TEST_RUN_DIR / "logs" / "recovery", RECOVERY_MAX_EVENTS=str(MAX_EVENTS)) as cluster:
+        yield cluster
+    # Forged pids, drops and a SIGKILL: still no service logged an error.
+    for process in cluster.stack.processes.values():
+        errors = [line for line in process.log_text().splitlines() if '"level": "error"' in line]
+        assert not errors, f"{process.name} logged errors: {errors[:3]}"
+
+
+@pytest.fixture
+async def proxy():
+    running = Proxy()
+    url = await running.start()
+    running.url = url
+    yield running
+    await running.close()
+
+
+@pytest.fixture
+async def clients():
+    opened: list = []
+    yield opened
+    for client in opened:
+        await client.close()
+
+
+def port_of(url: str) -> int:
+    return urlsplit(url).port
+
+
+async def node_client(clients: list, url: str, token: str) -> NodeClient:
+    client = await NodeClient(url, token).start()
+    clients.append(client)
+    return client
+
+
+async def chat_client(clients: list, url: str, token: str) -> ChatClient:
+    client = await ChatClient(url, token).connect()
+    clients.append(client)
+    return client
+
+
+async def send(sender: ChatClient, receiver_id: str, texts: list[str]) -> list[dict]:
+    """Sends each text (acknowledged, so stored) and returns the stored messages."""
+    stored = []
+    for text in texts:
+        ack = await sender.call("sendMessage", {"receiverId": receiver_id, "text": text})
+        assert ack["ok"] is True, ack
+        stored.append(ack["message"])
+    return stored
+
+
+def received_ids(client: NodeClient) -> list[str]:
+    return [args[0]["_id"] for args in client.events("receiveMessage")]
+
+
+async def metric(cluster, node: str, name: str) -> float:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{cluster.gateway_internal_url(node)}/metrics") as answer:
+            text = await answer.text()
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
+
+
+async def test_a_dropped_client_recovers_on_another_node_exactly_what_it_missed(recovery_cluster, proxy, clients):
+    alice = await create_user(recovery_cluster.history_url)
+    bob = await create_user(recovery_cluster.history_url)
+    bob_b = await chat_client(clients, recovery_cluster.gateway_url("b"), bob.token)
+    proxy.target = port_of(recovery_cluster.gateway_url("a"))
+    client = await node_client(clients, proxy.url, alice.token)
+    first = await client.connected(1)
+    assert first["recovered"] is False and first["pid"]
+
+    [before] = await send(bob_b, alice.id, ["before the drop"])
+    await client.wait_for(lambda r: r.get("event") == "receiveMessage", what="the first message")
+    assert client.events("receiveMessage") == [[before, before["_id"]]]  # the offset: its feed position
+    recovered_before = await metric(recovery_cluster, "b", "parley_gateway_sessions_recovered_total")
+
+    proxy.target = None  # the load balancer has nowhere to send it for now
+    proxy.cut()
+    await client.wait_for(lambda r: r["type"] == "disconnect", what="the drop")
+    missed = await send(bob_b, alice.id, [f"missed {n}" for n in range(4)])
+    async with aiohttp.ClientSession() as session:  # one of them deleted meanwhile
+        async with session.delete(f"{recovery_cluster.gateway_url('b')}/api/messages/{missed[1]['_id']}",
+                                  headers=bob.auth_headers) as answer:
+            assert answer.status == 200, await answer.text()
+    proxy.target = port_of(recovery_cluster.gateway_url("b"))  # it comes back on the other node
+
+    second = await client.connected(2)
+    assert second["recovered"] is True and second["pid"] == first["pid"]
+    [after] = await send(bob_b, alice.id, ["after the return"])
+    await client.wait_for(lambda r: r.get("event") == "receiveMessage" and r["args"][0]["_id"] == after["_id"],
+                          what="the live message after recovery")
+    # Exactly what was missed (the deleted one as its deletion), in order, once, before anything new.
+    kept = [missed[0], missed[2], missed[3]]
+    assert received_ids(client) == [before["_id"], *(m["_id"] for m in kept), after["_id"]]
+    assert [args[-1] for args in client.events("receiveMessage")] == received_ids(client)
+    [deleted] = client.events("messageDeleted")
+    assert deleted[0]["_id"] == missed[1]["_id"] and int(deleted[1]) > int(missed[3]["_id"])
+    assert await metric(recovery_cluster, "b", "parley_gateway_sessions_recovered_total") == recovered_before + 1
+
+
+async def test_a_client_that_had_received_nothing_recovers_from_a_restarted_node(recovery_cluster, proxy, clients):
+    """SIGKILL node a under a client that has had no event yet; messages meanwhile go through
+    node b; node a restarted, the client comes back to it and is replayed them."""
+    carol = await create_user(recovery_cluster.history_url)
+    dave = await create_user(recovery_cluster.history_url)
+    dave_b = await chat_client(clients, recovery_cluster.gateway_url("b"), dave.token)
+    node_a = recovery_cluster.stack["gateway-a"]
+    proxy.target = port_of(recovery_cluster.gateway_url("a"))
+    client = await node_client(clients, proxy.url, carol.token)
+    first = await client.connected(1)
+    assert received_ids(client) == []
+
+    node_a.kill()
+    await client.wait_for(lambda r: r["type"] == "disconnect", what="the drop")
+    missed = await send(dave_b, carol.id, ["while a was down 1", "while a was down 2"])
+    node_a.start()
+    await asyncio.to_thread(node_a.wait_ready)
+
+    second = await client.connected(2, timeout=RESTART_WAIT_SECONDS)
+    assert second["recovered"] is True and second["pid"] == first["pid"]
+    await client.wait_for(lambda _: len(received_ids(client)) >= len(missed), what="the replay")
+    assert received_ids(client) == [m["_id"] for m in missed]
+
+
+async def test_a_client_past_the_event_bound_gets_a_normal_connection(recovery_cluster, proxy, clients):
+    erin = await create_user(recovery_cluster.history_url)
+    frank = await create_user(recovery_cluster.history_url)
+    frank_b = await chat_client(clients, recovery_cluster.gateway_url("b"), frank.token)
+    proxy.target = port_of(recovery_cluster.gateway_url("a"))
+    client = await node_client(clients, proxy.url, erin.token)
+    first = await client.connected(1)
+
+    proxy.target = None
+    proxy.cut()
+    await client.wait_for(lambda r: r["type"] == "disconnect", what="the drop")
+    await send(frank_b, erin.id, [f"one too many {n}" for n in range(MAX_EVENTS + 1)])
+    proxy.target = port_of(recovery_cluster.gateway_url("a"))
+
+    second = await client.connected(2)
+    assert second["recovered"] is False and second["pid"] != first["pid"]  # it knows to sync
+    # Nothing of a partial replay: the next message is the first thing it hears.
+    [live] = await send(frank_b, erin.id, ["live"])
+    await client.wait_for(lambda r: r.get("event") == "receiveMessage", what="the live message")
+    assert received_ids(client) == [live["_id"]]
+
+
+async def test_forged_foreign_and_expired_pids_get_a_normal_connection_and_nothing_else(
+        recovery_cluster, proxy, clients):
+    victim = await create_user(recovery_cluster.history_url)
+    mallory = await create_user(recovery_cluster.history_url)
+    friend = await create_user(recovery_cluster.history_url)
+    friend_b = await chat_client(clients, recovery_cluster.gateway_url("b"), friend.token)
+    proxy.target = port_of(recovery_cluster.gateway_url("a"))
+    victim_client = await node_client(clients, proxy.url, victim.token)
+    victim_pid = (await victim_client.connected(1))["pid"]
+    await send(friend_b, victim.id, ["for the victim only"])
+    await victim_client.wait_for(lambda r: r.get("event") == "receiveMessage", what="the victim's message")
+
+    attacker = await node_client(clients, proxy.url, mallory.token)
+    own_pid = (await attacker.connected(1))["pid"]
+    payload, signature = own_pid.split(".")
+    expired = PidSigner(GATEWAY_TOKEN, 86400, clock=lambda: time.time() - 86400 - 120).issue(mallory.id, 0)
+    claims = [
+        victim_pid,  # another user's, genuine
+        f"{victim_pid.split('.')[0]}.{signature}",  # the victim's payload under mallory's signature
+        f"{payload}.{'A' * len(signature)}",  # mallory's own payload, forged signature
+        expired,  # genuine, mallory's own, older than RECOVERY_WINDOW_SECONDS
+    ]
+    for number, claim in enumerate(claims, start=2):
+        await attacker.command(f"claim {claim} 0")
+        answer = await attacker.connected(number)
+        assert answer["recovered"] is False and answer["pid"] != claim, claim
+    assert attacker.events("receiveMessage") == [] and attacker.events("messageSent") == []
+    # The genuine pid of its own, with an offset, still recovers (the checks above are not blanket refusals).
+    await attacker.command(f"claim {own_pid} -")
+    assert (await attacker.connected(len(claims) + 2))["recovered"] is True
