@@ -37,6 +37,7 @@ async def measure(url: str, plan_mode: str, batch: int, messages: int) -> dict:
                 [USERS[(n + 1) % 2] for n in range(batch)],
                 [f"message {number}-{n}" for n in range(batch)],
                 [None] * batch,
+                [None] * batch,  # no replies
             )
         elapsed = time.perf_counter() - started
         cpu = cpu_seconds(backend) - cpu_before

@@ -20,7 +20,7 @@ from ..shared.logs import new_request_id, request_id_var, sid_var
 from ..shared.params import user_id_param
 from .group_members import GroupMembers
 from .metrics import GatewayMetrics
-from .models import MarkRead, SendMessage
+from .models import MarkRead, Reaction, SendMessage
 from .presence_link import PresenceLink
 from .ratelimit import RateLimiter
 from .recovery import Recovery
@@ -144,6 +144,8 @@ class ChatHandler:
         self.send_limiter = RateLimiter(settings.send_rate_per_second, settings.send_burst)
         self.typing_limiter = RateLimiter(settings.typing_rate_per_second, settings.typing_burst)
         self.read_limiter = RateLimiter(settings.read_rate_per_second, settings.read_burst)
+        # react and unreact: one bucket (each is a history write and an emit to the conversation).
+        self.reaction_limiter = RateLimiter(settings.reaction_rate_per_second, settings.reaction_burst)
         # watchPresence and GET /api/presence: one bucket, as both cost a history call.
         self.presence_limiter = RateLimiter(settings.presence_rate_per_second, settings.presence_burst)
         # (sid, target) -> timer that sends `userStoppedTyping` if the client never does.
@@ -159,6 +161,8 @@ class ChatHandler:
         self.sio.on("stopTyping", self.stop_typing)
         self.sio.on("markRead", self.mark_read)
         self.sio.on("watchPresence", self.watch_presence)
+        self.sio.on("react", self.react)
+        self.sio.on("unreact", self.unreact)
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -253,8 +257,9 @@ class ChatHandler:
             conversation, target = {"groupId": message.group_id}, ("group", message.group_id)
         else:
             conversation, target = {"receiverId": message.receiver_id}, ("user", message.receiver_id)
+        reply = {"replyTo": message.reply_to} if message.reply_to is not None else {}
         stored = await self.store_batcher.store(
-            {"senderId": user_id, **conversation, "text": message.text, "clientId": message.client_id}
+            {"senderId": user_id, **conversation, "text": message.text, "clientId": message.client_id, **reply}
         )
         body = stored.message
         if self._cancel_typing(sid, target):
@@ -323,6 +328,27 @@ class ChatHandler:
             route="/internal/read",
         )
         return {"count": result["count"], "upTo": result["upTo"]}
+
+    @socket_event("react")
+    async def react(self, sid: str, user_id: str, payload: object) -> dict:
+        """Puts an emoji on a message I can see; the ack carries `{messageId, reactions}` as I see them,
+        and the conversation hears `reactionUpdated` (emitted by history, to every node)."""
+        return await self._set_reaction(user_id, payload, add=True)
+
+    @socket_event("unreact")
+    async def unreact(self, sid: str, user_id: str, payload: object) -> dict:
+        return await self._set_reaction(user_id, payload, add=False)
+
+    async def _set_reaction(self, user_id: str, payload: object, add: bool) -> dict:
+        request = parse_model(Reaction, payload)
+        self.reaction_limiter.check(user_id)
+        return await self.history.call(
+            "POST",
+            "/internal/reactions",
+            json={"userId": user_id, "messageId": request.message_id, "emoji": request.emoji, "add": add},
+            idempotent=True,  # setting (or clearing) a reaction twice leaves it as once
+            route="/internal/reactions",
+        )
 
     @socket_event("watchPresence")
     async def watch_presence(self, sid: str, user_id: str, payload: object) -> dict:

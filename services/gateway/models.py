@@ -2,7 +2,7 @@
 
 from pydantic import Field
 
-from ..shared.models import ClientId, MessageText, OneConversation, UserId, WireModel
+from ..shared.models import ClientId, Emoji, MessageId, MessageText, OneConversation, UserId, WireModel
 
 
 class SendMessage(OneConversation):
@@ -11,9 +11,18 @@ class SendMessage(OneConversation):
 
     text: MessageText
     client_id: ClientId | None = Field(default=None, alias="clientId")
+    # The message this one replies to (issue 16): in the same conversation, visible to the sender.
+    reply_to: MessageId | None = Field(default=None, alias="replyTo")
 
 
 class MarkRead(WireModel):
     """Socket event `markRead`: `{"userId": "u1"}` (the partner whose messages I have read)."""
 
     user_id: UserId = Field(alias="userId")
+
+
+class Reaction(WireModel):
+    """Socket events `react` and `unreact`: `{"messageId": "42", "emoji": "👍"}`."""
+
+    message_id: MessageId = Field(alias="messageId")
+    emoji: Emoji

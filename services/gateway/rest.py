@@ -16,6 +16,7 @@ import aiohttp
 from aiohttp import web
 
 from ..shared.auth import token_from_headers
+from ..shared.emoji import EMOJI_RULE, is_emoji
 from ..shared.errors import ErrorCode, InvalidField, ServiceUnavailable, Unauthorized, error_response
 from ..shared.fast_json import json_response
 from ..shared.internal import REQUEST_ID_HEADER
@@ -32,6 +33,10 @@ FORWARDED_ROUTES = (
     ("GET", "/api/messages/search"),
     ("PUT", "/api/messages/read/{userId}"),
     ("DELETE", "/api/messages/{messageId}"),
+    # Reactions and edits (issue 16).
+    ("PUT", "/api/messages/{messageId}"),
+    ("PUT", "/api/messages/{messageId}/reactions/{emoji}"),
+    ("DELETE", "/api/messages/{messageId}/reactions/{emoji}"),
     ("GET", "/api/messages/{userId}"),
     ("GET", "/api/users/lookup"),
     ("GET", "/api/users/{userId}"),
@@ -71,6 +76,9 @@ def upstream_path(route: str, params: dict[str, str]) -> str:
     for name, value in params.items():
         if name == "messageId":
             value = str(message_id(value))
+        elif name == "emoji":
+            if not is_emoji(value):  # decoded by the router; quoted again below
+                raise InvalidField("emoji", EMOJI_RULE)
         else:
             user_id_param(value, name)
         checked[name] = quote(value, safe="")

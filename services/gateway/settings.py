@@ -71,6 +71,11 @@ class GatewaySettings(ServiceSettings, JwtSettings, NodeLivenessSettings):
     # 10/s with a burst of 30 never limits an honest reader.
     read_rate_per_second: float = 10.0
     read_burst: int = 30
+    # `react` / `unreact` (issue 16): each is a history write and an emit to the conversation. A
+    # person clicks a few reactions in a row, then reads: a burst of 20 (a whole reaction bar)
+    # and 5/s sustained; a script flooding a group with reactions is held to that.
+    reaction_rate_per_second: float = 5.0
+    reaction_burst: int = 20
     # Who `watchPresence` and GET /api/presence reveal: "partners" (the default) only users who
     # share a conversation with the asker (and the asker); "everyone" any user (for apps whose
     # users are public anyway). Non-partners are reported offline and never subscribed.

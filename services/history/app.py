@@ -113,7 +113,7 @@ async def handler(app: web.Application):
     """The handler, with the notifier it tells clients through (after `postgres`: it needs the store)."""
     settings = app[SETTINGS]
     notifier = ClientNotifier(settings.redis_url, settings.redis_prefix)
-    app[HANDLER] = HistoryHandler(app[STORE], app[GROUPS], notifier)
+    app[HANDLER] = HistoryHandler(app[STORE], app[GROUPS], notifier, settings.edit_window_seconds)
     app[GROUP_HANDLER] = GroupHandler(app[GROUPS], notifier)
     yield
     await notifier.close()

@@ -1,4 +1,4 @@
-"""The errors of group conversations, with the codes issue 15's clients code against."""
+"""The errors of history's own rules (groups, issue 15; reactions and edits, issue 16), with the codes clients code against."""
 
 from ..shared.errors import ErrorCode, NotAMember, ParleyError
 
@@ -20,6 +20,20 @@ class LastAdmin(ParleyError):
 
     status = 409
     code = ErrorCode.LAST_ADMIN
+
+
+class TooManyReactions(ParleyError):
+    """A user already put MAX_REACTIONS_PER_USER distinct emoji on this message."""
+
+    status = 409
+    code = ErrorCode.TOO_MANY_REACTIONS
+
+
+class EditWindowClosed(ParleyError):
+    """A message may be edited for EDIT_WINDOW_SECONDS after it was sent, not later."""
+
+    status = 403
+    code = ErrorCode.EDIT_WINDOW_CLOSED
 
 
 def unknown_group() -> UnknownGroup:

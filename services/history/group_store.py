@@ -11,7 +11,7 @@ import asyncpg
 from ..shared.errors import Forbidden, InvalidField, NotFound, UnknownUser
 from .errors import GroupFull, LastAdmin, not_a_member, unknown_group
 from .group_models import group_json, member_json
-from .store import MESSAGE_COLUMNS, PROFILE_JOINS, MessageStore, message_json
+from .store import MESSAGE_COLUMNS, PROFILE_JOINS, MessageStore, messages_json
 
 ADMIN = "admin"
 MAX_ID = 2**63 - 1
@@ -104,7 +104,8 @@ class GroupStore:
         async with self._messages.connection() as connection:
             await _membership(connection, group_id, me)
             rows = await connection.fetch(_GROUP_PAGE, group_id, before or MAX_ID, limit + 1)
-        return [message_json(row) for row in reversed(rows[:limit])], len(rows) > limit
+            page = await messages_json(connection, list(reversed(rows[:limit])), me)
+        return page, len(rows) > limit
 
     async def mark_read(self, me: str, group_id: int) -> tuple[int, str | None, list[str]]:
         """Reads the group up to its newest message: how many were unread, the newest id, the members."""

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import Field
 
 from ..shared.limits import MAX_USER_NAME_LENGTH
-from ..shared.models import Text, UserId, WireModel
+from ..shared.models import MessageText, Text, UserId, WireModel
 
 MAX_NAME_LENGTH = 128
 MAX_PROFILE_IMAGE_LENGTH = 2048  # a URL
@@ -29,12 +29,31 @@ class UserProfile(WireModel):
     profile_image: Text(0, MAX_PROFILE_IMAGE_LENGTH) = Field(default="", alias="profileImage")
 
 
+class ReactionOut(WireModel):
+    """One emoji on a message, for the reader: `{"emoji": "👍", "count": 3, "me": true}`."""
+
+    emoji: str
+    count: int
+    me: bool
+
+
+class ReplyQuote(WireModel):
+    """What a reply quotes: `{"_id": "41", "sender": "u2", "text": "the first 200 characters"}`;
+    `text` is "deleted" once the original is deleted."""
+
+    id: str = Field(alias="_id")
+    sender: str
+    text: str
+
+
 class MessageOut(WireModel):
-    """A message as the guide's client reads it, plus `clientId` and `readAt`.
+    """A message as the guide's client reads it, plus `clientId`, `readAt` and issue 16's
+    `reactions` (relative to the reader), `replyTo` (a quote, or null) and `editedAt`.
 
     `{"_id": "42", "sender": {"_id": "u1", "userName": "ada", ...}, "receiver": {...},
       "text": "hi", "isRead": false, "createdAt": "2026-11-24T10:00:00.000Z", "updatedAt": ...,
-      "clientId": "c-1", "readAt": null}`
+      "clientId": "c-1", "readAt": null, "reactions": [{"emoji": "👍", "count": 1, "me": false}],
+      "replyTo": {"_id": "41", "sender": "u2", "text": "lunch?"}, "editedAt": null}`
     """
 
     id: str = Field(alias="_id")
@@ -46,6 +65,31 @@ class MessageOut(WireModel):
     updated_at: datetime = Field(alias="updatedAt")
     client_id: str | None = Field(default=None, alias="clientId")
     read_at: datetime | None = Field(default=None, alias="readAt")
+    reactions: list[ReactionOut] = Field(default_factory=list)
+    reply_to: ReplyQuote | None = Field(default=None, alias="replyTo")
+    edited_at: datetime | None = Field(default=None, alias="editedAt")
+
+
+class ReactionCount(WireModel):
+    """One emoji in `reactionUpdated`, the same for every member: `{"emoji": "👍", "count": 3}`."""
+
+    emoji: str
+    count: int
+
+
+class ReactionUpdated(WireModel):
+    """Server event `reactionUpdated`, to every member of the conversation, on every node, in ONE emit:
+    `{"messageId": "42", "reactions": [{"emoji": "👍", "count": 2}], "userId": "u2", "emoji": "👍", "added": true}`.
+
+    One emit cannot carry a per-recipient `me`: a client keeps its own `me` per emoji from the
+    message it loaded and flips it when `userId` is its own user (`added` says which way).
+    """
+
+    message_id: str = Field(alias="messageId")
+    reactions: list[ReactionCount]
+    user_id: str = Field(alias="userId")
+    emoji: str
+    added: bool
 
 
 class GroupMessageOut(MessageOut):
@@ -57,6 +101,18 @@ class GroupMessageOut(MessageOut):
 
     receiver: None
     group_id: str = Field(alias="groupId")
+
+
+class EditMessage(WireModel):
+    """`PUT /api/messages/{messageId}`: `{"text": "the corrected text"}`."""
+
+    text: MessageText
+
+
+class MessageEdited(WireModel):
+    """Server event `messageEdited`, to the conversation's members: `{"message": MessageOut}`."""
+
+    message: MessageOut | GroupMessageOut
 
 
 class MessagesRead(WireModel):
@@ -86,11 +142,37 @@ def profile_json(row: Row, id_column: str = "id", prefix: str = "") -> dict:
     }
 
 
-def message_json(row: Row) -> dict:
-    """A `MessageOut`, from a row of `MESSAGE_COLUMNS` (the message, and both profiles joined),
-    or a `GroupMessageOut` for a group's (no receiver)."""
+DELETED_QUOTE = "deleted"  # a reply's quote once the original is deleted (deletion clears its text)
+
+
+def message_json(row: Row, reactions: list[dict] | None = None) -> dict:
+    """A `MessageOut`, from a row of `MESSAGE_COLUMNS` (the message, both profiles and the replied
+    message joined) and its `reactions_json` for the reader; or a `GroupMessageOut` for a group's."""
     receiver = profile_json(row, "receiver_id", "r_") if row["receiver_id"] is not None else None
-    return _message(row, profile_json(row, "sender_id", "s_"), receiver, row.get("group_id"))
+    message = _message(row, profile_json(row, "sender_id", "s_"), receiver, row.get("group_id"))
+    message["reactions"] = reactions or []
+    message["replyTo"] = reply_quote_json(row)
+    message["editedAt"] = iso(row["edited_at"])
+    return message
+
+
+def reply_quote_json(row: Row) -> dict | None:
+    """A `ReplyQuote` from the `q_` columns (the replied message, joined), or None for no reply."""
+    if row["reply_to_id"] is None:
+        return None
+    text = DELETED_QUOTE if row["q_deleted_at"] is not None else row["q_text"]
+    return {"_id": str(row["reply_to_id"]), "sender": row["q_sender_id"], "text": text}
+
+
+def reactions_json(rows: list[Row]) -> list[dict]:
+    """`ReactionOut`s of one message, from rows of (emoji, count, me) in the order first reacted."""
+    return [{"emoji": row["emoji"], "count": row["count"], "me": row["me"]} for row in rows]
+
+
+def reaction_updated_json(message_id: int, reactions: list[dict], user_id: str, emoji: str, added: bool) -> dict:
+    """A `ReactionUpdated`: the counts without `me` (the same payload for every member)."""
+    counts = [{"emoji": reaction["emoji"], "count": reaction["count"]} for reaction in reactions]
+    return {"messageId": str(message_id), "reactions": counts, "userId": user_id, "emoji": emoji, "added": added}
 
 
 def last_message_json(row: Row, group_id: int | None = None) -> dict:

@@ -3,7 +3,7 @@ and the file of the whole document it serves at `/openapi.json`."""
 
 from pathlib import Path
 
-from ..shared.models import InternalMarkRead, PartnersQuery, StoreMessage, StoreMessages
+from ..shared.models import InternalMarkRead, InternalReaction, PartnersQuery, StoreMessage, StoreMessages
 from ..shared.openapi import (
     ERROR,
     USER_ID,
@@ -14,10 +14,11 @@ from ..shared.openapi import (
     param,
     public_operation,
 )
-from ..shared.limits import GROUP_ID_PATTERN
+from ..shared.limits import GROUP_ID_PATTERN, MAX_REACTIONS_PER_USER
 from .group_models import AddMembers, CreateGroup, GroupOut, SetRole, UpdateGroup
-from .models import GroupMessageOut, MessageOut, MessagesRead, UserProfile
-from .routes import CONVERSATION_PAGE, CONVERSATIONS_PAGE, MAX_QUERY_LENGTH, REPLAY_PAGE, SEARCH_PAGE, SYNC_PAGE, USERS_PAGE
+from .models import EditMessage, GroupMessageOut, MessageEdited, MessageOut, MessagesRead, ReactionUpdated, UserProfile
+from .routes import (CONVERSATION_PAGE, CONVERSATIONS_PAGE, MAX_QUERY_LENGTH, REPLAY_PAGE, SEARCH_PAGE, SYNC_PAGE,
+                     USERS_PAGE)
 
 # Every service's routes, written by `python -m services.devtools.openapi` (history imports no other
 # service; tests/unit/test_openapi.py fails while the file is stale).
@@ -34,6 +35,12 @@ GROUP_STATUSES = (400, 401, 403, 404, 409, 429, 503)
 PROFILE = {"$ref": "#/components/schemas/UserProfile"}
 CURSOR = {"type": "string", "pattern": "^[0-9]{1,19}$"}
 LINK = {"Link": {"description": 'Present while there is more: `<next page URL>; rel="next"`', "schema": {"type": "string"}}}
+MESSAGE_ID = param("messageId", "path", "The message id", CURSOR)
+EMOJI = param("emoji", "path", "One emoji (one grapheme of the Unicode emoji set), percent-encoded",
+              {"type": "string", "minLength": 1, "maxLength": 16})
+REACTIONS = json_answer({"type": "object", "properties": {
+    "messageId": {"type": "string"},
+    "reactions": {"type": "array", "items": {"$ref": "#/components/schemas/ReactionOut"}}}})
 PARTNER = param("userId", "path", "The partner", USER_ID)
 USER = param("userId", "path", "The user", USER_ID)
 
@@ -47,6 +54,7 @@ SYNC = {
     "properties": {
         "messages": {"type": "array", "items": MESSAGE},
         "deleted": {"type": "array", "items": {"type": "object"}},
+        "edited": {"type": "array", "items": MESSAGE},
         "next": CURSOR,
         "hasMore": {"type": "boolean"},
     },
@@ -135,8 +143,19 @@ PUBLIC_PATHS = {
     "/api/messages/{messageId}": {
         "delete": public_operation("Delete my own message; both sides get `messageDeleted`",
                                    {"200": json_answer({"type": "object"})},
-                                   [param("messageId", "path", "The message id", CURSOR)],
-                                   statuses=(400, 401, 403, 404, 429, 503))
+                                   [MESSAGE_ID],
+                                   statuses=(400, 401, 403, 404, 429, 503)),
+        "put": _with_body(public_operation(
+            "Edit my own message within EDIT_WINDOW_SECONDS (`edit_window_closed` after); the conversation gets "
+            "`messageEdited`", {"200": json_answer(MESSAGE)}, [MESSAGE_ID],
+            statuses=(400, 401, 403, 404, 429, 503)), EditMessage),
+    },
+    "/api/messages/{messageId}/reactions/{emoji}": {
+        "put": public_operation(
+            f"React to a message I can see (at most {MAX_REACTIONS_PER_USER} emoji each); the conversation gets "
+            "`reactionUpdated`", {"200": REACTIONS}, [MESSAGE_ID, EMOJI], statuses=(400, 401, 404, 409, 429, 503)),
+        "delete": public_operation("Take my reaction back; the conversation gets `reactionUpdated`",
+                                   {"200": REACTIONS}, [MESSAGE_ID, EMOJI], statuses=(400, 401, 404, 429, 503)),
     },
     "/api/messages/{userId}": {
         "get": public_operation("The conversation with a user, oldest first: the newest page, or older with `before`",
@@ -184,6 +203,10 @@ INTERNAL_PATHS = {
         "post": internal_operation("Mark read on behalf of a socket event", {"200": json_answer({"type": "object"})},
                                    InternalMarkRead)
     },
+    "/internal/reactions": {
+        "post": internal_operation("Set or clear a reaction on behalf of a socket's `react` / `unreact`",
+                                   {"200": REACTIONS}, InternalReaction)
+    },
     "/internal/users": {
         "get": internal_operation("List profiles (development sign-in), or the one with `userName`",
                                   {"200": json_answer({"type": "array", "items": PROFILE})},
@@ -227,5 +250,6 @@ FRAGMENT = Fragment(
     public=PUBLIC_PATHS,
     internal=INTERNAL_PATHS,
     models=(MessageOut, GroupMessageOut, UserProfile, MessagesRead, StoreMessage, StoreMessages, InternalMarkRead,
-            PartnersQuery, GroupOut, CreateGroup, UpdateGroup, AddMembers, SetRole),
+            PartnersQuery, GroupOut, CreateGroup, UpdateGroup, AddMembers, SetRole, EditMessage, MessageEdited,
+            ReactionUpdated, InternalReaction),
 )

@@ -9,11 +9,12 @@ from ..shared.auth import TokenVerifier, token_from_headers
 from ..shared.errors import InvalidField, ParleyError, parse_model
 from ..shared.fast_json import json_response
 from ..shared.limits import MAX_USER_NAME_LENGTH
-from ..shared.models import InternalMarkRead, PartnersQuery, StoreMessage, StoreMessages
+from ..shared.emoji import EMOJI_RULE, is_emoji
+from ..shared.models import InternalMarkRead, InternalReaction, PartnersQuery, StoreMessage, StoreMessages
 from ..shared.params import PageSize, cursor_param, limit_param, message_id, text_param, user_id_param
 from ..shared.web import admits, json_body
 from .app_keys import HANDLER, OPENAPI_JSON, STORE, VERIFIER
-from .models import UserProfile
+from .models import EditMessage, UserProfile
 from .store import Stored
 
 public_routes = web.RouteTableDef()
@@ -94,6 +95,38 @@ async def delete_message(request: web.Request) -> web.Response:
     return json_response({"message": "Message deleted", **deleted})
 
 
+@public_routes.put("/api/messages/{messageId}")
+async def edit_message(request: web.Request) -> web.Response:
+    me = current_user(request)
+    target = message_id(request.match_info["messageId"])
+    payload = parse_model(EditMessage, await json_body(request))
+    return json_response(await request.app[HANDLER].edit_message(me, target, payload.text))
+
+
+def path_emoji(request: web.Request) -> str:
+    """The `{emoji}` path segment, percent-decoded by the router: exactly one emoji."""
+    emoji = request.match_info["emoji"]
+    if not is_emoji(emoji):
+        raise InvalidField("emoji", EMOJI_RULE)
+    return emoji
+
+
+@public_routes.put("/api/messages/{messageId}/reactions/{emoji}")
+async def react(request: web.Request) -> web.Response:
+    me = current_user(request)
+    target, emoji = message_id(request.match_info["messageId"]), path_emoji(request)
+    reactions = await request.app[HANDLER].set_reaction(me, target, emoji, add=True)
+    return json_response({"messageId": str(target), "reactions": reactions})
+
+
+@public_routes.delete("/api/messages/{messageId}/reactions/{emoji}")
+async def unreact(request: web.Request) -> web.Response:
+    me = current_user(request)
+    target, emoji = message_id(request.match_info["messageId"]), path_emoji(request)
+    reactions = await request.app[HANDLER].set_reaction(me, target, emoji, add=False)
+    return json_response({"messageId": str(target), "reactions": reactions})
+
+
 @public_routes.get("/api/messages/{userId}")
 async def conversation_page(request: web.Request) -> web.Response:
     me = current_user(request)
@@ -164,6 +197,16 @@ async def internal_mark_read(request: web.Request) -> web.Response:
     payload = parse_model(InternalMarkRead, await json_body(request))
     count, up_to = await request.app[HANDLER].mark_read(payload.reader_id, payload.partner_id)
     return json_response({"count": count, "upTo": up_to})
+
+
+@internal_routes.post("/internal/reactions")
+@admits("gateway")
+async def internal_reaction(request: web.Request) -> web.Response:
+    """A socket's `react` / `unreact`, on behalf of `userId`: answers `{messageId, reactions}` (theirs)."""
+    payload = parse_model(InternalReaction, await json_body(request))
+    target = int(payload.message_id)
+    reactions = await request.app[HANDLER].set_reaction(payload.user_id, target, payload.emoji, add=payload.add)
+    return json_response({"messageId": str(target), "reactions": reactions})
 
 
 @internal_routes.put("/internal/users/{userId}")

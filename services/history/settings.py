@@ -14,6 +14,9 @@ class HistorySettings(ServiceSettings, JwtSettings):
     # whatever the size, but its delivery fans out to every member, and the gateway keeps a
     # group's member list per node for typing: 1,000 is issue 15's size, measured in bench/.
     max_group_members: int = 1000
+    # Seconds after sending during which the sender may edit a message (issue 16: 15 minutes, as
+    # chat apps allow: long enough to fix a typo, short enough that a conversation's past holds).
+    edit_window_seconds: float = 900.0
     # The tokens of the services admitted to the internal API (each to its own routes): the
     # gateways, presence, and the social app's profile sync / operators ("admin").
     gateway_internal_token: str = DEV_INTERNAL_TOKENS["gateway"]

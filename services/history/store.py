@@ -8,10 +8,18 @@ from typing import NamedTuple
 
 import asyncpg
 
-from ..shared.errors import ErrorCode, Forbidden, NotFound, ParleyError, StoreUnavailable, UnknownUser
+from ..shared.errors import ErrorCode, Forbidden, InvalidField, NotFound, ParleyError, StoreUnavailable, UnknownUser
 from ..shared.models import StoreMessage
-from .errors import not_a_member, unknown_group
-from .models import UserProfile, conversation_json, deletion_json, message_json, profile_json
+from ..shared.limits import MAX_REACTIONS_PER_USER, REPLY_QUOTE_LENGTH
+from .errors import EditWindowClosed, TooManyReactions, not_a_member, unknown_group
+from .models import (
+    UserProfile,
+    conversation_json,
+    deletion_json,
+    message_json,
+    profile_json,
+    reactions_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -25,13 +33,23 @@ UNAVAILABLE_ERRORS = (
     asyncpg.InsufficientResourcesError,
 )
 
-MESSAGE_COLUMNS = """
+MESSAGE_COLUMNS = f"""
     m.id, m.sender_id, m.receiver_id, m.group_id, m.text, m.client_id, m.is_read, m.read_at, m.created_at, m.updated_at,
+    m.reply_to_id, m.edited_at,
     s.user_name AS s_user_name, s.name AS s_name, s.profile_image AS s_profile_image,
-    r.user_name AS r_user_name, r.name AS r_name, r.profile_image AS r_profile_image
+    r.user_name AS r_user_name, r.name AS r_name, r.profile_image AS r_profile_image,
+    q.sender_id AS q_sender_id, left(q.text, {REPLY_QUOTE_LENGTH}) AS q_text, q.deleted_at AS q_deleted_at
 """
-# LEFT JOIN for the receiver: a group message has none.
-PROFILE_JOINS = "JOIN users s ON s.id = m.sender_id LEFT JOIN users r ON r.id = m.receiver_id"
+# LEFT JOIN for the receiver: a group message has none. The replied message (q) is joined by
+# its primary key, so a reply's quote is read, never stored twice: it shows an edit of the
+# original, and "deleted" once the original is gone (models.reply_quote_json).
+PROFILE_JOINS = (
+    "JOIN users s ON s.id = m.sender_id LEFT JOIN users r ON r.id = m.receiver_id"
+    " LEFT JOIN messages q ON q.id = m.reply_to_id"
+)
+# The columns an INSERT ... RETURNING hands to the final SELECT's joins.
+RETURNED_COLUMNS = ("id, sender_id, receiver_id, group_id, text, client_id, is_read, read_at, created_at, updated_at,"
+                    " reply_to_id, edited_at")
 
 
 class Stored(NamedTuple):
@@ -168,8 +186,8 @@ class MessageStore:
         """Up to `limit` messages before the cursor, oldest first, and whether older ones exist."""
         async with self._connection() as connection:
             rows = await connection.fetch(_CONVERSATION_PAGE, me, partner, before or _MAX_ID, limit + 1)
-        has_more = len(rows) > limit
-        return [message_json(row) for row in reversed(rows[:limit])], has_more
+            page = await messages_json(connection, list(reversed(rows[:limit])), me)
+        return page, len(rows) > limit
 
     async def list_conversations(self, me: str, before: int | None, limit: int) -> tuple[list[dict], str | None]:
         """A page of my conversations, newest activity first, and the cursor of the next page
@@ -187,30 +205,46 @@ class MessageStore:
         return row["count"], (str(up_to) if up_to is not None else None)
 
     async def sync(self, me: str, after: int, limit: int) -> dict:
-        """Messages and deletions after the cursor, in the order they happened."""
-        taken, has_more = await self.feed(me, after, limit)
+        """Messages, edits and deletions after the cursor, in the order they happened.
+
+        An edit is a change-feed event (issue 16): `edited` holds each message edited after the
+        cursor once, as it stands now (its newest text). Reactions are not in the feed: the
+        messages carry them as they are now, and `reactionUpdated` tells connected clients.
+        """
+        changes, has_more = await self.feed(me, after, limit)
+        edited = {body["_id"]: body for _, kind, body in changes if kind == "edit"}
         return {
-            "messages": [body for _, kind, body in taken if kind == "message"],
-            "deleted": [body for _, kind, body in taken if kind == "deletion"],
-            "next": str(taken[-1][0] if taken else after),
+            "messages": [body for _, kind, body in changes if kind == "message"],
+            "edited": list(edited.values()),
+            "deleted": [body for _, kind, body in changes if kind == "deletion"],
+            "next": str(changes[-1][0] if changes else after),
             "hasMore": has_more,
         }
 
     async def feed(self, me: str, after: int, limit: int) -> tuple[list[tuple[int, str, dict]], bool]:
-        """My change feed after `after`: (position, "message" or "deletion", its JSON), in
-        position order (a message's id, a deletion's seq: both drawn from `change_seq`), at most
-        `limit` of them, and whether more follow. What `sync` pages and what a recovering socket replays."""
+        """My change feed after `after`: (position, "message", "edit" or "deletion", its JSON), in
+        position order (a message's id, an edit's or a deletion's seq: all drawn from
+        `change_seq`), at most `limit` of them, and whether more follow. A message (or an edited
+        one) is as it stands now, with my view of its reactions. What `sync` pages and what a
+        recovering socket replays."""
         async with self._connection() as connection:
             messages = await connection.fetch(_SYNC_MESSAGES, me, after, limit + 1)
             deletions = await connection.fetch(_SYNC_DELETIONS, me, after, limit + 1)
-        events = sorted(
-            [(row["id"], "message", message_json(row)) for row in messages]
-            + [(row["seq"], "deletion",
-                deletion_json(row["message_id"], row["sender_id"], row["receiver_id"], row["group_id"]))
-               for row in deletions],
-            key=lambda event: event[0],
-        )
-        return events[:limit], len(events) > limit
+            edits = await connection.fetch(_SYNC_EDITS, me, after, limit + 1)
+            events = sorted(
+                [(row["id"], "message", row) for row in messages] + [(row["seq"], "deletion", row) for row in deletions]
+                + [(row["seq"], "edit", row) for row in edits],
+                key=lambda event: event[0],
+            )
+            taken = events[:limit]
+            built = await messages_json(connection, [row for _, kind, row in taken if kind != "deletion"], me)
+        by_id = {message["_id"]: message for message in built}
+        changes = [
+            (position, kind, deletion_json(row["message_id"], row["sender_id"], row["receiver_id"], row["group_id"])
+             if kind == "deletion" else by_id[str(row["id"])])
+            for position, kind, row in taken
+        ]
+        return changes, len(events) > limit
 
     async def feed_head(self) -> int:
         """The newest position of the change feed that is committed: every smaller one is too.
@@ -224,7 +258,8 @@ class MessageStore:
     async def search(self, me: str, query: str, before: int | None, limit: int) -> tuple[list[dict], bool]:
         async with self._connection() as connection:
             rows = await connection.fetch(_SEARCH, me, query, before or _MAX_ID, limit + 1)
-        return [message_json(row) for row in rows[:limit]], len(rows) > limit
+            found = await messages_json(connection, rows[:limit], me)
+        return found, len(rows) > limit
 
     async def delete_message(self, me: str, message_id: int) -> tuple[dict, int]:
         """Deletes my own message; the summary rows of both sides (or the group's last message)
@@ -248,6 +283,65 @@ class MessageStore:
                 await connection.execute(_REPOINT_SUMMARIES, message_id, sender_id, receiver_id)
         return deletion_json(message_id, sender_id, receiver_id, group_id), seq
 
+    async def edit_message(self, me: str, message_id: int, text: str, window_seconds: float) -> dict:
+        """Replaces the text of my own message sent less than `window_seconds` ago; the edit is a
+        change-feed event (sync's `edited`), and search finds the new words (the word vector is
+        generated from the text). Someone who cannot see the message is told it does not exist."""
+        async with self._connection() as connection, connection.transaction():
+            await connection.execute("SELECT pg_advisory_xact_lock($1)", CHANGE_FEED_LOCK_KEY)
+            row = await connection.fetchrow(_MESSAGE_TO_EDIT, message_id, me, window_seconds)
+            if not _visible(row, me):
+                raise NotFound("No such message")
+            if row["sender_id"] != me:
+                raise Forbidden("Only the sender can edit a message")
+            if not row["editable"]:
+                raise EditWindowClosed(f"A message can be edited for {window_seconds:g} seconds after it is sent")
+            await connection.execute(_EDIT_MESSAGE, message_id, text, row["sender_id"], row["receiver_id"], row["group_id"])
+            [edited] = await messages_json(connection, [await connection.fetchrow(_MESSAGE_BY_ID, message_id)], me)
+        return edited
+
+    async def set_reaction(self, me: str, message_id: int, emoji: str, add: bool) -> tuple[dict, list[dict], bool]:
+        """Adds (or removes) my `emoji` on a message I can see: the message's conversation
+        (`deletion_json`'s shape: sender, receiver, groupId), its reactions for me now, and whether
+        anything changed. Refused with `too_many_reactions` past MAX_REACTIONS_PER_USER emoji."""
+        async with self._connection() as connection, connection.transaction():
+            row = await connection.fetchrow(_VISIBLE_MESSAGE, message_id, me)
+            if not _visible(row, me):
+                raise NotFound("No such message")
+            if add:
+                # Serialises this user's reactions on this message, so two at once cannot both pass the
+                # limit; the count is then read by a statement of its own, whose snapshot comes after the lock.
+                await connection.execute(_REACTION_LOCK, me, message_id)
+                outcome = await connection.fetchval(_ADD_REACTION, message_id, me, emoji, MAX_REACTIONS_PER_USER)
+                if outcome == "full":
+                    raise TooManyReactions(f"At most {MAX_REACTIONS_PER_USER} different reactions on one message")
+                changed = outcome == "added"
+            else:
+                changed = await connection.fetchval(_REMOVE_REACTION, message_id, me, emoji) is not None
+            reactions = await _reactions_of(connection, [message_id], me)
+        conversation = deletion_json(message_id, row["sender_id"], row["receiver_id"], row["group_id"])
+        return conversation, reactions.get(message_id, []), changed
+
+
+def _visible(row, me: str) -> bool:
+    """A row of _MESSAGE_TO_EDIT / _VISIBLE_MESSAGE that `me` may see: a 1:1 party, or a member of its group now."""
+    return row is not None and (row["member"] if row["group_id"] else me in (row["sender_id"], row["receiver_id"]))
+
+
+async def messages_json(connection: asyncpg.Connection, rows: list, reader: str) -> list[dict]:
+    """Message objects of rows of MESSAGE_COLUMNS, each with its reactions as `reader` sees them
+    (one more query for the whole page: one primary-key range scan per message)."""
+    reactions = await _reactions_of(connection, [row["id"] for row in rows], reader) if rows else {}
+    return [message_json(row, reactions.get(row["id"])) for row in rows]
+
+
+async def _reactions_of(connection: asyncpg.Connection, message_ids: list[int], reader: str) -> dict[int, list[dict]]:
+    rows = await connection.fetch(_REACTIONS_OF, message_ids, reader)
+    grouped: dict[int, list] = {}
+    for row in rows:
+        grouped.setdefault(row["message_id"], []).append(row)
+    return {message_id: reactions_json(found) for message_id, found in grouped.items()}
+
 
 async def _messages_by_client_id(connection: asyncpg.Connection, messages: list[StoreMessage]) -> dict:
     """Messages already stored under these (sender, clientId) pairs, by pair."""
@@ -260,13 +354,15 @@ async def _messages_by_client_id(connection: asyncpg.Connection, messages: list[
         [m.sender_id for m in pairs],
         [m.client_id for m in pairs],
     )
-    return {(row["sender_id"], row["client_id"]): message_json(row) for row in rows}
+    # Each is answered to its own sender: their reactions on a retried message are theirs.
+    return {(row["sender_id"], row["client_id"]): (await messages_json(connection, [row], row["sender_id"]))[0]
+            for row in rows}
 
 
 async def _insert_direct(connection: asyncpg.Connection, direct: list[tuple[int, StoreMessage]]) -> dict[int, dict]:
     """The 1:1 messages this statement created, by their index in the batch."""
     columns = [[getattr(m, name) for _, m in direct] for name in ("sender_id", "receiver_id", "text", "client_id")]
-    rows = await connection.fetch(_INSERT_MESSAGES, *columns)
+    rows = await connection.fetch(_INSERT_MESSAGES, *columns, _reply_ids(direct))
     return {direct[row["n"] - 1][0]: message_json(row) for row in rows}
 
 
@@ -278,8 +374,13 @@ async def _insert_grouped(connection: asyncpg.Connection, grouped: list[tuple[in
         [int(m.group_id) for _, m in grouped],
         [m.text for _, m in grouped],
         [m.client_id for _, m in grouped],
+        _reply_ids(grouped),
     )
     return {grouped[row["n"] - 1][0]: message_json(row) for row in rows}
+
+
+def _reply_ids(messages: list[tuple[int, StoreMessage]]) -> list[int | None]:
+    return [int(m.reply_to) if m.reply_to is not None else None for _, m in messages]
 
 
 async def _group_recipients(connection: asyncpg.Connection, created: dict[int, dict]) -> dict[int, list[str]]:
@@ -297,22 +398,27 @@ async def _group_recipients(connection: asyncpg.Connection, created: dict[int, d
 
 async def _refusals(connection: asyncpg.Connection, messages: list[StoreMessage]) -> dict[int, ParleyError]:
     """Why each message was not stored, keyed by `id(message)`: an unknown sender, receiver or
-    group, or a sender who is not a member of the group."""
+    group, a sender who is not a member of the group, or a `replyTo` outside the conversation."""
     user_ids = sorted({m.sender_id for m in messages} | {m.receiver_id for m in messages if m.receiver_id})
     group_ids = sorted({int(m.group_id) for m in messages if m.group_id is not None})
     known = await connection.fetchrow(_KNOWN_USERS_AND_GROUPS, user_ids, group_ids)
     users, groups = set(known["users"]), set(known["groups"])
+    grouped = [m for m in messages if m.group_id is not None]
+    memberships = {(row["group_id"], row["user_id"]) for row in await connection.fetch(
+        _MEMBERSHIPS, [int(m.group_id) for m in grouped], [m.sender_id for m in grouped])} if grouped else set()
     refusals: dict[int, ParleyError] = {}
     for message in messages:
         if message.sender_id not in users:
             error: ParleyError = UnknownUser(
                 "Your profile is not known to the chat service", code=ErrorCode.UNKNOWN_SENDER)
-        elif message.group_id is None:
+        elif message.group_id is None and message.receiver_id not in users:
             error = UnknownUser("The receiver is not a known user", code=ErrorCode.UNKNOWN_RECEIVER)
-        elif int(message.group_id) not in groups:
+        elif message.group_id is not None and int(message.group_id) not in groups:
             error = unknown_group()
-        else:
+        elif message.group_id is not None and (int(message.group_id), message.sender_id) not in memberships:
             error = not_a_member()
+        else:  # everything else holds: the replied message is not one of this conversation's
+            error = InvalidField("replyTo", "must be a message of this conversation that is not deleted")
         refusals[id(message)] = error
     return refusals
 
@@ -333,17 +439,23 @@ _INSERT_MESSAGES = f"""
 WITH feed_lock AS MATERIALIZED (
     SELECT pg_advisory_xact_lock({CHANGE_FEED_LOCK_KEY})
 ), input AS MATERIALIZED (
-    SELECT nextval('change_seq') AS id, i.n, i.sender_id, i.receiver_id, i.text, i.client_id
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS i(sender_id, receiver_id, text, client_id, n)
+    SELECT nextval('change_seq') AS id, i.n, i.sender_id, i.receiver_id, i.text, i.client_id, i.reply_to
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[])
+         WITH ORDINALITY AS i(sender_id, receiver_id, text, client_id, reply_to, n)
     WHERE (SELECT true FROM feed_lock)
       AND EXISTS (SELECT 1 FROM users WHERE id = i.sender_id) AND EXISTS (SELECT 1 FROM users WHERE id = i.receiver_id)
+      -- A reply quotes a message of the same pair, either way, still standing (a primary-key probe).
+      AND (i.reply_to IS NULL OR EXISTS (
+          SELECT 1 FROM messages x WHERE x.id = i.reply_to AND x.deleted_at IS NULL AND x.group_id IS NULL
+          AND ((x.sender_id = i.sender_id AND x.receiver_id = i.receiver_id)
+               OR (x.sender_id = i.receiver_id AND x.receiver_id = i.sender_id))))
     ORDER BY i.n
 ), m AS (
     -- In (sender, clientId) order, so two batches holding the same retries wait, not deadlock.
-    INSERT INTO messages (id, sender_id, receiver_id, text, client_id)
-    SELECT id, sender_id, receiver_id, text, client_id FROM input ORDER BY sender_id, client_id, id
+    INSERT INTO messages (id, sender_id, receiver_id, text, client_id, reply_to_id)
+    SELECT id, sender_id, receiver_id, text, client_id, reply_to FROM input ORDER BY sender_id, client_id, id
     ON CONFLICT ON CONSTRAINT messages_client_id_key DO NOTHING
-    RETURNING id, sender_id, receiver_id, group_id, text, client_id, is_read, read_at, created_at, updated_at
+    RETURNING {RETURNED_COLUMNS}
 ), summary AS (
     -- One row per (owner, partner), in key order, so concurrent batches lock them in the same order.
     INSERT INTO conversations AS c (owner_id, partner_id, last_message_id, unread_count)
@@ -514,14 +626,18 @@ WHERE ((owner_id = $2 AND partner_id = $3) OR (owner_id = $3 AND partner_id = $2
 # messages take last_seq + 1, + 2, ... in id order. Sending reads the group for the sender.
 _INSERT_GROUP_MESSAGES = f"""
 WITH input AS MATERIALIZED (
-    SELECT i.n, i.sender_id, i.group_id, i.text, i.client_id
-    FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[]) WITH ORDINALITY AS i(sender_id, group_id, text, client_id, n)
+    SELECT i.n, i.sender_id, i.group_id, i.text, i.client_id, i.reply_to
+    FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[])
+         WITH ORDINALITY AS i(sender_id, group_id, text, client_id, reply_to, n)
     WHERE EXISTS (SELECT 1 FROM group_members gm WHERE gm.group_id = i.group_id AND gm.user_id = i.sender_id)
+      -- A reply quotes a message of the same group still standing (a primary-key probe).
+      AND (i.reply_to IS NULL OR EXISTS (
+          SELECT 1 FROM messages x WHERE x.id = i.reply_to AND x.group_id = i.group_id AND x.deleted_at IS NULL))
       AND (i.client_id IS NULL
            OR NOT EXISTS (SELECT 1 FROM messages x WHERE x.sender_id = i.sender_id AND x.client_id = i.client_id))
 ), numbered AS MATERIALIZED (
     -- A clientId repeated within the batch: its first copy only.
-    SELECT nextval('change_seq') AS id, i.n, i.sender_id, i.group_id, i.text, i.client_id FROM input i
+    SELECT nextval('change_seq') AS id, i.n, i.sender_id, i.group_id, i.text, i.client_id, i.reply_to FROM input i
     WHERE i.client_id IS NULL
        OR i.n = (SELECT min(j.n) FROM input j WHERE j.sender_id = i.sender_id AND j.client_id = i.client_id)
     ORDER BY i.n
@@ -533,12 +649,12 @@ WITH input AS MATERIALIZED (
     RETURNING g.id, g.last_seq - c.k AS base
 ), m AS (
     -- ON CONFLICT never fires under the lock; it keeps a batch from failing if it ever did.
-    INSERT INTO messages (id, sender_id, group_id, group_seq, text, client_id)
+    INSERT INTO messages (id, sender_id, group_id, group_seq, text, client_id, reply_to_id)
     SELECT nb.id, nb.sender_id, nb.group_id, counted.base + row_number() OVER (PARTITION BY nb.group_id ORDER BY nb.id),
-           nb.text, nb.client_id
+           nb.text, nb.client_id, nb.reply_to
     FROM numbered nb JOIN counted ON counted.id = nb.group_id
     ON CONFLICT ON CONSTRAINT messages_client_id_key DO NOTHING
-    RETURNING id, sender_id, receiver_id, group_id, group_seq, text, client_id, is_read, read_at, created_at, updated_at
+    RETURNING group_seq, {RETURNED_COLUMNS}
 ), sender_read AS (
     UPDATE group_members gm SET read_seq = GREATEST(gm.read_seq, s.seq), read_up_to = GREATEST(gm.read_up_to, s.id)
     FROM (SELECT group_id, sender_id, max(group_seq) AS seq, max(id) AS id FROM m GROUP BY group_id, sender_id) AS s
@@ -574,4 +690,84 @@ SELECT owner_id, array_agg(DISTINCT partner_id) AS partners FROM (
     SELECT mine.user_id, other.user_id FROM group_members mine JOIN group_members other ON other.group_id = mine.group_id
     WHERE mine.user_id = ANY($1::text[]) AND other.user_id <> mine.user_id
 ) AS pairs GROUP BY owner_id
+"""
+
+# Who may learn a reaction set or removed, an edit, whom its conversation is: the message (not
+# deleted) and whether I am a member of its group now (a primary-key probe each).
+_VISIBLE_MESSAGE = """
+SELECT m.sender_id, m.receiver_id, m.group_id,
+       EXISTS (SELECT 1 FROM group_members gm WHERE gm.group_id = m.group_id AND gm.user_id = $2) AS member
+FROM messages m WHERE m.id = $1 AND m.deleted_at IS NULL
+"""
+
+# _VISIBLE_MESSAGE, locked (an edit and a deletion of one message wait for each other), and
+# whether it is still inside the edit window ($3 seconds), by the database's clock.
+_MESSAGE_TO_EDIT = """
+SELECT m.sender_id, m.receiver_id, m.group_id, now() - m.created_at <= make_interval(secs => $3) AS editable,
+       EXISTS (SELECT 1 FROM group_members gm WHERE gm.group_id = m.group_id AND gm.user_id = $2) AS member
+FROM messages m WHERE m.id = $1 AND m.deleted_at IS NULL FOR UPDATE OF m
+"""
+
+# The new text (the word vector follows: it is generated from the text) and the edit recorded
+# for sync, in one statement, under the change-feed lock (the edit takes a change_seq number).
+_EDIT_MESSAGE = """
+WITH edited AS (
+    UPDATE messages SET text = $2, edited_at = now(), updated_at = now() WHERE id = $1
+)
+INSERT INTO message_edits (message_id, sender_id, receiver_id, group_id) VALUES ($1, $3, $4, $5)
+"""
+
+_MESSAGE_BY_ID = f"SELECT {MESSAGE_COLUMNS} FROM messages m {PROFILE_JOINS} WHERE m.id = $1"
+
+# Edits after the cursor, the message as it stands now: like _SYNC_DELETIONS, the three index
+# range scans of message_edits (my 1:1 sent, received, each of my groups), then messages by key.
+# A message edited and then deleted is left out: its deletion is in the feed.
+_SYNC_EDITS = f"""
+SELECT e.seq, {MESSAGE_COLUMNS} FROM (
+    (SELECT seq, message_id FROM message_edits WHERE sender_id = $1 AND group_id IS NULL AND seq > $2
+     ORDER BY seq LIMIT $3)
+    UNION
+    (SELECT seq, message_id FROM message_edits WHERE receiver_id = $1 AND seq > $2 ORDER BY seq LIMIT $3)
+    UNION ALL
+    (SELECT d.* FROM group_members gm CROSS JOIN LATERAL (
+        SELECT seq, message_id FROM message_edits WHERE group_id = gm.group_id AND seq > $2 ORDER BY seq LIMIT $3
+     ) AS d WHERE gm.user_id = $1)
+    ORDER BY seq LIMIT $3
+) AS e JOIN messages m ON m.id = e.message_id {PROFILE_JOINS}
+WHERE m.deleted_at IS NULL
+ORDER BY e.seq
+"""
+
+# The reactions of a page of messages for its reader: a range scan of the primary key per
+# message, counted per emoji, in the order each emoji was first put on the message.
+_REACTIONS_OF = """
+SELECT message_id, emoji, count(*)::int AS count, bool_or(user_id = $2) AS me
+FROM message_reactions WHERE message_id = ANY($1::bigint[])
+GROUP BY message_id, emoji ORDER BY message_id, min(created_at), emoji
+"""
+
+# The two-key form of advisory locks has a key space of its own (never the change-feed lock):
+# (user, message), so only one user's reactions on one message wait for each other.
+_REACTION_LOCK = "SELECT pg_advisory_xact_lock(hashtext($1), ($2 % 2147483647)::int)"
+
+# 'exists' (already set: nothing to do), 'full' (the user's limit reached) or 'added'.
+_ADD_REACTION = """
+WITH mine AS (
+    SELECT count(*) AS n, bool_or(emoji = $3) AS has FROM message_reactions WHERE message_id = $1 AND user_id = $2
+), added AS (
+    INSERT INTO message_reactions (message_id, user_id, emoji)
+    SELECT $1, $2, $3 FROM mine WHERE NOT coalesce(mine.has, false) AND mine.n < $4
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+)
+SELECT CASE WHEN coalesce(mine.has, false) THEN 'exists' WHEN EXISTS (SELECT 1 FROM added) THEN 'added' ELSE 'full' END
+FROM mine
+"""
+
+_REMOVE_REACTION = "DELETE FROM message_reactions WHERE message_id = $1 AND user_id = $2 AND emoji = $3 RETURNING 1"
+
+# Which of these (group, sender) pairs are memberships now (primary-key probes): why a group message was refused.
+_MEMBERSHIPS = """
+SELECT group_id, user_id FROM group_members
+WHERE (group_id, user_id) IN (SELECT * FROM unnest($1::bigint[], $2::text[]))
 """

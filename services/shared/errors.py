@@ -25,6 +25,8 @@ class ErrorCode(StrEnum):
     NOT_A_MEMBER = "not_a_member"
     GROUP_FULL = "group_full"
     LAST_ADMIN = "last_admin"
+    TOO_MANY_REACTIONS = "too_many_reactions"
+    EDIT_WINDOW_CLOSED = "edit_window_closed"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     PAYLOAD_TOO_LARGE = "payload_too_large"
     RATE_LIMITED = "rate_limited"

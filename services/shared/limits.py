@@ -18,6 +18,10 @@ MAX_SOCKET_ID_LENGTH = 64  # a Socket.IO sid (python-socketio's are 20 character
 
 MAX_USER_NAME_LENGTH = 64
 MAX_TEXT_LENGTH = 4000  # characters of one message
+# Distinct emoji one user may put on one message (issue 16): a reaction bar, not a text channel.
+MAX_REACTIONS_PER_USER = 20
+# Characters of the replied message quoted in a reply's `replyTo.text`.
+REPLY_QUOTE_LENGTH = 200
 
 # Ids in one presence query (`?ids=a,b,c`): 100 ids of MAX_USER_ID_LENGTH characters stay under
 # the 8 KB request line a server accepts. A caller with more asks in chunks of this size.
@@ -32,6 +36,16 @@ MAX_USERS_PER_PARTNERS_QUERY = 10_000  # users in one `POST /internal/partners`
 GROUP_ID_PATTERN = r"^[0-9]{1,18}$"
 _GROUP_ID = re.compile(GROUP_ID_PATTERN)
 GROUP_ID_RULE = "must be a group id (up to 18 digits)"
+
+
+# A message id is a decimal digit string ("42"): a Postgres bigint.
+MESSAGE_ID_PATTERN = r"^[0-9]{1,18}$"
+_MESSAGE_ID = re.compile(MESSAGE_ID_PATTERN)
+MESSAGE_ID_RULE = "must be a message id (up to 18 digits)"
+
+
+def valid_message_id(value: object) -> bool:
+    return isinstance(value, str) and _MESSAGE_ID.fullmatch(value) is not None
 
 
 def valid_group_id(value: object) -> bool:

@@ -14,6 +14,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from .emoji import EMOJI_RULE, is_emoji
 from .errors import InvalidField
 from .limits import (
     GROUP_ID_RULE,
@@ -25,8 +26,10 @@ from .limits import (
     MAX_TEXT_LENGTH,
     MAX_USER_ID_LENGTH,
     MAX_USERS_PER_PARTNERS_QUERY,
+    MESSAGE_ID_RULE,
     USER_ID_RULE,
     valid_group_id,
+    valid_message_id,
     valid_user_id,
 )
 
@@ -65,6 +68,22 @@ def group_id_shape(value: str) -> str:
 
 
 GroupId = Annotated[str, AfterValidator(group_id_shape)]
+
+
+def message_id_shape(value: str) -> str:
+    if not valid_message_id(value):
+        raise ValueError(MESSAGE_ID_RULE)
+    return value
+
+
+def emoji_shape(value: str) -> str:
+    if not is_emoji(value):
+        raise ValueError(EMOJI_RULE)
+    return value
+
+
+MessageId = Annotated[str, AfterValidator(message_id_shape)]
+Emoji = Annotated[str, AfterValidator(emoji_shape)]
 MessageText = Text(1, MAX_TEXT_LENGTH)
 
 
@@ -96,6 +115,7 @@ class StoreMessage(OneConversation):
     sender_id: UserId = Field(alias="senderId")
     text: MessageText
     client_id: ClientId | None = Field(default=None, alias="clientId")
+    reply_to: MessageId | None = Field(default=None, alias="replyTo")
 
 
 class StoreMessages(WireModel):
@@ -109,6 +129,16 @@ class InternalMarkRead(WireModel):
 
     reader_id: UserId = Field(alias="readerId")
     partner_id: UserId = Field(alias="partnerId")
+
+
+class InternalReaction(WireModel):
+    """Internal `POST /internal/reactions`, a socket's `react` / `unreact`:
+    `{"userId": "u2", "messageId": "42", "emoji": "👍", "add": true}` (`add: false` removes it)."""
+
+    user_id: UserId = Field(alias="userId")
+    message_id: MessageId = Field(alias="messageId")
+    emoji: Emoji
+    add: bool
 
 
 # --- presence -> history ---------------------------------------------------------------------

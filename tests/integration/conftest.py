@@ -9,6 +9,7 @@ from services.history.app import create_app
 from services.history.app_keys import STORE
 from services.history.settings import HistorySettings
 from services.shared.web import INTERNAL_APP
+from tests.integration.history_client import Api, RecordingNotifier
 from tests.support import ADMIN_TOKEN, GATEWAY_TOKEN, JWT, PRESENCE_TOKEN, create_user
 
 
@@ -76,3 +77,18 @@ def send(history_internal):
         return body["message"], body["created"]
 
     return send_message
+
+
+@pytest.fixture
+async def app_clients(stores, monkeypatch):
+    """History in-process (a member limit of 6, so limits are cheap to reach), with its events recorded."""
+    recorder = RecordingNotifier(monkeypatch)
+    app = create_app(history_settings(stores, max_group_members=6))
+    async with TestClient(TestServer(app)) as public, TestClient(TestServer(app[INTERNAL_APP])) as internal:
+        await wait_schema_ready(app)
+        yield public, internal, recorder
+
+
+@pytest.fixture
+def api(app_clients) -> Api:
+    return Api(*app_clients)

@@ -11,94 +11,12 @@ import uuid
 
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
-from services.history.app import create_app
 from services.shared.auth import issue_token
 from services.shared.keys import user_room
-from services.shared.notify import ClientNotifier
-from services.shared.web import INTERNAL_APP
-from tests.integration.conftest import history_settings, wait_schema_ready
-from tests.support import GATEWAY_TOKEN, JWT, PRESENCE_TOKEN, User, create_user
+from tests.support import JWT, PRESENCE_TOKEN, User
+from tests.integration.history_client import GATEWAY, Api, code_of, rooms
 from tests.tally import ATTACK
-
-GATEWAY = {"X-Internal-Token": GATEWAY_TOKEN}
-
-
-class RecordingNotifier:
-    """Wraps the notifier's emit to rooms: every emit is written down as (event, data, rooms),
-    then published as it would be."""
-
-    def __init__(self, monkeypatch):
-        self.emits: list[tuple[str, object, list[str]]] = []
-        publish = ClientNotifier.emit_to_rooms
-
-        async def emit_to_rooms(notifier: ClientNotifier, event: str, data: object, rooms: list[str]) -> None:
-            self.emits.append((event, data, list(rooms)))
-            await publish(notifier, event, data, rooms)
-
-        monkeypatch.setattr(ClientNotifier, "emit_to_rooms", emit_to_rooms)
-
-    def of(self, event: str) -> list[tuple[object, set[str]]]:
-        return [(data, set(rooms)) for name, data, rooms in self.emits if name == event]
-
-
-@pytest.fixture
-async def app_clients(stores, monkeypatch):
-    recorder = RecordingNotifier(monkeypatch)
-    app = create_app(history_settings(stores, max_group_members=6))
-    async with TestClient(TestServer(app)) as public, TestClient(TestServer(app[INTERNAL_APP])) as internal:
-        await wait_schema_ready(app)
-        yield public, internal, recorder
-
-
-@pytest.fixture
-def api(app_clients):
-    return Api(*app_clients)
-
-
-class Api:
-    """The group routes as a client calls them (public: a user's JWT; internal: the gateway's token)."""
-
-    def __init__(self, public: TestClient, internal: TestClient, recorder: RecordingNotifier):
-        self.public, self.internal, self.events = public, internal, recorder
-
-    async def user(self) -> User:
-        return await create_user(str(self.internal.make_url("")).rstrip("/"))
-
-    async def call(self, method: str, path: str, user: User, status: int = 200, **kwargs):
-        answer = await self.public.request(method, path, headers=user.auth_headers, **kwargs)
-        body = await answer.json()
-        assert answer.status == status, body
-        return body, answer.headers
-
-    async def create(self, creator: User, *members: User, name: str = "Climbing") -> dict:
-        body, _ = await self.call("POST", "/api/groups", creator, 201,
-                                  json={"name": name, "memberIds": [m.id for m in members]})
-        return body
-
-    async def store(self, *messages: dict) -> list[dict]:
-        answer = await self.internal.post("/internal/messages/batch", json={"messages": list(messages)}, headers=GATEWAY)
-        body = await answer.json()
-        assert answer.status == 200, body
-        return body["results"]
-
-    async def send(self, sender: User, group: dict, text: str, client_id: str | None = None) -> dict:
-        [result] = await self.store({"senderId": sender.id, "groupId": group["_id"], "text": text, "clientId": client_id})
-        assert "message" in result, result
-        return result
-
-    async def conversations(self, user: User) -> list[dict]:
-        return (await self.call("GET", "/api/messages/conversations", user))[0]
-
-
-def rooms(*users: User) -> set[str]:
-    return {user_room(user.id) for user in users}
-
-
-def code_of(body: dict) -> str:
-    return body["code"]
-
 
 # --- create, read, change ------------------------------------------------------------------
 

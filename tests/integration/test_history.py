@@ -110,7 +110,7 @@ async def test_sync_returns_everything_after_the_cursor_including_deletions(hist
     assert body["deleted"] == [{"_id": seen["_id"], "sender": ada.id, "receiver": me.id}]
     assert body["hasMore"] is False
     again, _ = await get_json(history, f"/api/messages/sync?after={body['next']}", me)
-    assert again == {"messages": [], "deleted": [], "next": body["next"], "hasMore": False}
+    assert again == {"messages": [], "edited": [], "deleted": [], "next": body["next"], "hasMore": False}
 
 
 async def test_sync_pages_in_order(history, make_user, send):
@@ -278,7 +278,7 @@ async def test_ids_become_visible_in_id_order_so_sync_misses_nothing(history, st
     try:
         transaction = slow.transaction()
         await transaction.start()
-        [held] = await slow.fetch(_INSERT_MESSAGES, [ada.id], [grace.id], ["held back"], [None])
+        [held] = await slow.fetch(_INSERT_MESSAGES, [ada.id], [grace.id], ["held back"], [None], [None])
         # Another pair, so no summary row lock makes it wait: only the change feed's lock.
         later = asyncio.ensure_future(send(carol, grace, "sent meanwhile"))
 

@@ -14,7 +14,8 @@ ROW = {
     "id": 43, "sender_id": "u1", "receiver_id": None, "group_id": 17, "text": "hi all", "client_id": "c-1",
     "is_read": False, "read_at": None, "created_at": MOMENT, "updated_at": MOMENT,
     "s_user_name": "ada", "s_name": "Ada", "s_profile_image": "", "r_user_name": None, "r_name": None,
-    "r_profile_image": None,
+    "r_profile_image": None, "reply_to_id": None, "edited_at": None, "q_sender_id": None, "q_text": None,
+    "q_deleted_at": None,
 }
 MEMBER_ROW = {"id": "u1", "user_name": "ada", "name": "Ada", "profile_image": "", "role": "admin", "read_up_to": 43}
 GROUP_ROW = {"id": 17, "name": "Climbing", "image": "", "created_by": "u1", "created_at": MOMENT}

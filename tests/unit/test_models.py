@@ -57,7 +57,8 @@ MESSAGE_ROW = {
     "id": 42, "sender_id": "u1", "receiver_id": "u2", "text": "hi", "client_id": None, "is_read": False,
     "read_at": None, "created_at": MOMENT, "updated_at": MOMENT,
     "s_user_name": "ada", "s_name": "Ada", "s_profile_image": "", "r_user_name": "grace", "r_name": "",
-    "r_profile_image": "",
+    "r_profile_image": "", "reply_to_id": None, "edited_at": None, "q_sender_id": None, "q_text": None,
+    "q_deleted_at": None,
 }
 
 

@@ -12,8 +12,9 @@ import {
 } from "./groups.js";
 import {
   appendMessage, belongsToCurrent, markReadIfVisible, openByKey, partnerTyping, refreshStatuses, removeMessage,
-  renderHeader, scrollToBottom,
+  renderHeader, replaceMessage, scrollToBottom,
 } from "./thread.js";
+import { onReactionUpdated } from "./reactions.js";
 
 const SYNC_PAGE = 200;
 const SYNC_MAX_PAGES = 50;
@@ -149,6 +150,7 @@ async function catchUp() {
   for (let page = 0; page < SYNC_MAX_PAGES; page += 1) {
     const { body } = await api(`/api/messages/sync?after=${cursor}&limit=${SYNC_PAGE}`);
     for (const message of body.messages) onMessage(message);
+    for (const edited of body.edited || []) replaceMessage(edited);
     for (const deleted of body.deleted) onDeleted(deleted);
     cursor = body.next;
     if (!body.hasMore) break;
@@ -198,6 +200,8 @@ function connect(token) {
   socket.on("receiveMessage", onMessage);
   socket.on("messageSent", onMessage);
   socket.on("messageDeleted", onDeleted);
+  socket.on("messageEdited", ({ message }) => replaceMessage(message));
+  socket.on("reactionUpdated", onReactionUpdated);
   socket.on("messagesRead", ({ readerId, upTo }) => {
     const known = state.readUpTo.get(readerId);
     if (upTo && (!known || BigInt(upTo) > BigInt(known))) state.readUpTo.set(readerId, upTo);

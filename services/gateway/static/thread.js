@@ -8,6 +8,8 @@ import { groupKey, idOf, isMine, keyOfMessage, remember, seen, state } from "./s
 import { membersText, renderConversations } from "./conversations.js";
 import { fetchGroup, markGroupRead, readersOf, typingNames } from "./groups.js";
 import { closeMembersPanel, renderMembersPanel } from "./group-panel.js";
+import { reactionBar } from "./reactions.js";
+import { canEdit, editedLabel, quoteElement, startEdit, startReply, submitEdit, takeReplyTo } from "./replies.js";
 
 const PAGE = 30;
 const TYPING_EVERY_MS = 2000;
@@ -126,11 +128,15 @@ function messageElement(message, pending = false) {
     avatar.src = avatarUrl({ ...sender, _id: idOf(message.sender) || "?" });
     item.append(avatar, element("div", "sender", displayName(sender)));
   }
+  if (message.replyTo) item.append(quoteElement(message.replyTo));
   const text = element("div", "text", message.text);
   const meta = element("div", "meta");
   const time = element("time", "", new Date(message.createdAt || Date.now())
     .toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }));
   meta.append(time);
+  if (message.editedAt) meta.append(element("span", "edited", editedLabel(message)));
+  if (!pending && message._id) meta.append(actionButton("reply", () => startReply(message)));
+  if (!pending && mine && canEdit(message)) meta.append(actionButton("edit", () => startEdit(message)));
   if (mine) {
     const status = element("span", "status", pending ? "sending" : "");
     if (!pending) showStatus(status, message);
@@ -142,8 +148,25 @@ function messageElement(message, pending = false) {
       meta.append(remove);
     }
   }
-  item.append(text, meta);
+  item.append(text, meta, reactionBar(message));
   return item;
+}
+
+function actionButton(label, onClick) {
+  const button = element("button", label, label);
+  button.type = "button";
+  button.addEventListener("click", onClick);
+  return button;
+}
+
+/** An edited message (`messageEdited`, sync's `edited`) redrawn in place; reactions kept as I know them. */
+export function replaceMessage(message) {
+  const known = state.messages.get(message._id);
+  if (!known) return;
+  const updated = { ...message, reactions: known.reactions };
+  state.messages.set(message._id, updated);
+  const found = $("messages").querySelector(`[data-id="${CSS.escape(message._id)}"]`);
+  if (found) found.replaceWith(messageElement(updated));
 }
 
 function showStatus(status, message) {
@@ -269,11 +292,14 @@ $("composer").addEventListener("submit", (event) => {
   event.preventDefault();
   const text = $("text").value.trim();
   if (!text || !state.current || $("composer").hidden) return;
+  if (submitEdit(text)) return;
+  const replyTo = takeReplyTo();
   const clientId = crypto.randomUUID();
   const group = isGroup();
   const draft = { _id: "", clientId, text, sender: state.me, receiver: group ? null : state.current.profile,
     createdAt: new Date().toISOString() };
   if (group) draft.groupId = state.current.id;
+  if (replyTo) draft.replyTo = { _id: replyTo, sender: "", text: "" };
   const made = messageElement(draft, true);
   state.pending.set(clientId, made);
   $("messages").append(made);
@@ -283,7 +309,7 @@ $("composer").addEventListener("submit", (event) => {
   // quick exchange of short messages sends one `typing` per two seconds at most.
   clearTimeout(state.typingTimer);
   const target = group ? { groupId: state.current.id } : { receiverId: state.current.id };
-  send({ ...target, text, clientId }, made);
+  send({ ...target, text, clientId, ...(replyTo ? { replyTo } : {}) }, made);
 });
 
 function send(payload, made) {
