@@ -63,7 +63,7 @@ def pytest_runtest_makereport(item, call):
 
 
 def pytest_terminal_summary(terminalreporter):
-    """Faults injected (acknowledged, stored, received, lost); bad inputs and attacks tried."""
+    """Faults injected (acknowledged, stored, received, lost, delivered without sync); bad inputs and attacks tried."""
     from tests.e2e.faults import RECORDED
 
     for kind, header in ((tally.BAD_INPUT, "5xx or crash"), (tally.ATTACK, "let through")):
@@ -74,8 +74,9 @@ def pytest_terminal_summary(terminalreporter):
     if not RECORDED:
         return
     terminalreporter.section("faults injected")
-    terminalreporter.write_line(f"{'fault':<32} {'acknowledged':>12} {'stored':>8} {'received':>9} {'lost':>5}")
+    terminalreporter.write_line(f"{'fault':<36} {'acknowledged':>12} {'stored':>8} {'received':>9} {'lost':>5} "
+                                f"{'delivered without sync':>23}")
     for fault, counts in RECORDED:
-        terminalreporter.write_line(
-            f"{fault:<32} {counts.acknowledged:>12} {counts.stored:>8} {counts.received:>9} {counts.lost:>5}"
-        )
+        without_sync = "-" if counts.without_sync is None else counts.without_sync
+        terminalreporter.write_line(f"{fault:<36} {counts.acknowledged:>12} {counts.stored:>8} {counts.received:>9} "
+                                    f"{counts.lost:>5} {without_sync:>23}")

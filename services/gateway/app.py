@@ -17,6 +17,7 @@ from ..shared.routed_manager import RoutedRedisManager
 from ..shared.web import DRAIN_HOOKS, READINESS, REGISTRY, create_base_app, public_headers_middleware
 from .app_keys import CHAT, HISTORY, HISTORY_API, METRICS, PRESENCE, REST_LIMITER, SETTINGS, SIO, VERIFIER
 from .history_api import HistoryApi
+from .catchup import CatchUp, DeliveryLog
 from .chat import ChatHandler
 from .metrics import GatewayMetrics
 from .ratelimit import RateLimiter
@@ -132,12 +133,21 @@ async def pubsub(app: web.Application):
 async def chat_handler(app: web.Application):
     """The chat events and the node's link to presence (after `internal_clients` and `pubsub`)."""
     settings = app[SETTINGS]
-    recovery = Recovery(app[SIO], app[HISTORY], settings.internal_token, settings.recovery_window_seconds,
-                        settings.recovery_max_events, app[METRICS])
-    app[CHAT] = chat = ChatHandler(app[SIO], settings, app[VERIFIER], app[HISTORY], app[METRICS],
+    sio = app[SIO]
+    deliveries = DeliveryLog()
+    recovery = Recovery(sio, app[HISTORY], settings.internal_token, settings.recovery_window_seconds,
+                        settings.recovery_max_events, app[METRICS], deliveries)
+    app[CHAT] = chat = ChatHandler(sio, settings, app[VERIFIER], app[HISTORY], app[METRICS],
                                    presence=app[PRESENCE], recovery=recovery)
+    # After a pub/sub outage, connected sockets are caught up from history (see `catchup`).
+    catch_up = CatchUp(sio, app[HISTORY], deliveries, chat.user_of, settings.recovery_max_events, app[METRICS])
+    chat.on_disconnected = deliveries.forget
+    sio.manager.admit = deliveries.admit
+    sio.manager.on_catch_up = catch_up.request
     chat.presence.start()
     yield
+    sio.manager.on_catch_up = sio.manager.admit = None
+    await catch_up.close()
     await chat.close()
     await chat.presence.stop()
 

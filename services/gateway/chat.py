@@ -151,6 +151,7 @@ class ChatHandler:
         # (sid, target) -> timer that sends `userStoppedTyping` if the client never does.
         self._typing_timers: dict[tuple[str, TypingTarget], asyncio.TimerHandle] = {}
         self._background: set[asyncio.Task] = set()
+        self.on_disconnected: Callable[[str], None] | None = None  # told each sid that leaves (catch-up's log)
         self.register()
 
     def register(self) -> None:
@@ -215,6 +216,8 @@ class ChatHandler:
     async def disconnect(self, sid: str, reason: object = None) -> None:
         sid_var.set(sid)
         user_id = self.user_of.pop(sid, None)
+        if self.on_disconnected is not None:
+            self.on_disconnected(sid)
         if user_id is None:
             return
         if (left := self.sockets_of[user_id] - 1) > 0:

@@ -66,6 +66,16 @@ class GatewayMetrics:
             ["reason"],
             registry=registry,
         )
+        self.catch_ups = Counter(
+            "parley_gateway_catch_ups_total",
+            "Catch-ups of this node's sockets after a pub/sub outage (subscription lost, or a publish given up).",
+            registry=registry,
+        )
+        self.events_caught_up = Counter(
+            "parley_gateway_events_caught_up_total",
+            "Feed events written to connected sockets by catch-ups, from history's change feed.",
+            registry=registry,
+        )
 
     def event_outcome(self, event: str, outcome: str) -> Counter:
         """`events` for one event and outcome (looked up once: `labels` costs a lock and checks)."""

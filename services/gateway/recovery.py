@@ -166,8 +166,10 @@ class Recovery:
     """
 
     def __init__(self, server, history: InternalClient, secret: str, window_seconds: float, max_events: int,
-                 metrics: GatewayMetrics):
+                 metrics: GatewayMetrics, deliveries=None):
+        """`deliveries` (a `catchup.DeliveryLog`) learns where each socket starts in the feed."""
         self.server = server
+        self.deliveries = deliveries
         self.history = history
         self.signer = PidSigner(secret, window_seconds)
         self.max_events = max_events
@@ -180,7 +182,7 @@ class Recovery:
         claim = self._claim(auth, user_id)
         if claim is None:
             await enter_user_room()
-            self.server.connect_answers[sid] = {"pid": self.signer.issue(user_id, await self._head())}
+            await self._new_session(sid, user_id)
             return
         pid, after = claim
         eio_sid = self.server.manager.eio_sid_from_sid(sid, "/")
@@ -197,11 +199,21 @@ class Recovery:
             # Replay first, then what arrived meanwhile and the replay did not already hold.
             await self.server.release(eio_sid, replay, lambda offset: offset <= covered)
         if events is None:
-            self.server.connect_answers[sid] = {"pid": self.signer.issue(user_id, await self._head())}
+            await self._new_session(sid, user_id)
             return
         self.metrics.sessions_recovered.inc()
         self.metrics.events_replayed.inc(len(replay))
         self.server.connect_answers[sid] = {"pid": pid}
+        self._started(sid, covered)
+
+    async def _new_session(self, sid: str, user_id: str) -> None:
+        head = await self._head()
+        self.server.connect_answers[sid] = {"pid": self.signer.issue(user_id, head)}
+        self._started(sid, head)
+
+    def _started(self, sid: str, position: int | None) -> None:
+        if self.deliveries is not None:
+            self.deliveries.start(sid, position)
 
     def _claim(self, auth: object, user_id: str) -> tuple[str, int] | None:
         """(pid, position to replay after) when the handshake asks for recovery and may have it."""

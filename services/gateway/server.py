@@ -92,7 +92,7 @@ class ParleyServer(socketio.AsyncServer):
     An engine.io session without a Socket.IO connection `connect_timeout` seconds after it opened
     is closed.
 
-    For connection-state recovery (`recovery`): `connect_answers` holds what a socket's CONNECT
+    For connection-state recovery (`recovery`) and catch-up (`catchup`): `connect_answers` holds what a socket's CONNECT
     answer carries besides its sid (its pid), and a socket's packets can be held (`hold`) while
     its missed events are read, then written after them (`release`).
     """
@@ -110,6 +110,10 @@ class ParleyServer(socketio.AsyncServer):
     def hold(self, eio_sid: str) -> None:
         """From now until `release`, the socket's packets wait."""
         self._held[eio_sid] = []
+
+    def holding(self, eio_sid: str) -> bool:
+        """Whether the socket's packets are held now (one hold at a time: recovery's or a catch-up's)."""
+        return eio_sid in self._held
 
     async def release(self, eio_sid: str, first: list[eio_packet.Packet], covered) -> None:
         """Writes `first`, then the held packets but the feed events whose offset is `covered`

@@ -19,6 +19,12 @@ The emitting node delivers to its own sockets directly (python-socketio does), n
 Routed emits made while a publish is under way leave together: one script call, and one pub/sub
 message for each node concerned. The emitter does not wait for its publish.
 
+What Redis loses is caught up, not re-published (issue 20; the gateway's `catchup` module does it):
+`on_catch_up` is called when this node's subscription is confirmed again after a loss, and when
+a catch-up request arrives; a publish given up (Redis unreachable twice) makes this manager
+broadcast that request as soon as Redis takes publishes again. `admit`, when set, is asked before
+a socket is written an emit here (the gateway skips a feed event a catch-up already wrote).
+
 Measured (bench/RESULTS.md): pub/sub messages decoded per delivered message, per node, 0.07 over
 two nodes and 0.08 over four ("Delivery"), where python-socketio's stock manager decodes 2 per
 node per message (appendix, "Delivery": node scaling). Besides `_publish` and `_listen`, the
@@ -51,7 +57,12 @@ USER_ROOM_PREFIX = "user:"
 # A user's entry lapses this long after it was last written, which only matters for entries of
 # nodes that died without cleaning up; live nodes write theirs again at half that age.
 USER_ROUTE_TTL_SECONDS = 3600
-LISTEN_RETRY_SECONDS = (0.2, 0.5, 1, 2, 5)
+# Between attempts to subscribe again (or to send a catch-up request): at most 2 s, so a node
+# hears again, and catches up, within a few seconds of Redis being back (issue 20: 5 s).
+LISTEN_RETRY_SECONDS = (0.2, 0.5, 1, 2)
+# Published on the shared channel by a node (or history) that gave up a publish: every node then
+# catches up its sockets from history (`on_catch_up`). python-socketio ignores unknown methods.
+CATCH_UP_METHOD = "parley_catch_up"
 
 MAX_EMITS_PER_CALL = 256
 MAX_ROOMS_PER_CALL = 500
@@ -113,6 +124,10 @@ class RoutedRedisManager(AsyncPubSubManager):
         # Set while Redis has confirmed every channel of `_listen`: until then, a message
         # published to this node is lost, so the node must not be ready.
         self._subscribed = asyncio.Event()
+        # The gateway's hooks (see the module docstring): on_catch_up() and admit(sid, event, args).
+        self.on_catch_up = None
+        self.admit = None
+        self._catch_up_request: asyncio.Task | None = None  # broadcasting one, after a publish given up
 
     # --- routing ---------------------------------------------------------------------------------
 
@@ -157,10 +172,12 @@ class RoutedRedisManager(AsyncPubSubManager):
         transport, local emits without tasks, ... (7a29971, 035605e)"): 3,000/s p99 1,041 ->
         247 ms, each gateway 0.185 -> 0.151 CPU-ms a message."""
         skipped = skip_sid if isinstance(skip_sid, list) else [skip_sid]
-        recipients = [eio_sid for sid, eio_sid in self.get_participants(namespace or "/", room) if sid not in skipped]
+        args = list(data) if isinstance(data, tuple) else [] if data is None else [data]
+        admit = self.admit
+        recipients = [eio_sid for sid, eio_sid in self.get_participants(namespace or "/", room)
+                      if sid not in skipped and (admit is None or admit(sid, event, args))]
         if not recipients:
             return
-        args = list(data) if isinstance(data, tuple) else [] if data is None else [data]
         encoded = self.server.packet_class(EVENT, namespace=namespace, data=[event] + args).encode()
         eio_packets = [eio_packet.Packet(eio_packet.MESSAGE, part)
                        for part in (encoded if isinstance(encoded, list) else [encoded])]
@@ -197,8 +214,27 @@ class RoutedRedisManager(AsyncPubSubManager):
                 return
             except (RedisError, OSError) as exc:
                 if attempt == 2:
-                    # Fan-out is best effort: the message is stored; clients catch up with sync.
-                    log.error("publish to every node failed twice, giving up: %r", exc)
+                    # Not re-published: every node catches up from history once Redis is back.
+                    log.warning("publish to every node failed twice, giving up (a catch-up is requested "
+                                "for when Redis is back): %r", exc)
+                    self._request_catch_up()
+
+    def _request_catch_up(self) -> None:
+        if self._catch_up_request is None or self._catch_up_request.done():
+            self._catch_up_request = asyncio.ensure_future(self._broadcast_catch_up())
+
+    async def _broadcast_catch_up(self) -> None:
+        """Asks every node to catch up, retrying until Redis takes the request."""
+        attempt = 0
+        while True:
+            await asyncio.sleep(LISTEN_RETRY_SECONDS[min(attempt, len(LISTEN_RETRY_SECONDS) - 1)])
+            try:
+                await self._redis.publish(self.channel, orjson.dumps({"method": CATCH_UP_METHOD}))
+                log.info("catch-up requested of every node")
+                return
+            except (RedisError, OSError) as exc:
+                attempt += 1
+                log.info("catch-up request not sent yet: %r", exc)
 
     # --- the registry of which nodes hold which users --------------------------------------------
 
@@ -313,9 +349,11 @@ class RoutedRedisManager(AsyncPubSubManager):
             pubsub = self._redis.pubsub()
             try:
                 await pubsub.subscribe(*channels)
-                if attempt:
+                lost = attempt > 0
+                if lost:
                     log.info("pub/sub listening again")
-                    # Redis may have restarted empty: put this node's users back at once.
+                    # Redis may have restarted empty: put this node's users back at once (before
+                    # the catch-up reads history: what is emitted after that finds this node).
                     await self._register(sorted(self._local_user_rooms()))
                 attempt = 0
                 confirmed: set[bytes] = set()
@@ -324,13 +362,18 @@ class RoutedRedisManager(AsyncPubSubManager):
                         confirmed.add(message["channel"])
                         if len(confirmed) == len(channels):
                             self._subscribed.set()
+                            if lost:  # what was published meanwhile reached nobody here
+                                self._catch_up()
                     elif message["type"] == "message":
                         if self._received is not None:
                             self._received.inc()
                         decoded = fast_json.loads(message["data"])
                         # A batch of routed emits is an array; python-socketio's own, one object.
                         for item in decoded if isinstance(decoded, list) else [decoded]:
-                            yield item
+                            if isinstance(item, dict) and item.get("method") == CATCH_UP_METHOD:
+                                self._catch_up()
+                            else:
+                                yield item
             except (RedisError, OSError) as exc:
                 delay = LISTEN_RETRY_SECONDS[min(attempt, len(LISTEN_RETRY_SECONDS) - 1)]
                 log.warning("pub/sub connection lost (%r), retrying in %s s", exc, delay)
@@ -340,11 +383,16 @@ class RoutedRedisManager(AsyncPubSubManager):
                 self._subscribed.clear()
                 await pubsub.aclose()
 
+    def _catch_up(self) -> None:
+        if self.on_catch_up is not None:
+            self.on_catch_up()
+
     async def close(self) -> None:
         """Stops listening and refreshing, leaves the registry, drops its liveness key, closes the connection."""
         await self._publisher.close()  # what is queued still goes out
         await self._registrar.close()
-        tasks = [task for task in (getattr(self, "thread", None), self._refresher) if task is not None]
+        tasks = [task for task in (getattr(self, "thread", None), self._refresher, self._catch_up_request)
+                 if task is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

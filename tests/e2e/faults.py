@@ -72,8 +72,11 @@ async def synced_ids(gateway_url: str, user: User) -> set[str]:
 class Tally:
     acknowledged: int
     stored: int
-    received: int
+    received: int  # live, or through `sync`
     lost: int
+    # Reached every receiver's device with the guide's client as it is: live, by recovery or by
+    # catch-up, never by `sync`. None where a test measures with `sync` (shown as "-").
+    without_sync: int | None = None
 
 
 # (fault, tally) of every fault test in this run, printed as a table at the end of the session.
