@@ -1,8 +1,11 @@
-"""A real cluster (history + gateway nodes a and b as processes) shared by the e2e tests."""
+"""A real cluster (history + gateway nodes a and b as processes) shared by the e2e tests, and the
+fault tests' clusters on private Postgres and Redis servers they may stop."""
 
 import pytest
 
-from tests.support import TEST_RUN_DIR, ChatClient, Cluster, create_user, running_cluster
+from services.devtools.stores import PrivatePostgres, drop_database, ensure_database
+from tests.support import (TEST_RUN_DIR, ChatClient, Cluster, TestStores, create_user, migrate, private_redis_server,
+                           running_cluster)
 
 
 @pytest.fixture(scope="session")
@@ -36,3 +39,33 @@ async def connect(cluster):
     yield open_client
     for client in opened:
         await client.close()
+
+
+FAULT_DIR = TEST_RUN_DIR / "faults"
+
+
+@pytest.fixture(scope="module")
+def private_postgres():
+    server = PrivatePostgres(FAULT_DIR / "postgres")
+    server.start()
+    # A fresh database every run: the server's data directory outlives the run.
+    drop_database(server.admin_url, "parley")
+    url = ensure_database(server.admin_url, "parley")
+    migrate(url)
+    yield server, url
+    server.stop("immediate")
+
+
+@pytest.fixture
+def private_redis():
+    with private_redis_server(FAULT_DIR / "redis") as server:
+        yield server
+
+
+@pytest.fixture
+def fault_cluster(private_postgres, private_redis, request):
+    server, url = private_postgres
+    stores = TestStores(database_url=url, redis_url=private_redis.url, redis_prefix="faults")
+    with running_cluster(stores, FAULT_DIR / "logs" / request.node.name) as cluster:
+        cluster.database_url = url
+        yield cluster

@@ -6,42 +6,9 @@ Each test runs its own cluster on private Postgres and Redis servers, so it can 
 import asyncio
 
 import aiohttp
-import pytest
 
-from services.devtools.stores import PrivatePostgres, drop_database, ensure_database
 from tests.e2e.faults import Sender, tally, tally_group
-from tests.support import (TEST_RUN_DIR, ChatClient, TestStores, create_user, eventually, migrate,
-                           private_redis_server, running_cluster)
-
-FAULT_DIR = TEST_RUN_DIR / "faults"
-
-
-@pytest.fixture(scope="module")
-def private_postgres():
-    server = PrivatePostgres(FAULT_DIR / "postgres")
-    server.start()
-    # A fresh database every run: the server's data directory outlives the run.
-    drop_database(server.admin_url, "parley")
-    url = ensure_database(server.admin_url, "parley")
-    migrate(url)
-    yield server, url
-    server.stop("immediate")
-
-
-@pytest.fixture
-def private_redis():
-    with private_redis_server(FAULT_DIR / "redis") as server:
-        yield server
-
-
-@pytest.fixture
-def fault_cluster(private_postgres, private_redis, request):
-    server, url = private_postgres
-    stores = TestStores(database_url=url, redis_url=private_redis.url, redis_prefix="faults")
-    with running_cluster(stores, FAULT_DIR / "logs" / request.node.name) as cluster:
-        cluster.database_url = url
-        yield cluster
-
+from tests.support import ChatClient, create_user, eventually
 
 async def open_pairs(cluster, count: int = 3):
     """`count` sender/receiver pairs, senders on node a and receivers on node b."""

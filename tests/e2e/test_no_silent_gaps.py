@@ -9,17 +9,13 @@ handlers got: live, replayed by recovery, or caught up after a pub/sub outage; n
 """
 
 import asyncio
-import shutil
 from collections import Counter
 
 import pytest
 
 from tests.e2e.faults import RECORDED, Sender, Tally, stored_ids
-from tests.e2e.test_faults import fault_cluster, private_postgres, private_redis  # noqa: F401 (fixtures)
-from tests.e2e.test_recovery import NodeClient, Proxy, metric, port_of
+from tests.e2e.node_clients import NodeClient, Proxy, metric, port_of
 from tests.support import ChatClient, create_user
-
-pytestmark = pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
 
 PAIRS = 4  # senders and receivers: receivers alternate between nodes a and b
 SECONDS_BEFORE, SECONDS_AFTER = 1.0, 2.0  # of traffic around the fault: 4 x 20 msg/s, a few hundred in all
