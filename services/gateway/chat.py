@@ -248,7 +248,8 @@ class ChatHandler:
         else:
             conversation, target = {"receiverId": message.receiver_id}, ("user", message.receiver_id)
         stored = await self.store_batcher.store(
-            {"senderId": user_id, **conversation, "text": message.text, "clientId": message.client_id}
+            {"senderId": user_id, **conversation, "text": message.text, "clientId": message.client_id,
+             **({"attachmentIds": message.attachment_ids} if message.attachment_ids else {})}
         )
         body = stored.message
         if self._cancel_typing(sid, target):

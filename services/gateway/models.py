@@ -2,14 +2,14 @@
 
 from pydantic import Field
 
-from ..shared.models import ClientId, MessageText, OneConversation, UserId, WireModel
+from ..shared.models import ClientId, MessageContent, UserId, WireModel
 
 
-class SendMessage(OneConversation):
+class SendMessage(MessageContent):
     """Socket event `sendMessage`: `{"receiverId": "u2", "text": "hi", "clientId": "c-1"}`, or to a
-    group `{"groupId": "17", "text": "hi"}`: exactly one of the two."""
+    group `{"groupId": "17", "text": "hi"}`: exactly one of the two; `"attachmentIds": [...]` adds
+    the sender's uploads (then the text may be empty)."""
 
-    text: MessageText
     client_id: ClientId | None = Field(default=None, alias="clientId")
 
 

@@ -11,6 +11,8 @@ from typing import Any
 
 from pydantic import Field
 
+from ..shared import fast_json
+from ..shared.attachments import AttachmentOut, attachment_json
 from ..shared.limits import MAX_USER_NAME_LENGTH
 from ..shared.models import Text, UserId, WireModel
 
@@ -46,6 +48,8 @@ class MessageOut(WireModel):
     updated_at: datetime = Field(alias="updatedAt")
     client_id: str | None = Field(default=None, alias="clientId")
     read_at: datetime | None = Field(default=None, alias="readAt")
+    # Present when the message carries attachments (issue 16), in the order they were sent.
+    attachments: list[AttachmentOut] | None = None
 
 
 class GroupMessageOut(MessageOut):
@@ -90,7 +94,20 @@ def message_json(row: Row) -> dict:
     """A `MessageOut`, from a row of `MESSAGE_COLUMNS` (the message, and both profiles joined),
     or a `GroupMessageOut` for a group's (no receiver)."""
     receiver = profile_json(row, "receiver_id", "r_") if row["receiver_id"] is not None else None
-    return _message(row, profile_json(row, "sender_id", "s_"), receiver, row.get("group_id"))
+    message = _message(row, profile_json(row, "sender_id", "s_"), receiver, row.get("group_id"))
+    attachments = row.get("attachments")
+    if attachments:
+        # json_agg arrives as JSON text (asyncpg decodes no json type by itself).
+        message = attach(message, fast_json.loads(attachments) if isinstance(attachments, str) else attachments)
+    return message
+
+
+def attach(message: dict, attachment_rows: list) -> dict:
+    """The message with its `attachments` (rows in order: `id, name, size, content_type, width,
+    height, has_thumbnail`); a message without any has no such key."""
+    if attachment_rows:
+        message["attachments"] = [attachment_json(row) for row in attachment_rows]
+    return message
 
 
 def last_message_json(row: Row, group_id: int | None = None) -> dict:
