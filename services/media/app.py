@@ -51,7 +51,7 @@ async def resources(app: web.Application):
         command_timeout=settings.db_command_timeout_seconds,
     )
     storage = await open_storage(settings.storage_url, settings.s3_endpoint_url, settings.s3_region,
-                                 settings.s3_part_bytes)
+                                 settings.s3_part_bytes, settings.s3_access_key_id, settings.s3_secret_access_key)
     spool = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="parley-media-"))
     app[STORE] = AttachmentStore(pool)
     app[STORAGE] = storage

@@ -91,7 +91,7 @@ async def spool_part(part, spool: Path, limit: int) -> int:
     pending = bytearray()
     handle = await asyncio.to_thread(open, spool, "wb")
     try:
-        while chunk := await part.read_chunk(READ_CHUNK_BYTES):
+        while chunk := await read_chunk(part):
             size += len(chunk)
             if size > limit:
                 raise too_large(limit)
@@ -122,6 +122,14 @@ async def keep(app: web.Application, user_id: str, attachment_id: str, part, ins
         "content_type": inspected.content_type, "width": inspected.width, "height": inspected.height,
         "storage_key": key, "thumbnail_key": thumbnail_key, "thumbnail_size": thumbnail_size,
     })
+
+
+async def read_chunk(part) -> bytes:
+    try:
+        return await part.read_chunk(READ_CHUNK_BYTES)
+    except ConnectionError:
+        # The sender hung up mid-way (or a gateway cut it off): nothing is kept, nothing to log.
+        raise InvalidField("file", "the upload was interrupted") from None
 
 
 def inspection_limits(app: web.Application) -> Limits:

@@ -21,6 +21,9 @@ class MediaSettings(ServiceSettings, JwtSettings):
     storage_url: str = "file://.run/media"
     s3_endpoint_url: str = ""
     s3_region: str = "us-east-1"
+    # The store's credentials; empty: botocore's own chain (AWS_* variables, the pod's role).
+    s3_access_key_id: str = ""
+    s3_secret_access_key: str = ""
     # Files larger than this go to S3 in parts of this size (S3's minimum part is 5 MB).
     s3_part_bytes: int = Field(default=8 * MEGABYTE, ge=5 * MEGABYTE)
     # The largest file one upload may carry (the issue's 25 MB).

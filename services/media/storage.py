@@ -86,9 +86,12 @@ class S3Storage:
         self._part_bytes = part_bytes
 
     @classmethod
-    async def open(cls, bucket: str, endpoint_url: str, region: str, part_bytes: int) -> "S3Storage":
+    async def open(cls, bucket: str, endpoint_url: str, region: str, part_bytes: int,
+                   access_key_id: str = "", secret_access_key: str = "") -> "S3Storage":
         session = get_session()
-        context = session.create_client("s3", endpoint_url=endpoint_url or None, region_name=region)
+        credentials = ({"aws_access_key_id": access_key_id, "aws_secret_access_key": secret_access_key}
+                       if access_key_id else {})
+        context = session.create_client("s3", endpoint_url=endpoint_url or None, region_name=region, **credentials)
         client = await context.__aenter__()
         return cls(bucket, client, context, part_bytes)
 
@@ -137,11 +140,13 @@ class S3Storage:
 
 
 async def open_storage(storage_url: str, endpoint_url: str = "", region: str = "us-east-1",
-                       part_bytes: int = 8 * 1024 * 1024) -> Storage:
+                       part_bytes: int = 8 * 1024 * 1024, access_key_id: str = "",
+                       secret_access_key: str = "") -> Storage:
     """The storage a `STORAGE_URL` names; a scheme other than `file` or `s3` is refused."""
     parsed = urlparse(storage_url)
     if parsed.scheme == "file":
         return FileStorage(Path(parsed.netloc + parsed.path))
     if parsed.scheme == "s3" and parsed.netloc:
-        return await S3Storage.open(parsed.netloc, endpoint_url, region, part_bytes)
+        return await S3Storage.open(parsed.netloc, endpoint_url, region, part_bytes, access_key_id,
+                                    secret_access_key)
     raise ValueError(f"STORAGE_URL must be file://<directory> or s3://<bucket>, not {storage_url!r}")
