@@ -4,7 +4,9 @@ import subprocess
 import sys
 
 # The history bench first: it seeds the database the store bench measures in.
-BENCHMARKS = ["bench.history_bench", "bench.store_bench", "bench.presence_bench", "bench.delivery_bench"]
+BENCHMARKS = [
+    "bench.history_bench", "bench.store_bench", "bench.presence_bench", "bench.delivery_bench", "bench.media_bench",
+]
 
 
 def main() -> int:
