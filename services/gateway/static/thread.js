@@ -8,6 +8,7 @@ import { groupKey, idOf, isMine, keyOfMessage, remember, seen, state } from "./s
 import { membersText, renderConversations } from "./conversations.js";
 import { fetchGroup, markGroupRead, readersOf, typingNames } from "./groups.js";
 import { closeMembersPanel, renderMembersPanel } from "./group-panel.js";
+import { attachmentsElement, clearTray, readyAttachmentIds, uploadsInProgress } from "./attachments.js";
 
 const PAGE = 30;
 const TYPING_EVERY_MS = 2000;
@@ -142,7 +143,7 @@ function messageElement(message, pending = false) {
       meta.append(remove);
     }
   }
-  item.append(text, meta);
+  item.append(text, attachmentsElement(message), meta);
   return item;
 }
 
@@ -268,11 +269,17 @@ export function updateComposer() {
 $("composer").addEventListener("submit", (event) => {
   event.preventDefault();
   const text = $("text").value.trim();
-  if (!text || !state.current || $("composer").hidden) return;
+  const attachmentIds = readyAttachmentIds();
+  if (uploadsInProgress()) {
+    notice("composer-error", "Wait for the upload to finish");
+    return;
+  }
+  if ((!text && !attachmentIds.length) || !state.current || $("composer").hidden) return;
   const clientId = crypto.randomUUID();
   const group = isGroup();
   const draft = { _id: "", clientId, text, sender: state.me, receiver: group ? null : state.current.profile,
     createdAt: new Date().toISOString() };
+  clearTray();
   if (group) draft.groupId = state.current.id;
   const made = messageElement(draft, true);
   state.pending.set(clientId, made);
@@ -283,7 +290,7 @@ $("composer").addEventListener("submit", (event) => {
   // quick exchange of short messages sends one `typing` per two seconds at most.
   clearTimeout(state.typingTimer);
   const target = group ? { groupId: state.current.id } : { receiverId: state.current.id };
-  send({ ...target, text, clientId }, made);
+  send({ ...target, text, clientId, ...(attachmentIds.length ? { attachmentIds } : {}) }, made);
 });
 
 function send(payload, made) {
