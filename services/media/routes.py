@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import quote, unquote
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from ..shared.attachments import attachment_json
 from ..shared.auth import token_from_headers
@@ -79,7 +80,7 @@ async def file_part(request: web.Request):
     try:
         reader = await request.multipart()
         part = await reader.next()
-    except (ValueError, KeyError, AssertionError):
+    except (ValueError, KeyError, AssertionError, HttpProcessingError):  # aiohttp's parse errors, each kind
         part = None
     if part is None or getattr(part, "name", None) != "file" or not getattr(part, "filename", None):
         raise InvalidField("file", "send multipart/form-data whose first part is the file, named 'file'")

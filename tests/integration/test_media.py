@@ -312,3 +312,19 @@ async def test_bad_attachment_ids_are_refused_naming_the_field(history_internal,
         "/internal/messages/batch", json={"messages": [{"senderId": ada.id, "receiverId": bob.id, **payload}]},
         headers={"X-Internal-Token": GATEWAY_TOKEN})
     assert answer.status == 400 and (await answer.json())["code"] == code
+
+
+@pytest.mark.parametrize("content_type, body", [
+    ("application/json", b"{}"),
+    (None, b""),
+    ("multipart/form-data", b"x"),
+    ("multipart/form-data; boundary=b", b"garbage"),
+    ("multipart/form-data; boundary=b", b'--b\r\nContent-Disposition: form-data; name="file"\r\n\r\nhi\r\n--b--\r\n'),
+    ("multipart/form-data; boundary=b", b'--b\r\nContent-Disposition: form-data; name="\x1f"\r\n\r\n\r\n--b--\r\n'),
+    ("multipart/mixed; boundary=b", b"--b--\r\n"),
+], ids=["json", "empty", "no-boundary", "garbage", "not-a-file", "control-character-name", "no-parts"])
+async def test_a_body_without_a_file_part_is_a_400_naming_file(media, make_user, content_type, body):
+    ada = await make_user()
+    headers = {**ada.auth_headers, **({"Content-Type": content_type} if content_type else {})}
+    answer = await media.post("/api/attachments", data=body, headers=headers)
+    assert answer.status == 400 and (await answer.json())["code"] == "invalid_file"
