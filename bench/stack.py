@@ -20,7 +20,7 @@ SECRETS = {
 
 
 def bench_stack(env: dict[str, str], log_dir: Path, names: list[str]) -> Stack:
-    """A stack of the named processes (`history`, `presence`, `gateway-<x>`), wired to each other."""
+    """A stack of the named processes (`history`, `presence`, `media`, `gateway-<x>`), wired to each other."""
     ports = {name: (free_port(), free_port()) for name in names}
     wiring = {}
     if "history" in ports:
@@ -28,6 +28,8 @@ def bench_stack(env: dict[str, str], log_dir: Path, names: list[str]) -> Stack:
         wiring["HISTORY_API_URL"] = f"http://127.0.0.1:{ports['history'][0]}"
     if "presence" in ports:
         wiring["PRESENCE_URL"] = f"http://127.0.0.1:{ports['presence'][1]}"
+    if "media" in ports:
+        wiring["MEDIA_API_URL"] = f"http://127.0.0.1:{ports['media'][0]}"
     stack = Stack({**SECRETS, **wiring, **env}, log_dir)
     for name, (port, internal_port) in ports.items():
         own = {"INTERNAL_TOKEN": PRESENCE_TOKEN} if name == "presence" else {}

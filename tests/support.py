@@ -23,6 +23,7 @@ TEST_RUN_DIR = PROJECT_DIR / ".run" / "test"
 GATEWAY_TOKEN = "test-gateway-internal-token-0123456789abcdef"
 PRESENCE_TOKEN = "test-presence-internal-token-0123456789abcdef"
 ADMIN_TOKEN = "test-admin-internal-token-0123456789abcdef"
+URL_SIGNING_SECRET = "test-media-url-signing-secret-0123456789abcdef"
 JWT = JwtSettings(jwt_secret="test-jwt-secret-long-enough-for-hs256-0123456789")
 
 
@@ -105,6 +106,10 @@ class Cluster:
         return self.stack["history"].url
 
     @property
+    def media_url(self) -> str:
+        return self.stack["media"].url
+
+    @property
     def presence_url(self) -> str:
         return self.stack["presence"].internal_url
 
@@ -119,7 +124,7 @@ class Cluster:
 def running_cluster(stores: TestStores, log_dir: Path, nodes: tuple[str, ...] = ("a", "b"),
                     **overrides: str) -> Iterator[Cluster]:
     """History, presence and a gateway per node, for a fixture's lifetime: stopped afterwards."""
-    history_port, presence_port = free_port(), free_port()
+    history_port, presence_port, media_port = free_port(), free_port(), free_port()
     history_internal_port, presence_internal_port = free_port(), free_port()
     # Short heartbeats and TTLs, so a dead node is noticed within about two seconds.
     timing = {"HEARTBEAT_SECONDS": "0.5", "NODE_TTL_SECONDS": "2"}
@@ -131,12 +136,16 @@ def running_cluster(stores: TestStores, log_dir: Path, nodes: tuple[str, ...] = 
         HISTORY_URL=f"http://127.0.0.1:{history_internal_port}",
         HISTORY_API_URL=f"http://127.0.0.1:{history_port}",
         PRESENCE_URL=f"http://127.0.0.1:{presence_internal_port}",
+        MEDIA_API_URL=f"http://127.0.0.1:{media_port}",
+        STORAGE_URL=f"file://{log_dir / ('media-' + uuid.uuid4().hex[:6])}",
+        URL_SIGNING_SECRET=URL_SIGNING_SECRET,
         REDIS_PREFIX=prefix,
         **{**timing, **overrides},
     )
     stack = Stack(env, log_dir)
     stack.add("history", "history", history_port, history_internal_port)
     stack.add("presence", "presence", presence_port, presence_internal_port, {"INTERNAL_TOKEN": PRESENCE_TOKEN})
+    stack.add("media", "media", media_port, free_port())
     for node in nodes:
         stack.add("gateway", f"gateway-{node}", free_port(), free_port())
     try:

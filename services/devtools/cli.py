@@ -29,7 +29,8 @@ DEMO_USERS = [
 ]
 
 # (public, internal) port of each process of `make run`.
-DEV_PORTS = {"history": (8100, 8101), "presence": (8200, 8201), "gateway-a": (8000, 8090), "gateway-b": (8001, 8091)}
+DEV_PORTS = {"history": (8100, 8101), "presence": (8200, 8201), "media": (8300, 8301),
+             "gateway-a": (8000, 8090), "gateway-b": (8001, 8091)}
 
 
 def database_url() -> str:
@@ -68,6 +69,9 @@ def command_dev(args: argparse.Namespace) -> int:
             "HISTORY_URL": f"http://127.0.0.1:{DEV_PORTS['history'][1]}",
             "HISTORY_API_URL": f"http://127.0.0.1:{DEV_PORTS['history'][0]}",
             "PRESENCE_URL": f"http://127.0.0.1:{DEV_PORTS['presence'][1]}",
+            "MEDIA_API_URL": f"http://127.0.0.1:{DEV_PORTS['media'][0]}",
+            # Uploads on disk under .run/ (issue 16); production sets s3://bucket.
+            "STORAGE_URL": f"file://{(RUN_DIR / 'media').resolve()}",
             "DEV_MODE": "true",
             "LOG_LEVEL": os.environ.get("LOG_LEVEL", "INFO"),
         }

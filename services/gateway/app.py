@@ -15,12 +15,13 @@ from ..shared.errors import error_middleware
 from ..shared.internal import InternalCallMetrics, InternalClient
 from ..shared.routed_manager import RoutedRedisManager
 from ..shared.web import DRAIN_HOOKS, READINESS, REGISTRY, create_base_app, public_headers_middleware
-from .app_keys import CHAT, HISTORY, HISTORY_API, METRICS, PRESENCE, REST_LIMITER, SETTINGS, SIO, VERIFIER
+from .app_keys import CHAT, HISTORY, HISTORY_API, MEDIA_API, METRICS, PRESENCE, REST_LIMITER, SETTINGS, SIO, VERIFIER
 from .history_api import HistoryApi
 from .catchup import CatchUp, DeliveryLog
 from .chat import ChatHandler
 from .metrics import GatewayMetrics
 from .ratelimit import RateLimiter
+from .media_forward import MediaApi, add_media_routes
 from .recovery import Recovery
 from .rest import add_forwarded_routes, cors_middleware, presence_of, raw_path_guard
 from .server import ParleyServer, WirePacket, harden, origin_check
@@ -47,6 +48,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
     setup_web_client(app)
     app.router.add_get("/api/presence", presence_of)
     add_forwarded_routes(app.router)
+    add_media_routes(app.router)
     app[DRAIN_HOOKS].append(lambda: drain_sockets(app))
     app.cleanup_ctx.append(internal_clients)
     app.cleanup_ctx.append(history_api)
@@ -100,7 +102,9 @@ async def internal_clients(app: web.Application):
 async def history_api(app: web.Application):
     settings = app[SETTINGS]
     app[HISTORY_API] = forwarder = HistoryApi(settings.history_api_url, settings.internal_timeout_seconds)
+    app[MEDIA_API] = media = MediaApi(settings.media_api_url, settings.internal_timeout_seconds)
     yield
+    await media.close()
     await forwarder.close()
 
 

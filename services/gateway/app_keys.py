@@ -16,6 +16,7 @@ SIO = web.AppKey("sio", socketio.AsyncServer)
 CHAT = web.AppKey("chat", ChatHandler)
 HISTORY = web.AppKey("history", InternalClient)
 HISTORY_API = web.AppKey("history_api", HistoryApi)
+MEDIA_API = web.AppKey("media_api", "MediaApi")  # media_forward.MediaApi
 PRESENCE = web.AppKey("presence", InternalClient)
 VERIFIER = web.AppKey("verifier", TokenVerifier)
 REST_LIMITER = web.AppKey("rest_limiter", RateLimiter)

@@ -262,7 +262,8 @@ class ChatHandler:
             conversation, target = {"receiverId": message.receiver_id}, ("user", message.receiver_id)
         reply = {"replyTo": message.reply_to} if message.reply_to is not None else {}
         stored = await self.store_batcher.store(
-            {"senderId": user_id, **conversation, "text": message.text, "clientId": message.client_id, **reply}
+            {"senderId": user_id, **conversation, "text": message.text, "clientId": message.client_id, **reply,
+             **({"attachmentIds": message.attachment_ids} if message.attachment_ids else {})}
         )
         body = stored.message
         if self._cancel_typing(sid, target):

@@ -2,14 +2,14 @@
 
 from pydantic import Field
 
-from ..shared.models import ClientId, Emoji, MessageId, MessageText, OneConversation, UserId, WireModel
+from ..shared.models import ClientId, Emoji, MessageContent, MessageId, UserId, WireModel
 
 
-class SendMessage(OneConversation):
+class SendMessage(MessageContent):
     """Socket event `sendMessage`: `{"receiverId": "u2", "text": "hi", "clientId": "c-1"}`, or to a
-    group `{"groupId": "17", "text": "hi"}`: exactly one of the two."""
+    group `{"groupId": "17", "text": "hi"}`: exactly one of the two; `"attachmentIds": [...]` adds
+    the sender's uploads (then the text may be empty)."""
 
-    text: MessageText
     client_id: ClientId | None = Field(default=None, alias="clientId")
     # The message this one replies to (issue 16): in the same conversation, visible to the sender.
     reply_to: MessageId | None = Field(default=None, alias="replyTo")

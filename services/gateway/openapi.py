@@ -1,7 +1,8 @@
 """The gateway's part of the OpenAPI document: its own route, and the history routes it forwards
-(which history's fragment documents)."""
+(which history's fragment documents), and media's attachment routes it streams (media's fragment)."""
 
 from ..shared.openapi import ONLINE, USER_IDS_QUERY, Fragment, public_operation
+from .media_forward import MEDIA_ROUTES
 from .rest import FORWARDED_ROUTES
 
 PUBLIC_PATHS = {
@@ -10,4 +11,4 @@ PUBLIC_PATHS = {
     },
 }
 
-FRAGMENT = Fragment("gateway", public=PUBLIC_PATHS, internal={}, forwarded=FORWARDED_ROUTES)
+FRAGMENT = Fragment("gateway", public=PUBLIC_PATHS, internal={}, forwarded=FORWARDED_ROUTES + MEDIA_ROUTES)

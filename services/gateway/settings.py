@@ -15,6 +15,10 @@ class GatewaySettings(ServiceSettings, JwtSettings, NodeLivenessSettings):
     presence_url: str = "http://127.0.0.1:8201"
     # History's public listener: the public REST API is forwarded there with the user's token.
     history_api_url: str = "http://127.0.0.1:8100"
+    # Media's public listener: `/api/attachments*` is streamed there (services/gateway/media_forward.py).
+    media_api_url: str = "http://127.0.0.1:8300"
+    # The largest file one upload may carry; media enforces it too (the same MAX_ATTACHMENT_BYTES).
+    max_attachment_bytes: int = 25 * 1024 * 1024
     # The gateway's own token for history's and presence's internal APIs.
     internal_token: str = DEV_INTERNAL_TOKENS["gateway"]
     # Comma-separated origins allowed to call with credentials; "*" allows any (development only).

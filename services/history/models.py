@@ -11,6 +11,8 @@ from typing import Any
 
 from pydantic import Field
 
+from ..shared import fast_json
+from ..shared.attachments import AttachmentOut, attachment_json
 from ..shared.limits import MAX_USER_NAME_LENGTH
 from ..shared.models import MessageText, Text, UserId, WireModel
 
@@ -68,6 +70,8 @@ class MessageOut(WireModel):
     reactions: list[ReactionOut] = Field(default_factory=list)
     reply_to: ReplyQuote | None = Field(default=None, alias="replyTo")
     edited_at: datetime | None = Field(default=None, alias="editedAt")
+    # Present when the message carries attachments (issue 16), in the order they were sent.
+    attachments: list[AttachmentOut] | None = None
 
 
 class ReactionCount(WireModel):
@@ -153,6 +157,10 @@ def message_json(row: Row, reactions: list[dict] | None = None) -> dict:
     message["reactions"] = reactions or []
     message["replyTo"] = reply_quote_json(row)
     message["editedAt"] = iso(row["edited_at"])
+    attachments = row.get("attachments")
+    if attachments:
+        # json_agg arrives as JSON text (asyncpg decodes no json type by itself).
+        message = attach(message, fast_json.loads(attachments) if isinstance(attachments, str) else attachments)
     return message
 
 
@@ -173,6 +181,14 @@ def reaction_updated_json(message_id: int, reactions: list[dict], user_id: str, 
     """A `ReactionUpdated`: the counts without `me` (the same payload for every member)."""
     counts = [{"emoji": reaction["emoji"], "count": reaction["count"]} for reaction in reactions]
     return {"messageId": str(message_id), "reactions": counts, "userId": user_id, "emoji": emoji, "added": added}
+
+
+def attach(message: dict, attachment_rows: list) -> dict:
+    """The message with its `attachments` (rows in order: `id, name, size, content_type, width,
+    height, has_thumbnail`); a message without any has no such key."""
+    if attachment_rows:
+        message["attachments"] = [attachment_json(row) for row in attachment_rows]
+    return message
 
 
 def last_message_json(row: Row, group_id: int | None = None) -> dict:

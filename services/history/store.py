@@ -14,6 +14,7 @@ from ..shared.limits import MAX_REACTIONS_PER_USER, REPLY_QUOTE_LENGTH
 from .errors import EditWindowClosed, TooManyReactions, not_a_member, unknown_group
 from .models import (
     UserProfile,
+    attach,
     conversation_json,
     deletion_json,
     message_json,
@@ -33,12 +34,20 @@ UNAVAILABLE_ERRORS = (
     asyncpg.InsufficientResourcesError,
 )
 
+# A message's attachments come with it (a probe of attachments_message_idx); null when it has none.
+ATTACHMENTS_OF_M = """(
+    SELECT json_agg(json_build_object('id', a.id, 'name', a.name, 'size', a.size, 'content_type', a.content_type,
+                                      'width', a.width, 'height', a.height, 'has_thumbnail', a.thumbnail_key IS NOT NULL)
+                    ORDER BY a.position)
+    FROM attachments a WHERE a.message_id = m.id
+)"""
 MESSAGE_COLUMNS = f"""
     m.id, m.sender_id, m.receiver_id, m.group_id, m.text, m.client_id, m.is_read, m.read_at, m.created_at, m.updated_at,
     m.reply_to_id, m.edited_at,
     s.user_name AS s_user_name, s.name AS s_name, s.profile_image AS s_profile_image,
     r.user_name AS r_user_name, r.name AS r_name, r.profile_image AS r_profile_image,
-    q.sender_id AS q_sender_id, left(q.text, {REPLY_QUOTE_LENGTH}) AS q_text, q.deleted_at AS q_deleted_at
+    q.sender_id AS q_sender_id, left(q.text, {REPLY_QUOTE_LENGTH}) AS q_text, q.deleted_at AS q_deleted_at,
+    {ATTACHMENTS_OF_M} AS attachments
 """
 # LEFT JOIN for the receiver: a group message has none. The replied message (q) is joined by
 # its primary key, so a reply's quote is read, never stored twice: it shows an edit of the
@@ -155,23 +164,27 @@ class MessageStore:
         and profile join), so it costs one round trip and one commit; group messages add a
         transaction whose first statement takes the change-feed lock (see _INSERT_GROUP_MESSAGES).
         """
-        direct = [(n, m) for n, m in enumerate(messages) if m.group_id is None]
-        grouped = [(n, m) for n, m in enumerate(messages) if m.group_id is not None]
         created: dict[int, dict] = {}
         recipients: dict[int, list[str]] = {}
+        refusals: dict[int, ParleyError] = {}
         async with self._connection() as connection:
-            if not grouped:
-                created = await _insert_direct(connection, direct)
+            if not any(m.group_id is not None or m.attachment_ids for m in messages):
+                created = await _insert_direct(connection, list(enumerate(messages)))
             else:
                 async with connection.transaction():
                     await connection.execute("SELECT pg_advisory_xact_lock($1)", CHANGE_FEED_LOCK_KEY)
+                    refusals = await _attachment_refusals(connection, messages)
+                    admitted = [(n, m) for n, m in enumerate(messages) if id(m) not in refusals]
+                    direct = [(n, m) for n, m in admitted if m.group_id is None]
+                    grouped = [(n, m) for n, m in admitted if m.group_id is not None]
                     created = await _insert_direct(connection, direct) if direct else {}
-                    created |= await _insert_grouped(connection, grouped)
+                    created |= await _insert_grouped(connection, grouped) if grouped else {}
+                    await _link_attachments(connection, messages, created)
                     recipients = await _group_recipients(connection, created)
-            missing = [message for n, message in enumerate(messages) if n not in created]
+            missing = [message for n, message in enumerate(messages) if n not in created and id(message) not in refusals]
             earlier = await _messages_by_client_id(connection, missing) if missing else {}
             refused = [message for message in missing if (message.sender_id, message.client_id) not in earlier]
-            refusals = await _refusals(connection, refused) if refused else {}
+            refusals |= await _refusals(connection, refused) if refused else {}
         results: list[Stored | ParleyError] = []
         for n, message in enumerate(messages):
             if n in created:
@@ -281,6 +294,8 @@ class MessageStore:
                 if not row["is_read"] and sender_id != receiver_id:
                     await connection.execute(_FORGET_UNREAD, sender_id, receiver_id)
                 await connection.execute(_REPOINT_SUMMARIES, message_id, sender_id, receiver_id)
+            # The media service's sweeper removes their bytes, then their rows.
+            await connection.execute(_DELETE_ATTACHMENTS, message_id)
         return deletion_json(message_id, sender_id, receiver_id, group_id), seq
 
     async def edit_message(self, me: str, message_id: int, text: str, window_seconds: float) -> dict:
@@ -357,6 +372,57 @@ async def _messages_by_client_id(connection: asyncpg.Connection, messages: list[
     # Each is answered to its own sender: their reactions on a retried message are theirs.
     return {(row["sender_id"], row["client_id"]): (await messages_json(connection, [row], row["sender_id"]))[0]
             for row in rows}
+
+
+async def _attachment_refusals(connection: asyncpg.Connection, messages: list[StoreMessage]) -> dict[int, ParleyError]:
+    """Messages whose attachments are not all the sender's own unsent uploads, keyed by `id(message)`.
+
+    An attachment already linked to the message stored under the same (sender, clientId) counts as
+    unsent: that is a retry, answered with the message stored first. The rows are locked (the
+    caller's transaction), so two messages racing for one upload cannot both take it.
+    """
+    carrying = [m for m in messages if m.attachment_ids]
+    if not carrying:
+        return {}
+    rows = await connection.fetch(
+        _USABLE_ATTACHMENTS,
+        [attachment_id for m in carrying for attachment_id in m.attachment_ids],
+        [m.sender_id for m in carrying for _ in m.attachment_ids],
+        [m.client_id for m in carrying for _ in m.attachment_ids],
+    )
+    usable = {(row["uploader_id"], row["id"]) for row in rows}
+    claimed: set[str] = set()
+    refusals: dict[int, ParleyError] = {}
+    for message in carrying:
+        ids = message.attachment_ids
+        if any((message.sender_id, i) not in usable or i in claimed for i in ids):
+            refusals[id(message)] = ParleyError(
+                "attachmentIds: each must be one of your own uploads, not yet sent", code="invalid_attachmentIds"
+            )
+        else:
+            claimed.update(ids)
+    return refusals
+
+
+async def _link_attachments(connection: asyncpg.Connection, messages: list[StoreMessage], created: dict[int, dict]) -> None:
+    """Links the created messages' attachments to them, and puts them in their message objects."""
+    linked = [(n, messages[n]) for n in created if messages[n].attachment_ids]
+    if not linked:
+        return
+    ids, message_ids, positions = [], [], []
+    for n, message in linked:
+        for position, attachment_id in enumerate(message.attachment_ids):
+            ids.append(attachment_id)
+            message_ids.append(int(created[n]["_id"]))
+            positions.append(position)
+    rows = await connection.fetch(_LINK_ATTACHMENTS, ids, message_ids, positions)
+    by_message: dict[int, list] = {}
+    for row in rows:
+        by_message.setdefault(row["message_id"], []).append(row)
+    for rows_of_one in by_message.values():
+        rows_of_one.sort(key=lambda row: row["position"])
+    for n, _ in linked:
+        created[n] = attach(created[n], by_message.get(int(created[n]["_id"]), []))
 
 
 async def _insert_direct(connection: asyncpg.Connection, direct: list[tuple[int, StoreMessage]]) -> dict[int, dict]:
@@ -771,3 +837,22 @@ _MEMBERSHIPS = """
 SELECT group_id, user_id FROM group_members
 WHERE (group_id, user_id) IN (SELECT * FROM unnest($1::bigint[], $2::text[]))
 """
+# The sender's own uploads among these, unsent (or sent by this very (sender, clientId): a
+# retry), locked until the batch commits.
+_USABLE_ATTACHMENTS = """
+SELECT a.id, a.uploader_id FROM unnest($1::text[], $2::text[], $3::text[]) AS i(id, sender_id, client_id)
+JOIN attachments a ON a.id = i.id AND a.uploader_id = i.sender_id AND a.deleted_at IS NULL
+WHERE a.message_id IS NULL
+   OR a.message_id = (SELECT x.id FROM messages x WHERE x.sender_id = i.sender_id AND x.client_id = i.client_id)
+FOR UPDATE OF a
+"""
+
+_LINK_ATTACHMENTS = """
+UPDATE attachments a SET message_id = i.message_id, position = i.position
+FROM unnest($1::text[], $2::bigint[], $3::smallint[]) AS i(id, message_id, position)
+WHERE a.id = i.id AND a.message_id IS NULL
+RETURNING a.id, a.message_id, a.position, a.name, a.size, a.content_type, a.width, a.height,
+          a.thumbnail_key IS NOT NULL AS has_thumbnail
+"""
+
+_DELETE_ATTACHMENTS = "UPDATE attachments SET deleted_at = now() WHERE message_id = $1 AND deleted_at IS NULL"

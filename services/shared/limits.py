@@ -54,3 +54,15 @@ def valid_group_id(value: object) -> bool:
 
 def valid_user_id(value: object) -> bool:
     return isinstance(value, str) and _USER_ID.fullmatch(value) is not None
+
+
+# An attachment id: 128 random bits in hex, unguessable, and a shape that cannot spell a path.
+ATTACHMENT_ID_PATTERN = r"^[0-9a-f]{32}$"
+_ATTACHMENT_ID = re.compile(ATTACHMENT_ID_PATTERN)
+ATTACHMENT_ID_RULE = "must be an attachment id (32 hexadecimal digits)"
+MAX_ATTACHMENTS_PER_MESSAGE = 10
+MAX_ATTACHMENT_NAME_LENGTH = 255
+
+
+def valid_attachment_id(value: object) -> bool:
+    return isinstance(value, str) and _ATTACHMENT_ID.fullmatch(value) is not None

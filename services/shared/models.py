@@ -12,12 +12,23 @@ gateway: its socket events). What stays here is shared for one of two reasons:
 
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from .emoji import EMOJI_RULE, is_emoji
 from .errors import InvalidField
 from .limits import (
+    ATTACHMENT_ID_RULE,
     GROUP_ID_RULE,
+    MAX_ATTACHMENTS_PER_MESSAGE,
     MAX_CLIENT_ID_LENGTH,
     MAX_NODE_ID_LENGTH,
     MAX_SOCKET_ID_LENGTH,
@@ -28,6 +39,7 @@ from .limits import (
     MAX_USERS_PER_PARTNERS_QUERY,
     MESSAGE_ID_RULE,
     USER_ID_RULE,
+    valid_attachment_id,
     valid_group_id,
     valid_message_id,
     valid_user_id,
@@ -85,6 +97,17 @@ def emoji_shape(value: str) -> str:
 MessageId = Annotated[str, AfterValidator(message_id_shape)]
 Emoji = Annotated[str, AfterValidator(emoji_shape)]
 MessageText = Text(1, MAX_TEXT_LENGTH)
+# A message's text may be empty when it carries attachments (MessageContent checks that).
+OptionalText = Text(0, MAX_TEXT_LENGTH)
+
+
+def attachment_id_shape(value: str) -> str:
+    if not valid_attachment_id(value):
+        raise ValueError(ATTACHMENT_ID_RULE)
+    return value
+
+
+AttachmentId = Annotated[str, AfterValidator(attachment_id_shape)]
 
 
 class WireModel(BaseModel):
@@ -105,15 +128,43 @@ class OneConversation(WireModel):
         return self
 
 
+class MessageContent(OneConversation):
+    """What a message says: text, attachments (ids of the sender's uploads, issue 16), or both.
+
+    Text may be empty only when there is an attachment; the ids are distinct. The socket event
+    (`sendMessage`) and the internal store call read the same rules from here. (Field validators,
+    so that an error names its field wherever the model sits: `invalid_messages.0.text`.)
+    """
+
+    attachment_ids: list[AttachmentId] = Field(
+        default_factory=list, alias="attachmentIds", max_length=MAX_ATTACHMENTS_PER_MESSAGE
+    )
+    text: OptionalText = Field(default="", validate_default=True)
+
+    @field_validator("attachment_ids")
+    @classmethod
+    def distinct(cls, ids: list[str]) -> list[str]:
+        if len(set(ids)) != len(ids):
+            raise ValueError("must not repeat an attachment")
+        return ids
+
+    @field_validator("text")
+    @classmethod
+    def says_something(cls, text: str, info: ValidationInfo) -> str:
+        if not text and not info.data.get("attachment_ids"):
+            raise ValueError("must not be empty (unless the message has attachments)")
+        return text
+
+
 # --- gateway -> history ----------------------------------------------------------------------
 
 
-class StoreMessage(OneConversation):
+class StoreMessage(MessageContent):
     """Internal `POST /internal/messages`: `{"senderId": "u1", "receiverId": "u2", "text": "hi"}`,
-    or to a group: `{"senderId": "u1", "groupId": "17", "text": "hi"}` (exactly one of the two)."""
+    or to a group: `{"senderId": "u1", "groupId": "17", "text": "hi"}` (exactly one of the two),
+    with `"attachmentIds": [...]` when it carries uploads."""
 
     sender_id: UserId = Field(alias="senderId")
-    text: MessageText
     client_id: ClientId | None = Field(default=None, alias="clientId")
     reply_to: MessageId | None = Field(default=None, alias="replyTo")
 

@@ -141,6 +141,8 @@ def assemble(fragments: list[Fragment]) -> dict:
                 "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
                 "cookie": {"type": "apiKey", "in": "cookie", "name": "token"},
                 "internalToken": {"type": "apiKey", "in": "header", "name": "X-Internal-Token"},
+                # A media download link: `signature` (with `expires`, `variant`) signs the link itself.
+                "signedLink": {"type": "apiKey", "in": "query", "name": "signature"},
             },
         },
     }

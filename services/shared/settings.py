@@ -21,7 +21,11 @@ DEV_LOGIN_SECRET = "parley-development-login-key-never-valid-for-the-app"
 DEV_INTERNAL_TOKENS = {
     caller: f"parley-development-{caller}-token-not-for-production" for caller in ("gateway", "presence", "admin")
 }
-DEVELOPMENT_SECRETS = frozenset({DEV_JWT_SECRET, DEV_LOGIN_SECRET, *DEV_INTERNAL_TOKENS.values()})
+# The media service's download-link key (issue 16).
+DEV_URL_SIGNING_SECRET = "parley-development-media-url-signing-key-not-for-production"
+DEVELOPMENT_SECRETS = frozenset(
+    {DEV_JWT_SECRET, DEV_LOGIN_SECRET, DEV_URL_SIGNING_SECRET, *DEV_INTERNAL_TOKENS.values()}
+)
 # 32 bytes: the HMAC-SHA256 key length RFC 7518 asks of HS256, and too long to guess.
 MIN_SECRET_BYTES = 32
 PLACEHOLDER = "CHANGE-ME"

@@ -95,10 +95,13 @@ async def json_body(request: web.Request) -> object:
         raise InvalidField("body", "must be valid JSON") from None
 
 
-def create_base_app(service: str, caller_tokens: dict[str, str], middlewares: list) -> web.Application:
+def create_base_app(
+    service: str, caller_tokens: dict[str, str], middlewares: list, client_max_size: int = 1024**2
+) -> web.Application:
     """The public app, with request ids, metrics and `/healthz`; its internal twin is `app[INTERNAL_APP]`.
 
-    `caller_tokens` names the services admitted to the internal API (see `admits`).
+    `caller_tokens` names the services admitted to the internal API (see `admits`);
+    `client_max_size` bounds a public request's body (aiohttp's default: 1 MB).
     """
     registry = CollectorRegistry()
     shared_state = {
@@ -108,7 +111,9 @@ def create_base_app(service: str, caller_tokens: dict[str, str], middlewares: li
         CALLER_TOKENS: dict(caller_tokens),
         DRAIN_HOOKS: [],
     }
-    app = web.Application(middlewares=[request_context_middleware, public_headers_middleware, *middlewares])
+    app = web.Application(
+        middlewares=[request_context_middleware, public_headers_middleware, *middlewares], client_max_size=client_max_size
+    )
     internal = web.Application(middlewares=[request_context_middleware, internal_auth_middleware, *middlewares])
     for target in (app, internal):
         for key, value in shared_state.items():

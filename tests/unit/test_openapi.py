@@ -6,6 +6,8 @@ from services.gateway.app import create_app as create_gateway
 from services.gateway.settings import GatewaySettings
 from services.history.app import create_app as create_history
 from services.history.settings import HistorySettings
+from services.media.app import create_app as create_media
+from services.media.settings import MediaSettings
 from services.presence.app import create_app as create_presence
 from services.presence.settings import PresenceSettings
 from services.devtools.openapi import FRAGMENTS, REGENERATE, document_text, openapi_document
@@ -45,6 +47,7 @@ def documented_operations(service: str, listener: str) -> set[tuple[str, str]]:
         ("history", lambda: create_history(HistorySettings()), ()),
         ("gateway", lambda: create_gateway(GatewaySettings()), GATEWAY_UNDOCUMENTED_PREFIXES),
         ("presence", lambda: create_presence(PresenceSettings()), ()),
+        ("media", lambda: create_media(MediaSettings()), ()),
     ],
 )
 def test_every_route_is_documented_and_every_documented_route_exists(service, app_factory, skip):
@@ -56,16 +59,17 @@ def test_every_route_is_documented_and_every_documented_route_exists(service, ap
 @pytest.mark.parametrize(
     "app_factory",
     [lambda: create_history(HistorySettings()), lambda: create_gateway(GatewaySettings()),
-     lambda: create_presence(PresenceSettings())],
+     lambda: create_presence(PresenceSettings()), lambda: create_media(MediaSettings())],
 )
 def test_no_internal_route_or_probe_is_on_a_public_listener(app_factory):
     public = {path for path, _ in router_operations(app_factory())}
     assert not {path for path in public if path.startswith("/internal") or path in ("/readyz", "/metrics")}
 
 
-def test_the_gateway_forwards_exactly_the_public_api_of_history():
-    history_api = {(path, method) for path, method in operations(FRAGMENTS["history"].public) if path.startswith("/api/")}
-    assert {(route, method.lower()) for method, route in FRAGMENTS["gateway"].forwarded} == history_api
+def test_the_gateway_forwards_exactly_the_public_api_of_history_and_media():
+    public_api = {(path, method) for service in ("history", "media")
+                  for path, method in operations(FRAGMENTS[service].public) if path.startswith("/api/")}
+    assert {(route, method.lower()) for method, route in FRAGMENTS["gateway"].forwarded} == public_api
 
 
 def test_the_document_history_serves_is_current():

@@ -10,6 +10,7 @@ import { fetchGroup, markGroupRead, readersOf, typingNames } from "./groups.js";
 import { closeMembersPanel, renderMembersPanel } from "./group-panel.js";
 import { reactionBar } from "./reactions.js";
 import { canEdit, editedLabel, quoteElement, startEdit, startReply, submitEdit, takeReplyTo } from "./replies.js";
+import { attachmentsElement, clearTray, readyAttachmentIds, uploadsInProgress } from "./attachments.js";
 
 const PAGE = 30;
 const TYPING_EVERY_MS = 2000;
@@ -148,7 +149,7 @@ function messageElement(message, pending = false) {
       meta.append(remove);
     }
   }
-  item.append(text, meta, reactionBar(message));
+  item.append(text, attachmentsElement(message), meta, reactionBar(message));
   return item;
 }
 
@@ -291,13 +292,19 @@ export function updateComposer() {
 $("composer").addEventListener("submit", (event) => {
   event.preventDefault();
   const text = $("text").value.trim();
-  if (!text || !state.current || $("composer").hidden) return;
+  const attachmentIds = readyAttachmentIds();
+  if (uploadsInProgress()) {
+    notice("composer-error", "Wait for the upload to finish");
+    return;
+  }
+  if ((!text && !attachmentIds.length) || !state.current || $("composer").hidden) return;
   if (submitEdit(text)) return;
   const replyTo = takeReplyTo();
   const clientId = crypto.randomUUID();
   const group = isGroup();
   const draft = { _id: "", clientId, text, sender: state.me, receiver: group ? null : state.current.profile,
     createdAt: new Date().toISOString() };
+  clearTray();
   if (group) draft.groupId = state.current.id;
   if (replyTo) draft.replyTo = { _id: replyTo, sender: "", text: "" };
   const made = messageElement(draft, true);
@@ -309,7 +316,8 @@ $("composer").addEventListener("submit", (event) => {
   // quick exchange of short messages sends one `typing` per two seconds at most.
   clearTimeout(state.typingTimer);
   const target = group ? { groupId: state.current.id } : { receiverId: state.current.id };
-  send({ ...target, text, clientId, ...(replyTo ? { replyTo } : {}) }, made);
+  send({ ...target, text, clientId, ...(replyTo ? { replyTo } : {}),
+    ...(attachmentIds.length ? { attachmentIds } : {}) }, made);
 });
 
 function send(payload, made) {
