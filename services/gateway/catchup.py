@@ -24,9 +24,9 @@ The design:
   catch-up did not already cover. More than RECOVERY_MAX_EVENTS missed: the socket is
   disconnected, and its client reconnects by itself (recovering, or told to sync). History
   unreachable: the catch-up is tried again CATCH_UP_RETRY_SECONDS later, until it succeeds.
-- Only feed events are caught up: messages (`receiveMessage`, `messageSent`) and deletions
-  (`messageDeleted`). Typing and presence stay best-effort; `messagesRead` and the group events
-  are not in the feed (a client syncs for them), as for recovery.
+- Only feed events are caught up (recovery.FEED_EVENTS): messages (`receiveMessage`,
+  `messageSent`), deletions, edits, receipts, group changes and reactions. Typing and presence
+  stay best-effort.
 
 Known limits: a socket that connected while history could not tell the feed's head, and has no feed event since, has no floor and is not caught up. A change older than the floor
 that overtook... was overtaken by a newer one it forgot is taken as written.

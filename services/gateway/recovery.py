@@ -18,11 +18,13 @@ Postgres.
   RECOVERY_WINDOW_SECONDS ago gets a normal connection (a new pid): never another user's data.
   The window counts from the pid's issue (the socket's last connection that was not a
   recovery; a recovery must answer the same pid), not from the drop.
-- The offset is the change-feed position (a message's id, a deletion's seq, both drawn from
-  one sequence, committed in order) as a decimal string: the last argument of
-  `receiveMessage`, `messageSent` (not a retry's) and `messageDeleted`. The feed holds nothing
-  else, so nothing else carries an offset: `messagesRead`, the group events, typing and
-  presence are not replayed (a recovered client syncs for those if it needs them). Events whose
+- The offset is the change-feed position (a message's id, a deletion's, an edit's or another
+  event's seq, all drawn from one sequence, committed in order) as a decimal string: the last
+  argument of `receiveMessage`, `messageSent` (not a retry's), `messageDeleted`,
+  `messageEdited`, and of the receipts, group changes and reactions history keeps in the feed
+  (`messagesRead`, `groupRead`, `groupUpdated`, `memberAdded`, `memberRemoved`,
+  `reactionUpdated`: services/history/feed_events.py). Nothing else carries an offset: typing
+  and presence are best-effort, not replayed. Events whose
   last argument would be a bare string (a 1:1 `userTyping`, `userOnline`) get a trailing null
   (`guard_offsets`): socket.io-client would take the user id for an offset.
 - A reconnect with a pid that verifies is replayed everything after max(offset, the pid's
@@ -60,7 +62,10 @@ from .metrics import GatewayMetrics
 log = logging.getLogger(__name__)
 
 # The events whose last argument is a feed offset (see the module docstring).
-FEED_EVENTS = frozenset({"receiveMessage", "messageSent", "messageDeleted"})
+FEED_EVENTS = frozenset({
+    "receiveMessage", "messageSent", "messageDeleted", "messageEdited",
+    "messagesRead", "groupRead", "groupUpdated", "memberAdded", "memberRemoved", "reactionUpdated",
+})
 KEY_LABEL = b"parley socket.io connection-state recovery pid v1"
 MAX_PID_LENGTH = 512  # a real pid is under 200 characters; longer is not worth decoding
 MAX_OFFSET_DIGITS = 19  # a bigint

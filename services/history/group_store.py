@@ -4,14 +4,20 @@ and its read watermark. Group messages are stored with the 1:1 ones (store.py's 
 Every call that reads or changes a group first checks the caller's membership in the same
 connection (`_membership`): an unknown group is `unknown_group`, a group one is not (or no
 longer) in is `not_a_member`, an admin-only change by a member is `forbidden`.
+
+Every change members hear of is appended to the change feed in its own transaction
+(feed_events.py): the transaction takes the change-feed lock first, before the group row's, as a
+group message's insert does, so the two never wait for each other crosswise. Each such call
+returns its `FeedEvent`s, in feed order, for the handler to emit.
 """
 
 import asyncpg
 
 from ..shared.errors import Forbidden, InvalidField, NotFound, UnknownUser
 from .errors import GroupFull, LastAdmin, not_a_member, unknown_group
+from .feed_events import FeedEvent, append_event
 from .group_models import group_json, member_json
-from .store import MESSAGE_COLUMNS, PROFILE_JOINS, MessageStore, messages_json
+from .store import CHANGE_FEED_LOCK_KEY, MESSAGE_COLUMNS, PROFILE_JOINS, MessageStore, messages_json
 
 ADMIN = "admin"
 MAX_ID = 2**63 - 1
@@ -24,21 +30,23 @@ class GroupStore:
         self._messages = messages
         self.max_members = max_members
 
-    async def create_group(self, creator: str, name: str, image: str, member_ids: list[str]) -> dict:
-        """The creator (an admin) and the other members, all existing users, in one transaction."""
+    async def create_group(self, creator: str, name: str, image: str, member_ids: list[str]) -> tuple[dict, list[FeedEvent]]:
+        """The creator (an admin) and the other members, all existing users, in one transaction;
+        and its `groupUpdated`."""
         others = [user_id for user_id in dict.fromkeys(member_ids) if user_id != creator]
         if not others:
             raise InvalidField("memberIds", "must name at least one other user")
         if len(others) + 1 > self.max_members:
             raise GroupFull(f"A group holds at most {self.max_members} members")
         async with self._messages.connection() as connection, connection.transaction():
+            await _lock_feed(connection)
             if not await connection.fetchval("SELECT true FROM users WHERE id = $1", creator):
                 raise UnknownUser("Your profile is not known to the chat service", code="unknown_sender")
             group_id = await connection.fetchval(_CREATE_GROUP, name, image, creator)
             added = await connection.fetchval(_ADD_MEMBERS, group_id, [creator, *others], creator)
             if added != len(others) + 1:
                 raise InvalidField("memberIds", "must be ids of known users")
-            return await _group(connection, group_id)
+            return await _group_updated(connection, group_id)
 
     async def group(self, me: str, group_id: int) -> dict:
         async with self._messages.connection() as connection:
@@ -53,15 +61,19 @@ class GroupStore:
                 raise unknown_group()
         return [row["user_id"] for row in rows]
 
-    async def update_group(self, me: str, group_id: int, name: str | None, image: str | None) -> dict:
+    async def update_group(self, me: str, group_id: int, name: str | None,
+                           image: str | None) -> tuple[dict, list[FeedEvent]]:
         async with self._messages.connection() as connection, connection.transaction():
+            await _lock_feed(connection)
             await _require_admin(connection, group_id, me)
             await connection.execute(_UPDATE_GROUP, group_id, name, image)
-            return await _group(connection, group_id)
+            return await _group_updated(connection, group_id)
 
-    async def add_members(self, me: str, group_id: int, user_ids: list[str]) -> tuple[dict, list[dict]]:
-        """The group after the change, and the members it added (those already in are left as they are)."""
+    async def add_members(self, me: str, group_id: int, user_ids: list[str]) -> tuple[dict, list[FeedEvent]]:
+        """The group after the change, and (when it added anyone: those already in are left as
+        they are) its `groupUpdated`, then a `memberAdded` for each member added."""
         async with self._messages.connection() as connection, connection.transaction():
+            await _lock_feed(connection)
             await _require_admin(connection, group_id, me, lock=True)
             present = await connection.fetchrow(_COUNT_MEMBERS_AND_PRESENT, group_id, user_ids)
             new = [user_id for user_id in dict.fromkeys(user_ids) if user_id not in set(present["present"])]
@@ -70,13 +82,22 @@ class GroupStore:
             added = await connection.fetch(_ADD_JOINING_MEMBERS, group_id, new)
             if len(added) != len(new):
                 raise InvalidField("userIds", "must be ids of known users")
-            group = await _group(connection, group_id)
-        new_set = set(new)
-        return group, [member for member in group["members"] if member["_id"] in new_set]
+            if not new:
+                return await _group(connection, group_id), []
+            group, events = await _group_updated(connection, group_id)
+            new_set = set(new)
+            for member in group["members"]:
+                if member["_id"] in new_set:
+                    events.append(await append_event(
+                        connection, "memberAdded", {"groupId": group["_id"], "member": member}, group=group_id))
+        return group, events
 
-    async def remove_member(self, me: str, group_id: int, user_id: str) -> list[str]:
-        """Removes a member (an admin's act, or anyone's leaving); the ids of those who remain."""
+    async def remove_member(self, me: str, group_id: int, user_id: str) -> tuple[list[str], FeedEvent]:
+        """Removes a member (an admin's act, or anyone's leaving): the ids of those who remain, and
+        the `memberRemoved` they and the removed member hear (one feed row for both: the removed
+        one reads it as its `audience_user`, no longer a member)."""
         async with self._messages.connection() as connection, connection.transaction():
+            await _lock_feed(connection)
             my_role = await _membership(connection, group_id, me, lock=True)
             if user_id != me and my_role != ADMIN:
                 raise Forbidden("Only an admin can remove another member")
@@ -86,10 +107,13 @@ class GroupStore:
             if _would_lose_last_admin(roles, user_id):
                 raise LastAdmin("The last admin cannot leave while other members remain: make another admin first")
             await connection.execute(_REMOVE_MEMBER, group_id, user_id)
-        return [member for member in roles if member != user_id]
+            removed = await append_event(connection, "memberRemoved", {"groupId": str(group_id), "userId": user_id},
+                                         user=user_id, group=group_id)
+        return [member for member in roles if member != user_id], removed
 
-    async def set_role(self, me: str, group_id: int, user_id: str, role: str) -> dict:
+    async def set_role(self, me: str, group_id: int, user_id: str, role: str) -> tuple[dict, list[FeedEvent]]:
         async with self._messages.connection() as connection, connection.transaction():
+            await _lock_feed(connection)
             await _require_admin(connection, group_id, me, lock=True)
             roles = await _roles(connection, group_id)
             if user_id not in roles:
@@ -97,7 +121,7 @@ class GroupStore:
             if role != ADMIN and _would_lose_last_admin(roles, user_id):
                 raise LastAdmin("The last admin cannot be demoted while other members remain")
             await connection.execute(_SET_ROLE, group_id, user_id, role)
-            return await _group(connection, group_id)
+            return await _group_updated(connection, group_id)
 
     async def fetch_page(self, me: str, group_id: int, before: int | None, limit: int) -> tuple[list[dict], bool]:
         """Up to `limit` messages before the cursor, oldest first, and whether older ones exist."""
@@ -107,14 +131,20 @@ class GroupStore:
             page = await messages_json(connection, list(reversed(rows[:limit])), me)
         return page, len(rows) > limit
 
-    async def mark_read(self, me: str, group_id: int) -> tuple[int, str | None, list[str]]:
-        """Reads the group up to its newest message: how many were unread, the newest id, the members."""
+    async def mark_read(self, me: str, group_id: int) -> tuple[int, str | None, list[str], FeedEvent | None]:
+        """Reads the group up to its newest message: how many were unread, the newest id, the
+        members, and (when it marked anything) the members' `groupRead`."""
         async with self._messages.connection() as connection, connection.transaction():
+            await _lock_feed(connection)
             await _membership(connection, group_id, me)
             row = await connection.fetchrow(_MARK_GROUP_READ, group_id, me)
             members = [r["user_id"] for r in await connection.fetch(_MEMBER_IDS, group_id)]
-        up_to = row["read_up_to"]
-        return row["count"], (str(up_to) if up_to is not None else None), members
+            up_to = str(row["read_up_to"]) if row["read_up_to"] is not None else None
+            receipt = None
+            if row["count"]:
+                receipt = await append_event(connection, "groupRead",
+                                             {"groupId": str(group_id), "readerId": me, "upTo": up_to}, group=group_id)
+        return row["count"], up_to, members, receipt
 
 
 def _would_lose_last_admin(roles: dict[str, str], user_id: str) -> bool:
@@ -141,6 +171,17 @@ async def _require_admin(connection: asyncpg.Connection, group_id: int, user_id:
 
 async def _roles(connection: asyncpg.Connection, group_id: int) -> dict[str, str]:
     return {row["user_id"]: row["role"] for row in await connection.fetch(_ROLES, group_id)}
+
+
+async def _lock_feed(connection: asyncpg.Connection) -> None:
+    """The change-feed lock, for the transaction: taken first (see the module docstring)."""
+    await connection.execute("SELECT pg_advisory_xact_lock($1)", CHANGE_FEED_LOCK_KEY)
+
+
+async def _group_updated(connection: asyncpg.Connection, group_id: int) -> tuple[dict, list[FeedEvent]]:
+    """The group as it is now, and its `groupUpdated` appended to the feed."""
+    group = await _group(connection, group_id)
+    return group, [await append_event(connection, "groupUpdated", {"group": group}, group=group_id)]
 
 
 async def _group(connection: asyncpg.Connection, group_id: int) -> dict:

@@ -1,12 +1,14 @@
 """What history does when a user changes their messages: store the change, then tell the clients.
 
-Routes parse and answer; the store only stores; this decides who hears of a change.
+Routes parse and answer; the store only stores; this decides who hears of a change. Every event
+told here is in the change feed (issue 20) and carries its feed position as its last argument,
+the offset a socket recovers from: `messageDeleted`, `messageEdited`, `messagesRead` and
+`reactionUpdated` (the last two as rows of feed_events: see feed_events.py).
 """
 
 from ..shared.keys import user_room
 from ..shared.notify import ClientNotifier
 from .group_store import GroupStore
-from .models import messages_read_json, reaction_updated_json
 from .store import MessageStore
 
 
@@ -28,9 +30,9 @@ class HistoryHandler:
 
     async def mark_read(self, reader_id: str, partner_id: str) -> tuple[int, str | None]:
         """Marks the partner's messages to the reader read; the partner hears `messagesRead` if any were."""
-        count, up_to = await self._store.mark_read(reader_id, partner_id)
-        if count:
-            await self._notifier.emit_to_user("messagesRead", messages_read_json(reader_id, count, up_to), partner_id)
+        count, up_to, receipt = await self._store.mark_read(reader_id, partner_id)
+        if receipt is not None:
+            await self._notifier.emit_to_user(receipt.event, receipt.data(), partner_id)
         return count, up_to
 
     async def delete_message(self, me: str, message_id: int) -> dict:
@@ -42,24 +44,24 @@ class HistoryHandler:
         return deleted
 
     async def edit_message(self, me: str, message_id: int, text: str) -> dict:
-        """Edits my own message within EDIT_WINDOW_SECONDS; its conversation hears `messageEdited {message}`.
+        """Edits my own message within EDIT_WINDOW_SECONDS; its conversation hears `messageEdited {message}`
+        (then the edit's feed position: its offset).
 
         The event is one emit, so its message's `reactions[].me` is the editor's: an edit never
         changes reactions, and clients keep the reactions they hold (documented in README)."""
-        message = await self._store.edit_message(me, message_id, text, self._edit_window_seconds)
+        message, seq = await self._store.edit_message(me, message_id, text, self._edit_window_seconds)
         conversation = {"sender": message["sender"]["_id"], "receiver": (message["receiver"] or {}).get("_id")}
         if "groupId" in message:
             conversation["groupId"] = message["groupId"]
-        await self._tell_conversation("messageEdited", {"message": message}, conversation)
+        await self._tell_conversation("messageEdited", ({"message": message}, str(seq)), conversation)
         return message
 
     async def set_reaction(self, me: str, message_id: int, emoji: str, add: bool) -> list[dict]:
         """Adds or removes my reaction; when that changed anything, the conversation hears
         `reactionUpdated` (counts without `me`: see models.ReactionUpdated). Answers my view of them."""
-        conversation, reactions, changed = await self._store.set_reaction(me, message_id, emoji, add)
-        if changed:
-            update = reaction_updated_json(message_id, reactions, me, emoji, add)
-            await self._tell_conversation("reactionUpdated", update, conversation)
+        conversation, reactions, update = await self._store.set_reaction(me, message_id, emoji, add)
+        if update is not None:
+            await self._tell_conversation(update.event, update.data(), conversation)
         return reactions
 
     async def replay(self, me: str, after: int, limit: int) -> tuple[list[list], bool]:
@@ -68,8 +70,9 @@ class HistoryHandler:
 
         A message to me is `receiveMessage`, mine is `messageSent` (one to myself, both, as the
         gateway emits them); a deletion is `messageDeleted`; an edit is `messageEdited` with the
-        message as it stands now. The gateway replays these to a socket that recovers its
-        connection (services/gateway/recovery.py)."""
+        message as it stands now; a receipt, a group change or a reaction is the event and payload
+        emitted live (feed_events.py). The gateway replays these to a socket that recovers its
+        connection (services/gateway/recovery.py) and after a pub/sub outage (catchup.py)."""
         changes, has_more = await self._store.feed(me, after, limit)
         events: list[list] = []
         for position, kind, body in changes:
@@ -79,6 +82,9 @@ class HistoryHandler:
                 continue
             if kind == "edit":
                 events.append(["messageEdited", {"message": body}, offset])
+                continue
+            if kind == "event":
+                events.append([body.event, body.payload, offset])
                 continue
             receiver = body["receiver"]
             if body["sender"]["_id"] != me or (receiver is not None and receiver["_id"] == me):

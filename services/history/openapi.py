@@ -55,6 +55,9 @@ SYNC = {
         "messages": {"type": "array", "items": MESSAGE},
         "deleted": {"type": "array", "items": {"type": "object"}},
         "edited": {"type": "array", "items": MESSAGE},
+        # Receipts, group changes and reactions, in feed order, each as emitted live.
+        "events": {"type": "array", "items": {"type": "object", "properties": {
+            "event": {"type": "string"}, "data": {"type": "object"}}}},
         "next": CURSOR,
         "hasMore": {"type": "boolean"},
     },

@@ -12,13 +12,16 @@ from ..shared.errors import ErrorCode, Forbidden, InvalidField, NotFound, Parley
 from ..shared.models import StoreMessage
 from ..shared.limits import MAX_REACTIONS_PER_USER, REPLY_QUOTE_LENGTH
 from .errors import EditWindowClosed, TooManyReactions, not_a_member, unknown_group
+from .feed_events import FeedEvent, append_event, events_after
 from .models import (
     UserProfile,
     attach,
     conversation_json,
     deletion_json,
     message_json,
+    messages_read_json,
     profile_json,
+    reaction_updated_json,
     reactions_json,
 )
 
@@ -210,19 +213,26 @@ class MessageStore:
         next_cursor = str(rows[limit - 1]["position"]) if len(rows) > limit else None
         return [conversation_json(row) for row in rows[:limit]], next_cursor
 
-    async def mark_read(self, reader_id: str, partner_id: str) -> tuple[int, str | None]:
-        """Marks the partner's messages to the reader read: how many, and the newest id."""
-        async with self._connection() as connection:
+    async def mark_read(self, reader_id: str, partner_id: str) -> tuple[int, str | None, FeedEvent | None]:
+        """Marks the partner's messages to the reader read: how many, the newest id, and (when
+        any were) the partner's `messagesRead`, appended to the feed in the same transaction."""
+        async with self._connection() as connection, connection.transaction():
+            await connection.execute("SELECT pg_advisory_xact_lock($1)", CHANGE_FEED_LOCK_KEY)
             row = await connection.fetchrow(_MARK_READ, reader_id, partner_id)
-        up_to = row["up_to"]
-        return row["count"], (str(up_to) if up_to is not None else None)
+            up_to = str(row["up_to"]) if row["up_to"] is not None else None
+            receipt = None
+            if row["count"]:
+                receipt = await append_event(connection, "messagesRead",
+                                             messages_read_json(reader_id, row["count"], up_to), user=partner_id)
+        return row["count"], up_to, receipt
 
     async def sync(self, me: str, after: int, limit: int) -> dict:
-        """Messages, edits and deletions after the cursor, in the order they happened.
+        """Messages, edits, deletions and the other feed events after the cursor, in the order they happened.
 
         An edit is a change-feed event (issue 16): `edited` holds each message edited after the
-        cursor once, as it stands now (its newest text). Reactions are not in the feed: the
-        messages carry them as they are now, and `reactionUpdated` tells connected clients.
+        cursor once, as it stands now (its newest text). Receipts, group changes and reactions
+        (feed_events.py) are `events`: `[{"event", "data"}]`, in feed order, each as it was
+        emitted live (the messages carry their reactions as they are now, too).
         """
         changes, has_more = await self.feed(me, after, limit)
         edited = {body["_id"]: body for _, kind, body in changes if kind == "edit"}
@@ -230,33 +240,32 @@ class MessageStore:
             "messages": [body for _, kind, body in changes if kind == "message"],
             "edited": list(edited.values()),
             "deleted": [body for _, kind, body in changes if kind == "deletion"],
+            "events": [{"event": body.event, "data": body.payload} for _, kind, body in changes if kind == "event"],
             "next": str(changes[-1][0] if changes else after),
             "hasMore": has_more,
         }
 
     async def feed(self, me: str, after: int, limit: int) -> tuple[list[tuple[int, str, dict]], bool]:
-        """My change feed after `after`: (position, "message", "edit" or "deletion", its JSON), in
-        position order (a message's id, an edit's or a deletion's seq: all drawn from
-        `change_seq`), at most `limit` of them, and whether more follow. A message (or an edited
-        one) is as it stands now, with my view of its reactions. What `sync` pages and what a
-        recovering socket replays."""
+        """My change feed after `after`: (position, "message", "edit", "deletion" or "event", its
+        body), in position order (a message's id, an edit's, a deletion's or an event's seq: all
+        drawn from `change_seq`), at most `limit` of them, and whether more follow. A message (or
+        an edited one) is as it stands now, with my view of its reactions; an event's body is a
+        `FeedEvent` (a receipt, a group change, a reaction: feed_events.py). What `sync` pages and
+        what a recovering socket replays."""
         async with self._connection() as connection:
             messages = await connection.fetch(_SYNC_MESSAGES, me, after, limit + 1)
             deletions = await connection.fetch(_SYNC_DELETIONS, me, after, limit + 1)
             edits = await connection.fetch(_SYNC_EDITS, me, after, limit + 1)
+            others = await events_after(connection, me, after, limit + 1)
             events = sorted(
                 [(row["id"], "message", row) for row in messages] + [(row["seq"], "deletion", row) for row in deletions]
-                + [(row["seq"], "edit", row) for row in edits],
+                + [(row["seq"], "edit", row) for row in edits] + [(event.seq, "event", event) for event in others],
                 key=lambda event: event[0],
             )
             taken = events[:limit]
-            built = await messages_json(connection, [row for _, kind, row in taken if kind != "deletion"], me)
+            built = await messages_json(connection, [row for _, kind, row in taken if kind in ("message", "edit")], me)
         by_id = {message["_id"]: message for message in built}
-        changes = [
-            (position, kind, deletion_json(row["message_id"], row["sender_id"], row["receiver_id"], row["group_id"])
-             if kind == "deletion" else by_id[str(row["id"])])
-            for position, kind, row in taken
-        ]
+        changes = [(position, kind, _change_body(kind, row, by_id)) for position, kind, row in taken]
         return changes, len(events) > limit
 
     async def feed_head(self) -> int:
@@ -298,10 +307,11 @@ class MessageStore:
             await connection.execute(_DELETE_ATTACHMENTS, message_id)
         return deletion_json(message_id, sender_id, receiver_id, group_id), seq
 
-    async def edit_message(self, me: str, message_id: int, text: str, window_seconds: float) -> dict:
+    async def edit_message(self, me: str, message_id: int, text: str, window_seconds: float) -> tuple[dict, int]:
         """Replaces the text of my own message sent less than `window_seconds` ago; the edit is a
         change-feed event (sync's `edited`), and search finds the new words (the word vector is
-        generated from the text). Someone who cannot see the message is told it does not exist."""
+        generated from the text). Someone who cannot see the message is told it does not exist.
+        Returns the message edited and the edit's position in the change feed."""
         async with self._connection() as connection, connection.transaction():
             await connection.execute("SELECT pg_advisory_xact_lock($1)", CHANGE_FEED_LOCK_KEY)
             row = await connection.fetchrow(_MESSAGE_TO_EDIT, message_id, me, window_seconds)
@@ -311,15 +321,20 @@ class MessageStore:
                 raise Forbidden("Only the sender can edit a message")
             if not row["editable"]:
                 raise EditWindowClosed(f"A message can be edited for {window_seconds:g} seconds after it is sent")
-            await connection.execute(_EDIT_MESSAGE, message_id, text, row["sender_id"], row["receiver_id"], row["group_id"])
+            seq = await connection.fetchval(
+                _EDIT_MESSAGE, message_id, text, row["sender_id"], row["receiver_id"], row["group_id"])
             [edited] = await messages_json(connection, [await connection.fetchrow(_MESSAGE_BY_ID, message_id)], me)
-        return edited
+        return edited, seq
 
-    async def set_reaction(self, me: str, message_id: int, emoji: str, add: bool) -> tuple[dict, list[dict], bool]:
+    async def set_reaction(self, me: str, message_id: int, emoji: str,
+                           add: bool) -> tuple[dict, list[dict], FeedEvent | None]:
         """Adds (or removes) my `emoji` on a message I can see: the message's conversation
-        (`deletion_json`'s shape: sender, receiver, groupId), its reactions for me now, and whether
-        anything changed. Refused with `too_many_reactions` past MAX_REACTIONS_PER_USER emoji."""
+        (`deletion_json`'s shape: sender, receiver, groupId), its reactions for me now, and, when
+        anything changed, the conversation's `reactionUpdated`, appended to the change feed in the
+        same transaction. Refused with `too_many_reactions` past MAX_REACTIONS_PER_USER emoji."""
         async with self._connection() as connection, connection.transaction():
+            # First: a transaction appending to the feed takes its lock before any other lock.
+            await connection.execute("SELECT pg_advisory_xact_lock($1)", CHANGE_FEED_LOCK_KEY)
             row = await connection.fetchrow(_VISIBLE_MESSAGE, message_id, me)
             if not _visible(row, me):
                 raise NotFound("No such message")
@@ -333,9 +348,26 @@ class MessageStore:
                 changed = outcome == "added"
             else:
                 changed = await connection.fetchval(_REMOVE_REACTION, message_id, me, emoji) is not None
-            reactions = await _reactions_of(connection, [message_id], me)
+            mine = (await _reactions_of(connection, [message_id], me)).get(message_id, [])
+            update = None
+            if changed:
+                payload = reaction_updated_json(message_id, mine, me, emoji, add)
+                if row["group_id"] is not None:
+                    update = await append_event(connection, "reactionUpdated", payload, group=row["group_id"])
+                else:
+                    update = await append_event(connection, "reactionUpdated", payload,
+                                                user=row["sender_id"], partner=row["receiver_id"])
         conversation = deletion_json(message_id, row["sender_id"], row["receiver_id"], row["group_id"])
-        return conversation, reactions.get(message_id, []), changed
+        return conversation, mine, update
+
+
+def _change_body(kind: str, row, by_id: dict[str, dict]) -> object:
+    """A feed change's body (see `MessageStore.feed`)."""
+    if kind == "deletion":
+        return deletion_json(row["message_id"], row["sender_id"], row["receiver_id"], row["group_id"])
+    if kind == "event":
+        return row
+    return by_id[str(row["id"])]
 
 
 def _visible(row, me: str) -> bool:
@@ -491,7 +523,7 @@ async def _refusals(connection: asyncpg.Connection, messages: list[StoreMessage]
 
 _MAX_ID = 2**63 - 1
 
-# Every transaction that draws from `change_seq` (messages, deletions) holds this lock from
+# Every transaction that draws from `change_seq` (messages, deletions, edits, feed_events) holds this lock from
 # before it draws until it has committed, so ids become visible in id order: `sync?after=<id>`
 # can never miss a smaller id committed later. Group commit keeps the cost down: the gateways
 # send one batch at a time each, and a batch takes the lock once.
@@ -781,6 +813,7 @@ WITH edited AS (
     UPDATE messages SET text = $2, edited_at = now(), updated_at = now() WHERE id = $1
 )
 INSERT INTO message_edits (message_id, sender_id, receiver_id, group_id) VALUES ($1, $3, $4, $5)
+RETURNING seq
 """
 
 _MESSAGE_BY_ID = f"SELECT {MESSAGE_COLUMNS} FROM messages m {PROFILE_JOINS} WHERE m.id = $1"

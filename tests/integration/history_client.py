@@ -29,6 +29,15 @@ class RecordingNotifier:
     def of(self, event: str) -> list[tuple[object, set[str]]]:
         return [(data, set(rooms)) for name, data, rooms in self.emits if name == event]
 
+    def payloads(self, event: str) -> list[tuple[object, set[str]]]:
+        """Like `of`, for a change-feed event: its payload, once its last argument is checked to be
+        a feed offset (a decimal position)."""
+        found = []
+        for data, rooms in self.of(event):
+            assert isinstance(data, tuple) and len(data) == 2 and data[1].isdigit(), f"{event} has no offset: {data!r}"
+            found.append((data[0], rooms))
+        return found
+
 
 class Api:
     """The group routes as a client calls them (public: a user's JWT; internal: the gateway's token)."""

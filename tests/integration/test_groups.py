@@ -31,7 +31,7 @@ async def test_creating_a_group_makes_me_its_admin_and_tells_every_member(api):
     assert [(m["_id"], m["role"], m["readUpTo"]) for m in group["members"]] == [
         (me.id, "admin", None), *sorted([(ada.id, "member", None), (bob.id, "member", None)])]
     assert {m["_id"]: m["userName"] for m in group["members"]}[ada.id] == ada.user_name
-    assert api.events.of("groupUpdated") == [({"group": group}, rooms(me, ada, bob))]
+    assert api.events.payloads("groupUpdated") == [({"group": group}, rooms(me, ada, bob))]
     fetched, _ = await api.call("GET", f"/api/groups/{group['_id']}", bob)
     assert fetched == group
 
@@ -69,7 +69,7 @@ async def test_only_an_admin_renames_a_group(api):
 
     assert code_of(refused) == "forbidden"
     assert (renamed["name"], renamed["image"]) == ("Bouldering", "https://img/x.png")
-    assert api.events.of("groupUpdated")[-1] == ({"group": renamed}, rooms(me, ada))
+    assert api.events.payloads("groupUpdated")[-1] == ({"group": renamed}, rooms(me, ada))
     again, _ = await api.call("GET", f"/api/groups/{group['_id']}", ada)
     assert again["name"] == "Bouldering"
 
@@ -95,8 +95,8 @@ async def test_an_admin_adds_members_who_start_with_nothing_unread_and_learn_the
     [bob_entry] = await api.conversations(bob)
     assert bob_entry["unreadCount"] == 0 and bob_entry["_id"]["memberCount"] == 3
     [added] = [m for m in after["members"] if m["_id"] == bob.id]
-    assert api.events.of("groupUpdated")[-1] == ({"group": after}, rooms(me, ada, bob))
-    assert api.events.of("memberAdded") == [({"groupId": group["_id"], "member": added}, rooms(me, ada, bob))]
+    assert api.events.payloads("groupUpdated")[-1] == ({"group": after}, rooms(me, ada, bob))
+    assert api.events.payloads("memberAdded") == [({"groupId": group["_id"], "member": added}, rooms(me, ada, bob))]
 
 
 async def test_a_member_cannot_add_and_unknown_users_are_refused(api):
@@ -120,14 +120,14 @@ async def test_a_removed_member_hears_it_once_and_then_is_refused_everywhere(api
     await api.call("DELETE", f"/api/groups/{gid}/members/{eve.id}", me)
     after = await api.send(me, group, "more secret plans")
 
-    assert api.events.of("memberRemoved") == [({"groupId": gid, "userId": eve.id}, rooms(me, ada, eve))]
+    assert api.events.payloads("memberRemoved") == [({"groupId": gid, "userId": eve.id}, rooms(me, ada, eve))]
     await assert_refused_everywhere(api, eve, group, before["message"]["_id"])
     sync, _ = await api.call("GET", f"/api/messages/sync?after={before['message']['_id']}", eve)
     assert sync["messages"] == []
     # Nothing more reaches her: the next message's recipients and the next events leave her out.
     assert eve.id not in after["recipients"]
     await api.call("PATCH", f"/api/groups/{gid}", me, json={"name": "new"})
-    assert user_room(eve.id) not in api.events.of("groupUpdated")[-1][1]
+    assert user_room(eve.id) not in api.events.payloads("groupUpdated")[-1][1]
 
 
 @pytest.mark.tally(ATTACK, "a non-member reads, sends, searches, syncs, pages, changes or lists a group")
@@ -175,7 +175,7 @@ async def test_anyone_leaves_but_the_last_admin_must_hand_over_first(api):
     await api.call("DELETE", f"/api/groups/{gid}/members/{bob.id}", bob)  # leaving
     promoted, _ = await api.call("PUT", f"/api/groups/{gid}/members/{ada.id}", me, json={"role": "admin"})
     assert {m["_id"]: m["role"] for m in promoted["members"]} == {me.id: "admin", ada.id: "admin"}
-    assert api.events.of("groupUpdated")[-1] == ({"group": promoted}, rooms(me, ada))
+    assert api.events.payloads("groupUpdated")[-1] == ({"group": promoted}, rooms(me, ada))
     await api.call("DELETE", f"/api/groups/{gid}/members/{me.id}", me)
     remaining, _ = await api.call("GET", f"/api/groups/{gid}", ada)
     assert [(m["_id"], m["role"]) for m in remaining["members"]] == [(ada.id, "admin")]
@@ -290,10 +290,10 @@ async def test_unread_counts_per_member_and_reading_the_group(api):
 
     read, _ = await api.call("PUT", f"/api/groups/{gid}/read", ada)
     assert read == {"count": 3, "upTo": last["message"]["_id"]}
-    assert api.events.of("groupRead") == [({"groupId": gid, "readerId": ada.id, "upTo": last["message"]["_id"]},
+    assert api.events.payloads("groupRead") == [({"groupId": gid, "readerId": ada.id, "upTo": last["message"]["_id"]},
                                            rooms(me, ada, bob))]
     again, _ = await api.call("PUT", f"/api/groups/{gid}/read", ada)
-    assert again == {"count": 0, "upTo": last["message"]["_id"]} and len(api.events.of("groupRead")) == 1
+    assert again == {"count": 0, "upTo": last["message"]["_id"]} and len(api.events.payloads("groupRead")) == 1
     assert (await api.conversations(ada))[0]["unreadCount"] == 0
     members = {m["_id"]: m["readUpTo"] for m in (await api.call("GET", f"/api/groups/{gid}", me))[0]["members"]}
     assert members == {me.id: last["message"]["_id"], ada.id: last["message"]["_id"], bob.id: two["message"]["_id"]}

@@ -51,7 +51,7 @@ async def test_both_parties_hear_reaction_updated_with_counts_and_who_changed_wh
     await api.call("PUT", reaction_path(message["_id"], THUMBS), ada)
     await api.call("DELETE", reaction_path(message["_id"], THUMBS), bob)
 
-    assert api.events.of("reactionUpdated") == [
+    assert api.events.payloads("reactionUpdated") == [
         ({"messageId": message["_id"], "reactions": [{"emoji": THUMBS, "count": 1}], "userId": bob.id,
           "emoji": THUMBS, "added": True}, rooms(ada, bob)),
         ({"messageId": message["_id"], "reactions": [{"emoji": THUMBS, "count": 2}], "userId": ada.id,
@@ -70,7 +70,7 @@ async def test_reacting_twice_or_unreacting_what_is_not_there_changes_nothing_an
     absent, _ = await api.call("DELETE", reaction_path(message["_id"], "🎉"), bob)
 
     assert again["reactions"] == absent["reactions"] == [{"emoji": THUMBS, "count": 1, "me": True}]
-    assert len(api.events.of("reactionUpdated")) == 1
+    assert len(api.events.payloads("reactionUpdated")) == 1
 
 
 async def test_group_members_react_and_every_member_hears_it(api):
@@ -80,7 +80,7 @@ async def test_group_members_react_and_every_member_hears_it(api):
 
     await api.call("PUT", reaction_path(message["_id"], THUMBS), cy)
 
-    [(update, heard_by)] = api.events.of("reactionUpdated")
+    [(update, heard_by)] = api.events.payloads("reactionUpdated")
     assert update["reactions"] == [{"emoji": THUMBS, "count": 1}] and heard_by == rooms(ada, bob, cy)
     [seen], _ = await api.call("GET", f"/api/groups/{group['_id']}/messages", bob)
     assert seen["reactions"] == [{"emoji": THUMBS, "count": 1, "me": False}]
@@ -98,7 +98,7 @@ async def test_someone_who_cannot_see_the_message_is_told_it_does_not_exist(api)
     no_such, _ = await api.call("DELETE", reaction_path("999999999999", THUMBS), ada, 404)
 
     assert outsider["code"] == former_member["code"] == no_such["code"] == "not_found"
-    assert api.events.of("reactionUpdated") == []
+    assert api.events.payloads("reactionUpdated") == []
     assert (await page(api, ada, bob))[0]["reactions"] == []
 
 

@@ -90,7 +90,7 @@ async def test_the_sender_edits_and_the_conversation_hears_message_edited(api):
 
     assert edited["text"] == "the plan" and edited["editedAt"] is not None and message["editedAt"] is None
     assert (await page(api, bob, ada))[0] == {**edited, "reactions": []}
-    assert api.events.of("messageEdited") == [({"message": edited}, rooms(ada, bob))]
+    assert api.events.payloads("messageEdited") == [({"message": edited}, rooms(ada, bob))]
 
 
 async def test_a_group_edit_is_heard_by_every_member(api):
@@ -101,7 +101,7 @@ async def test_a_group_edit_is_heard_by_every_member(api):
     edited = await edit(api, ada, message["_id"], "saturday 10")
 
     assert edited["groupId"] == group["_id"] and edited["receiver"] is None
-    assert api.events.of("messageEdited") == [({"message": edited}, rooms(ada, bob, cy))]
+    assert api.events.payloads("messageEdited") == [({"message": edited}, rooms(ada, bob, cy))]
 
 
 async def test_only_the_sender_may_edit_and_others_learn_nothing(api):
@@ -113,7 +113,7 @@ async def test_only_the_sender_may_edit_and_others_learn_nothing(api):
 
     assert (receiver["code"], outsider["code"]) == ("forbidden", "not_found")
     assert (await page(api, ada, bob))[0]["text"] == "mine"
-    assert api.events.of("messageEdited") == []
+    assert api.events.payloads("messageEdited") == []
 
 
 async def test_an_edit_after_the_window_is_refused(api, stores):

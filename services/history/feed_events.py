@@ -1,0 +1,78 @@
+"""Receipts, group changes and reactions as change-feed events (issue 20; migration 0008).
+
+Messages, deletions and edits are in the feed by their own tables. The other events history
+emits live are rows of `feed_events`, each exactly as it was emitted: `messagesRead` (to the
+sender of the messages read), `groupRead`, `groupUpdated`, `memberAdded`, `memberRemoved` (to
+the group's members, and the removed member) and `reactionUpdated` (to the message's
+conversation). So a socket that recovers its connection, or is caught up after a pub/sub
+outage, is given them in feed order, exactly once, and `sync` answers them (`events`).
+
+- A row is appended in the transaction of the change it tells, which holds the change-feed lock
+  from before its position is drawn until it commits (`store.CHANGE_FEED_LOCK_KEY`): positions
+  become visible in order, as message ids do. Every such transaction takes the lock FIRST,
+  before any row lock, so it never waits for it while holding a lock a message insert needs.
+- The live emit carries the row's position as its last argument (`FeedEvent.data`), as
+  `messageDeleted` does: the socket's recovery offset.
+- A user's feed reads their own rows (`audience_user`, `audience_partner`) and the rows of the
+  groups they are a member of NOW: a non-member never reads a group's events; a removed member
+  reads their own `memberRemoved` (it names them as `audience_user`), and nothing after it.
+
+Known limit: like group messages, a group's events from before a member joined are in their
+feed when their cursor is older than the joining (replay may give them a few events they
+never heard live; never another group's).
+"""
+
+import json
+from typing import NamedTuple
+
+import asyncpg
+
+from ..shared.fast_json import dumps
+
+
+class FeedEvent(NamedTuple):
+    """An event appended to the feed: its position, name and payload."""
+
+    seq: int
+    event: str
+    payload: dict
+
+    def data(self) -> tuple[dict, str]:
+        """The live emit's arguments: the payload, then its feed offset."""
+        return self.payload, str(self.seq)
+
+
+async def append_event(connection: asyncpg.Connection, event: str, payload: dict, *, user: str | None = None,
+                       partner: str | None = None, group: int | None = None) -> FeedEvent:
+    """Appends one event for `user` (and `partner`, the other 1:1 party) or the members of
+    `group`. The caller's transaction holds the change-feed lock."""
+    if partner == user:
+        partner = None
+    seq = await connection.fetchval(_APPEND, user, partner, group, event, dumps(payload))
+    return FeedEvent(seq, event, payload)
+
+
+async def events_after(connection: asyncpg.Connection, me: str, after: int, limit: int) -> list[FeedEvent]:
+    """My events after position `after`, in order, at most `limit`."""
+    rows = await connection.fetch(_EVENTS_AFTER, me, after, limit)
+    return [FeedEvent(row["seq"], row["event"], json.loads(row["payload"])) for row in rows]
+
+
+_APPEND = """
+INSERT INTO feed_events (audience_user, audience_partner, audience_group, event, payload)
+VALUES ($1, $2, $3, $4, $5::json) RETURNING seq
+"""
+
+# One range scan of each audience index (mine, as a user, as a partner) and of each of my
+# groups' (group_members_user_idx, then feed_events_group_idx): UNION drops a row read twice.
+_EVENTS_AFTER = """
+(SELECT seq, event, payload::text FROM feed_events WHERE audience_user = $1 AND seq > $2 ORDER BY seq LIMIT $3)
+UNION
+(SELECT seq, event, payload::text FROM feed_events WHERE audience_partner = $1 AND seq > $2 ORDER BY seq LIMIT $3)
+UNION
+(SELECT e.* FROM group_members gm CROSS JOIN LATERAL (
+    SELECT seq, event, payload::text FROM feed_events WHERE audience_group = gm.group_id AND seq > $2
+    ORDER BY seq LIMIT $3
+ ) AS e WHERE gm.user_id = $1)
+ORDER BY seq LIMIT $3
+"""
