@@ -19,9 +19,11 @@ JSON_VALUES = st.recursive(
 MESSAGE_LIKE = st.fixed_dictionaries(
     {},
     optional={"receiverId": JSON_VALUES | st.text(max_size=80), "text": JSON_VALUES | st.text(max_size=5000),
-              "clientId": JSON_VALUES, "userId": JSON_VALUES},
+              "clientId": JSON_VALUES, "userId": JSON_VALUES, "groupId": JSON_VALUES | st.text(max_size=20),
+              "replyTo": JSON_VALUES, "attachmentIds": JSON_VALUES, "messageId": JSON_VALUES,
+              "emoji": JSON_VALUES | st.text(max_size=8)},
 )
-EVENTS = ["sendMessage", "typing", "stopTyping", "markRead", "watchPresence"]
+EVENTS = ["sendMessage", "typing", "stopTyping", "markRead", "watchPresence", "react", "unreact"]
 
 
 @pytest.fixture
