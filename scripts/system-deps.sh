@@ -2,7 +2,8 @@
 # Installs the Debian packages Parley's run or test command needs and the machine lacks.
 # Usage: scripts/system-deps.sh run|test
 #   run:  a Postgres and a Redis server binary (used only when none answers on its port)
-#   test: the same, plus haproxy (the compose edge, run for real) and chromium (browser tests)
+#   test: the same, plus haproxy (the compose edge, run for real), chromium (browser tests) and
+#         a colour-emoji font (emoji-picker-element hides the emoji a browser cannot draw)
 set -euo pipefail
 
 want=(redis-server:redis-server)
@@ -18,6 +19,11 @@ for entry in "${want[@]}"; do
     missing+=("$package")
   fi
 done
+# Fonts have no binary to look for: their file is the sign they are installed.
+EMOJI_FONT=/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf
+if [ "${1:-run}" = "test" ] && [ ! -e "$EMOJI_FONT" ]; then
+  missing+=(fonts-noto-color-emoji)
+fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then

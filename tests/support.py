@@ -137,10 +137,10 @@ def running_cluster(stores: TestStores, log_dir: Path, nodes: tuple[str, ...] = 
         HISTORY_API_URL=f"http://127.0.0.1:{history_port}",
         PRESENCE_URL=f"http://127.0.0.1:{presence_internal_port}",
         MEDIA_API_URL=f"http://127.0.0.1:{media_port}",
-        STORAGE_URL=f"file://{log_dir / ('media-' + uuid.uuid4().hex[:6])}",
         URL_SIGNING_SECRET=URL_SIGNING_SECRET,
         REDIS_PREFIX=prefix,
-        **{**timing, **overrides},
+        # A directory of the cluster's own, unless a test names another storage (s3://).
+        **{"STORAGE_URL": f"file://{log_dir / ('media-' + uuid.uuid4().hex[:6])}", **timing, **overrides},
     )
     stack = Stack(env, log_dir)
     stack.add("history", "history", history_port, history_internal_port)

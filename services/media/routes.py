@@ -26,6 +26,7 @@ from ..shared.fast_json import json_response
 from ..shared.limits import MAX_ATTACHMENT_NAME_LENGTH, valid_attachment_id
 from .app_keys import INSPECTORS, SETTINGS, SIGNER, SPOOL_DIR, STORAGE, STORE, VERIFIER
 from .inspect import IMAGE_TYPES, THUMBNAIL_TYPE, Inspected, Limits, Refused, inspect_upload
+from .storage import StorageUnavailable
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -69,7 +70,10 @@ async def upload(request: web.Request) -> web.Response:
         raise InvalidField("file", str(exc)) from None
     except BaseException:
         for key in written:  # stored bytes without a row would never be swept
-            await app[STORAGE].delete(key)
+            try:
+                await app[STORAGE].delete(key)
+            except StorageUnavailable:
+                log.warning("upload %s failed and its stored key %s could not be removed", attachment_id, key)
         raise
     finally:
         await asyncio.to_thread(remove_spool, spool)
@@ -208,12 +212,18 @@ async def content(request: web.Request) -> web.StreamResponse:
         headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     response = web.StreamResponse(status=status, headers=headers)
     response.content_length = end - start + 1
-    await response.prepare(request)
-    if size:
-        # aclosing: a client that hangs up mid-way still gets the file (or S3 body) closed at once.
-        async with contextlib.aclosing(app[STORAGE].read(key, start, end)) as chunks:
-            async for chunk in chunks:
-                await response.write(chunk)
+    if not size:
+        await response.prepare(request)
+        await response.write_eof()
+        return response
+    # aclosing: a client that hangs up mid-way still gets the file (or S3 body) closed at once.
+    async with contextlib.aclosing(app[STORAGE].read(key, start, end)) as chunks:
+        # The first chunk before the headers: storage that is down is still a clear 503.
+        first = await anext(chunks, b"")
+        await response.prepare(request)
+        await response.write(first)
+        async for chunk in chunks:
+            await response.write(chunk)
     await response.write_eof()
     return response
 

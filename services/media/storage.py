@@ -5,9 +5,15 @@ bytes back as an async iterator of chunks, for a byte range, so neither ever hol
 in memory. Blocking file calls run in a thread. S3 goes through aiobotocore (botocore's
 signing and retries on aiohttp); a file larger than one part is sent as a multipart upload,
 part by part, and the upload is aborted if any part fails, so no half object is left behind.
+
+A store that is down (refused, timed out, answering errors) or a disk that fails is a
+`StorageUnavailable` (503 `store_unavailable`), raised within seconds: S3 calls have short
+connect timeouts and few retries, since a client waiting on an upload is better told to retry.
 """
 
 import asyncio
+import contextlib
+import logging
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -15,9 +21,36 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlparse
 
+from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ..shared.errors import StoreUnavailable
+
+log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 256 * 1024
+# S3 calls: a store that does not answer a connection within this long is down.
+S3_CONNECT_TIMEOUT_SECONDS = 3.0
+# A part of up to S3_PART_BYTES (8 MB) must go through within this long.
+S3_READ_TIMEOUT_SECONDS = 30.0
+# Attempts per call, the first included (botocore's "standard" mode retries throttling and 5xx).
+S3_MAX_ATTEMPTS = 3
+
+
+class StorageUnavailable(StoreUnavailable):
+    def __init__(self) -> None:
+        super().__init__("Attachment storage is unavailable, try again shortly")
+
+
+@contextlib.asynccontextmanager
+async def unavailable_on_failure(operation: str) -> AsyncIterator[None]:
+    """Turns a storage failure into StorageUnavailable, logged once without the client's data."""
+    try:
+        yield
+    except (BotoCoreError, ClientError, OSError) as exc:
+        log.warning("storage %s failed: %r", operation, exc)
+        raise StorageUnavailable() from None
 
 
 class Storage(Protocol):
@@ -52,10 +85,12 @@ class FileStorage:
             shutil.copyfile(path, partial)
             os.replace(partial, target)  # readers see the whole file or none
 
-        await asyncio.to_thread(copy)
+        async with unavailable_on_failure("put"):
+            await asyncio.to_thread(copy)
 
     async def read(self, key: str, start: int, end: int) -> AsyncIterator[bytes]:
-        handle = await asyncio.to_thread(open, self._path(key), "rb")
+        async with unavailable_on_failure("read"):
+            handle = await asyncio.to_thread(open, self._path(key), "rb")
         try:
             await asyncio.to_thread(handle.seek, start)
             left = end - start + 1
@@ -69,7 +104,8 @@ class FileStorage:
             await asyncio.to_thread(handle.close)
 
     async def delete(self, key: str) -> None:
-        await asyncio.to_thread(self._path(key).unlink, True)
+        async with unavailable_on_failure("delete"):
+            await asyncio.to_thread(self._path(key).unlink, True)
 
     async def ping(self) -> None:
         await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
@@ -91,11 +127,18 @@ class S3Storage:
         session = get_session()
         credentials = ({"aws_access_key_id": access_key_id, "aws_secret_access_key": secret_access_key}
                        if access_key_id else {})
-        context = session.create_client("s3", endpoint_url=endpoint_url or None, region_name=region, **credentials)
+        config = AioConfig(connect_timeout=S3_CONNECT_TIMEOUT_SECONDS, read_timeout=S3_READ_TIMEOUT_SECONDS,
+                           retries={"mode": "standard", "max_attempts": S3_MAX_ATTEMPTS})
+        context = session.create_client("s3", endpoint_url=endpoint_url or None, region_name=region, config=config,
+                                        **credentials)
         client = await context.__aenter__()
         return cls(bucket, client, context, part_bytes)
 
     async def put(self, key: str, path: Path, content_type: str) -> None:
+        async with unavailable_on_failure("put"):
+            await self._put(key, path, content_type)
+
+    async def _put(self, key: str, path: Path, content_type: str) -> None:
         size = (await asyncio.to_thread(path.stat)).st_size
         if size <= self._part_bytes:
             body = await asyncio.to_thread(path.read_bytes)
@@ -120,17 +163,20 @@ class S3Storage:
                 Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
             )
         except BaseException:
-            await self._client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+            with contextlib.suppress(BotoCoreError, ClientError):  # the store's own expiry rules take the rest
+                await self._client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
             raise
 
     async def read(self, key: str, start: int, end: int) -> AsyncIterator[bytes]:
-        answer = await self._client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end}")
+        async with unavailable_on_failure("read"):
+            answer = await self._client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end}")
         async with answer["Body"] as body:
             async for chunk in body.iter_chunks(CHUNK_BYTES):
                 yield chunk
 
     async def delete(self, key: str) -> None:
-        await self._client.delete_object(Bucket=self.bucket, Key=key)
+        async with unavailable_on_failure("delete"):
+            await self._client.delete_object(Bucket=self.bucket, Key=key)
 
     async def ping(self) -> None:
         await self._client.head_bucket(Bucket=self.bucket)

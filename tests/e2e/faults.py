@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import aiohttp
 import asyncpg
 
-from tests.support import ChatClient, User
+from tests.support import ChatClient, User, create_user
 
 
 @dataclass
@@ -112,3 +112,29 @@ async def tally_group(fault: str, database_url: str, gateway_url: str, sender: S
     result = Tally(len(acked), len(stored & acked), len(reached_all), len(acked) - min(len(stored), len(reached_all)))
     RECORDED.append((fault, result))
     return result
+
+
+async def open_pairs(cluster, count: int = 3):
+    """`count` sender/receiver pairs, senders on node a and receivers on node b."""
+    senders, receivers, clients = [], {}, []
+    for _ in range(count):
+        ada, grace = await create_user(cluster.history_url), await create_user(cluster.history_url)
+        sender_client = ChatClient(cluster.gateway_url("a"), ada.token)
+        receiver_client = ChatClient(cluster.gateway_url("b"), grace.token)
+        await sender_client.connect()
+        await receiver_client.connect()
+        clients += [sender_client, receiver_client]
+        senders.append(Sender(sender_client, grace))
+        receivers[grace.id] = receiver_client
+    return senders, receivers, clients
+
+
+async def run_traffic(senders, fault, seconds_before: float = 1.0, seconds_after: float = 3.0):
+    stop = asyncio.Event()
+    tasks = [asyncio.ensure_future(sender.run(stop)) for sender in senders]
+    await asyncio.sleep(seconds_before)
+    outcome = await fault()
+    await asyncio.sleep(seconds_after)
+    stop.set()
+    await asyncio.gather(*tasks)
+    return outcome

@@ -7,33 +7,8 @@ import asyncio
 
 import aiohttp
 
-from tests.e2e.faults import Sender, tally, tally_group
+from tests.e2e.faults import Sender, open_pairs, run_traffic, tally, tally_group
 from tests.support import ChatClient, create_user, eventually
-
-async def open_pairs(cluster, count: int = 3):
-    """`count` sender/receiver pairs, senders on node a and receivers on node b."""
-    senders, receivers, clients = [], {}, []
-    for _ in range(count):
-        ada, grace = await create_user(cluster.history_url), await create_user(cluster.history_url)
-        sender_client = ChatClient(cluster.gateway_url("a"), ada.token)
-        receiver_client = ChatClient(cluster.gateway_url("b"), grace.token)
-        await sender_client.connect()
-        await receiver_client.connect()
-        clients += [sender_client, receiver_client]
-        senders.append(Sender(sender_client, grace))
-        receivers[grace.id] = receiver_client
-    return senders, receivers, clients
-
-
-async def run_traffic(senders, fault, seconds_before: float = 1.0, seconds_after: float = 3.0):
-    stop = asyncio.Event()
-    tasks = [asyncio.ensure_future(sender.run(stop)) for sender in senders]
-    await asyncio.sleep(seconds_before)
-    outcome = await fault()
-    await asyncio.sleep(seconds_after)
-    stop.set()
-    await asyncio.gather(*tasks)
-    return outcome
 
 
 async def get(url: str, headers=None) -> tuple[int, dict]:
