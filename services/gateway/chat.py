@@ -151,6 +151,7 @@ class ChatHandler:
         # (sid, target) -> timer that sends `userStoppedTyping` if the client never does.
         self._typing_timers: dict[tuple[str, TypingTarget], asyncio.TimerHandle] = {}
         self._background: set[asyncio.Task] = set()
+        self._reaction_order: dict[str, asyncio.Lock] = {}  # sid -> its reactions, one at a time
         self.on_disconnected: Callable[[str], None] | None = None  # told each sid that leaves (catch-up's log)
         self.register()
 
@@ -226,6 +227,7 @@ class ChatHandler:
             del self.sockets_of[user_id]
         self.metrics.sockets.dec()
         self.watching.pop(sid, None)
+        self._reaction_order.pop(sid, None)
         if self.presence is not None:
             self.presence.socket_disconnected(sid, user_id)
         for sid_and_target in [key for key in self._typing_timers if key[0] == sid]:
@@ -337,22 +339,27 @@ class ChatHandler:
     async def react(self, sid: str, user_id: str, payload: object) -> dict:
         """Puts an emoji on a message I can see; the ack carries `{messageId, reactions}` as I see them,
         and the conversation hears `reactionUpdated` (emitted by history, to every node)."""
-        return await self._set_reaction(user_id, payload, add=True)
+        return await self._set_reaction(sid, user_id, payload, add=True)
 
     @socket_event("unreact")
     async def unreact(self, sid: str, user_id: str, payload: object) -> dict:
-        return await self._set_reaction(user_id, payload, add=False)
+        return await self._set_reaction(sid, user_id, payload, add=False)
 
-    async def _set_reaction(self, user_id: str, payload: object, add: bool) -> dict:
+    async def _set_reaction(self, sid: str, user_id: str, payload: object, add: bool) -> dict:
         request = parse_model(Reaction, payload)
         self.reaction_limiter.check(user_id)
-        return await self.history.call(
-            "POST",
-            "/internal/reactions",
-            json={"userId": user_id, "messageId": request.message_id, "emoji": request.emoji, "add": add},
-            idempotent=True,  # setting (or clearing) a reaction twice leaves it as once
-            route="/internal/reactions",
-        )
+        # A socket's reactions reach history in the order it sent them: each event runs as a task
+        # of its own, and a quick react then unreact could otherwise arrive swapped (the unreact
+        # a no-op, the react kept). The lock is the first thing each task waits on, and asyncio's
+        # locks are fair, so the tasks take it in the order python-socketio made them.
+        async with self._reaction_order.setdefault(sid, asyncio.Lock()):
+            return await self.history.call(
+                "POST",
+                "/internal/reactions",
+                json={"userId": user_id, "messageId": request.message_id, "emoji": request.emoji, "add": add},
+                idempotent=True,  # setting (or clearing) a reaction twice leaves it as once
+                route="/internal/reactions",
+            )
 
     @socket_event("watchPresence")
     async def watch_presence(self, sid: str, user_id: str, payload: object) -> dict:

@@ -4,6 +4,7 @@ and groups; refused to whoever cannot see the message, from outside, by socket a
 A check that someone did NOT hear an event first waits for a later event on the same node.
 """
 
+import asyncio
 from urllib.parse import quote
 
 import pytest
@@ -94,3 +95,18 @@ async def test_someone_who_cannot_see_a_message_cannot_react_to_it_or_edit_it(cl
     assert (await grace_a.call("react", {"messageId": message["_id"], "emoji": "🎉"}))["ok"]
     first = await ada_a.wait_for("reactionUpdated")
     assert first["userId"] == grace.id and ada_a.received("messageEdited") == []
+
+
+async def test_a_sockets_quick_reacts_and_unreacts_take_effect_in_the_order_sent(cluster, make_user, connect):
+    """Twenty alternating react/unreact, sent without waiting for each ack: each changes the state
+    (so the partner hears twenty updates, alternating), and the last one, an unreact, wins."""
+    ada, grace = await make_user(), await make_user()
+    ada_a, grace_b = await connect(ada, "a"), await connect(grace, "b")
+    message = (await ada_a.call("sendMessage", {"receiverId": grace.id, "text": "quick fingers"}))["message"]
+    events = ["react" if n % 2 == 0 else "unreact" for n in range(20)]
+    acks = await asyncio.gather(*(grace_b.call(event, {"messageId": message["_id"], "emoji": THUMBS})
+                                  for event in events))
+    assert all(ack["ok"] for ack in acks), acks
+    assert acks[-1]["reactions"] == []
+    await ada_a.wait_for("reactionUpdated", lambda data: len(ada_a.received("reactionUpdated")) == 20)
+    assert [update["added"] for update in ada_a.received("reactionUpdated")] == [event == "react" for event in events]
