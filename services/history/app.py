@@ -20,7 +20,8 @@ from .migrations import apply_migrations
 from .openapi import OPENAPI_DOCUMENT
 from .routes import internal_routes, public_routes
 from .settings import HistorySettings
-from .store import UNAVAILABLE_ERRORS, MessageStore
+from ..shared.postgres import UNAVAILABLE_ERRORS
+from .store import MessageStore
 
 log = logging.getLogger(__name__)
 

@@ -1,15 +1,11 @@
 """Everything the history service reads from its environment."""
 
-from ..shared.settings import DEV_INTERNAL_TOKENS, JwtSettings, ServiceSettings
+from ..shared.settings import DEV_INTERNAL_TOKENS, JwtSettings, PostgresSettings, ServiceSettings
 
 
-class HistorySettings(ServiceSettings, JwtSettings):
+class HistorySettings(ServiceSettings, PostgresSettings, JwtSettings):
     port: int = 8100
     internal_port: int = 8101
-    database_url: str = "postgresql://postgres@127.0.0.1:5432/parley"
-    db_pool_max_size: int = 20
-    # Seconds a query may run before the caller gets `store_unavailable`.
-    db_command_timeout_seconds: float = 5.0
     # Members a group may hold, its creator included. Each group message costs one row update
     # whatever the size, but its delivery fans out to every member, and the gateway keeps a
     # group's member list per node for typing: 1,000 is issue 15's size, measured in bench/.

@@ -1,6 +1,5 @@
 """All SQL of the history service. Returns JSON-ready dicts in the guide's wire shape, built by .models."""
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -9,8 +8,9 @@ from typing import NamedTuple
 import asyncpg
 
 from ..shared.errors import ErrorCode, Forbidden, InvalidField, NotFound, ParleyError, StoreUnavailable, UnknownUser
-from ..shared.models import StoreMessage
 from ..shared.limits import MAX_REACTIONS_PER_USER, REPLY_QUOTE_LENGTH
+from ..shared.models import StoreMessage
+from ..shared.postgres import pooled_connection
 from .errors import EditWindowClosed, TooManyReactions, not_a_member, unknown_group
 from .feed_events import FeedEvent, append_event, events_after
 from .models import (
@@ -27,15 +27,6 @@ from .models import (
 
 log = logging.getLogger(__name__)
 
-# Failures that mean "Postgres is not reachable right now", as opposed to a bad query.
-UNAVAILABLE_ERRORS = (
-    OSError,
-    asyncio.TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.OperatorInterventionError,
-    asyncpg.InsufficientResourcesError,
-)
 
 # A message's attachments come with it (a probe of attachments_message_idx); null when it has none.
 ATTACHMENTS_OF_M = """(
@@ -82,12 +73,8 @@ class MessageStore:
     async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
         if not self.schema_ready:
             raise StoreUnavailable("The message store is starting, try again shortly")
-        try:
-            async with self._pool.acquire(timeout=5) as connection:
-                yield connection
-        except UNAVAILABLE_ERRORS as exc:
-            log.warning("postgres unavailable: %r", exc)
-            raise StoreUnavailable("The message store is unavailable, try again shortly") from None
+        async with pooled_connection(self._pool, "message store") as connection:
+            yield connection
 
     def connection(self) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]:
         """A pooled connection once the schema is current (the group store shares the pool)."""

@@ -2,19 +2,17 @@
 
 from pydantic import Field
 
-from ..shared.settings import DEV_URL_SIGNING_SECRET, JwtSettings, ServiceSettings
+from ..shared.settings import DEV_URL_SIGNING_SECRET, JwtSettings, PostgresSettings, ServiceSettings
 
 MEGABYTE = 1024 * 1024
 
 
-class MediaSettings(ServiceSettings, JwtSettings):
+class MediaSettings(ServiceSettings, PostgresSettings, JwtSettings):
     port: int = 8300
     internal_port: int = 8301
     # The same database as history (which owns the schema and its migrations); media writes only
-    # the `attachments` table.
-    database_url: str = "postgresql://postgres@127.0.0.1:5432/parley"
+    # the `attachments` table, a few statements an upload: a small pool.
     db_pool_max_size: int = 5
-    db_command_timeout_seconds: float = 5.0
     # Where the bytes go: `file:///var/lib/parley/media` (or `file://.run/media`, relative to the
     # working directory: `make run`'s default), or `s3://bucket` (with S3_ENDPOINT_URL for any
     # S3-compatible store; credentials from the usual AWS_* variables or the pod's role).

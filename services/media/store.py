@@ -11,12 +11,12 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 
-from ..shared.errors import StoreUnavailable
+from ..shared.postgres import pooled_connection
 
 log = logging.getLogger(__name__)
 
-UNAVAILABLE_ERRORS = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                      asyncpg.UndefinedTableError)
+# Media starts while history may still be migrating: the table not there yet is "not ready".
+SCHEMA_NOT_READY = (asyncpg.UndefinedTableError,)
 
 ATTACHMENT_COLUMNS = (
     "id, uploader_id, name, size, content_type, width, height, storage_key, thumbnail_key, thumbnail_size, message_id, "
@@ -30,12 +30,8 @@ class AttachmentStore:
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
-        try:
-            async with self._pool.acquire(timeout=5) as connection:
-                yield connection
-        except UNAVAILABLE_ERRORS as exc:
-            log.warning("postgres unavailable: %r", exc)
-            raise StoreUnavailable("The attachment store is unavailable, try again shortly") from None
+        async with pooled_connection(self._pool, "attachment store", SCHEMA_NOT_READY) as connection:
+            yield connection
 
     async def ping(self) -> None:
         async with self._connection() as connection:

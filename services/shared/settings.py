@@ -87,6 +87,17 @@ class NodeLivenessSettings(HeartbeatSettings):
     node_ttl_seconds: float = 15.0
 
 
+class PostgresSettings(BaseSettings):
+    """A service with a Postgres pool: history (which owns the schema) and media (its table)."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/parley"
+    db_pool_max_size: int = 20
+    # Seconds a query may run before the caller gets `store_unavailable`.
+    db_command_timeout_seconds: float = 5.0
+
+
 class JwtSettings(BaseSettings):
     """How user tokens are verified (and, for development, issued)."""
 
