@@ -89,19 +89,23 @@ class FileStorage:
             await asyncio.to_thread(copy)
 
     async def read(self, key: str, start: int, end: int) -> AsyncIterator[bytes]:
-        async with unavailable_on_failure("read"):
-            handle = await asyncio.to_thread(open, self._path(key), "rb")
-        try:
-            await asyncio.to_thread(handle.seek, start)
-            left = end - start + 1
-            while left > 0:
-                chunk = await asyncio.to_thread(handle.read, min(CHUNK_BYTES, left))
-                if not chunk:
-                    break
-                left -= len(chunk)
-                yield chunk
-        finally:
-            await asyncio.to_thread(handle.close)
+        # Each chunk opens, reads and closes the file in one thread call: no handle outlives a
+        # call, so a download cancelled at any point (the client gone) leaves no file open.
+        path = self._path(key)
+
+        def read_chunk(offset: int, size: int) -> bytes:
+            with open(path, "rb") as handle:
+                handle.seek(offset)
+                return handle.read(size)
+
+        offset = start
+        while offset <= end:
+            async with unavailable_on_failure("read"):
+                chunk = await asyncio.to_thread(read_chunk, offset, min(CHUNK_BYTES, end - offset + 1))
+            if not chunk:
+                break
+            offset += len(chunk)
+            yield chunk
 
     async def delete(self, key: str) -> None:
         async with unavailable_on_failure("delete"):

@@ -8,6 +8,7 @@ control (TMPDIR) and a sweeper that removes unsent uploads after UNSENT_TTL seco
 """
 
 import asyncio
+import select
 import socket
 import uuid
 from pathlib import Path
@@ -23,7 +24,9 @@ BODY_BYTES = 4 * MB
 # Media writes its spool file in blocks of 1 MB (routes.FLUSH_BYTES): this much on disk shows
 # the upload reached media before the sender hung up.
 SPOOLED_AT_LEAST = 1 * MB
-UNSENT_TTL_SECONDS = 2
+# Long enough that the test sees the finished upload kept (unsent) before the sweeper may take
+# it, even on a loaded machine; short enough to wait out.
+UNSENT_TTL_SECONDS = 4
 BOUNDARY = "parleyboundary" + uuid.uuid4().hex
 
 
@@ -107,8 +110,13 @@ async def test_an_upload_whose_sender_hangs_up_before_the_answer_is_swept(upload
     sock, body = await open_upload(cluster.gateway_url("a"), ada.token)
     try:
         await asyncio.to_thread(sock.sendall, body)
+        # The answer has arrived (the socket is readable) and is never read: the client cannot
+        # know the upload's id. Closing before it arrived could reset the connection while the
+        # body's last bytes were still unread on the server's side: a different fault (the test above).
+        readable, _, _ = await asyncio.to_thread(select.select, [sock], [], [], 10)
+        assert readable, "no answer to the whole upload within 10 s"
     finally:
-        sock.close()  # the 201 is never read: the client cannot know the upload's id
+        sock.close()
 
     async def kept_unsent():  # media finished the upload: one row, its bytes stored
         assert await rows(stores.database_url, ada.id) == (1, 0) and stored(storage)
