@@ -117,4 +117,5 @@ async def handler(app: web.Application):
     app[HANDLER] = HistoryHandler(app[STORE], app[GROUPS], notifier, settings.edit_window_seconds)
     app[GROUP_HANDLER] = GroupHandler(app[GROUPS], notifier)
     yield
+    await app[HANDLER].close()
     await notifier.close()

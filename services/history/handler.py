@@ -6,10 +6,13 @@ the offset a socket recovers from: `messageDeleted`, `messageEdited`, `messagesR
 `reactionUpdated` (the last two as rows of feed_events: see feed_events.py).
 """
 
+from ..shared.batching import Batcher
 from ..shared.keys import user_room
 from ..shared.notify import ClientNotifier
 from .group_store import GroupStore
-from .store import MessageStore
+from .store import MessageStore, ReactionOutcome
+
+MAX_REACTIONS_PER_TRANSACTION = 256  # as a store call of sends (MAX_STORE_BATCH)
 
 
 class HistoryHandler:
@@ -18,6 +21,13 @@ class HistoryHandler:
         self._groups = groups
         self._notifier = notifier
         self._edit_window_seconds = edit_window_seconds
+        # The reactions that arrive while one transaction of them is under way share the next.
+        self._reactions: Batcher[tuple[str, int, str, bool], ReactionOutcome] = Batcher(
+            store.set_reactions, max_batch=MAX_REACTIONS_PER_TRANSACTION)
+
+    async def close(self) -> None:
+        """Every reaction submitted is stored (and answered) before the pool closes."""
+        await self._reactions.close()
 
     async def _tell_conversation(self, event: str, data: object, conversation: dict) -> None:
         """One emit to the user rooms of a message's conversation: both 1:1 parties (once, when
@@ -59,10 +69,10 @@ class HistoryHandler:
     async def set_reaction(self, me: str, message_id: int, emoji: str, add: bool) -> list[dict]:
         """Adds or removes my reaction; when that changed anything, the conversation hears
         `reactionUpdated` (counts without `me`: see models.ReactionUpdated). Answers my view of them."""
-        conversation, reactions, update = await self._store.set_reaction(me, message_id, emoji, add)
-        if update is not None:
-            await self._tell_conversation(update.event, update.data(), conversation)
-        return reactions
+        outcome = await self._reactions.submit((me, message_id, emoji, add))
+        if outcome.update is not None:
+            await self._tell_conversation(outcome.update.event, outcome.update.data(), outcome.conversation)
+        return outcome.reactions
 
     async def replay(self, me: str, after: int, limit: int) -> tuple[list[list], bool]:
         """What my sockets heard live after feed position `after`, as they heard it: `[event, data,

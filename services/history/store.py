@@ -63,6 +63,16 @@ class Stored(NamedTuple):
     recipients: list[str] | None  # a group message created now: its other members at insert time
 
 
+class ReactionOutcome(NamedTuple):
+    """A reaction set or removed: the message's conversation (`deletion_json`'s shape: sender,
+    receiver, groupId), its reactions as the reactor sees them now, and, when anything changed,
+    the conversation's `reactionUpdated` as appended to the change feed."""
+
+    conversation: dict
+    reactions: list[dict]
+    update: FeedEvent | None
+
+
 class MessageStore:
     def __init__(self, pool: asyncpg.Pool):
         self._pool = pool
@@ -313,39 +323,53 @@ class MessageStore:
             [edited] = await messages_json(connection, [await connection.fetchrow(_MESSAGE_BY_ID, message_id)], me)
         return edited, seq
 
-    async def set_reaction(self, me: str, message_id: int, emoji: str,
-                           add: bool) -> tuple[dict, list[dict], FeedEvent | None]:
-        """Adds (or removes) my `emoji` on a message I can see: the message's conversation
-        (`deletion_json`'s shape: sender, receiver, groupId), its reactions for me now, and, when
-        anything changed, the conversation's `reactionUpdated`, appended to the change feed in the
-        same transaction. Refused with `too_many_reactions` past MAX_REACTIONS_PER_USER emoji."""
+    async def set_reactions(self, requests: list[tuple[str, int, str, bool]]) -> list[ReactionOutcome | ParleyError]:
+        """Several reactions, each (me, message id, emoji, add), in ONE transaction and in the
+        order given: one change-feed lock and one commit for all, as a group commit of sends has.
+        A reaction is its own transaction otherwise, and under the one lock its commit (a WAL
+        flush) capped the whole system at a few hundred a second (bench/RESULTS.md, "Reactions").
+        Each is checked on its own (a savepoint): one refused (`NotFound`, `TooManyReactions`)
+        leaves the others."""
+        results: list[ReactionOutcome | ParleyError] = []
         async with self._connection() as connection, connection.transaction():
             # First: a transaction appending to the feed takes its lock before any other lock.
+            # Held to the commit, it also serialises every reaction, so a user's count of
+            # reactions on a message is read after any other change to it.
             await connection.execute("SELECT pg_advisory_xact_lock($1)", CHANGE_FEED_LOCK_KEY)
-            row = await connection.fetchrow(_VISIBLE_MESSAGE, message_id, me)
-            if not _visible(row, me):
-                raise NotFound("No such message")
-            if add:
-                # Serialises this user's reactions on this message, so two at once cannot both pass the
-                # limit; the count is then read by a statement of its own, whose snapshot comes after the lock.
-                await connection.execute(_REACTION_LOCK, me, message_id)
-                outcome = await connection.fetchval(_ADD_REACTION, message_id, me, emoji, MAX_REACTIONS_PER_USER)
-                if outcome == "full":
-                    raise TooManyReactions(f"At most {MAX_REACTIONS_PER_USER} different reactions on one message")
-                changed = outcome == "added"
-            else:
-                changed = await connection.fetchval(_REMOVE_REACTION, message_id, me, emoji) is not None
-            mine = (await _reactions_of(connection, [message_id], me)).get(message_id, [])
-            update = None
-            if changed:
-                payload = reaction_updated_json(message_id, mine, me, emoji, add)
-                if row["group_id"] is not None:
-                    update = await append_event(connection, "reactionUpdated", payload, group=row["group_id"])
-                else:
-                    update = await append_event(connection, "reactionUpdated", payload,
-                                                user=row["sender_id"], partner=row["receiver_id"])
-        conversation = deletion_json(message_id, row["sender_id"], row["receiver_id"], row["group_id"])
-        return conversation, mine, update
+            for me, message_id, emoji, add in requests:
+                try:
+                    async with connection.transaction():
+                        results.append(await _set_reaction(connection, me, message_id, emoji, add))
+                except (NotFound, TooManyReactions) as refused:
+                    results.append(refused)
+        return results
+
+
+async def _set_reaction(connection: asyncpg.Connection, me: str, message_id: int, emoji: str,
+                        add: bool) -> ReactionOutcome:
+    """Adds (or removes) my `emoji` on a message I can see, under the caller's change-feed lock.
+    Refused with `too_many_reactions` past MAX_REACTIONS_PER_USER emoji."""
+    row = await connection.fetchrow(_VISIBLE_MESSAGE, message_id, me)
+    if not _visible(row, me):
+        raise NotFound("No such message")
+    if add:
+        outcome = await connection.fetchval(_ADD_REACTION, message_id, me, emoji, MAX_REACTIONS_PER_USER)
+        if outcome == "full":
+            raise TooManyReactions(f"At most {MAX_REACTIONS_PER_USER} different reactions on one message")
+        changed = outcome == "added"
+    else:
+        changed = await connection.fetchval(_REMOVE_REACTION, message_id, me, emoji) is not None
+    mine = (await _reactions_of(connection, [message_id], me)).get(message_id, [])
+    update = None
+    if changed:
+        payload = reaction_updated_json(message_id, mine, me, emoji, add)
+        if row["group_id"] is not None:
+            update = await append_event(connection, "reactionUpdated", payload, group=row["group_id"])
+        else:
+            update = await append_event(connection, "reactionUpdated", payload,
+                                        user=row["sender_id"], partner=row["receiver_id"])
+    conversation = deletion_json(message_id, row["sender_id"], row["receiver_id"], row["group_id"])
+    return ReactionOutcome(conversation, mine, update)
 
 
 def _change_body(kind: str, row, by_id: dict[str, dict]) -> object:
@@ -831,10 +855,6 @@ SELECT message_id, emoji, count(*)::int AS count, bool_or(user_id = $2) AS me
 FROM message_reactions WHERE message_id = ANY($1::bigint[])
 GROUP BY message_id, emoji ORDER BY message_id, min(created_at), emoji
 """
-
-# The two-key form of advisory locks has a key space of its own (never the change-feed lock):
-# (user, message), so only one user's reactions on one message wait for each other.
-_REACTION_LOCK = "SELECT pg_advisory_xact_lock(hashtext($1), ($2 % 2147483647)::int)"
 
 # 'exists' (already set: nothing to do), 'full' (the user's limit reached) or 'added'.
 _ADD_REACTION = """
