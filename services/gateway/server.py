@@ -106,6 +106,16 @@ class ParleyServer(socketio.AsyncServer):
         self._refused: set[str] = set()
         self.connect_answers: dict[str, dict] = {}  # sid -> more of its CONNECT answer (the pid)
         self._held: dict[str, list[eio_packet.Packet]] = {}  # eio sid -> packets held back
+        # Closings under way: asyncio keeps only a weak reference to a task, and one the garbage
+        # collector takes while pending is lost (logged at ERROR as "Task was destroyed").
+        self._closings: set[asyncio.Task] = set()
+
+    def close_session(self, eio_sid: str) -> None:
+        """Closes an engine.io session in the background (closing waits for its own receive
+        loop, which may be the caller), holding the task until it is done."""
+        task = asyncio.ensure_future(self.eio.disconnect(eio_sid))
+        self._closings.add(task)
+        task.add_done_callback(self._closings.discard)
 
     def hold(self, eio_sid: str) -> None:
         """From now until `release`, the socket's packets wait."""
@@ -178,7 +188,7 @@ class ParleyServer(socketio.AsyncServer):
         if sid is not None and self.manager.is_connected(sid, "/"):
             return
         log.info("no Socket.IO CONNECT within %s s; closing that session", self._connect_timeout)
-        self.start_background_task(self.eio.disconnect, eio_sid)
+        self.close_session(eio_sid)
 
     async def _handle_eio_disconnect(self, eio_sid, reason):
         """Also closes the socket's websocket. The lean transport reads without a timer per frame
@@ -207,7 +217,7 @@ class ParleyServer(socketio.AsyncServer):
             if eio_sid not in self._refused:
                 self._refused.add(eio_sid)
                 log.warning(BINARY_REFUSED)
-                self.start_background_task(self.eio.disconnect, eio_sid)
+                self.close_session(eio_sid)
             return
         # Event handlers run as tasks of their own (and catch their own errors), so what
         # reaches here is the decoding of the client's packet.
@@ -215,8 +225,7 @@ class ParleyServer(socketio.AsyncServer):
             await super()._handle_eio_message(eio_sid, data)
         except UNDECODABLE as exc:
             log.warning("undecodable Socket.IO packet (%s); closing that connection", type(exc).__name__)
-            # In the background: closing waits for this very receive loop to end.
-            self.start_background_task(self.eio.disconnect, eio_sid)
+            self.close_session(eio_sid)
 
 
 @web.middleware
