@@ -1,6 +1,6 @@
 """The errors of history's own rules (groups, issue 15; reactions and edits, issue 16), with the codes clients code against."""
 
-from ..shared.errors import ErrorCode, NotAMember, ParleyError
+from ..shared.errors import ErrorCode, ParleyError
 
 
 class UnknownGroup(ParleyError):
@@ -39,6 +39,3 @@ class EditWindowClosed(ParleyError):
 def unknown_group() -> UnknownGroup:
     return UnknownGroup("No such group")
 
-
-def not_a_member() -> NotAMember:
-    return NotAMember()

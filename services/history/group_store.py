@@ -13,8 +13,8 @@ returns its `FeedEvent`s, in feed order, for the handler to emit.
 
 import asyncpg
 
-from ..shared.errors import Forbidden, InvalidField, NotFound, UnknownUser
-from .errors import GroupFull, LastAdmin, not_a_member, unknown_group
+from ..shared.errors import Forbidden, InvalidField, NotAMember, NotFound, UnknownUser
+from .errors import GroupFull, LastAdmin, unknown_group
 from .feed_events import FeedEvent, append_event
 from .group_models import group_json, member_json
 from .store import CHANGE_FEED_LOCK_KEY, MESSAGE_COLUMNS, PROFILE_JOINS, MessageStore, messages_json
@@ -160,7 +160,7 @@ async def _membership(connection: asyncpg.Connection, group_id: int, user_id: st
     if row is None:
         raise unknown_group()
     if row["role"] is None:
-        raise not_a_member()
+        raise NotAMember()
     return row["role"]
 
 

@@ -113,17 +113,18 @@ def path_emoji(request: web.Request) -> str:
 
 @public_routes.put("/api/messages/{messageId}/reactions/{emoji}")
 async def react(request: web.Request) -> web.Response:
-    me = current_user(request)
-    target, emoji = message_id(request.match_info["messageId"]), path_emoji(request)
-    reactions = await request.app[HANDLER].set_reaction(me, target, emoji, add=True)
-    return json_response({"messageId": str(target), "reactions": reactions})
+    return await set_reaction(request, add=True)
 
 
 @public_routes.delete("/api/messages/{messageId}/reactions/{emoji}")
 async def unreact(request: web.Request) -> web.Response:
+    return await set_reaction(request, add=False)
+
+
+async def set_reaction(request: web.Request, add: bool) -> web.Response:
     me = current_user(request)
     target, emoji = message_id(request.match_info["messageId"]), path_emoji(request)
-    reactions = await request.app[HANDLER].set_reaction(me, target, emoji, add=False)
+    reactions = await request.app[HANDLER].set_reaction(me, target, emoji, add=add)
     return json_response({"messageId": str(target), "reactions": reactions})
 
 

@@ -7,11 +7,12 @@ from typing import NamedTuple
 
 import asyncpg
 
-from ..shared.errors import ErrorCode, Forbidden, InvalidField, NotFound, ParleyError, StoreUnavailable, UnknownUser
+from ..shared.errors import (ErrorCode, Forbidden, InvalidField, NotAMember, NotFound, ParleyError, StoreUnavailable,
+                             UnknownUser)
 from ..shared.limits import MAX_REACTIONS_PER_USER, REPLY_QUOTE_LENGTH
 from ..shared.models import StoreMessage
 from ..shared.postgres import pooled_connection
-from .errors import EditWindowClosed, TooManyReactions, not_a_member, unknown_group
+from .errors import EditWindowClosed, TooManyReactions, unknown_group
 from .feed_events import FeedEvent, append_event, events_after
 from .models import (
     UserProfile,
@@ -525,7 +526,7 @@ async def _refusals(connection: asyncpg.Connection, messages: list[StoreMessage]
         elif message.group_id is not None and int(message.group_id) not in groups:
             error = unknown_group()
         elif message.group_id is not None and (int(message.group_id), message.sender_id) not in memberships:
-            error = not_a_member()
+            error = NotAMember()
         else:  # everything else holds: the replied message is not one of this conversation's
             error = InvalidField("replyTo", "must be a message of this conversation that is not deleted")
         refusals[id(message)] = error

@@ -98,7 +98,7 @@ class Gaps:
 
 
 @pytest.fixture
-async def gaps(fault_cluster):  # noqa: F811 (the imported fixture)
+async def gaps(fault_cluster):
     opened = Gaps(fault_cluster)
     yield opened
     await opened.close()
@@ -112,7 +112,7 @@ def assert_no_gap(result: Tally, duplicates: int, senders: list[Sender]) -> None
 
 
 async def test_redis_restart_every_acknowledged_message_reaches_connected_clients_without_sync(
-        gaps, private_redis):  # noqa: F811
+        gaps, private_redis):
     await gaps.open()
     back_at: list[float] = []
 
@@ -136,7 +136,7 @@ async def test_redis_restart_every_acknowledged_message_reaches_connected_client
 
 
 async def test_gateway_sigkill_and_restart_every_acknowledged_message_reaches_its_clients_without_sync(
-        gaps, fault_cluster):  # noqa: F811
+        gaps, fault_cluster):
     await gaps.open(sender_node="b")
     node_a = fault_cluster.stack["gateway-a"]
 
@@ -152,7 +152,7 @@ async def test_gateway_sigkill_and_restart_every_acknowledged_message_reaches_it
 
 
 async def test_history_restart_every_acknowledged_message_reaches_its_clients_without_sync(
-        gaps, fault_cluster):  # noqa: F811
+        gaps, fault_cluster):
     await gaps.open()
     history = fault_cluster.stack["history"]
 
