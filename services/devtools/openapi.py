@@ -11,12 +11,13 @@ from ..gateway.openapi import FRAGMENT as GATEWAY
 from ..history.openapi import FRAGMENT as HISTORY
 from ..history.openapi import OPENAPI_DOCUMENT
 from ..media.openapi import FRAGMENT as MEDIA
+from ..notifier.openapi import FRAGMENT as NOTIFIER
 from ..presence.openapi import FRAGMENT as PRESENCE
 from ..shared.openapi import Fragment, assemble
 
 # The probes (/healthz, /readyz, /metrics) are one entry each in the document: the last fragment's
 # summary stands, presence's, as it did before the fragments.
-FRAGMENTS: dict[str, Fragment] = {fragment.service: fragment for fragment in (HISTORY, GATEWAY, MEDIA, PRESENCE)}
+FRAGMENTS: dict[str, Fragment] = {fragment.service: fragment for fragment in (HISTORY, GATEWAY, MEDIA, NOTIFIER, PRESENCE)}
 REGENERATE = "python -m services.devtools.openapi"
 
 

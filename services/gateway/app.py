@@ -26,6 +26,7 @@ from .recovery import Recovery
 from .rest import add_forwarded_routes, cors_middleware, presence_of, raw_path_guard
 from .server import ParleyServer, WirePacket, harden, origin_check
 from .settings import GatewaySettings
+from .visibility import Visibility
 from .webclient import setup_web_client
 from .websocket import FrameWriter
 
@@ -148,8 +149,15 @@ async def chat_handler(app: web.Application):
     chat.on_disconnected = deliveries.forget
     sio.manager.admit = deliveries.admit
     sio.manager.on_catch_up = catch_up.request
+    # Which sockets' pages are visible (issue 18), for the notification relay: after the line
+    # above, so a socket that leaves is forgotten by both.
+    visibility = Visibility(settings.redis_url, settings.redis_prefix, settings.heartbeat_seconds,
+                            settings.node_ttl_seconds)
+    visibility.register(chat)
+    visibility.start()
     chat.presence.start()
     yield
+    await visibility.close()
     sio.manager.on_catch_up = sio.manager.admit = None
     await catch_up.close()
     await chat.close()

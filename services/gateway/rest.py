@@ -22,6 +22,7 @@ from ..shared.fast_json import json_response
 from ..shared.internal import REQUEST_ID_HEADER
 from ..shared.logs import request_id_var
 from ..shared.params import message_id, user_id_param, user_ids_param
+from ..shared.push import parse_conversation
 from .app_keys import CHAT, HISTORY_API, REST_LIMITER, SETTINGS, VERIFIER
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,14 @@ FORWARDED_ROUTES = (
     ("PUT", "/api/groups/{groupId}/members/{userId}"),
     ("GET", "/api/groups/{groupId}/messages"),
     ("PUT", "/api/groups/{groupId}/read"),
+    # Push notifications (issue 18).
+    ("GET", "/api/push/vapid-public-key"),
+    ("POST", "/api/push/subscriptions"),
+    ("DELETE", "/api/push/subscriptions"),
+    ("GET", "/api/push/settings"),
+    ("PUT", "/api/push/settings"),
+    ("PUT", "/api/conversations/{conversationId}/mute"),
+    ("DELETE", "/api/conversations/{conversationId}/mute"),
 )
 FORWARDED_REQUEST_HEADERS = ("Content-Type", "Accept")
 FORWARDED_RESPONSE_HEADERS = ("Content-Type", "Link", "Retry-After")
@@ -76,6 +85,8 @@ def upstream_path(route: str, params: dict[str, str]) -> str:
     for name, value in params.items():
         if name == "messageId":
             value = str(message_id(value))
+        elif name == "conversationId":
+            parse_conversation(value)  # user:<id> or group:<id>
         elif name == "emoji":
             if not is_emoji(value):  # decoded by the router; quoted again below
                 raise InvalidField("emoji", EMOJI_RULE)

@@ -11,13 +11,16 @@ from ..shared.auth import TokenVerifier
 from ..shared.errors import error_middleware
 from ..shared.notify import ClientNotifier
 from ..shared.web import INTERNAL_APP, READINESS, REGISTRY, create_base_app
-from .app_keys import GROUP_HANDLER, GROUPS, HANDLER, OPENAPI_JSON, SETTINGS, STORE, VERIFIER
+from .app_keys import GROUP_HANDLER, GROUPS, HANDLER, OPENAPI_JSON, PUSH, RELAY, SETTINGS, STORE, VERIFIER
 from .group_handler import GroupHandler
 from .group_routes import internal_group_routes, public_group_routes
 from .group_store import GroupStore
 from .handler import HistoryHandler
 from .migrations import apply_migrations
 from .openapi import OPENAPI_DOCUMENT
+from .push_relay import PushRelay
+from .push_routes import push_routes
+from .push_store import PushStore
 from .routes import internal_routes, public_routes
 from .settings import HistorySettings
 from ..shared.postgres import UNAVAILABLE_ERRORS
@@ -37,6 +40,7 @@ def create_app(settings: HistorySettings) -> web.Application:
     app.cleanup_ctx.append(handler)
     app.add_routes(public_routes)
     app.add_routes(public_group_routes)
+    app.add_routes(push_routes)
     app[INTERNAL_APP].add_routes(internal_routes)
     app[INTERNAL_APP].add_routes(internal_group_routes)
     return app
@@ -75,10 +79,19 @@ async def postgres(app: web.Application):
     app[GROUPS] = GroupStore(store, app[SETTINGS].max_group_members)
     app[READINESS].add("postgres", store.ping)
     watch_pool(pool, app[REGISTRY])
+    settings = app[SETTINGS]
+    app[PUSH] = PushStore(pool)
+    app[RELAY] = relay = PushRelay(pool, settings.redis_url, settings.redis_prefix,
+                                   max_jobs=settings.push_stream_max_jobs, batch=settings.push_relay_batch,
+                                   poll_seconds=settings.push_relay_poll_seconds)
+    Gauge("parley_history_push_jobs_appended", "Notification jobs the relay appended to the stream (since start).",
+          registry=app[REGISTRY]).set_function(lambda: relay.jobs_appended)
     migrating = asyncio.create_task(migrate_until_done(pool, store))
+    relay.start()
     yield
     migrating.cancel()
     await asyncio.gather(migrating, return_exceptions=True)
+    await relay.close()
     await asyncio.wait_for(pool.close(), timeout=10)
 
 

@@ -6,6 +6,8 @@ from ..shared.auth import TokenVerifier
 from .group_handler import GroupHandler
 from .group_store import GroupStore
 from .handler import HistoryHandler
+from .push_relay import PushRelay
+from .push_store import PushStore
 from .settings import HistorySettings
 from .store import MessageStore
 
@@ -20,3 +22,7 @@ HANDLER = web.AppKey("handler", HistoryHandler)
 # Groups, likewise.
 GROUPS = web.AppKey("groups", GroupStore)
 GROUP_HANDLER = web.AppKey("group_handler", GroupHandler)
+
+# Push notifications (issue 18): subscriptions, mutes and the setting; the relay to the job stream.
+PUSH = web.AppKey("push", PushStore)
+RELAY = web.AppKey("relay", PushRelay)

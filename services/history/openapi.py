@@ -13,9 +13,11 @@ from ..shared.openapi import (
     limit_param,
     param,
     public_operation,
+    schema_ref,
 )
 from ..shared.limits import GROUP_ID_PATTERN, MAX_REACTIONS_PER_USER
 from .group_models import AddMembers, CreateGroup, GroupOut, SetRole, UpdateGroup
+from .push_models import Mute, NotificationSettings, PushEndpoint, PushSubscriptionIn
 from .models import EditMessage, GroupMessageOut, MessageEdited, MessageOut, MessagesRead, ReactionUpdated, UserProfile
 from .routes import (CONVERSATION_PAGE, CONVERSATIONS_PAGE, MAX_QUERY_LENGTH, REPLAY_PAGE, SEARCH_PAGE, SYNC_PAGE,
                      USERS_PAGE)
@@ -115,6 +117,42 @@ GROUP_PATHS = {
 }
 
 
+# Issue 18: push notifications. Statuses: 409 `too_many_subscriptions`; 404 a conversation I am not in.
+CONVERSATION_ID = param("conversationId", "path", "`user:<userId>` (1:1) or `group:<groupId>`",
+                        {"type": "string", "pattern": "^(user:[A-Za-z0-9_.-]{1,64}|group:[0-9]{1,18})$"})
+MUTED = json_answer({"type": "object", "properties": {"conversationId": {"type": "string"},
+                                                      "muted": {"type": "boolean"},
+                                                      "until": {"type": ["string", "null"]}}})
+SUBSCRIBED = json_answer({"type": "object", "properties": {"endpoint": {"type": "string"}}})
+PUSH_PATHS = {
+    "/api/push/vapid-public-key": {
+        "get": public_operation("The VAPID public key to subscribe with (`applicationServerKey`)",
+                                {"200": json_answer({"type": "object", "properties": {"publicKey": {"type": "string"}}})}),
+    },
+    "/api/push/subscriptions": {
+        "post": _with_body(public_operation(
+            "Store this browser's push subscription as mine (at most 10; https push service endpoints only)",
+            {"201": SUBSCRIBED, "200": SUBSCRIBED}, statuses=(400, 401, 404, 409, 429, 503)), PushSubscriptionIn),
+        "delete": _with_body(public_operation(
+            "Remove one of my subscriptions", {"200": json_answer({"type": "object", "properties": {
+                "endpoint": {"type": "string"}, "removed": {"type": "boolean"}}})}), PushEndpoint),
+    },
+    "/api/push/settings": {
+        "get": public_operation("My notification setting", {"200": json_answer(schema_ref(NotificationSettings))}),
+        "put": _with_body(public_operation("Hide message text in my notifications, or show it",
+                                           {"200": json_answer(schema_ref(NotificationSettings))},
+                                           statuses=(400, 401, 404, 429, 503)), NotificationSettings),
+    },
+    "/api/conversations/{conversationId}/mute": {
+        "put": _with_body(public_operation("Mute a conversation's notifications, until `until` or until unmuted",
+                                           {"200": MUTED}, [CONVERSATION_ID], statuses=(400, 401, 404, 429, 503)),
+                          Mute),
+        "delete": public_operation("Unmute a conversation", {"200": MUTED}, [CONVERSATION_ID],
+                                   statuses=(400, 401, 404, 429, 503)),
+    },
+}
+
+
 PUBLIC_PATHS = {
     "/api/messages/conversations": {
         "get": public_operation("My conversations, newest first, with the last message and unread count",
@@ -177,6 +215,7 @@ PUBLIC_PATHS = {
     },
     "/openapi.json": {"get": {"summary": "This document", "responses": {"200": json_answer({"type": "object"})}}},
     **GROUP_PATHS,
+    **PUSH_PATHS,
 }
 
 INTERNAL_PATHS = {
@@ -254,5 +293,5 @@ FRAGMENT = Fragment(
     internal=INTERNAL_PATHS,
     models=(MessageOut, GroupMessageOut, UserProfile, MessagesRead, StoreMessage, StoreMessages, InternalMarkRead,
             PartnersQuery, GroupOut, CreateGroup, UpdateGroup, AddMembers, SetRole, EditMessage, MessageEdited,
-            ReactionUpdated, InternalReaction),
+            ReactionUpdated, InternalReaction, PushSubscriptionIn, PushEndpoint, Mute, NotificationSettings),
 )

@@ -13,7 +13,7 @@ from ..shared.emoji import EMOJI_RULE, is_emoji
 from ..shared.models import InternalMarkRead, InternalReaction, PartnersQuery, StoreMessage, StoreMessages
 from ..shared.params import PageSize, cursor_param, limit_param, message_id, text_param, user_id_param
 from ..shared.web import admits, json_body
-from .app_keys import HANDLER, OPENAPI_JSON, STORE, VERIFIER
+from .app_keys import HANDLER, OPENAPI_JSON, RELAY, STORE, VERIFIER
 from .models import EditMessage, UserProfile
 from .store import Stored
 
@@ -164,6 +164,7 @@ async def openapi(request: web.Request) -> web.Response:
 async def store_message(request: web.Request) -> web.Response:
     payload = parse_model(StoreMessage, await json_body(request))
     [result] = await request.app[STORE].create_messages([payload])
+    request.app[RELAY].wake()
     if isinstance(result, ParleyError):
         raise result
     return json_response(stored_json(result))
@@ -179,6 +180,7 @@ async def store_messages(request: web.Request) -> web.Response:
     """
     payload = parse_model(StoreMessages, await json_body(request))
     results = await request.app[STORE].create_messages(list(payload.messages))
+    request.app[RELAY].wake()  # notifications for those who are not looking (push_relay.py)
     return json_response({"results": [
         {"error": result.body(), "status": result.status} if isinstance(result, ParleyError) else stored_json(result)
         for result in results

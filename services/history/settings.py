@@ -1,9 +1,9 @@
 """Everything the history service reads from its environment."""
 
-from ..shared.settings import DEV_INTERNAL_TOKENS, JwtSettings, PostgresSettings, ServiceSettings
+from ..shared.settings import DEV_INTERNAL_TOKENS, JwtSettings, PostgresSettings, PushSettings, ServiceSettings
 
 
-class HistorySettings(ServiceSettings, PostgresSettings, JwtSettings):
+class HistorySettings(ServiceSettings, PostgresSettings, JwtSettings, PushSettings):
     port: int = 8100
     internal_port: int = 8101
     # Members a group may hold, its creator included. Each group message costs one row update
@@ -13,6 +13,13 @@ class HistorySettings(ServiceSettings, PostgresSettings, JwtSettings):
     # Seconds after sending during which the sender may edit a message (issue 16: 15 minutes, as
     # chat apps allow: long enough to fix a typo, short enough that a conversation's past holds).
     edit_window_seconds: float = 900.0
+    # The notification relay (issue 18, push_relay.py): the job stream keeps at most this many
+    # jobs (older ones are trimmed even if no notifier took them: the backlog a notifier outage
+    # may build); it looks for new messages this often when no send woke it; at most this many
+    # messages per pass.
+    push_stream_max_jobs: int = 1_000_000
+    push_relay_poll_seconds: float = 1.0
+    push_relay_batch: int = 1000
     # The tokens of the services admitted to the internal API (each to its own routes): the
     # gateways, presence, and the social app's profile sync / operators ("admin").
     gateway_internal_token: str = DEV_INTERNAL_TOKENS["gateway"]

@@ -47,3 +47,23 @@ def node_channel(prefix: str, node_id: str) -> str:
 def user_nodes_key(prefix: str, user_id: str) -> str:
     """Set: the gateway nodes holding this user's sockets."""
     return f"{prefix}:route:nodes-of:{user_id}"
+
+
+def visible_sockets_key(prefix: str, user_id: str) -> str:
+    """Sorted set of the user's sockets whose page reported itself visible (issue 18): sid ->
+    the time (Unix seconds) its entry lapses unless its node refreshes it (services/gateway/visibility.py)."""
+    return f"{prefix}:visible:{user_id}"
+
+
+def push_stream_key(prefix: str) -> str:
+    """The Redis Stream of notification jobs: history's relay appends, notifiers consume."""
+    return f"{prefix}:push:jobs"
+
+
+def push_epoch_key(prefix: str) -> str:
+    """The relay's token: gone after Redis lost its data, which tells the relay to append again."""
+    return f"{prefix}:push:epoch"
+
+
+# The notifiers' consumer group on the job stream.
+PUSH_CONSUMER_GROUP = "notifiers"

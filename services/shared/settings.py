@@ -12,6 +12,8 @@ from typing import TypeVar
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .push import DEFAULT_PUSH_HOSTS, parse_push_hosts
+
 # Development defaults, for `make run` only: each is refused outside DEV_MODE.
 DEV_JWT_SECRET = "parley-development-jwt-secret-not-for-production"
 # The development sign-in's own key, not a setting: its tokens are accepted only in DEV_MODE,
@@ -96,6 +98,31 @@ class PostgresSettings(BaseSettings):
     db_pool_max_size: int = 20
     # Seconds a query may run before the caller gets `store_unavailable`.
     db_command_timeout_seconds: float = 5.0
+
+
+class PushSettings(BaseSettings):
+    """Web Push (issue 18), as history (which stores subscriptions) and the notifier (which
+    sends to them) both check it."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    # The VAPID public key (base64url, an uncompressed P-256 point) browsers subscribe with;
+    # the notifier signs with its private half (VAPID_PRIVATE_KEY, a Secret).
+    vapid_public_key: str = ""
+    # Comma-separated hosts a subscription's endpoint may name (or be under): the browsers'
+    # push services. The notifier POSTs to these URLs, so no other host is accepted.
+    push_hosts: str = ",".join(DEFAULT_PUSH_HOSTS)
+    # http://127.0.0.1 endpoints (the push receiver the tests start): on in DEV_MODE, and in
+    # tests through this setting; never in production.
+    push_allow_loopback_endpoints: bool = False
+
+    @property
+    def push_host_list(self) -> tuple[str, ...]:
+        return parse_push_hosts(self.push_hosts)
+
+    @property
+    def push_loopback_allowed(self) -> bool:
+        return self.push_allow_loopback_endpoints or getattr(self, "dev_mode", False)
 
 
 class JwtSettings(BaseSettings):

@@ -8,6 +8,8 @@ from services.history.app import create_app as create_history
 from services.history.settings import HistorySettings
 from services.media.app import create_app as create_media
 from services.media.settings import MediaSettings
+from services.notifier.app import create_app as create_notifier
+from services.notifier.settings import NotifierSettings
 from services.presence.app import create_app as create_presence
 from services.presence.settings import PresenceSettings
 from services.devtools.openapi import FRAGMENTS, REGENERATE, document_text, openapi_document
@@ -48,6 +50,7 @@ def documented_operations(service: str, listener: str) -> set[tuple[str, str]]:
         ("gateway", lambda: create_gateway(GatewaySettings()), GATEWAY_UNDOCUMENTED_PREFIXES),
         ("presence", lambda: create_presence(PresenceSettings()), ()),
         ("media", lambda: create_media(MediaSettings()), ()),
+        ("notifier", lambda: create_notifier(NotifierSettings()), ()),
     ],
 )
 def test_every_route_is_documented_and_every_documented_route_exists(service, app_factory, skip):
@@ -59,7 +62,8 @@ def test_every_route_is_documented_and_every_documented_route_exists(service, ap
 @pytest.mark.parametrize(
     "app_factory",
     [lambda: create_history(HistorySettings()), lambda: create_gateway(GatewaySettings()),
-     lambda: create_presence(PresenceSettings()), lambda: create_media(MediaSettings())],
+     lambda: create_presence(PresenceSettings()), lambda: create_media(MediaSettings()),
+     lambda: create_notifier(NotifierSettings())],
 )
 def test_no_internal_route_or_probe_is_on_a_public_listener(app_factory):
     public = {path for path, _ in router_operations(app_factory())}
