@@ -15,6 +15,7 @@ from services.devtools.stack import Stack
 from services.history.migrations import apply_migrations
 from services.devtools.stores import PrivateRedis, free_port
 from services.shared.auth import issue_token
+from services.shared.push import generate_vapid_keys
 from services.shared.settings import JwtSettings
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
@@ -113,6 +114,10 @@ class Cluster:
     def presence_url(self) -> str:
         return self.stack["presence"].internal_url
 
+    @property
+    def vapid_public_key(self) -> str:
+        return self.stack.env["VAPID_PUBLIC_KEY"]
+
     def gateway_url(self, node: str) -> str:
         return self.stack[f"gateway-{node}"].url
 
@@ -131,6 +136,8 @@ def running_cluster(stores: TestStores, log_dir: Path, nodes: tuple[str, ...] = 
     # A Redis prefix of the cluster's own: clusters of one run reuse node names (gateway-a),
     # which must not meet in presence or on the pub/sub channels.
     prefix = f"{stores.redis_prefix}-{uuid.uuid4().hex[:6]}"
+    # The cluster's own VAPID pair; push endpoints may be the tests' receiver on 127.0.0.1.
+    vapid_private, vapid_public = generate_vapid_keys()
     env = service_env(
         stores,
         HISTORY_URL=f"http://127.0.0.1:{history_internal_port}",
@@ -139,6 +146,9 @@ def running_cluster(stores: TestStores, log_dir: Path, nodes: tuple[str, ...] = 
         MEDIA_API_URL=f"http://127.0.0.1:{media_port}",
         URL_SIGNING_SECRET=URL_SIGNING_SECRET,
         REDIS_PREFIX=prefix,
+        VAPID_PRIVATE_KEY=vapid_private,
+        VAPID_PUBLIC_KEY=vapid_public,
+        PUSH_ALLOW_LOOPBACK_ENDPOINTS="true",
         # A directory of the cluster's own, unless a test names another storage (s3://).
         **{"STORAGE_URL": f"file://{log_dir / ('media-' + uuid.uuid4().hex[:6])}", **timing, **overrides},
     )
@@ -146,6 +156,7 @@ def running_cluster(stores: TestStores, log_dir: Path, nodes: tuple[str, ...] = 
     stack.add("history", "history", history_port, history_internal_port)
     stack.add("presence", "presence", presence_port, presence_internal_port, {"INTERNAL_TOKEN": PRESENCE_TOKEN})
     stack.add("media", "media", media_port, free_port())
+    stack.add("notifier", "notifier", free_port(), free_port())
     for node in nodes:
         stack.add("gateway", f"gateway-{node}", free_port(), free_port())
     try:

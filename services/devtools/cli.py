@@ -2,6 +2,7 @@
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -14,6 +15,7 @@ from ..history.migrations import apply_migrations
 from ..history.store import MessageStore
 from ..shared.auth import issue_dev_token
 from ..history.models import UserProfile
+from ..shared.push import generate_vapid_keys
 from ..shared.settings import JwtSettings
 from .stack import Stack
 from .stores import find_stores
@@ -29,7 +31,7 @@ DEMO_USERS = [
 ]
 
 # (public, internal) port of each process of `make run`.
-DEV_PORTS = {"history": (8100, 8101), "presence": (8200, 8201), "media": (8300, 8301),
+DEV_PORTS = {"history": (8100, 8101), "presence": (8200, 8201), "media": (8300, 8301), "notifier": (8400, 8401),
              "gateway-a": (8000, 8090), "gateway-b": (8001, 8091)}
 
 
@@ -56,6 +58,19 @@ async def migrate_and_add(url: str, profiles: list[UserProfile]) -> None:
         await pool.close()
 
 
+def dev_vapid_keys(path: Path) -> tuple[str, str]:
+    """`make run`'s VAPID pair: generated once and kept under .run/, so the browsers that
+    subscribed keep receiving pushes across runs (a new key would invalidate them)."""
+    if path.exists():
+        private, public = json.loads(path.read_text())
+        return private, public
+    private, public = generate_vapid_keys()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps([private, public]))
+    path.chmod(0o600)
+    return private, public
+
+
 def command_dev(args: argparse.Namespace) -> int:
     stores = find_stores(RUN_DIR)
     try:
@@ -63,6 +78,7 @@ def command_dev(args: argparse.Namespace) -> int:
             print(note)
         asyncio.run(migrate_and_add(stores.database_url, DEMO_USERS))
         print(f"Migrations applied; {len(DEMO_USERS)} demo users ready.")
+        vapid_private, vapid_public = dev_vapid_keys(RUN_DIR / "vapid-dev-keys.json")
         env = {
             "DATABASE_URL": stores.database_url,
             "REDIS_URL": stores.redis_url,
@@ -72,6 +88,9 @@ def command_dev(args: argparse.Namespace) -> int:
             "MEDIA_API_URL": f"http://127.0.0.1:{DEV_PORTS['media'][0]}",
             # Uploads on disk under .run/ (issue 16); production sets s3://bucket.
             "STORAGE_URL": f"file://{(RUN_DIR / 'media').resolve()}",
+            # Web Push (issue 18): the development pair; production takes them from a Secret.
+            "VAPID_PRIVATE_KEY": vapid_private,
+            "VAPID_PUBLIC_KEY": vapid_public,
             "DEV_MODE": "true",
             "LOG_LEVEL": os.environ.get("LOG_LEVEL", "INFO"),
         }

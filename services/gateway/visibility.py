@@ -57,7 +57,10 @@ class Visibility:
             await self.report(sid, user_id, visible)
             return {"visible": visible}
 
-        chat.sio.on("visibility", lambda sid, payload=None, *extra: visibility(chat, sid, payload))
+        async def on_visibility(sid: str, payload: object = None, *_extra: object) -> dict:
+            return await visibility(chat, sid, payload)
+
+        chat.sio.on("visibility", on_visibility)
         previous = chat.on_disconnected
 
         def disconnected(sid: str) -> None:
