@@ -59,7 +59,7 @@ async def api(cluster):
     """`api(method, path, user, json=...)` through gateway a: (status, decoded body)."""
     async with aiohttp.ClientSession() as http:
         async def call(method: str, path: str, user: User | None = None, **kwargs) -> tuple[int, object]:
-            headers = user.auth_headers if user is not None else {}
+            headers = {**(user.auth_headers if user is not None else {}), **kwargs.pop("headers", {})}
             async with http.request(method, cluster.gateway_url("a") + path, headers=headers, **kwargs) as answer:
                 body = await answer.json(content_type=None) if answer.content_length != 0 else None
                 return answer.status, body
