@@ -71,6 +71,11 @@ def pytest_terminal_summary(terminalreporter):
             terminalreporter.section(f"{kind}s")
             for line in lines:
                 terminalreporter.write_line(line)
+    if tally.PUSH_FAULTS:
+        terminalreporter.section("notification faults")
+        terminalreporter.write_line(f"{'fault':<44} {'jobs appended':>13} {'pushed':>7} {'lost':>5} {'duplicates':>10}")
+        for fault, appended, pushed, lost, duplicates in tally.PUSH_FAULTS:
+            terminalreporter.write_line(f"{fault:<44} {appended:>13} {pushed:>7} {lost:>5} {duplicates:>10}")
     if not RECORDED:
         return
     terminalreporter.section("faults injected")

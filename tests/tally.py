@@ -37,3 +37,8 @@ def table_lines(kind: str, got_through_header: str) -> list[str]:
     total_through = sum(GOT_THROUGH[kind, what] for what in rows)
     lines.append(f"{'total':<{width}} {total_tried:>6} {total_through:>14}")
     return lines
+
+
+# Notification faults (issue 18), one row per fault test: (fault, jobs appended, messages pushed,
+# lost, duplicates). A message counts as pushed once its recipient's push receiver decrypted it.
+PUSH_FAULTS: list[tuple[str, int, int, int, int]] = []

@@ -86,7 +86,7 @@ async def postgres(app: web.Application):
                                    poll_seconds=settings.push_relay_poll_seconds)
     Gauge("parley_history_push_jobs_appended", "Notification jobs the relay appended to the stream (since start).",
           registry=app[REGISTRY]).set_function(lambda: relay.jobs_appended)
-    migrating = asyncio.create_task(migrate_until_done(pool, store))
+    migrating = asyncio.create_task(migrate_until_done(pool, store, relay))
     relay.start()
     yield
     migrating.cancel()
@@ -104,13 +104,14 @@ def watch_pool(pool: asyncpg.Pool, registry: CollectorRegistry) -> None:
     ).set_function(pool.get_idle_size)
 
 
-async def migrate_until_done(pool: asyncpg.Pool, store: MessageStore) -> None:
+async def migrate_until_done(pool: asyncpg.Pool, store: MessageStore, relay: PushRelay) -> None:
     attempt = 0
     while True:
         try:
             async with pool.acquire(timeout=5) as connection:
                 try:
                     await apply_migrations(connection)
+                    await relay.add_cursor(connection)
                 finally:
                     await connection.reset()  # its session-level lock, whatever happened
         except UNAVAILABLE_ERRORS as exc:

@@ -6,7 +6,7 @@ by history after its commit, is lost when that process dies between the two, and
 is down (sends are still stored and acknowledged then). So the relay derives jobs from what
 Postgres committed, and keeps its progress in Postgres:
 
-- It reads the messages after `push_relay.relayed_through` in id order (ids become visible in
+- It reads the messages after `push_relay.relayed_through` (its stream's row) in id order (ids become visible in
   id order: the change-feed lock is held from drawing an id until the commit), works out who
   gets a notification (recipients with a push subscription, not muting the conversation, with
   no visible socket now), appends one job per recipient with the stream id
@@ -18,7 +18,7 @@ Postgres committed, and keeps its progress in Postgres:
   without its data (its `epoch` key is gone), the jobs and the pending list went with it: the
   relay appends again from `done_below`. Pushes sent after the last record are sent again (at
   least once, never lost).
-- One replica relays at a time: the cursor row is taken FOR UPDATE SKIP LOCKED; the others
+- One replica relays a stream at a time: the cursor row is taken FOR UPDATE SKIP LOCKED; the others
   skip the pass. A store call wakes the replica that made it; every replica also looks every
   PUSH_RELAY_POLL_SECONDS. Redis or Postgres down: the pass fails, and the next retries.
 
@@ -45,7 +45,12 @@ log = logging.getLogger(__name__)
 
 RETRY_SECONDS = (0.2, 0.5, 1, 2, 5)
 
-_TAKE_CURSOR = "SELECT relayed_through, done_below, epoch FROM push_relay WHERE id = 1 FOR UPDATE SKIP LOCKED"
+_ADD_CURSOR = """
+INSERT INTO push_relay (stream, relayed_through, done_below)
+SELECT $1::text, coalesce(max(id), 0), coalesce(max(id), 0) + 1 FROM messages
+ON CONFLICT (stream) DO NOTHING
+"""
+_TAKE_CURSOR = "SELECT relayed_through, done_below, epoch FROM push_relay WHERE stream = $1 FOR UPDATE SKIP LOCKED"
 _NEXT_MESSAGES = """
 SELECT count(*) AS n, max(id) AS last FROM (
     SELECT id FROM messages WHERE id > $1 ORDER BY id LIMIT $2
@@ -79,7 +84,7 @@ WHERE EXISTS (SELECT 1 FROM push_subscriptions p WHERE p.user_id = r.user_id)
                     AND (mu.until IS NULL OR mu.until > now()))
 ORDER BY r.id, r.user_id
 """
-_SAVE = "UPDATE push_relay SET relayed_through = $1, done_below = $2, epoch = $3 WHERE id = 1"
+_SAVE = "UPDATE push_relay SET relayed_through = $2, done_below = $3, epoch = $4 WHERE stream = $1"
 
 
 def job_fields(row) -> dict[str, str]:
@@ -110,6 +115,11 @@ class PushRelay:
         self._task: asyncio.Task | None = None
         self.jobs_appended = 0  # read by history's metrics
 
+    async def add_cursor(self, connection: asyncpg.Connection) -> None:
+        """The stream's row, from the newest message now, if it has none: called after the
+        migrations and before history stores anything, so no message falls before it."""
+        await connection.execute(_ADD_CURSOR, self._prefix)
+
     def wake(self) -> None:
         """New messages were committed: relay them now rather than at the next poll."""
         self._wake.set()
@@ -124,7 +134,7 @@ class PushRelay:
         await self._redis.aclose()
 
     async def _run(self) -> None:
-        failures = 0
+        failures, last_failure = 0, None
         while True:
             try:
                 await asyncio.wait_for(self._wake.wait(), self._poll_seconds)
@@ -134,12 +144,13 @@ class PushRelay:
             try:
                 while await self.relay_once() >= self._batch:
                     pass  # a backlog: the next pass at once
-                failures = 0
+                failures, last_failure = 0, None
             except (RedisError, StoreUnavailable, asyncpg.PostgresError, *UNAVAILABLE_ERRORS) as exc:
-                if isinstance(exc, asyncpg.UndefinedTableError):
-                    pass  # migrations not applied yet (history starts before they are)
-                elif failures == 0:
+                # Once per kind of failure in a row; migrations not applied yet is not one (history
+                # starts before they are).
+                if type(exc) is not last_failure and not isinstance(exc, asyncpg.UndefinedTableError):
                     log.warning("notification relay paused: %r", exc)
+                last_failure = type(exc)
                 await asyncio.sleep(RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)])
                 failures += 1
 
@@ -147,9 +158,9 @@ class PushRelay:
         """One pass: the jobs of up to PUSH_RELAY_BATCH new messages. Answers how many messages
         it took (0 also when another replica holds the cursor)."""
         async with pooled_connection(self._pool, "message store") as connection, connection.transaction():
-            cursor = await connection.fetchrow(_TAKE_CURSOR)
+            cursor = await connection.fetchrow(_TAKE_CURSOR, self._prefix)
             if cursor is None:
-                return 0
+                return 0  # another replica relays now
             relayed, done_below, epoch = cursor["relayed_through"], cursor["done_below"], cursor["epoch"]
             stored_epoch = await self._redis.get(push_epoch_key(self._prefix))
             if stored_epoch is None or stored_epoch.decode() != epoch:
@@ -168,7 +179,7 @@ class PushRelay:
                 rows = await connection.fetch(_JOBS, relayed, last)
                 looking = await self._looking(rows)
                 await self._append([row for row in rows if row["user_id"] not in looking])
-            await connection.execute(_SAVE, last, done_below, epoch)
+            await connection.execute(_SAVE, self._prefix, last, done_below, epoch)
             return taken["n"]
 
     async def _looking(self, rows) -> set[str]:

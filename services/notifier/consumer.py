@@ -137,6 +137,7 @@ class Consumer:
         failures = 0
         own_pending_from: str | None = "0"  # first our own pending jobs (a restart under this name)
         claim_from, next_claim = "0-0", 0.0
+        ever_read = False  # a missing group before the first read is a new stream, not a lost one
         loop = asyncio.get_running_loop()
         while True:
             try:
@@ -161,11 +162,12 @@ class Consumer:
                     how = "new"
                 for entry_id, fields in entries:
                     self._take(entry_id.decode() if isinstance(entry_id, bytes) else entry_id, fields, how)
-                failures = 0
+                failures, ever_read = 0, True
             except ResponseError as exc:
                 if "NOGROUP" not in str(exc):
                     raise
-                log.warning("the job stream or its group is gone (Redis lost its data?): creating them again")
+                if ever_read:
+                    log.warning("the job stream or its group is gone (Redis lost its data?): creating them again")
                 await self._recover(ensure_group(self._redis, self._stream), failures)
                 failures += 1
             except (RedisError, OSError) as exc:
@@ -222,12 +224,14 @@ class Consumer:
         loop = asyncio.get_running_loop()
         wait = burst.last_push + self._settings.collapse_seconds - loop.time()
         if wait <= 0:
+            burst.sending = True  # from now: the jobs that come meanwhile wait for this flush to end
             self._spawn(self._flush(key, burst))
         else:
             burst.timer = loop.call_later(wait, self._flush_at_window_end, key, burst)
 
     def _flush_at_window_end(self, key: tuple[str, str], burst: Burst) -> None:
         burst.timer = None
+        burst.sending = True
         self._spawn(self._flush(key, burst))
 
     def _forget_if_quiet(self, key: tuple[str, str], burst: Burst) -> None:
@@ -236,7 +240,7 @@ class Consumer:
             del self._bursts[key]
 
     async def _flush(self, key: tuple[str, str], burst: Burst) -> None:
-        burst.sending = True
+        """Pushes the burst's pending jobs (`sending` is set by whoever started this)."""
         jobs, burst.pending = burst.pending[:MAX_JOBS_PER_PUSH], burst.pending[MAX_JOBS_PER_PUSH:]
         loop = asyncio.get_running_loop()
         try:

@@ -13,6 +13,7 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import http_ece
@@ -62,6 +63,8 @@ class PushReceiver:
     refused: list[str] = field(default_factory=list)  # why a request was not a valid push
     scripts: dict[str, list[tuple[int, dict]]] = field(default_factory=dict)
     hold: asyncio.Event | None = None  # when set to an unset Event, valid pushes wait for it
+    # Answers beyond the scripts: endpoint -> (status, headers), or None for a 201.
+    chaos: Callable[[str], tuple[int, dict] | None] | None = None
     url: str = ""
 
     def __post_init__(self) -> None:
@@ -137,7 +140,9 @@ class PushReceiver:
     def _answer(self, endpoint: str) -> tuple[int, dict]:
         assert endpoint in self._browsers, f"unknown endpoint {endpoint}"
         script = self.scripts.get(endpoint)
-        return script.pop(0) if script else (201, {})
+        if script:
+            return script.pop(0)
+        return (self.chaos(endpoint) if self.chaos is not None else None) or (201, {})
 
     def _verify(self, endpoint: str, request: web.Request, body: bytes) -> Push:
         browser = self._browsers[endpoint]

@@ -43,7 +43,8 @@ async def relayed(cluster, message_id: str) -> None:
     database = await asyncpg.connect(cluster.stack.env["DATABASE_URL"])
     try:
         async def past() -> None:
-            assert await database.fetchval("SELECT relayed_through FROM push_relay") >= int(message_id)
+            assert await database.fetchval("SELECT relayed_through FROM push_relay WHERE stream = $1",
+                                           cluster.stack.env["REDIS_PREFIX"]) >= int(message_id)
 
         await eventually(past)
     finally:

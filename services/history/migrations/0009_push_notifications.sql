@@ -27,16 +27,15 @@ CREATE TABLE notification_settings (
     hide_text  boolean NOT NULL DEFAULT false
 );
 
--- The relay's progress (one row): every message with an id up to `relayed_through` has had its
--- jobs appended to the Redis stream; every job of a message below `done_below` was acknowledged
--- by a notifier. `epoch` is the token the relay also keeps in Redis: when Redis comes back
--- without it (restarted without its data), the relay appends again from `done_below`.
+-- The relay's progress, one row per job stream (a deployment's REDIS_PREFIX): every message
+-- with an id up to `relayed_through` has had its jobs appended to the stream; every job of a
+-- message below `done_below` was acknowledged by a notifier. `epoch` is the token the relay also
+-- keeps in Redis: when Redis comes back without it (restarted without its data), the relay
+-- appends again from `done_below`. The relay adds its row when it first runs, from the newest
+-- message then: messages stored before are never notified.
 CREATE TABLE push_relay (
-    id               integer PRIMARY KEY CHECK (id = 1),
+    stream           text PRIMARY KEY,
     relayed_through  bigint NOT NULL,
     done_below       bigint NOT NULL,
     epoch            text NOT NULL DEFAULT ''
 );
--- Messages stored before this migration are never notified.
-INSERT INTO push_relay (id, relayed_through, done_below)
-SELECT 1, coalesce(max(id), 0), coalesce(max(id), 0) + 1 FROM messages;
