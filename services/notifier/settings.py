@@ -1,6 +1,6 @@
 """Everything the notifier reads from its environment."""
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from ..shared.errors import ParleyError
 from ..shared.push import vapid_public_key
@@ -38,23 +38,20 @@ class NotifierSettings(ServiceSettings, PostgresSettings, PushSettings):
     # claimed by this one: that notifier died. Longer than any one wait of a retry.
     claim_idle_seconds: float = Field(default=120.0, gt=0)
 
-    @model_validator(mode="after")
-    def vapid_keys_pair(self) -> "NotifierSettings":
+    def invalid_settings(self) -> list[str]:
+        problems = []
         if self.vapid_private_key:
             try:
                 public = vapid_public_key(self.vapid_private_key)
             except ParleyError:
-                raise ValueError("VAPID_PRIVATE_KEY must be base64url of a 32-byte P-256 private key") from None
-            if self.vapid_public_key and public != self.vapid_public_key:
-                raise ValueError("VAPID_PUBLIC_KEY is not the public half of VAPID_PRIVATE_KEY")
-        return self
-
-    @model_validator(mode="after")
-    def claims_outlast_waits(self) -> "NotifierSettings":
+                problems.append("VAPID_PRIVATE_KEY is not base64url of a 32-byte P-256 private key")
+            else:
+                if self.vapid_public_key and public != self.vapid_public_key:
+                    problems.append("VAPID_PUBLIC_KEY is not the public half of VAPID_PRIVATE_KEY")
         if self.claim_idle_seconds <= self.push_max_retry_after_seconds + self.push_timeout_seconds:
-            raise ValueError("CLAIM_IDLE_SECONDS must exceed PUSH_MAX_RETRY_AFTER_SECONDS + PUSH_TIMEOUT_SECONDS, "
-                             "or a job waiting to be retried would be claimed by another notifier")
-        return self
+            problems.append("CLAIM_IDLE_SECONDS must exceed PUSH_MAX_RETRY_AFTER_SECONDS + PUSH_TIMEOUT_SECONDS, "
+                            "or a job waiting to be retried would be claimed by another notifier")
+        return problems
 
     def secret_settings(self) -> dict[str, str]:
         return {"VAPID_PRIVATE_KEY": self.vapid_private_key}

@@ -65,6 +65,10 @@ class ServiceSettings(BaseSettings):
         """Who may call this service's internal API: caller name -> the token it presents."""
         return {}
 
+    def invalid_settings(self) -> list[str]:
+        """One line for each setting that is not weak but cannot work (a key of the wrong shape)."""
+        return []
+
 
 class HeartbeatSettings(BaseSettings):
     """The rhythm gateways beat at and presence sweeps at (both read it, so they agree)."""
@@ -178,7 +182,7 @@ S = TypeVar("S", bound=ServiceSettings)
 def load_settings(settings_class: type[S]) -> S:
     """The service's settings from the environment; exits with one line when a secret is weak."""
     settings = settings_class()
-    if problems := insecure_settings(settings):
+    if problems := insecure_settings(settings) or settings.invalid_settings():
         print(
             f"refusing to start: {'; '.join(problems)} (set strong secrets, or DEV_MODE=true for development)",
             file=sys.stderr,
