@@ -133,6 +133,14 @@ def wait_for_interrupt(stack: Stack) -> None:
                 return
 
 
+def command_vapid_keys(args: argparse.Namespace) -> int:
+    """A new VAPID pair for a deployment (issue 18), as environment lines: the private key goes
+    in a Secret (VAPID_PRIVATE_KEY), the public one in the configuration (VAPID_PUBLIC_KEY)."""
+    private, public = generate_vapid_keys()
+    print(f"VAPID_PRIVATE_KEY={private}\nVAPID_PUBLIC_KEY={public}")
+    return 0
+
+
 def command_migrate(args: argparse.Namespace) -> int:
     asyncio.run(migrate_and_add(database_url(), []))
     print("Migrations applied.")
@@ -154,10 +162,12 @@ def command_users_add(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="parley", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("dev", help="run the whole system: history, presence, gateway nodes A and B").set_defaults(
+    commands.add_parser("dev", help="run the whole system: history, presence, media, notifier, gateways A and B").set_defaults(
         run=command_dev
     )
     commands.add_parser("migrate", help="apply the database migrations").set_defaults(run=command_migrate)
+    commands.add_parser("vapid-keys", help="print a new VAPID key pair for Web Push (VAPID_PRIVATE_KEY, "
+                                           "VAPID_PUBLIC_KEY)").set_defaults(run=command_vapid_keys)
     token = commands.add_parser("token", help="print a development JWT for a user id (valid only with DEV_MODE)")
     token.add_argument("user_id")
     token.add_argument("--ttl", type=int, default=7 * 24 * 3600, help="seconds the token is valid")

@@ -57,6 +57,7 @@ _FONT_FAMILY = re.compile(r"^const FONT_FAMILY = ((?:'[^']*'\s*\+\s*)*'[^']*');"
 
 def setup_web_client(app: web.Application) -> None:
     app.router.add_get("/", index)
+    app.router.add_get("/sw.js", service_worker)
     for route in VENDOR_FILES:
         app.router.add_get(route, vendor_file)
     app.router.add_static("/static", STATIC_DIR, append_version=True)
@@ -101,6 +102,12 @@ def page_headers(app: web.Application) -> dict[str, str]:
 
 async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC_DIR / "index.html", headers=page_headers(request.app))
+
+
+async def service_worker(request: web.Request) -> web.FileResponse:
+    """The push notifications' service worker (issue 18), at the root so its scope is the page."""
+    return web.FileResponse(STATIC_DIR / "sw.js", headers={"Content-Type": "text/javascript",
+                                                           "Cache-Control": "no-cache"})
 
 
 async def vendor_file(request: web.Request) -> web.FileResponse:

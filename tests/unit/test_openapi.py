@@ -17,7 +17,7 @@ from services.history.openapi import OPENAPI_DOCUMENT
 from services.shared.web import INTERNAL_APP
 
 # Gateway routes that are not HTTP API: Socket.IO, and the web client's page and files.
-GATEWAY_UNDOCUMENTED_PREFIXES = ("/socket.io/", "/static", "/vendor", "/dev/", "/")
+GATEWAY_UNDOCUMENTED_PREFIXES = ("/socket.io/", "/static", "/vendor", "/dev/", "/", "/sw.js")
 
 
 def router_operations(app, skip_prefixes=()) -> set[tuple[str, str]]:

@@ -15,6 +15,7 @@ import {
   renderHeader, replaceMessage, scrollToBottom,
 } from "./thread.js";
 import { onReactionUpdated } from "./reactions.js";
+import { conversationFromUrl, reportVisibility, setupNotifications } from "./notifications.js";
 
 const SYNC_PAGE = 200;
 const SYNC_MAX_PAGES = 50;
@@ -178,6 +179,7 @@ document.addEventListener("presence-changed", presenceChanged);
 function connect(token) {
   const socket = io({ auth: { token }, transports: ["websocket", "polling"] });
   state.socket = socket;
+  reportVisibility(socket); // pushes go only to users with no tab in view
   socket.on("connect", async () => {
     $("connection").textContent = "online";
     $("connection").classList.remove("offline");
@@ -234,6 +236,19 @@ async function start(token) {
   $("me").textContent = `@${me.userName}`;
   await loadConversations();
   connect(token);
+  setupNotifications((key) => openAsked(key).catch(() => {}));
+  const asked = conversationFromUrl(); // a notification was clicked
+  if (asked) await openAsked(asked).catch(() => {});
+}
+
+/** Opens the conversation a notification named, with the partner's profile if it is not listed. */
+async function openAsked(key) {
+  if (key.startsWith("user:") && !state.conversations.has(key)) {
+    const { body: profile } = await api(`/api/users/${encodeURIComponent(key.slice(5))}`);
+    remember(profile);
+    return openByKey(key, profile);
+  }
+  return openByKey(key);
 }
 
 const token = tokenFromCookie();
