@@ -115,6 +115,9 @@ class Consumer:
         metrics.jobs_held.set_function(lambda: len(self._held))
 
     async def ping(self) -> None:
+        """Ready while Redis answers and the loop that takes jobs runs."""
+        if self._main is not None and self._main.done():
+            raise RuntimeError("the job loop stopped")
         await self._redis.ping()
 
     def start(self) -> None:
@@ -165,7 +168,10 @@ class Consumer:
                 failures, ever_read = 0, True
             except ResponseError as exc:
                 if "NOGROUP" not in str(exc):
-                    raise
+                    log.warning("job stream refused a command: %r", exc)
+                    await asyncio.sleep(RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)])
+                    failures += 1
+                    continue
                 if ever_read:
                     log.warning("the job stream or its group is gone (Redis lost its data?): creating them again")
                 await self._recover(ensure_group(self._redis, self._stream), failures)
@@ -280,8 +286,11 @@ class Consumer:
         for subscription, answer in zip(subscriptions, answers):
             self._metrics.pushes.labels(answer.outcome.value).inc()
             if answer.outcome is Outcome.GONE:
-                await self._store.remove(user_id, subscription)
-                self._metrics.subscriptions_removed.inc()
+                try:
+                    await self._store.remove(user_id, subscription)
+                    self._metrics.subscriptions_removed.inc()
+                except StoreUnavailable:  # the next push gets the same answer and removes it then
+                    log.info("a gone subscription stays until Postgres is back")
             elif answer.outcome is Outcome.REFUSED:
                 log.warning("a push service refused a notification (%s); not retried", answer.status)
         burst.last_push = asyncio.get_running_loop().time()
