@@ -21,9 +21,9 @@ MESSAGE_LIKE = st.fixed_dictionaries(
     optional={"receiverId": JSON_VALUES | st.text(max_size=80), "text": JSON_VALUES | st.text(max_size=5000),
               "clientId": JSON_VALUES, "userId": JSON_VALUES, "groupId": JSON_VALUES | st.text(max_size=20),
               "replyTo": JSON_VALUES, "attachmentIds": JSON_VALUES, "messageId": JSON_VALUES,
-              "emoji": JSON_VALUES | st.text(max_size=8)},
+              "emoji": JSON_VALUES | st.text(max_size=8), "visible": JSON_VALUES},
 )
-EVENTS = ["sendMessage", "typing", "stopTyping", "markRead", "watchPresence", "react", "unreact"]
+EVENTS = ["sendMessage", "typing", "stopTyping", "markRead", "watchPresence", "react", "unreact", "visibility"]
 
 
 @pytest.fixture
