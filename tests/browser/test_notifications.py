@@ -96,7 +96,19 @@ async def test_permission_after_a_click_then_a_pushed_notification_is_shown(web_
         await page.wait_for_timeout(50)
     assert [n["body"] for n in shown] == ["2 new messages from Ada-Notify"]
 
-    # What a click opens: the conversation.
+    # A click on it: the page opens the conversation (the worker tells the open page). The
+    # click is the worker's own event, dispatched in the worker (no DevTools call clicks one).
+    [worker] = context.service_workers
+    await worker.evaluate("""async () => {
+      const [shown] = await self.registration.getNotifications();
+      self.dispatchEvent(new NotificationEvent("notificationclick", {notification: shown}));
+    }""")
+    await expect(page.locator("#partner-name")).to_have_text("Ada-Notify")
+    await shoot(page, "notifications-02-opened-by-click")
+
+    # What a click opens when no page is: the conversation's link.
+    await page.goto(url)
+    await expect(page.locator("#connection")).to_have_text("online")
     await page.goto(f"{url}/?conversation=user:{ada.id}")
     await expect(page.locator("#partner-name")).to_have_text("Ada-Notify")
     assert errors == []
