@@ -203,7 +203,10 @@ class Consumer:
         if entry_id in self._held:
             return  # ours already (read again as our own pending, or claimed back)
         self._metrics.jobs_taken.labels(how).inc()
-        job = Job.parse(entry_id, fields) if fields else None
+        if not fields:  # trimmed from the stream (PUSH_STREAM_MAX_JOBS) while it was pending
+            self._drop([entry_id], "trimmed")
+            return
+        job = Job.parse(entry_id, fields)
         if job is None:
             log.warning("a job that does not parse was dropped: %s", entry_id)
             self._drop([entry_id], "malformed")
@@ -242,7 +245,9 @@ class Consumer:
 
     def _forget_if_quiet(self, key: tuple[str, str], burst: Burst) -> None:
         """The burst is over when its window passed with nothing new: the next message starts one."""
-        if not burst.pending and not burst.sending and burst.timer is None and self._bursts.get(key) is burst:
+        quiet_for = asyncio.get_running_loop().time() - burst.last_push
+        if (not burst.pending and not burst.sending and burst.timer is None and self._bursts.get(key) is burst
+                and quiet_for >= self._settings.collapse_seconds):
             del self._bursts[key]
 
     async def _flush(self, key: tuple[str, str], burst: Burst) -> None:
