@@ -157,8 +157,9 @@ class Consumer:
                     claim_from = claim_from.decode() if isinstance(claim_from, bytes) else claim_from
                     if gone:  # trimmed from the stream while pending: nothing left to push
                         await self._redis.xack(self._stream, PUSH_CONSUMER_GROUP, *gone)
-                    if claim_from == "0-0":
+                    if claim_from == "0-0":  # a full round: the next in a while, and the dead go
                         next_claim = loop.time() + self._settings.claim_idle_seconds / 4
+                        await self._forget_dead_consumers()
                     how = "claimed"
                 else:
                     entries = await self._read(">", block=READ_BLOCK_MS)
@@ -181,6 +182,15 @@ class Consumer:
                     log.warning("job stream unreachable: %r", exc)
                 await asyncio.sleep(RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)])
                 failures += 1
+
+    async def _forget_dead_consumers(self) -> None:
+        """Consumers (notifier pods that are gone) with nothing pending, idle ten claim timeouts,
+        leave the group, so its list does not grow with every pod ever started."""
+        idle_ms = self._settings.claim_idle_seconds * 10 * 1000
+        for consumer in await self._redis.xinfo_consumers(self._stream, PUSH_CONSUMER_GROUP):
+            name = consumer["name"].decode() if isinstance(consumer["name"], bytes) else consumer["name"]
+            if name != self._name and consumer["pending"] == 0 and consumer["idle"] > idle_ms:
+                await self._redis.xgroup_delconsumer(self._stream, PUSH_CONSUMER_GROUP, name)
 
     async def _recover(self, step, failures: int) -> None:
         try:
