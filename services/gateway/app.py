@@ -17,7 +17,8 @@ from ..shared.routed_manager import RoutedRedisManager
 from ..shared.web import DRAIN_HOOKS, READINESS, REGISTRY, create_base_app, public_headers_middleware
 from .app_keys import CHAT, HISTORY, HISTORY_API, MEDIA_API, METRICS, PRESENCE, REST_LIMITER, SETTINGS, SIO, VERIFIER
 from .history_api import HistoryApi
-from .catchup import CatchUp, DeliveryLog
+from .catchup import CatchUp
+from .delivery_log import DeliveryLog, event_packet
 from .chat import ChatHandler
 from .metrics import GatewayMetrics
 from .ratelimit import RateLimiter
@@ -146,11 +147,12 @@ async def chat_handler(app: web.Application):
     # After a pub/sub outage, connected sockets are caught up from history (see `catchup`).
     catch_up = CatchUp(sio, app[HISTORY], deliveries, chat.user_of, settings.recovery_max_events, app[METRICS])
     chat.on_disconnected = deliveries.forget
-    sio.manager.admit = deliveries.admit
+    sio.deliveries = deliveries
+    sio.manager.packet_for = event_packet
     sio.manager.on_catch_up = catch_up.request
     chat.presence.start()
     yield
-    sio.manager.on_catch_up = sio.manager.admit = None
+    sio.manager.on_catch_up = sio.manager.packet_for = None
     await catch_up.close()
     await chat.close()
     await chat.presence.stop()

@@ -9,7 +9,7 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 
-from services.gateway.recovery import FEED_EVENTS
+from services.gateway.delivery_log import FEED_EVENTS, ResumePoint
 from tests.e2e.node_clients import NodeClient, Proxy, port_of
 from tests.support import TEST_RUN_DIR, ChatClient, create_user, running_cluster
 
@@ -88,6 +88,6 @@ async def test_a_dropped_client_recovers_the_receipt_reaction_and_member_it_miss
     assert (reaction[0]["emoji"], reaction[0]["userId"], reaction[0]["added"]) == (THUMBS, bob.id, True)
     assert added[0]["groupId"] == group["_id"] and added[0]["member"]["_id"] == carol.id
     assert live[0]["emoji"] == HEART
-    # Each carried its feed position as its last argument, in order: the client's next offset.
-    offsets = [int(record["args"][-1]) for record in heard]
-    assert offsets == sorted(set(offsets))
+    # Each carried a resume point as its last argument, each newer than the last: the client's next offset.
+    newest = [max([point.settled, *point.above]) for point in (ResumePoint.parse(r["args"][-1]) for r in heard)]
+    assert newest == sorted(set(newest))
