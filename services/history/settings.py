@@ -13,6 +13,11 @@ class HistorySettings(ServiceSettings, PostgresSettings, JwtSettings):
     # Seconds after sending during which the sender may edit a message (issue 16: 15 minutes, as
     # chat apps allow: long enough to fix a typo, short enough that a conversation's past holds).
     edit_window_seconds: float = 900.0
+    # Receipts, reactions and group changes stay in the change feed this long, then are pruned
+    # (feed_events.py): keep it well past the gateways' RECOVERY_WINDOW_SECONDS (one day), or
+    # recoveries within the window turn into normal connections. Looked at every interval.
+    feed_events_retention_seconds: float = 30 * 86400.0
+    feed_prune_interval_seconds: float = 3600.0
     # The tokens of the services admitted to the internal API (each to its own routes): the
     # gateways, presence, and the social app's profile sync / operators ("admin").
     gateway_internal_token: str = DEV_INTERNAL_TOKENS["gateway"]
