@@ -114,6 +114,9 @@ class RoutedRedisManager(AsyncPubSubManager):
         self._redis = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
         self._received = received
         self._registered: set[str] = set()  # user rooms this node has entered in the registry
+        # A registration failed (Redis away, or a pooled connection that died with a restart):
+        # the next refresh writes every entry again, whatever the liveness key says.
+        self._register_again = False
         self._refresher: asyncio.Task | None = None
         self._route_and_publish = self._redis.register_script(_ROUTE_AND_PUBLISH)
         # One script call at a time (so emits keep their order) carries every emit queued meanwhile.
@@ -250,9 +253,9 @@ class RoutedRedisManager(AsyncPubSubManager):
         await self._register(sorted(set(rooms)))
         return [None] * len(rooms)
 
-    async def _register(self, rooms: list[str]) -> None:
+    async def _register(self, rooms: list[str], every_room: bool = False) -> bool:
         """Puts this node in the route sets of `rooms` (and says it is alive: without its key,
-        emits would skip it)."""
+        emits would skip it); whether Redis took it. `every_room`: these are all this node's."""
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.set(node_alive_key(self._prefix, self.node_id), 1, px=self._ttl_ms)
@@ -262,10 +265,15 @@ class RoutedRedisManager(AsyncPubSubManager):
                     pipe.expire(key, USER_ROUTE_TTL_SECONDS)
                 await pipe.execute()
             self._registered.update(rooms)
+            if every_room:
+                self._register_again = False
+            return True
         except (RedisError, OSError) as exc:
-            # Until the next refresh succeeds, emits for these users fall back to broadcast
-            # only if the lookup fails too; so keep trying, loudly.
+            # Until the next refresh succeeds, emits for these users reach nobody here (the
+            # refresh then catches them up); so keep trying, loudly.
+            self._register_again = True
             log.warning("could not register %d user room(s): %r", len(rooms), exc)
+            return False
 
     def _local_user_rooms(self) -> set[str]:
         return {room for room, members in self.rooms.get("/", {}).items()
@@ -296,8 +304,12 @@ class RoutedRedisManager(AsyncPubSubManager):
         except (RedisError, OSError) as exc:
             log.warning("could not refresh this node's liveness key: %r", exc)
             return written
-        if lapsed or time.monotonic() - written > USER_ROUTE_TTL_SECONDS / 2:
-            await self._register(sorted(local))
+        if lapsed or self._register_again or time.monotonic() - written > USER_ROUTE_TTL_SECONDS / 2:
+            failed_before = self._register_again
+            if not await self._register(sorted(local), every_room=True):
+                return written
+            if failed_before:  # emits for the users it missed reached nobody here meanwhile
+                self._catch_up()
             return time.monotonic()
         return written
 
@@ -354,8 +366,10 @@ class RoutedRedisManager(AsyncPubSubManager):
                 if lost:
                     log.info("pub/sub listening again")
                     # Redis may have restarted empty: put this node's users back at once (before
-                    # the catch-up reads history: what is emitted after that finds this node).
-                    await self._register(sorted(self._local_user_rooms()))
+                    # the catch-up reads history: what is emitted after that finds this node),
+                    # or start over: a catch-up before it would leave a gap after it.
+                    if not await self._register(sorted(self._local_user_rooms()), every_room=True):
+                        raise redis.ConnectionError("could not register this node's users again")
                 attempt = 0
                 confirmed: set[bytes] = set()
                 async for message in pubsub.listen():
