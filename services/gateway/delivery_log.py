@@ -2,7 +2,8 @@
 tells it (issue 20): one record per socket, kept where packets are written (`ParleyServer`).
 
 The offset a feed event carries (its last argument; socket.io-client sends the last one back on
-reconnection) is a resume point: `<settled>` or `<settled>+<d1>.<d2>...`, base-36 deltas. It
+reconnection) is a resume point: `<settled>` or `<settled>+<d1>.<d2>...`, decimal deltas in the
+order written. It
 says: the client has every feed event of its user up to position `settled`, and the positions
 `settled + d` above it. Recovery replays what is above `settled` but those.
 
@@ -13,8 +14,8 @@ replay "after 102" would lose 101 for good (tests/e2e/test_recovery.py, the over
 So a position counts as settled only SETTLE_SECONDS after it was written: by then every earlier
 commit's emit has reached this node (a hop takes milliseconds), so nothing below it is still on
 its way. What was written since is listed, at most MAX_UNSETTLED positions (a busy socket's
-oldest ones are settled early: at 16 events within a second the race is far narrower than the
-window). A replay or a catch-up reads the feed itself, so what it writes settles at once.
+oldest ones are settled early: at 8 events within a second the race, one pub/sub hop, is still
+far narrower than the window). A replay or a catch-up reads the feed itself, so what it writes settles at once.
 
 A plain decimal offset (an older gateway's, during a rolling upgrade) still reads: settled there.
 
@@ -38,8 +39,8 @@ FEED_EVENTS = frozenset({
 # An emit reaches every node within this of any emit committed before it: one pub/sub hop (a
 # few ms), with room for a busy event loop. A Redis outage is longer, and the catch-up's.
 SETTLE_SECONDS = 1.0
-MAX_UNSETTLED = 16  # positions listed in an offset: at most about 70 characters
-MAX_OFFSET_LENGTH = 19 + 1 + MAX_UNSETTLED * 14  # a bigint, "+", and deltas (a bigint in base 36 is 13)
+MAX_UNSETTLED = 8  # positions listed in an offset: a few dozen characters
+MAX_OFFSET_LENGTH = 19 + 1 + MAX_UNSETTLED * 20  # a bigint, "+", and deltas (each at most a bigint, and ".")
 # Pairs remembered per socket for the catch-up: the live events of a few seconds' outage to a
 # busy user; beyond it the oldest become the floor. A few KiB for a busy socket.
 RECENT_EVENTS_REMEMBERED = 256
@@ -54,11 +55,6 @@ class ResumePoint:
     settled: int
     above: frozenset[int] = frozenset()
 
-    def encode(self) -> str:
-        if not self.above:
-            return str(self.settled)
-        return f"{self.settled}+" + ".".join(_base36(p - self.settled) for p in sorted(self.above))
-
     @classmethod
     def parse(cls, text: object) -> "ResumePoint | None":
         """The client's offset; None when absent. Raises ValueError when it is not one of ours."""
@@ -72,22 +68,10 @@ class ResumePoint:
         base = int(settled)
         above: list[int] = []
         for delta in deltas.split(".") if deltas else ():
-            if not delta.isalnum() or delta != delta.lower() or len(delta) > 13:
-                raise ValueError("not a feed offset")
-            position = base + int(delta, 36)
-            if position <= (above[-1] if above else base) or len(above) == MAX_UNSETTLED:
-                raise ValueError("not a feed offset")  # ours are increasing, and at most MAX_UNSETTLED
-            above.append(position)
+            if not delta.isdigit() or len(delta) > 19 or int(delta) == 0 or len(above) == MAX_UNSETTLED:
+                raise ValueError("not a feed offset")  # ours are above the settled one, at most MAX_UNSETTLED
+            above.append(base + int(delta))
         return cls(base, frozenset(above))
-
-
-def _base36(number: int) -> str:
-    digits = ""
-    while True:
-        number, digit = divmod(number, 36)
-        digits = "0123456789abcdefghijklmnopqrstuvwxyz"[digit] + digits
-        if number == 0:
-            return digits
 
 
 class FeedPacket(eio_packet.Packet):
@@ -148,20 +132,26 @@ class SocketFeed:
     def settle(self, position: int) -> None:
         self.settled = position if self.settled is None else max(self.settled, position)
 
-    def resume_point(self, position: int, complete: bool, now: float) -> ResumePoint:
-        """The offset of `position`, written now."""
-        while self.unsettled and self.unsettled[0][1] <= now - SETTLE_SECONDS:
-            self.settle(self.unsettled.popleft()[0])
+    def offset(self, position: int, complete: bool, now: float) -> str:
+        """The offset of `position`, written now (what `ResumePoint.parse` reads; made for every
+        copy of every feed event, so kept cheap)."""
+        unsettled = self.unsettled
+        while unsettled and unsettled[0][1] <= now - SETTLE_SECONDS:
+            self.settle(unsettled.popleft()[0])
         if complete:
             self.settle(position)
+            while unsettled and unsettled[0][0] <= position:  # what the feed read covered
+                unsettled.popleft()
         elif self.settled is None:
             self.settle(position - 1)  # no start known: as a plain offset would, take it all below
-            self.unsettled.append((position, now))
+            unsettled.append((position, now))
         elif position > self.settled:
-            self.unsettled.append((position, now))
-            while len(self.unsettled) > MAX_UNSETTLED:
-                self.settle(self.unsettled.popleft()[0])
-        return ResumePoint(self.settled, frozenset(p for p, _ in self.unsettled if p > self.settled))
+            unsettled.append((position, now))
+            while len(unsettled) > MAX_UNSETTLED:
+                self.settle(unsettled.popleft()[0])
+        settled = self.settled
+        above = [str(p - settled) for p, _ in unsettled if p > settled]  # in the order written
+        return f"{settled}+" + ".".join(above) if above else str(settled)
 
     def known_floor(self) -> int | None:
         """Where a catch-up starts: the floor, or, when it is unknown, the oldest change written."""
@@ -192,12 +182,14 @@ class DeliveryLog:
 
     def write(self, sid: str, packet: FeedPacket) -> eio_packet.Packet | None:
         """The packet as this socket is written it (with its offset); None: it has it already."""
-        feed = self.sockets.setdefault(sid, SocketFeed(None, None))
+        feed = self.sockets.get(sid)
+        if feed is None:
+            feed = self.sockets[sid] = SocketFeed(None, None)
         item = (packet.event, packet.position)
         if item in feed.seen:
             return None
         feed.remember(item)
-        return packet.with_offset(feed.resume_point(packet.position, packet.complete, self._clock()).encode())
+        return packet.with_offset(feed.offset(packet.position, packet.complete, self._clock()))
 
     def forget(self, sid: str) -> None:
         self.sockets.pop(sid, None)
