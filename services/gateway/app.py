@@ -17,7 +17,8 @@ from ..shared.routed_manager import RoutedRedisManager
 from ..shared.web import DRAIN_HOOKS, READINESS, REGISTRY, create_base_app, public_headers_middleware
 from .app_keys import CHAT, HISTORY, HISTORY_API, MEDIA_API, METRICS, PRESENCE, REST_LIMITER, SETTINGS, SIO, VERIFIER
 from .history_api import HistoryApi
-from .catchup import CatchUp, DeliveryLog
+from .catchup import CatchUp
+from .delivery_log import DeliveryLog, event_packet
 from .chat import ChatHandler
 from .metrics import GatewayMetrics
 from .ratelimit import RateLimiter
@@ -147,10 +148,11 @@ async def chat_handler(app: web.Application):
     # After a pub/sub outage, connected sockets are caught up from history (see `catchup`).
     catch_up = CatchUp(sio, app[HISTORY], deliveries, chat.user_of, settings.recovery_max_events, app[METRICS])
     chat.on_disconnected = deliveries.forget
-    sio.manager.admit = deliveries.admit
+    sio.deliveries = deliveries
+    sio.manager.packet_for = event_packet
     sio.manager.on_catch_up = catch_up.request
-    # Which sockets' pages are visible (issue 18), for the notification relay: after the line
-    # above, so a socket that leaves is forgotten by both.
+    # Which sockets' pages are visible (issue 18), for the notification relay: after
+    # `chat.on_disconnected` is set, so a socket that leaves is forgotten by both.
     visibility = Visibility(settings.redis_url, settings.redis_prefix, settings.heartbeat_seconds,
                             settings.node_ttl_seconds)
     visibility.register(chat)
@@ -158,7 +160,7 @@ async def chat_handler(app: web.Application):
     chat.presence.start()
     yield
     await visibility.close()
-    sio.manager.on_catch_up = sio.manager.admit = None
+    sio.manager.on_catch_up = sio.manager.packet_for = None
     await catch_up.close()
     await chat.close()
     await chat.presence.stop()

@@ -6,12 +6,12 @@ over, or this node's subscription is lost, such emits vanish: the publisher cann
 publishes to nobody. The client stays connected, so connection-state recovery never runs.
 
 The design:
-- `DeliveryLog` keeps, per connected socket, what of the feed it was written: its start (the
-  feed's head when it connected, or what its recovery covered: every change up to there is the
-  client's already) and the last RECENT_EVENTS_REMEMBERED (event, offset) pairs it was written.
-  Anything above its floor (the start, or the newest pair forgotten) that it was not written is
-  a change it missed. The manager asks `admit` before writing a feed event live: one it was
-  already written (by a catch-up) is skipped, so nothing is written twice.
+- The `DeliveryLog` (`delivery_log`) keeps, per connected socket, what of the feed it was
+  written: its start (the feed's head when it connected, or what its recovery covered: every
+  change up to there is the client's already) and the last (event, position) pairs it was
+  written. Anything above its floor (the start, or the newest pair forgotten) that it was not
+  written is a change it missed. A feed event it was already written (by a catch-up) is not
+  written again when it comes live, so nothing is written twice.
 - A catch-up runs when this node's listener is subscribed again after a loss
   (`RoutedRedisManager.on_catch_up`), and when any node or history had to give up a publish: that
   publisher broadcasts a catch-up request as soon as Redis takes publishes again. So emits that
@@ -24,92 +24,31 @@ The design:
   catch-up did not already cover. More than RECOVERY_MAX_EVENTS missed: the socket is
   disconnected, and its client reconnects by itself (recovering, or told to sync). History
   unreachable: the catch-up is tried again CATCH_UP_RETRY_SECONDS later, until it succeeds.
-- Only feed events are caught up (recovery.FEED_EVENTS): messages (`receiveMessage`,
+- Only feed events are caught up (delivery_log.FEED_EVENTS): messages (`receiveMessage`,
   `messageSent`), deletions, edits, receipts, group changes and reactions. Typing and presence
   stay best-effort.
 
-Known limits: a socket that connected while history could not tell the feed's head, and has no feed event since, has no floor and is not caught up. A change older than the floor
-that overtook... was overtaken by a newer one it forgot is taken as written.
+Known limit: a socket that connected while history could not tell the feed's head, and has had
+no feed event since, has no floor and is not caught up.
 """
 
 import asyncio
 import logging
-from collections import deque
-from dataclasses import dataclass, field
 from urllib.parse import quote
-
-from engineio import packet as eio_packet
-from socketio.packet import EVENT
 
 from ..shared.errors import ParleyError
 from ..shared.internal import InternalClient
+from .delivery_log import DeliveryLog, Written, replayed_packet
 from .metrics import GatewayMetrics
-from .recovery import FEED_EVENTS, parse_offset
 
 log = logging.getLogger(__name__)
 
-# Pairs remembered per socket: enough for the live events of a few seconds' outage to a busy
-# user; beyond it the oldest become the floor. A few KiB for a busy socket, nothing for an idle one.
-RECENT_EVENTS_REMEMBERED = 256
 CATCH_UP_CONCURRENCY = 16  # users whose replay is read at once: history serves them in parallel
 # A socket is held while its user's replay is read: not longer than this (then: try again later).
 CATCH_UP_READ_TIMEOUT_SECONDS = 3.0
 CATCH_UP_RETRY_SECONDS = 1.0
 
-Written = tuple[str, int]  # (event, offset)
 TOO_MANY: list[list] = []  # `_missed`'s answer past RECOVERY_MAX_EVENTS (compared by identity)
-
-
-@dataclass
-class SocketFeed:
-    floor: int | None  # every change up to here is the client's; None: not known
-    recent: deque[Written] = field(default_factory=lambda: deque(maxlen=RECENT_EVENTS_REMEMBERED))
-    seen: set[Written] = field(default_factory=set)
-
-    def write(self, item: Written) -> None:
-        if len(self.recent) == self.recent.maxlen:
-            forgotten = self.recent[0]
-            self.seen.discard(forgotten)
-            self.floor = forgotten[1] if self.floor is None else max(self.floor, forgotten[1])
-        self.recent.append(item)
-        self.seen.add(item)
-
-    def known_floor(self) -> int | None:
-        """Where a catch-up starts: the floor, or, when it is unknown, the oldest change written."""
-        if self.floor is not None:
-            return self.floor
-        return min(offset for _, offset in self.recent) if self.recent else None
-
-
-class DeliveryLog:
-    """Per socket (Socket.IO sid): the feed events it was written (see the module docstring)."""
-
-    def __init__(self):
-        self.sockets: dict[str, SocketFeed] = {}
-
-    def start(self, sid: str, position: int | None) -> None:
-        """The socket has every change up to `position` (None: not known)."""
-        feed = self.sockets.setdefault(sid, SocketFeed(position))
-        if position is not None:
-            feed.floor = position if feed.floor is None else max(feed.floor, position)
-
-    def admit(self, sid: str, event: str, args: list) -> bool:
-        """Whether to write this event to the socket now (False: a catch-up wrote it already)."""
-        if event not in FEED_EVENTS or not args or not isinstance(args[-1], str):
-            return True
-        try:
-            offset = parse_offset(args[-1])
-        except ValueError:
-            return True
-        feed = self.sockets.setdefault(sid, SocketFeed(None))
-        item = (event, offset)
-        if item in feed.seen:
-            return False
-        feed.write(item)
-        return True
-
-    def forget(self, sid: str) -> None:
-        self.sockets.pop(sid, None)
 
 
 class CatchUp:
@@ -201,12 +140,8 @@ class CatchUp:
         for sid, (eio_sid, floor, seen) in sockets.items():
             missed = [event for event in events
                       if int(event[-1]) > floor and (event[0], int(event[-1])) not in seen]
-            feed = self.deliveries.sockets.get(sid)
-            for event in missed:
-                if feed is not None:
-                    feed.write((event[0], int(event[-1])))
             written += len(missed)
-            await self.server.release(eio_sid, [self._packet(event) for event in missed],
+            await self.server.release(eio_sid, [replayed_packet(self.server.packet_class, event) for event in missed],
                                       lambda offset: covered is not None and offset <= covered)
         return written
 
@@ -235,9 +170,6 @@ class CatchUp:
         if socket is not None and not socket.closed:
             await socket.close(wait=False, abort=True)
             socket.queue.put_nowait(None)
-
-    def _packet(self, event: list) -> eio_packet.Packet:
-        return eio_packet.Packet(eio_packet.MESSAGE, self.server.packet_class(EVENT, namespace="/", data=event).encode())
 
     async def close(self) -> None:
         if self._task is not None:

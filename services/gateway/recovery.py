@@ -18,27 +18,27 @@ Postgres.
   RECOVERY_WINDOW_SECONDS ago gets a normal connection (a new pid): never another user's data.
   The window counts from the pid's issue (the socket's last connection that was not a
   recovery; a recovery must answer the same pid), not from the drop.
-- The offset is the change-feed position (a message's id, a deletion's, an edit's or another
-  event's seq, all drawn from one sequence, committed in order) as a decimal string: the last
-  argument of `receiveMessage`, `messageSent` (not a retry's), `messageDeleted`,
+- The offset is a resume point in the change feed (positions: a message's id, a deletion's, an
+  edit's or another event's seq, all drawn from one sequence, committed in order): every
+  position up to one, and those listed above it (`delivery_log`, where each socket's is written
+  in). It is the last argument of `receiveMessage`, `messageSent` (not a retry's), `messageDeleted`,
   `messageEdited`, and of the receipts, group changes and reactions history keeps in the feed
   (`messagesRead`, `groupRead`, `groupUpdated`, `memberAdded`, `memberRemoved`,
   `reactionUpdated`: services/history/feed_events.py). Nothing else carries an offset: typing
   and presence are best-effort, not replayed. Events whose
   last argument would be a bare string (a 1:1 `userTyping`, `userOnline`) get a trailing null
   (`guard_offsets`): socket.io-client would take the user id for an offset.
-- A reconnect with a pid that verifies is replayed everything after max(offset, the pid's
-  position): a client that received nothing yet starts from the feed's head at the pid's issue
+- A reconnect with a pid that verifies is replayed everything after max(the offset's settled
+  position, the pid's position) but what the offset lists above it: a client that received nothing yet starts from the feed's head at the pid's issue
   (read under the feed lock, after the socket joined its user room, so nothing falls between).
   At most RECOVERY_MAX_EVENTS changes: past that, or with history unreachable, a normal
   connection (new pid), and the client knows from `recovered` false to sync.
 - Replay comes before any live event: the socket's packets are held from before it joins its
   user room until the replay is written; held events the replay already covered are dropped.
-
-Known limit: offsets follow the order events REACH the client. Two events emitted by different
-nodes (a message through gateway a, the next through b, a deletion through history) can
-overtake each other by a pub/sub hop; a drop in that instant can then replay one event twice,
-or miss the overtaken one.
+- Events from different emitters (a message through node a, the next through b, a deletion
+  through history) can overtake each other by a pub/sub hop: the offset's list of what is above
+  its settled position is what makes a drop in that instant lose nothing and repeat nothing
+  (`delivery_log`).
 """
 
 import asyncio
@@ -51,24 +51,17 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 import orjson
-from engineio import packet as eio_packet
-from socketio.packet import EVENT
 
 from ..shared.batching import Batcher
 from ..shared.errors import ParleyError
 from ..shared.internal import InternalClient
+from .delivery_log import FEED_EVENTS, DeliveryLog, ResumePoint, replayed_packet
 from .metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)
 
-# The events whose last argument is a feed offset (see the module docstring).
-FEED_EVENTS = frozenset({
-    "receiveMessage", "messageSent", "messageDeleted", "messageEdited",
-    "messagesRead", "groupRead", "groupUpdated", "memberAdded", "memberRemoved", "reactionUpdated",
-})
 KEY_LABEL = b"parley socket.io connection-state recovery pid v1"
 MAX_PID_LENGTH = 512  # a real pid is under 200 characters; longer is not worth decoding
-MAX_OFFSET_DIGITS = 19  # a bigint
 # A pid issued this far in another node's future still verifies (clocks of nodes differ a little).
 CLOCK_SKEW_SECONDS = 60
 MAX_HEAD_READS_PER_CALL = 1000  # connects that arrive together share one read of the feed's head
@@ -138,32 +131,6 @@ class PidSigner:
         return Session(user_id, issued, position if isinstance(position, int) else None)
 
 
-def parse_offset(value: object) -> int | None:
-    """The client's offset as a feed position; None when absent. Raises ValueError when it is not one."""
-    if value is None:
-        return None
-    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= MAX_OFFSET_DIGITS:
-        return int(value)
-    raise ValueError("not a feed offset")
-
-
-def held_offset(pkt: eio_packet.Packet) -> int | None:
-    """The feed offset of a held packet that is a feed event; None for anything else."""
-    data = pkt.data
-    if pkt.packet_type != eio_packet.MESSAGE or not isinstance(data, str) or not data.startswith(f"{EVENT}["):
-        return None
-    try:
-        args = orjson.loads(data[1:])
-    except orjson.JSONDecodeError:
-        return None
-    if args and args[0] in FEED_EVENTS and isinstance(args[-1], str):
-        try:
-            return parse_offset(args[-1])
-        except ValueError:
-            return None
-    return None
-
-
 class Recovery:
     """The gateway's side of recovery: a pid for every connection, a replay for a reconnection.
 
@@ -171,8 +138,8 @@ class Recovery:
     """
 
     def __init__(self, server, history: InternalClient, secret: str, window_seconds: float, max_events: int,
-                 metrics: GatewayMetrics, deliveries=None):
-        """`deliveries` (a `catchup.DeliveryLog`) learns where each socket starts in the feed."""
+                 metrics: GatewayMetrics, deliveries: DeliveryLog):
+        """`deliveries` learns where each socket starts in the feed."""
         self.server = server
         self.deliveries = deliveries
         self.history = history
@@ -189,39 +156,37 @@ class Recovery:
             await enter_user_room()
             await self._new_session(sid, user_id)
             return
-        pid, after = claim
+        pid, point = claim
         eio_sid = self.server.manager.eio_sid_from_sid(sid, "/")
         self.server.hold(eio_sid)
-        replay: list[eio_packet.Packet] = []
-        covered, events = after, None
+        replay = []
+        covered, events = point.settled, None
         try:
             await enter_user_room()
-            events = await self._missed(user_id, after)
+            events = await self._missed(user_id, point.settled)
             if events is not None:
-                replay = [self._packet(event) for event in events]
-                covered = max([after, *(int(event[-1]) for event in events)])
+                # What the client has (the offset says), then what it missed, settle at once.
+                self.deliveries.resume(sid, point)
+                replay = [replayed_packet(self.server.packet_class, event) for event in events
+                          if int(event[-1]) not in point.above]
+                covered = max([point.settled, *(packet.position for packet in replay)])
         finally:
-            # Replay first, then what arrived meanwhile and the replay did not already hold.
-            await self.server.release(eio_sid, replay, lambda offset: offset <= covered)
+            # Replay first, then what arrived meanwhile that neither the replay nor the client had.
+            await self.server.release(eio_sid, replay, lambda offset: offset <= covered or offset in point.above)
         if events is None:
             await self._new_session(sid, user_id)
             return
         self.metrics.sessions_recovered.inc()
         self.metrics.events_replayed.inc(len(replay))
         self.server.connect_answers[sid] = {"pid": pid}
-        self._started(sid, covered)
 
     async def _new_session(self, sid: str, user_id: str) -> None:
         head = await self._head()
         self.server.connect_answers[sid] = {"pid": self.signer.issue(user_id, head)}
-        self._started(sid, head)
+        self.deliveries.start(sid, head)
 
-    def _started(self, sid: str, position: int | None) -> None:
-        if self.deliveries is not None:
-            self.deliveries.start(sid, position)
-
-    def _claim(self, auth: object, user_id: str) -> tuple[str, int] | None:
-        """(pid, position to replay after) when the handshake asks for recovery and may have it."""
+    def _claim(self, auth: object, user_id: str) -> tuple[str, ResumePoint] | None:
+        """(pid, what the client has) when the handshake asks for recovery and may have it."""
         if not isinstance(auth, dict) or "pid" not in auth or self.max_events == 0:
             return None
         session = self.signer.verify(auth["pid"], user_id)
@@ -229,15 +194,19 @@ class Recovery:
             self._not_recovered("pid")
             return None
         try:
-            offset = parse_offset(auth.get("offset"))
+            point = ResumePoint.parse(auth.get("offset"))
         except ValueError:
             self._not_recovered("offset")
             return None
-        positions = [p for p in (offset, session.position) if p is not None]
-        if not positions:
-            self._not_recovered("offset")
-            return None
-        return auth["pid"], max(positions)
+        if point is None:
+            if session.position is None:
+                self._not_recovered("offset")
+                return None
+            point = ResumePoint(session.position)
+        elif session.position is not None and session.position > point.settled:
+            # The pid's position: the client had everything up to there when it connected.
+            point = ResumePoint(session.position, frozenset(p for p in point.above if p > session.position))
+        return auth["pid"], point
 
     async def _missed(self, user_id: str, after: int) -> list[list] | None:
         """The events this user's sockets heard after `after`; None past RECOVERY_MAX_EVENTS or
@@ -256,9 +225,6 @@ class Recovery:
             self._not_recovered("too_many")
             return None
         return answer["events"]
-
-    def _packet(self, event: list) -> eio_packet.Packet:
-        return eio_packet.Packet(eio_packet.MESSAGE, self.server.packet_class(EVENT, namespace="/", data=event).encode())
 
     def _not_recovered(self, reason: str) -> None:
         self.metrics.recoveries_refused.labels(reason).inc()

@@ -23,7 +23,8 @@ from engineio import packet as eio_packet
 
 from ..shared import fast_json
 from ..shared.errors import ErrorCode, error_response
-from .recovery import guard_offsets, held_offset
+from .delivery_log import DeliveryLog, FeedPacket
+from .recovery import guard_offsets
 from .websocket import BINARY_REFUSED, UNDECODABLE, FrameWriter, PacketQueue, binary_packet, lean_websocket_class
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,8 @@ class ParleyServer(socketio.AsyncServer):
         self._refused: set[str] = set()
         self.connect_answers: dict[str, dict] = {}  # sid -> more of its CONNECT answer (the pid)
         self._held: dict[str, list[eio_packet.Packet]] = {}  # eio sid -> packets held back
+        # Where each socket's feed events get their offsets (set by the app with the chat handler).
+        self.deliveries: DeliveryLog | None = None
         # Closings under way: asyncio keeps only a weak reference to a task, and one the garbage
         # collector takes while pending is lost (logged at ERROR as "Task was destroyed").
         self._closings: set[asyncio.Task] = set()
@@ -137,8 +140,7 @@ class ParleyServer(socketio.AsyncServer):
         while written < len(held):  # packets may still arrive while these are written
             pkt = held[written]
             written += 1
-            offset = held_offset(pkt)
-            if offset is None or not covered(offset):
+            if not isinstance(pkt, FeedPacket) or not covered(pkt.position):
                 await self._write_eio_packet(eio_sid, pkt)
         self._held.pop(eio_sid, None)
 
@@ -171,6 +173,12 @@ class ParleyServer(socketio.AsyncServer):
         await self._write_eio_packet(eio_sid, eio_pkt)
 
     async def _write_eio_packet(self, eio_sid, eio_pkt):
+        if isinstance(eio_pkt, FeedPacket) and self.deliveries is not None:
+            sid = self.manager.sid_from_eio_sid(eio_sid, "/")
+            if sid is not None:  # written its own offset, once (see `delivery_log`)
+                eio_pkt = self.deliveries.write(sid, eio_pkt)
+                if eio_pkt is None:
+                    return
         socket = self.eio.sockets.get(eio_sid)
         output = socket.queue.output if socket is not None and not socket.closed else None
         if output is None:  # the handshake, long-polling, a socket going away: engine.io's path

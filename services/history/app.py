@@ -5,10 +5,10 @@ import logging
 
 import asyncpg
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ..shared.auth import TokenVerifier
-from ..shared.errors import error_middleware
+from ..shared.errors import StoreUnavailable, error_middleware
 from ..shared.notify import ClientNotifier
 from ..shared.web import INTERNAL_APP, READINESS, REGISTRY, create_base_app
 from .app_keys import GROUP_HANDLER, GROUPS, HANDLER, OPENAPI_JSON, PUSH, RELAY, SETTINGS, STORE, VERIFIER
@@ -29,6 +29,7 @@ from .store import MessageStore
 log = logging.getLogger(__name__)
 
 MIGRATION_RETRY_SECONDS = (0.5, 1, 2, 5)
+PRUNE_BATCH = 5000  # feed events deleted per statement: a short transaction, many per pass
 
 
 def create_app(settings: HistorySettings) -> web.Application:
@@ -38,6 +39,7 @@ def create_app(settings: HistorySettings) -> web.Application:
     app[OPENAPI_JSON] = OPENAPI_DOCUMENT.read_bytes()
     app.cleanup_ctx.append(postgres)
     app.cleanup_ctx.append(handler)
+    app.cleanup_ctx.append(feed_pruner)
     app.add_routes(public_routes)
     app.add_routes(public_group_routes)
     app.add_routes(push_routes)
@@ -122,6 +124,35 @@ async def migrate_until_done(pool: asyncpg.Pool, store: MessageStore, relay: Pus
             continue
         store.schema_ready = True
         return
+
+
+async def prune_feed_events(app: web.Application) -> int:
+    """One pass: old feed events pruned, a batch at a time, until none is old enough."""
+    settings, pruned = app[SETTINGS], 0
+    while (batch := await app[STORE].prune_feed_events(settings.feed_events_retention_seconds, PRUNE_BATCH)) > 0:
+        pruned += batch
+    return pruned
+
+
+async def feed_pruner(app: web.Application):
+    """Prunes the change feed's old events every FEED_PRUNE_INTERVAL_SECONDS (feed_events.py)."""
+    pruned_total = Counter("parley_history_feed_events_pruned", "Feed events pruned past their retention.",
+                           registry=app[REGISTRY])
+
+    async def prune_forever() -> None:
+        while True:
+            try:
+                if app[STORE].schema_ready and (pruned := await prune_feed_events(app)):
+                    pruned_total.inc(pruned)
+                    log.info("pruned %d feed events older than %s s", pruned, app[SETTINGS].feed_events_retention_seconds)
+            except StoreUnavailable as exc:
+                log.warning("feed events not pruned this time: %s", exc)
+            await asyncio.sleep(app[SETTINGS].feed_prune_interval_seconds)
+
+    task = asyncio.create_task(prune_forever())
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 async def handler(app: web.Application):

@@ -17,6 +17,13 @@ outage, is given them in feed order, exactly once, and `sync` answers them (`eve
   groups they are a member of NOW: a non-member never reads a group's events; a removed member
   reads their own `memberRemoved` (it names them as `audience_user`), and nothing after it.
 
+- Rows are kept FEED_EVENTS_RETENTION_SECONDS (30 days: far past a recovery's window, one day),
+  then pruned oldest first (`prune`), and `feed_pruning.pruned_through` says up to where: a
+  reader from before it is told (sync's `eventsPruned`; a recovering socket gets a normal
+  connection instead of a replay with holes). Messages carry their reactions as they stand, and
+  the conversation list the read marks and members, so a client that syncs from that far back
+  reloads them.
+
 Known limit: like group messages, a group's events from before a member joined are in their
 feed when their cursor is older than the joining (replay may give them a few events they
 never heard live; never another group's).
@@ -58,6 +65,22 @@ async def events_after(connection: asyncpg.Connection, me: str, after: int, limi
     return [FeedEvent(row["seq"], row["event"], json.loads(row["payload"])) for row in rows]
 
 
+async def pruned_through(connection: asyncpg.Connection) -> int:
+    """The newest position pruned: events at or below it may be gone."""
+    return await connection.fetchval("SELECT pruned_through FROM feed_pruning")
+
+
+async def prune(connection: asyncpg.Connection, older_than_seconds: float, batch: int) -> int:
+    """Deletes at most `batch` of the oldest events, those older than `older_than_seconds`, and
+    raises `pruned_through`; how many went. One pruner at a time (another returns 0 at once)."""
+    async with connection.transaction():
+        if not await connection.fetchval("SELECT pg_try_advisory_xact_lock($1)", PRUNE_LOCK_KEY):
+            return 0
+        return await connection.fetchval(_PRUNE, older_than_seconds, batch)
+
+
+PRUNE_LOCK_KEY = 0x7061_726C_6579_0020  # "parley" + 20: any history process pruning the feed
+
 _APPEND = """
 INSERT INTO feed_events (audience_user, audience_partner, audience_group, event, payload)
 VALUES ($1, $2, $3, $4, $5::json) RETURNING seq
@@ -75,4 +98,19 @@ UNION
     ORDER BY seq LIMIT $3
  ) AS e WHERE gm.user_id = $1)
 ORDER BY seq LIMIT $3
+"""
+
+# The oldest `batch` rows by position (the primary key's first pages), those of them old enough:
+# positions are drawn in about the order of `created_at`, so no index on time is needed, and an
+# idle pass reads one page. The watermark moves in the same statement.
+_PRUNE = """
+WITH gone AS (
+    DELETE FROM feed_events WHERE seq IN (SELECT seq FROM feed_events ORDER BY seq LIMIT $2)
+        AND created_at < now() - make_interval(secs => $1)
+    RETURNING seq
+), raised AS (
+    UPDATE feed_pruning SET pruned_through = GREATEST(pruned_through, (SELECT max(seq) FROM gone))
+    WHERE EXISTS (SELECT 1 FROM gone)
+)
+SELECT count(*) FROM gone
 """

@@ -83,7 +83,9 @@ class HistoryHandler:
         message as it stands now; a receipt, a group change or a reaction is the event and payload
         emitted live (feed_events.py). The gateway replays these to a socket that recovers its
         connection (services/gateway/recovery.py) and after a pub/sub outage (catchup.py)."""
-        changes, has_more = await self._store.feed(me, after, limit)
+        changes, has_more, events_pruned = await self._store.feed(me, after, limit)
+        if events_pruned:
+            return [], True  # a replay with holes is no recovery: the client is told to sync
         events: list[list] = []
         for position, kind, body in changes:
             offset = str(position)

@@ -62,6 +62,9 @@ SYNC = {
             "event": {"type": "string"}, "data": {"type": "object"}}}},
         "next": CURSOR,
         "hasMore": {"type": "boolean"},
+        # Events (not messages) older than FEED_EVENTS_RETENTION_SECONDS are pruned: true when
+        # some after the cursor may be gone (reload the conversation list).
+        "eventsPruned": {"type": "boolean"},
     },
 }
 

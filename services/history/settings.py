@@ -22,6 +22,11 @@ class HistorySettings(ServiceSettings, PostgresSettings, JwtSettings, PushSettin
     push_stream_max_jobs: int = 1_000_000
     push_relay_poll_seconds: float = 1.0
     push_relay_batch: int = 1000
+    # Receipts, reactions and group changes stay in the change feed this long, then are pruned
+    # (feed_events.py): keep it well past the gateways' RECOVERY_WINDOW_SECONDS (one day), or
+    # recoveries within the window turn into normal connections. Looked at every interval.
+    feed_events_retention_seconds: float = 30 * 86400.0
+    feed_prune_interval_seconds: float = 3600.0
     # The tokens of the services admitted to the internal API (each to its own routes): the
     # gateways, presence, and the social app's profile sync / operators ("admin").
     gateway_internal_token: str = DEV_INTERNAL_TOKENS["gateway"]

@@ -13,7 +13,7 @@ from ..shared.limits import MAX_REACTIONS_PER_USER, REPLY_QUOTE_LENGTH
 from ..shared.models import StoreMessage
 from ..shared.postgres import pooled_connection
 from .errors import EditWindowClosed, TooManyReactions, unknown_group
-from .feed_events import FeedEvent, append_event, events_after
+from .feed_events import FeedEvent, append_event, events_after, prune, pruned_through
 from .models import (
     UserProfile,
     attach,
@@ -232,7 +232,7 @@ class MessageStore:
         (feed_events.py) are `events`: `[{"event", "data"}]`, in feed order, each as it was
         emitted live (the messages carry their reactions as they are now, too).
         """
-        changes, has_more = await self.feed(me, after, limit)
+        changes, has_more, events_pruned = await self.feed(me, after, limit)
         edited = {body["_id"]: body for _, kind, body in changes if kind == "edit"}
         return {
             "messages": [body for _, kind, body in changes if kind == "message"],
@@ -241,12 +241,14 @@ class MessageStore:
             "events": [{"event": body.event, "data": body.payload} for _, kind, body in changes if kind == "event"],
             "next": str(changes[-1][0] if changes else after),
             "hasMore": has_more,
+            "eventsPruned": events_pruned,
         }
 
-    async def feed(self, me: str, after: int, limit: int) -> tuple[list[tuple[int, str, dict]], bool]:
+    async def feed(self, me: str, after: int, limit: int) -> tuple[list[tuple[int, str, dict]], bool, bool]:
         """My change feed after `after`: (position, "message", "edit", "deletion" or "event", its
         body), in position order (a message's id, an edit's, a deletion's or an event's seq: all
-        drawn from `change_seq`), at most `limit` of them, and whether more follow. A message (or
+        drawn from `change_seq`), at most `limit` of them, whether more follow, and whether events
+        after `after` may have been pruned (feed_events.py). A message (or
         an edited one) is as it stands now, with my view of its reactions; an event's body is a
         `FeedEvent` (a receipt, a group change, a reaction: feed_events.py). What `sync` pages and
         what a recovering socket replays."""
@@ -255,6 +257,8 @@ class MessageStore:
             deletions = await connection.fetch(_SYNC_DELETIONS, me, after, limit + 1)
             edits = await connection.fetch(_SYNC_EDITS, me, after, limit + 1)
             others = await events_after(connection, me, after, limit + 1)
+            # Read after the events: a prune that took some of them is seen here.
+            events_pruned = after < await pruned_through(connection)
             events = sorted(
                 [(row["id"], "message", row) for row in messages] + [(row["seq"], "deletion", row) for row in deletions]
                 + [(row["seq"], "edit", row) for row in edits] + [(event.seq, "event", event) for event in others],
@@ -264,7 +268,12 @@ class MessageStore:
             built = await messages_json(connection, [row for _, kind, row in taken if kind in ("message", "edit")], me)
         by_id = {message["_id"]: message for message in built}
         changes = [(position, kind, _change_body(kind, row, by_id)) for position, kind, row in taken]
-        return changes, len(events) > limit
+        return changes, len(events) > limit, events_pruned
+
+    async def prune_feed_events(self, older_than_seconds: float, batch: int) -> int:
+        """Prunes a batch of old feed events (feed_events.py); how many went."""
+        async with self._connection() as connection:
+            return await prune(connection, older_than_seconds, batch)
 
     async def feed_head(self) -> int:
         """The newest position of the change feed that is committed: every smaller one is too.

@@ -22,8 +22,8 @@ message for each node concerned. The emitter does not wait for its publish.
 What Redis loses is caught up, not re-published (issue 20; the gateway's `catchup` module does it):
 `on_catch_up` is called when this node's subscription is confirmed again after a loss, and when
 a catch-up request arrives; a publish given up (Redis unreachable twice) makes this manager
-broadcast that request as soon as Redis takes publishes again. `admit`, when set, is asked before
-a socket is written an emit here (the gateway skips a feed event a catch-up already wrote).
+broadcast that request as soon as Redis takes publishes again. `packet_for`, when set, makes the
+engine.io packet of an encoded emit (the gateway's feed events get each socket's own offset).
 
 Measured (bench/RESULTS.md): pub/sub messages decoded per delivered message, per node, 0.07 over
 two nodes and 0.08 over four ("Delivery"), where python-socketio's stock manager decodes 2 per
@@ -114,6 +114,9 @@ class RoutedRedisManager(AsyncPubSubManager):
         self._redis = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
         self._received = received
         self._registered: set[str] = set()  # user rooms this node has entered in the registry
+        # A registration failed (Redis away, or a pooled connection that died with a restart):
+        # the next refresh writes every entry again, whatever the liveness key says.
+        self._register_again = False
         self._refresher: asyncio.Task | None = None
         self._route_and_publish = self._redis.register_script(_ROUTE_AND_PUBLISH)
         # One script call at a time (so emits keep their order) carries every emit queued meanwhile.
@@ -124,9 +127,9 @@ class RoutedRedisManager(AsyncPubSubManager):
         # Set while Redis has confirmed every channel of `_listen`: until then, a message
         # published to this node is lost, so the node must not be ready.
         self._subscribed = asyncio.Event()
-        # The gateway's hooks (see the module docstring): on_catch_up() and admit(sid, event, args).
+        # The gateway's hooks (see the module docstring): on_catch_up() and packet_for(encoded, event, args).
         self.on_catch_up = None
-        self.admit = None
+        self.packet_for = None
         self._catch_up_request: asyncio.Task | None = None  # broadcasting one, after a publish given up
 
     # --- routing ---------------------------------------------------------------------------------
@@ -173,14 +176,15 @@ class RoutedRedisManager(AsyncPubSubManager):
         247 ms, each gateway 0.185 -> 0.151 CPU-ms a message."""
         skipped = skip_sid if isinstance(skip_sid, list) else [skip_sid]
         args = list(data) if isinstance(data, tuple) else [] if data is None else [data]
-        admit = self.admit
-        recipients = [eio_sid for sid, eio_sid in self.get_participants(namespace or "/", room)
-                      if sid not in skipped and (admit is None or admit(sid, event, args))]
+        recipients = [eio_sid for sid, eio_sid in self.get_participants(namespace or "/", room) if sid not in skipped]
         if not recipients:
             return
         encoded = self.server.packet_class(EVENT, namespace=namespace, data=[event] + args).encode()
-        eio_packets = [eio_packet.Packet(eio_packet.MESSAGE, part)
-                       for part in (encoded if isinstance(encoded, list) else [encoded])]
+        if isinstance(encoded, str) and self.packet_for is not None:
+            eio_packets = [self.packet_for(encoded, event, args)]
+        else:
+            eio_packets = [eio_packet.Packet(eio_packet.MESSAGE, part)
+                           for part in (encoded if isinstance(encoded, list) else [encoded])]
         for eio_sid in recipients:
             for part in eio_packets:
                 await self.server._send_eio_packet(eio_sid, part)
@@ -249,9 +253,9 @@ class RoutedRedisManager(AsyncPubSubManager):
         await self._register(sorted(set(rooms)))
         return [None] * len(rooms)
 
-    async def _register(self, rooms: list[str]) -> None:
+    async def _register(self, rooms: list[str], every_room: bool = False) -> bool:
         """Puts this node in the route sets of `rooms` (and says it is alive: without its key,
-        emits would skip it)."""
+        emits would skip it); whether Redis took it. `every_room`: these are all this node's."""
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.set(node_alive_key(self._prefix, self.node_id), 1, px=self._ttl_ms)
@@ -261,10 +265,15 @@ class RoutedRedisManager(AsyncPubSubManager):
                     pipe.expire(key, USER_ROUTE_TTL_SECONDS)
                 await pipe.execute()
             self._registered.update(rooms)
+            if every_room:
+                self._register_again = False
+            return True
         except (RedisError, OSError) as exc:
-            # Until the next refresh succeeds, emits for these users fall back to broadcast
-            # only if the lookup fails too; so keep trying, loudly.
+            # Until the next refresh succeeds, emits for these users reach nobody here (the
+            # refresh then catches them up); so keep trying, loudly.
+            self._register_again = True
             log.warning("could not register %d user room(s): %r", len(rooms), exc)
+            return False
 
     def _local_user_rooms(self) -> set[str]:
         return {room for room, members in self.rooms.get("/", {}).items()
@@ -295,8 +304,12 @@ class RoutedRedisManager(AsyncPubSubManager):
         except (RedisError, OSError) as exc:
             log.warning("could not refresh this node's liveness key: %r", exc)
             return written
-        if lapsed or time.monotonic() - written > USER_ROUTE_TTL_SECONDS / 2:
-            await self._register(sorted(local))
+        if lapsed or self._register_again or time.monotonic() - written > USER_ROUTE_TTL_SECONDS / 2:
+            failed_before = self._register_again
+            if not await self._register(sorted(local), every_room=True):
+                return written
+            if failed_before:  # emits for the users it missed reached nobody here meanwhile
+                self._catch_up()
             return time.monotonic()
         return written
 
@@ -353,8 +366,10 @@ class RoutedRedisManager(AsyncPubSubManager):
                 if lost:
                     log.info("pub/sub listening again")
                     # Redis may have restarted empty: put this node's users back at once (before
-                    # the catch-up reads history: what is emitted after that finds this node).
-                    await self._register(sorted(self._local_user_rooms()))
+                    # the catch-up reads history: what is emitted after that finds this node),
+                    # or start over: a catch-up before it would leave a gap after it.
+                    if not await self._register(sorted(self._local_user_rooms()), every_room=True):
+                        raise redis.ConnectionError("could not register this node's users again")
                 attempt = 0
                 confirmed: set[bytes] = set()
                 async for message in pubsub.listen():

@@ -5,8 +5,9 @@ public side by any spelling of a path: the public app (`PORT`) has only the serv
 routes and `/healthz`; the internal app (`INTERNAL_PORT`) has `/internal/*` (a caller's token
 required, each route admitting named callers), `/readyz` and `/metrics`. Both share one state.
 
-Probes: `/healthz` says the process is alive; `/readyz` pings each dependency with a short
-timeout and answers 503 with the reason when one fails, or when the process is draining.
+Probes: `/healthz` says the process is alive; `/readyz` says whether to send it traffic
+(`Readiness`): 503 while it starts (until each dependency has answered once) and while it
+drains; a dependency failing after that is reported, not a reason to take the pod out.
 """
 
 import asyncio
@@ -17,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from . import fast_json
 from .errors import ErrorCode, InvalidField, error_response
@@ -48,18 +49,44 @@ DEFAULT_CACHE_CONTROL = "no-store"
 
 
 class Readiness:
-    """Named dependency checks, and the draining flag SIGTERM raises."""
+    """Named dependency checks, and the draining flag SIGTERM raises (issue 19).
 
-    def __init__(self) -> None:
+    A process is not ready until every check has passed once (a gateway subscribed to pub/sub,
+    history's migrations applied: what this pod must do before it can serve), nor once it
+    drains. After that, a failing dependency (Redis, Postgres, history, storage) is one every
+    pod shares: taking them all out of the load balancer at once would turn a degraded service
+    into none (no page, no 503 that says why, clients' reconnections refused everywhere). So it
+    stays ready, answers `degraded` with the failures, sets `parley_<service>_dependency_up` to
+    0 and logs the change; the README says how each outage degrades.
+    """
+
+    def __init__(self, service: str, registry: CollectorRegistry) -> None:
         self.checks: dict[str, ReadinessCheck] = {}
         self.draining = False
+        self.started = False
+        self._down: set[str] = set()
+        self._up = Gauge(f"parley_{service}_dependency_up", "1 while a dependency answers its readiness check, else 0.",
+                         ["dependency"], registry=registry)
 
     def add(self, name: str, check: ReadinessCheck) -> None:
         self.checks[name] = check
+        self._up.labels(name).set(0)
 
-    async def failures(self) -> dict[str, str]:
+    async def answer(self) -> tuple[int, dict]:
+        """/readyz's status and body."""
         if self.draining:
-            return {"process": "draining"}
+            return 503, {"status": "unavailable", "failures": {"process": "draining"}}
+        failures = await self._failures()
+        self._record(failures)
+        if not self.started:
+            if failures:
+                return 503, {"status": "starting", "failures": failures}
+            self.started = True
+        if failures:
+            return 200, {"status": "degraded", "failures": failures}
+        return 200, {"status": "ready"}
+
+    async def _failures(self) -> dict[str, str]:
         names = list(self.checks)
         results = await asyncio.gather(
             *(asyncio.wait_for(self.checks[name](), READINESS_TIMEOUT) for name in names), return_exceptions=True
@@ -69,6 +96,16 @@ class Readiness:
             for name, result in zip(names, results)
             if isinstance(result, BaseException)
         }
+
+    def _record(self, failures: dict[str, str]) -> None:
+        for name in self.checks:
+            self._up.labels(name).set(0 if name in failures else 1)
+        for name in failures.keys() - self._down:
+            if self.started:
+                log.warning("dependency %s is failing (%s): serving degraded", name, failures[name])
+        for name in self._down - failures.keys():
+            log.info("dependency %s answers again", name)
+        self._down = set(failures)
 
 
 class HttpMetrics:
@@ -107,7 +144,7 @@ def create_base_app(
     shared_state = {
         REGISTRY: registry,
         HTTP_METRICS: HttpMetrics(service, registry),
-        READINESS: Readiness(),
+        READINESS: Readiness(service, registry),
         CALLER_TOKENS: dict(caller_tokens),
         DRAIN_HOOKS: [],
     }
@@ -199,10 +236,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    failures = await request.app[READINESS].failures()
-    if failures:
-        return json_response({"status": "unavailable", "failures": failures}, status=503)
-    return json_response({"status": "ready"})
+    status, body = await request.app[READINESS].answer()
+    return json_response(body, status=status)
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -35,6 +35,7 @@ from aiohttp import web
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.version import Version
+from prometheus_client import CollectorRegistry
 
 from services.gateway.settings import GatewaySettings
 from services.history.settings import HistorySettings
@@ -1071,13 +1072,13 @@ async def test_haproxy_keeps_a_node_whose_dependency_fails_and_drops_a_draining_
 
 async def test_readiness_says_draining_only_when_draining():
     """haproxy.cfg's check tells draining from a failing dependency by this word."""
-    readiness = Readiness()
+    readiness = Readiness("gateway", CollectorRegistry())
 
     async def failing() -> None:
         raise ConnectionError("refused")
 
     readiness.add("redis", failing)
-    assert "draining" not in json.dumps(await readiness.failures())
+    assert "draining" not in json.dumps(await readiness.answer())
     readiness.draining = True
-    assert "draining" in json.dumps(await readiness.failures())
+    assert "draining" in json.dumps(await readiness.answer())
     assert "http-check expect ! string draining" in HAPROXY_CFG.read_text()

@@ -8,14 +8,18 @@ event its handlers received.
 """
 
 import asyncio
+import os
+import signal
 import time
 
 import aiohttp
 import pytest
 
+from services.gateway.delivery_log import ResumePoint
 from services.gateway.recovery import PidSigner
 from tests.e2e.node_clients import NodeClient, Proxy, metric, port_of
-from tests.support import GATEWAY_TOKEN, TEST_RUN_DIR, ChatClient, create_user, running_cluster
+from tests.support import (GATEWAY_TOKEN, TEST_RUN_DIR, ChatClient, TestStores, create_user, private_redis_server,
+                           running_cluster)
 
 MAX_EVENTS = 5  # RECOVERY_MAX_EVENTS of this cluster: small, so the bound is cheap to pass
 RESTART_WAIT_SECONDS = 40.0
@@ -74,6 +78,12 @@ def received_ids(client: NodeClient) -> list[str]:
     return [args[0]["_id"] for args in client.events("receiveMessage")]
 
 
+def has(offset: str, message: dict) -> bool:
+    """Whether an offset (a resume point) says the client has this message."""
+    point, position = ResumePoint.parse(offset), int(message["_id"])
+    return position <= point.settled or position in point.above
+
+
 async def test_a_dropped_client_recovers_on_another_node_exactly_what_it_missed(recovery_cluster, proxy, clients):
     alice = await create_user(recovery_cluster.history_url)
     bob = await create_user(recovery_cluster.history_url)
@@ -85,7 +95,8 @@ async def test_a_dropped_client_recovers_on_another_node_exactly_what_it_missed(
 
     [before] = await send(bob_b, alice.id, ["before the drop"])
     await client.wait_for(lambda r: r.get("event") == "receiveMessage", what="the first message")
-    assert client.events("receiveMessage") == [[before, before["_id"]]]  # the offset: its feed position
+    [[payload, offset]] = client.events("receiveMessage")
+    assert payload == before and has(offset, before)  # the offset: a resume point that has it
     recovered_before = await metric(recovery_cluster, "b", "parley_gateway_sessions_recovered_total")
 
     proxy.target = None  # the load balancer has nowhere to send it for now
@@ -106,7 +117,7 @@ async def test_a_dropped_client_recovers_on_another_node_exactly_what_it_missed(
     # Exactly what was missed (the deleted one as its deletion), in order, once, before anything new.
     kept = [missed[0], missed[2], missed[3]]
     assert received_ids(client) == [before["_id"], *(m["_id"] for m in kept), after["_id"]]
-    assert [args[-1] for args in client.events("receiveMessage")] == received_ids(client)
+    assert all(has(offset, message) for message, offset in client.events("receiveMessage"))
     [deleted] = client.events("messageDeleted")
     assert deleted[0]["_id"] == missed[1]["_id"] and int(deleted[1]) > int(missed[3]["_id"])
     assert await metric(recovery_cluster, "b", "parley_gateway_sessions_recovered_total") == recovered_before + 1
@@ -188,3 +199,40 @@ async def test_forged_foreign_and_expired_pids_get_a_normal_connection_and_nothi
     # The genuine pid of its own, with an offset, still recovers (the checks above are not blanket refusals).
     await attacker.command(f"claim {own_pid} -")
     assert (await attacker.connected(len(claims) + 2))["recovered"] is True
+
+
+async def test_an_event_overtaken_on_its_way_is_replayed_once_after_a_drop(stores, proxy, clients):
+    """The race of two emitters: a message through node b is committed first, but its publish is
+    held up in Redis (SIGSTOP), so a later message, delivered by node a itself, overtakes it on
+    the way to the client; the client drops before the first one arrives. Its offset is then the
+    later message's: recovery must still replay the earlier one, and not repeat the later."""
+    with private_redis_server(TEST_RUN_DIR / "overtaken-redis") as redis, \
+            running_cluster(TestStores(stores.database_url, redis.url, "overtaken"),
+                            TEST_RUN_DIR / "logs" / "overtaken") as cluster:
+        grace, bob, carol = [await create_user(cluster.history_url) for _ in range(3)]
+        bob_b = await chat_client(clients, cluster.gateway_url("b"), bob.token)
+        carol_a = await chat_client(clients, cluster.gateway_url("a"), carol.token)
+        proxy.target = port_of(cluster.gateway_url("a"))
+        client = await node_client(clients, proxy.url, grace.token)
+        first = await client.connected(1)
+
+        os.kill(redis.process.pid, signal.SIGSTOP)
+        try:
+            [overtaken] = await send(bob_b, grace.id, ["committed first, held up in Redis"])
+            [overtaking] = await send(carol_a, grace.id, ["committed second, delivered by node a"])
+            assert int(overtaken["_id"]) < int(overtaking["_id"])
+            await client.wait_for(lambda r: r.get("event") == "receiveMessage", what="the overtaking message")
+            assert received_ids(client) == [overtaking["_id"]]
+            proxy.target = None
+            proxy.cut()
+            await client.wait_for(lambda r: r["type"] == "disconnect", what="the drop")
+        finally:
+            os.kill(redis.process.pid, signal.SIGCONT)
+        proxy.target = port_of(cluster.gateway_url("a"))
+
+        second = await client.connected(2)
+        assert second["recovered"] is True and second["pid"] == first["pid"]
+        [after] = await send(bob_b, grace.id, ["after the return"])
+        await client.wait_for(lambda r: r.get("event") == "receiveMessage" and r["args"][0]["_id"] == after["_id"],
+                              what="the live message after recovery")
+        assert received_ids(client) == [overtaking["_id"], overtaken["_id"], after["_id"]]

@@ -110,7 +110,8 @@ async def test_sync_returns_everything_after_the_cursor_including_deletions(hist
     assert body["deleted"] == [{"_id": seen["_id"], "sender": ada.id, "receiver": me.id}]
     assert body["hasMore"] is False
     again, _ = await get_json(history, f"/api/messages/sync?after={body['next']}", me)
-    assert again == {"messages": [], "edited": [], "deleted": [], "events": [], "next": body["next"], "hasMore": False}
+    assert again == {"messages": [], "edited": [], "deleted": [], "events": [], "next": body["next"], "hasMore": False,
+                     "eventsPruned": False}
 
 
 async def test_sync_pages_in_order(history, make_user, send):

@@ -1,9 +1,8 @@
 """The recovery pid and offsets (services/gateway/recovery.py), without a cluster."""
 
 import pytest
-from engineio import packet as eio_packet
 
-from services.gateway.recovery import PidSigner, guard_offsets, held_offset, parse_offset
+from services.gateway.recovery import PidSigner, guard_offsets
 from services.gateway.server import WirePacket
 
 SECRET = "unit-test-gateway-internal-token-0123456789"
@@ -40,24 +39,8 @@ def test_a_pid_older_than_the_window_or_from_the_far_future_is_refused():
     assert signer(NOW - 3600).verify(pid, "u1") is None
 
 
-def test_offsets_are_feed_positions_or_nothing():
-    assert parse_offset(None) is None and parse_offset("15") == 15
-    for bad in ("u2", "-1", "1.5", "9" * 20, 15, "١٢"):
-        with pytest.raises(ValueError):
-            parse_offset(bad)
-
-
 def test_only_feed_events_end_with_a_string():
     assert guard_offsets(["receiveMessage", {"_id": "1"}, "1"]) == ["receiveMessage", {"_id": "1"}, "1"]
     assert guard_offsets(["userTyping", "u2"]) == ["userTyping", "u2", None]
     assert guard_offsets(["messagesRead", {"count": 1}]) == ["messagesRead", {"count": 1}]
     assert WirePacket(data=["userOnline", "u2"]).encode() == '2["userOnline","u2",null]'
-
-
-def test_a_held_packet_tells_its_offset_when_it_is_a_feed_event():
-    def held(data: list) -> eio_packet.Packet:
-        return eio_packet.Packet(eio_packet.MESSAGE, WirePacket(data=data).encode())
-
-    assert held_offset(held(["messageDeleted", {"_id": "3"}, "9"])) == 9
-    assert held_offset(held(["userTyping", "9"])) is None
-    assert held_offset(held(["onlineUsers", ["u1"]])) is None
