@@ -55,6 +55,7 @@ async def resources(app: web.Application):
     app[READINESS].add("redis", consumer.ping)
     consumer.start()
     yield
-    await consumer.close()
+    # In-flight pushes finish within most of the grace period; the rest stays pending for others.
+    await consumer.close(settings.shutdown_grace_seconds * 0.8)
     await sender.close()
     await asyncio.wait_for(pool.close(), timeout=10)

@@ -123,15 +123,23 @@ class Consumer:
     def start(self) -> None:
         self._main = asyncio.create_task(self._run())
 
-    async def close(self) -> None:
-        """Stops taking jobs; what is held stays pending, for this name or another to claim."""
-        for task in [self._main, *self._tasks]:
-            if task is not None:
-                task.cancel()
-        await asyncio.gather(*(t for t in [self._main, *self._tasks] if t is not None), return_exceptions=True)
-        for burst in self._bursts.values():
+    async def close(self, grace_seconds: float) -> None:
+        """Stops taking jobs, pushes what it holds now (a burst's window is cut short) for up to
+        `grace_seconds`, then stops; what is still held stays pending, for another to claim."""
+        if self._main is not None:
+            self._main.cancel()
+            await asyncio.gather(self._main, return_exceptions=True)
+        for key, burst in list(self._bursts.items()):
             if burst.timer is not None:
                 burst.timer.cancel()
+                burst.timer = None
+            burst.last_push = -math.inf
+            self._schedule(key, burst)
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=grace_seconds)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._redis.aclose()
 
     # --- taking jobs ---------------------------------------------------------------------------

@@ -5,13 +5,16 @@
 
 import asyncio
 import re
+import signal
 from collections import Counter
 from dataclasses import dataclass, field
 
 import aiohttp
 import pytest
+import redis.asyncio
 
 from services.devtools.stores import free_port
+from services.shared.keys import PUSH_CONSUMER_GROUP, push_stream_key
 from tests import tally
 from tests.notifications.conftest import assert_no_errors_logged
 from tests.notifications.receiver import Browser, PushReceiver
@@ -120,6 +123,33 @@ async def test_the_notifier_killed_mid_push_and_restarted_loses_nothing(fault_cl
         await sending
         await settle_and_record("notifier SIGKILLed mid-push, restarted", fault_cluster, receiver, traffic)
     finally:
+        await receiver.close()
+
+
+async def test_a_notifier_stopped_by_sigterm_pushes_what_it_holds_first(fault_cluster):
+    receiver = await PushReceiver(fault_cluster.vapid_public_key).start()
+    client = redis.asyncio.Redis.from_url(fault_cluster.stack.env["REDIS_URL"])
+    try:
+        traffic = await start_traffic(fault_cluster, receiver)
+        sending = asyncio.create_task(traffic.run(60))
+        await receiver.wait_for(lambda: len(receiver.pushes) >= 5)
+        notifier = fault_cluster.stack["notifier"]
+        receiver.hold = asyncio.Event()  # the push service holds its answers: the notifier is mid-push
+        held_from = len(receiver.pushes)
+        await receiver.wait_for(lambda: len(receiver.pushes) > held_from)
+        notifier.signal(signal.SIGTERM)
+        receiver.hold.set()
+        receiver.hold = None
+        assert await asyncio.to_thread(notifier.wait, 15) is not None
+        pending = await client.xpending_range(push_stream_key(fault_cluster.stack.env["REDIS_PREFIX"]),
+                                              PUSH_CONSUMER_GROUP, "-", "+", 1000, consumername="notifier")
+        assert pending == []  # nothing left for another to claim: it pushed what it held
+        notifier.start()
+        await asyncio.to_thread(notifier.wait_ready)
+        await sending
+        await settle_and_record("notifier stopped by SIGTERM, restarted", fault_cluster, receiver, traffic)
+    finally:
+        await client.aclose()
         await receiver.close()
 
 
