@@ -62,24 +62,25 @@ SELECT count(*) AS n, max(id) AS last FROM (
 # Who of each message's recipients may get a notification: subscribed, not muting it. The text
 # is left out for a recipient who hides it, so it never reaches Redis.
 _JOBS = """
-WITH batch AS (
+WITH batch AS MATERIALIZED (
     SELECT id, sender_id, receiver_id, group_id, left(text, 200) AS text, created_at
     FROM messages WHERE id > $1 AND id <= $2 AND deleted_at IS NULL
 ), recipients AS (
-    SELECT b.id, b.receiver_id AS user_id, 'user:' || b.sender_id AS conversation
+    SELECT b.id, b.receiver_id AS user_id, 'user:' || b.sender_id AS conversation, b.sender_id, b.group_id,
+           b.text, b.created_at
     FROM batch b WHERE b.receiver_id IS NOT NULL AND b.receiver_id <> b.sender_id
     UNION ALL
-    SELECT b.id, m.user_id, 'group:' || b.group_id
-    FROM batch b JOIN group_members m ON m.group_id = b.group_id WHERE m.user_id <> b.sender_id
+    SELECT b.id, m.user_id, 'group:' || b.group_id, b.sender_id, b.group_id, b.text, b.created_at
+    FROM batch b JOIN group_members m ON m.group_id = b.group_id
+    WHERE b.group_id IS NOT NULL AND m.user_id <> b.sender_id
 )
-SELECT r.id, r.user_id, r.conversation, b.sender_id, s.name AS sender_name, s.user_name AS sender_user_name,
+SELECT r.id, r.user_id, r.conversation, r.sender_id, s.name AS sender_name, s.user_name AS sender_user_name,
        s.profile_image AS sender_image, g.name AS group_name,
-       CASE WHEN coalesce(ns.hide_text, false) THEN NULL ELSE b.text END AS text,
-       (extract(epoch FROM b.created_at) * 1000)::bigint AS created_ms
+       CASE WHEN coalesce(ns.hide_text, false) THEN NULL ELSE r.text END AS text,
+       (extract(epoch FROM r.created_at) * 1000)::bigint AS created_ms
 FROM recipients r
-JOIN batch b ON b.id = r.id
-JOIN users s ON s.id = b.sender_id
-LEFT JOIN groups g ON g.id = b.group_id
+JOIN users s ON s.id = r.sender_id
+LEFT JOIN groups g ON g.id = r.group_id
 LEFT JOIN notification_settings ns ON ns.user_id = r.user_id
 WHERE EXISTS (SELECT 1 FROM push_subscriptions p WHERE p.user_id = r.user_id)
   AND NOT EXISTS (SELECT 1 FROM conversation_mutes mu
