@@ -56,6 +56,6 @@ async def resources(app: web.Application):
     consumer.start()
     yield
     # In-flight pushes finish within most of the grace period; the rest stays pending for others.
-    await consumer.close(settings.shutdown_grace_seconds * 0.8)
+    await consumer.close(settings.shutdown_grace_seconds * 0.5)
     await sender.close()
-    await asyncio.wait_for(pool.close(), timeout=10)
+    await asyncio.wait_for(pool.close(), timeout=max(1.0, settings.shutdown_grace_seconds * 0.2))

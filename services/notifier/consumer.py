@@ -128,7 +128,7 @@ class Consumer:
         `grace_seconds`, then stops; what is still held stays pending, for another to claim."""
         if self._main is not None:
             self._main.cancel()
-            await asyncio.gather(self._main, return_exceptions=True)
+            await asyncio.wait({self._main}, timeout=1)
         for key, burst in list(self._bursts.items()):
             if burst.timer is not None:
                 burst.timer.cancel()
@@ -137,10 +137,14 @@ class Consumer:
             self._schedule(key, burst)
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=grace_seconds)
+        if self._tasks:
+            log.info("stopping with %d push(es) unfinished: their jobs stay pending for another notifier",
+                     len(self._tasks))
         for task in list(self._tasks):
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._redis.aclose()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=1)
+        await asyncio.wait_for(self._redis.aclose(), timeout=2)
 
     # --- taking jobs ---------------------------------------------------------------------------
 
