@@ -124,10 +124,9 @@ class Visibility:
                 log.info("visibility refresh skipped: %r", exc)
 
     async def close(self) -> None:
-        if self._refresher is not None:
-            self._refresher.cancel()
-        for task in [self._refresher, *self._tasks]:
-            if task is not None:
-                task.cancel()
-        await asyncio.gather(*(t for t in [self._refresher, *self._tasks] if t is not None), return_exceptions=True)
-        await self._redis.aclose()
+        tasks = [task for task in [self._refresher, *self._tasks] if task is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=2)
+        await asyncio.wait_for(self._redis.aclose(), timeout=2)

@@ -117,6 +117,7 @@ class PushRelay:
         self._poll_seconds = poll_seconds
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._closing = False
         self.jobs_appended = 0  # read by history's metrics
 
     async def add_cursor(self, connection: asyncpg.Connection) -> None:
@@ -132,14 +133,17 @@ class PushRelay:
         self._task = asyncio.create_task(self._run())
 
     async def close(self) -> None:
+        # The flag as well as the cancel: Python 3.11's wait_for can swallow a cancellation that
+        # lands as its timeout fires, and the loop would go on.
+        self._closing = True
         if self._task is not None:
             self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        await self._redis.aclose()
+            await asyncio.wait({self._task}, timeout=5)
+        await asyncio.wait_for(self._redis.aclose(), timeout=2)
 
     async def _run(self) -> None:
         failures, last_failure = 0, None
-        while True:
+        while not self._closing:
             try:
                 await asyncio.wait_for(self._wake.wait(), self._poll_seconds)
             except asyncio.TimeoutError:

@@ -112,6 +112,7 @@ class Consumer:
         self._room = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
         self._main: asyncio.Task | None = None
+        self._closing = False
         metrics.jobs_held.set_function(lambda: len(self._held))
 
     async def ping(self) -> None:
@@ -126,6 +127,7 @@ class Consumer:
     async def close(self, grace_seconds: float) -> None:
         """Stops taking jobs, pushes what it holds now (a burst's window is cut short) for up to
         `grace_seconds`, then stops; what is still held stays pending, for another to claim."""
+        self._closing = True  # as well as the cancel: Python 3.11's wait_for can swallow one
         if self._main is not None:
             self._main.cancel()
             await asyncio.wait({self._main}, timeout=1)
@@ -154,7 +156,7 @@ class Consumer:
         claim_from, next_claim = "0-0", 0.0
         ever_read = False  # a missing group before the first read is a new stream, not a lost one
         loop = asyncio.get_running_loop()
-        while True:
+        while not self._closing:
             try:
                 await self._wait_for_room()
                 await self._retry_acknowledgements()
