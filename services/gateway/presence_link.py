@@ -93,11 +93,13 @@ class PresenceLink:
         connected, disconnected = self._connected, self._disconnected
         self._connected, self._disconnected = [], []
         try:
-            await self._presence.call(
+            answer = await self._presence.call(
                 "POST", "/internal/presence/events",
                 json={"nodeId": self._node_id, "connected": connected, "disconnected": disconnected},
                 idempotent=True, route="/internal/presence/events",
             )
+            if not answer["accepted"]:  # this node's liveness key is not (yet, again) in Redis
+                self._needs_resync = True
         except ParleyError as exc:
             log.warning("presence did not take %d change(s) (%s); resyncing at the next heartbeat",
                         len(connected) + len(disconnected), exc.code)
@@ -129,10 +131,16 @@ class PresenceLink:
         # The table is read and the queues cleared in one step, so no change is lost or doubled.
         table = list(self._sockets.items())
         self._connected, self._disconnected = [], []
-        await self._presence.call(
+        answer = await self._presence.call(
             "PUT", f"/internal/presence/nodes/{self._node_id}", json={"sockets": table},
             idempotent=True, route="/internal/presence/nodes/{nodeId}",
         )
+        if not answer["accepted"]:
+            # Presence takes no socket of a node whose liveness key has lapsed (a Redis that
+            # restarted empty, before this node's manager wrote it again): next heartbeat.
+            self._needs_resync = True
+            log.info("presence did not take this node's sockets yet (its liveness key is not in Redis)")
+            return
         self._needs_resync = False
         log.info("presence resynced with %d socket(s)", len(table))
 

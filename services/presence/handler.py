@@ -14,17 +14,18 @@ class PresenceHandler:
         self._store = store
         self._announcer = announcer
 
-    async def sockets_changed(self, node_id: str, connected: Sockets, disconnected: Sockets) -> tuple[list, list]:
-        """A node's batch of socket changes: the users who came online and went offline."""
-        online, offline = await self._store.apply_events(node_id, connected, disconnected)
+    async def sockets_changed(self, node_id: str, connected: Sockets, disconnected: Sockets) -> tuple[list, list, bool]:
+        """A node's batch of socket changes: the users who came online and went offline, and
+        whether its sockets were taken (not from a node whose liveness lapsed: it resyncs)."""
+        online, offline, accepted = await self._store.apply_events(node_id, connected, disconnected)
         await self._announcer.announce(online, offline)
-        return online, offline
+        return online, offline, accepted
 
-    async def node_resynced(self, node_id: str, sockets: Sockets) -> tuple[list, list]:
-        """The node's full list replaces what was recorded of it."""
-        online, offline = await self._store.replace_node(node_id, sockets)
+    async def node_resynced(self, node_id: str, sockets: Sockets) -> tuple[list, list, bool]:
+        """The node's full list replaces what was recorded of it (as `sockets_changed`)."""
+        online, offline, accepted = await self._store.replace_node(node_id, sockets)
         await self._announcer.announce(online, offline)
-        return online, offline
+        return online, offline, accepted
 
     async def node_left(self, node_id: str) -> list[str]:
         offline = await self._store.forget_node(node_id)

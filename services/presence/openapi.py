@@ -3,8 +3,10 @@
 from ..shared.models import Heartbeat, NodeSockets, PresenceEvents
 from ..shared.openapi import ONLINE, USER_ID, USER_IDS_QUERY, Fragment, internal_operation, json_answer, param
 
+# `accepted` false: the node's liveness key has lapsed, so its sockets were not taken (it resyncs).
 TRANSITIONS = json_answer({"type": "object", "properties": {"online": {"type": "array", "items": USER_ID},
-                                                           "offline": {"type": "array", "items": USER_ID}}})
+                                                           "offline": {"type": "array", "items": USER_ID},
+                                                           "accepted": {"type": "boolean"}}})
 NODE_ID = param("nodeId", "path", "The gateway node", USER_ID)
 
 INTERNAL_PATHS = {

@@ -17,8 +17,9 @@ routes = web.RouteTableDef()
 @admits("gateway")
 async def socket_events(request: web.Request) -> web.Response:
     batch = parse_model(PresenceEvents, await json_body(request))
-    online, offline = await request.app[HANDLER].sockets_changed(batch.node_id, batch.connected, batch.disconnected)
-    return json_response({"online": online, "offline": offline})
+    online, offline, accepted = await request.app[HANDLER].sockets_changed(
+        batch.node_id, batch.connected, batch.disconnected)
+    return json_response({"online": online, "offline": offline, "accepted": accepted})
 
 
 @routes.post("/internal/presence/heartbeat")
@@ -32,8 +33,8 @@ async def heartbeat(request: web.Request) -> web.Response:
 @admits("gateway")
 async def replace_node(request: web.Request) -> web.Response:
     listing = parse_model(NodeSockets, await json_body(request))
-    online, offline = await request.app[HANDLER].node_resynced(node_id_param(request), listing.sockets)
-    return json_response({"online": online, "offline": offline})
+    online, offline, accepted = await request.app[HANDLER].node_resynced(node_id_param(request), listing.sockets)
+    return json_response({"online": online, "offline": offline, "accepted": accepted})
 
 
 @routes.delete("/internal/presence/nodes/{nodeId}")
