@@ -161,6 +161,7 @@ async def chat_handler(app: web.Application):
         calls.socket_left(sid)
 
     chat.on_disconnected = disconnected
+    chat.on_connected = calls.socket_arrived
     sio.manager.admit = deliveries.admit
     sio.manager.on_catch_up = catch_up.request
     chat.presence.start()

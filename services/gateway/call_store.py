@@ -154,6 +154,42 @@ end
 return gone
 """
 
+# KEYS: due. ARGV: call prefix, `<id>|<role>`, the sid that left. The party's socket is gone (its
+# node saw it disconnect): a socket of the same user may take its place (`_REBIND`) at once.
+_AWAY = """
+local bar = string.find(ARGV[2], '|', 1, true)
+local id, role = string.sub(ARGV[2], 1, bar - 1), string.sub(ARGV[2], bar + 1)
+local key = ARGV[1] .. id
+if redis.call('HGET', key, role .. 'Sid') == ARGV[3] then redis.call('HSET', key, role .. 'Away', '1') end
+return 0
+"""
+
+# KEYS: the user's busy marker, due. ARGV: call prefix, user, sid, node, lease ms, stale ms.
+# A user's new socket comes back to their call: it becomes the party's socket when the old one is
+# known to be gone (away) or has not been renewed for `stale ms` (its node died). Returns
+# {id, role, other sid, other node}, {'fresh'} when the old socket may still be there, or nil.
+_REBIND = _PRELUDE + """
+local id = redis.call('GET', KEYS[1])
+if not id then return nil end
+local key = ARGV[1] .. id
+local c = redis.call('HMGET', key, 'state', 'caller', 'callee')
+local role = nil
+if c[2] == ARGV[2] and (c[1] == 'ringing' or c[1] == 'active') then role = 'caller'
+elseif c[3] == ARGV[2] and c[1] == 'active' then role = 'callee' end
+if not role then return nil end
+local now, lease = now_ms(), tonumber(ARGV[5])
+local score = redis.call('ZSCORE', KEYS[2], id .. '|' .. role)
+local away = redis.call('HGET', key, role .. 'Away') == '1'
+if not score then return nil end
+if not away and now + lease - tonumber(score) < tonumber(ARGV[6]) then return {'fresh'} end
+redis.call('HSET', key, role .. 'Sid', ARGV[3], role .. 'Node', ARGV[4])
+redis.call('HDEL', key, role .. 'Away')
+redis.call('ZADD', KEYS[2], now + lease, id .. '|' .. role)
+local other = role == 'caller' and 'callee' or 'caller'
+local o = redis.call('HMGET', key, other .. 'Sid', other .. 'Node')
+return {id, role, o[1] or '', o[2] or ''}
+"""
+
 FIELDS = ("state", "caller", "callee", "kind", "callerSid", "callerNode", "calleeSid", "calleeNode")
 
 
@@ -229,6 +265,8 @@ class CallStore:
         self._end = self._redis.register_script(_END)
         self._sweep = self._redis.register_script(_SWEEP)
         self._renew = self._redis.register_script(_RENEW)
+        self._away = self._redis.register_script(_AWAY)
+        self._rebind = self._redis.register_script(_REBIND)
 
     @property
     def _call_prefix(self) -> str:
@@ -281,6 +319,17 @@ class CallStore:
         result = await self._run(self._renew, [self._due],
                                  [self._call_prefix, self._busy_prefix, self.lease_ms, self.live_ttl_ms, *members])
         return [_text(member) for member in result]
+
+    async def away(self, member: str, sid: str) -> None:
+        """The party `<id>|<role>` lost its socket `sid` (disconnected on a live node)."""
+        await self._run(self._away, [self._due], [self._call_prefix, member, sid])
+
+    async def rebind(self, user_id: str, sid: str, node: str, stale_ms: int) -> tuple[str, ...] | None:
+        """Makes `sid` the user's socket in their call if the old one is gone: (id, role, other
+        sid, other node); ("fresh",) when the old one may still be there; None: no call to rejoin."""
+        result = await self._run(self._rebind, [call_busy_key(self._prefix, user_id), self._due],
+                                 [self._call_prefix, user_id, sid, node, self.lease_ms, stale_ms])
+        return None if result is None else tuple(_text(value) for value in result)
 
     async def get(self, call_id: str) -> Call | None:
         try:

@@ -249,9 +249,40 @@ class CallHandler:
 
     def socket_left(self, sid: str) -> None:
         """A socket disconnected: its leases are no longer renewed here, so unless its party comes
-        back, the call ends as `lost` after CALL_LOST_AFTER_SECONDS (the sweeper)."""
+        back (`socket_arrived`), the call ends as `lost` after CALL_LOST_AFTER_SECONDS (the sweeper)."""
         for member in self._parties_of.pop(sid, set()):
             self._party_sid.pop(member, None)
+            self.chat.spawn(self._quietly(self.store.away(member, sid)))
+
+    def socket_arrived(self, sid: str, user_id: str) -> None:
+        self.chat.spawn(self._quietly(self._rejoin(sid, user_id)))
+
+    async def _rejoin(self, sid: str, user_id: str) -> None:
+        """A user in a call whose socket in it is gone (it disconnected, or its node died) comes
+        back: this new socket becomes theirs in the call, so candidates flow again and the call is
+        not `lost`. A party's socket that may still be there (renewed lately, not seen leaving)
+        keeps the call; after `stale` it is looked at once more (a node that just died)."""
+        stale = 2.5 * self.settings.call_lost_after_seconds / 5  # two and a half renewals missed
+        for attempt in (1, 2):
+            if sid not in self.chat.user_of:
+                return
+            found = await self.store.rebind(user_id, sid, self.node_id, int(stale * 1000))
+            if found is None:
+                return
+            if found[0] != "fresh":
+                call_id, role = found[0], found[1]
+                self._hold(f"{call_id}|{role}", sid)
+                log.info("call %s: the %s came back on a new socket", call_id, role)
+                return
+            if attempt == 1:
+                await asyncio.sleep(stale)
+
+    @staticmethod
+    async def _quietly(work) -> None:
+        try:
+            await work
+        except ParleyError as exc:  # Redis unreachable: the leases settle it
+            log.info("call bookkeeping skipped: %s", exc.message)
 
 
 def _as_chat_handler(method):

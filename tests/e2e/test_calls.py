@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from tests.e2e.faults import RECORDED, Tally, stored_ids
-from tests.support import TEST_RUN_DIR, ChatClient, create_user, running_cluster
+from tests.support import TEST_RUN_DIR, ChatClient, create_user, eventually, running_cluster
 from tests.tally import ATTACK, BAD_INPUT
 
 OFFER = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
@@ -181,6 +181,35 @@ async def test_a_party_whose_socket_leaves_is_lost_and_both_are_free_again(calls
     ada_again = await connect(ada, "b")
     again = await place(ada_again, grace)
     await grace_b.wait_for("incomingCall", of(again))
+
+
+async def test_a_party_that_comes_back_on_another_node_keeps_the_call(calls_cluster, user, connect):
+    ada, grace, alan, joan = await user(), await user(), await user(), await user()
+    ada_a, grace_b = await connect(ada, "a"), await connect(grace, "b")
+    call_id = await place(ada_a, grace)
+    await grace_b.wait_for("incomingCall", of(call_id))
+    assert (await grace_b.call("answerCall", {"callId": call_id, "sdp": ANSWER}))["ok"]
+    await ada_a.wait_for("callAnswered", of(call_id))
+
+    await ada_a.close()  # Ada's network drops; her client reconnects, through node b this time
+    ada_back = await connect(ada, "b")
+    relayed = {**CANDIDATE, "candidate": CANDIDATE["candidate"] + " generation 1"}
+
+    async def grace_signals():
+        assert (await grace_b.call("iceCandidate", {"callId": call_id, "candidate": relayed}))["ok"]
+        assert ada_back.received("iceCandidate")
+
+    await eventually(grace_signals)  # the new socket is Ada's in the call: candidates reach it
+    assert (await ada_back.call("iceCandidate", {"callId": call_id, "candidate": CANDIDATE}))["ok"]
+
+    # Past CALL_LOST_AFTER_SECONDS: a probe call of two others rings out (2 s) after it; the call
+    # was not lost meanwhile.
+    alan_a, joan_b = await connect(alan, "a"), await connect(joan, "b")
+    probe = await place(alan_a, joan)
+    assert (await joan_b.wait_for("callEnded", of(probe), timeout=6))["reason"] == "missed"
+    assert grace_b.received("callEnded") == [] and ada_back.received("callEnded") == []
+    assert (await ada_back.call("endCall", {"callId": call_id}))["ok"]
+    assert (await grace_b.wait_for("callEnded", of(call_id)))["reason"] == "ended"
 
 
 @pytest.mark.tally(ATTACK, "calls: another user answers, signals, rejects or ends a call by its id")
