@@ -8,10 +8,14 @@ from urllib.parse import urlsplit
 
 from playwright.async_api import expect
 
-from tests.support import create_user
+from tests.support import TEST_RUN_DIR, create_user, eventually, running_cluster
+from tests.turn_client import running_turnserver
 
 DESKTOP = {"width": 1280, "height": 800}
 CONNECTED_TIMEOUT_MS = 20_000
+
+
+TURN_SECRET = "browser-test-turn-shared-secret-0123456789abcdef"
 
 
 async def open_page(context, url: str, user):
@@ -148,3 +152,40 @@ async def test_grace_with_two_tabs_accepts_in_one_and_the_other_stops_ringing(we
     finally:
         await ada_context.close()
         await grace_context.close()
+
+
+async def test_a_relay_only_call_flows_through_a_real_coturn_with_the_gateways_credentials(stores, call_browser,
+                                                                                          shoot):
+    """Both pages allow relay candidates only (`?relay=1`: iceTransportPolicy "relay"), so the
+    call connects only if coturn accepted the credentials of GET /api/calls/ice-servers."""
+    turn_log = TEST_RUN_DIR / "logs" / "browser-turn"
+    with running_turnserver(TURN_SECRET, turn_log) as (host, port), running_cluster(
+            stores, TEST_RUN_DIR / "logs" / "browser-turn-cluster", DEV_MODE="true",
+            TURN_URLS=f"turn:{host}:{port}?transport=udp", TURN_SECRET=TURN_SECRET) as cluster:
+        ada = await create_user(cluster.history_url, "adarelay")
+        grace = await create_user(cluster.history_url, "gracerelay")
+        errors: list[str] = []
+        ada_context, ada_page = await open_as(call_browser, cluster.gateway_url("a") + "/?relay=1", ada)
+        grace_context, grace_page = await open_as(call_browser, cluster.gateway_url("b") + "/?relay=1", grace)
+        watch_errors(errors, ada_page, grace_page)
+        try:
+            await chat_with(ada_page, grace)
+            await ada_page.click("#call-video")
+            await grace_page.click("#call-accept")
+            for page in (ada_page, grace_page):
+                await expect(page.locator("#call")).to_have_attribute("data-connection", "connected",
+                                                                      timeout=CONNECTED_TIMEOUT_MS)
+            await plays_frames(grace_page, "#remote-video")
+            await shoot(grace_page, "calls-12-relayed-through-coturn")
+            # coturn's own log names the users whose allocations it accepted (written as it goes).
+            async def coturn_logged_both():
+                log = (turn_log / "turnserver.log").read_text()
+                assert f":{ada.id}" in log and f":{grace.id}" in log
+
+            await eventually(coturn_logged_both)
+            await ada_page.click("#call-hangup")
+            await expect(grace_page.locator("#call-status")).to_have_text("Call ended")
+            assert errors == []
+        finally:
+            await ada_context.close()
+            await grace_context.close()

@@ -1101,7 +1101,7 @@ def test_coturn_verifies_the_gateways_credentials_with_the_shared_secret_from_th
     assert explicit_env(k8s_one("Deployment", "gateway"))["TURN_SECRET"]["valueFrom"]["secretKeyRef"]["key"] == \
         "turn-secret"
     assert pod["hostNetwork"] is True and pod["nodeSelector"] == {"parley.io/turn": "true"}
-    assert PRIVATE_PEERS <= set(given["--denied-peer-ip"]) and "--no-loopback-peers" in given
+    assert PRIVATE_PEERS <= set(given["--denied-peer-ip"]) and "--allow-loopback-peers" not in given
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
     assert pod["automountServiceAccountToken"] is False
     security = container["securityContext"]
