@@ -99,6 +99,7 @@ async def test_a_call_placed_on_node_a_rings_everywhere_is_answered_on_node_b_an
     # Only the sockets in the call heard the relays: the other devices heard the end, never them.
     for device in (ada_b, grace_a):
         assert device.received("iceCandidate") == [] and device.received("callAnswered") == []
+    assert ada_a.received("callStarted") == [] and ada_a.received("incomingCall") == []
 
     message = await grace_b.wait_for("receiveMessage", lambda data: data.get("type") == "call")
     assert message["sender"]["_id"] == ada.id and message["receiver"]["_id"] == grace.id
