@@ -1,6 +1,6 @@
 """The gateway's own payloads: the chat events a client sends over Socket.IO."""
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, StringConstraints
 
@@ -84,3 +84,10 @@ class IceCandidate(WireModel):
 
     call_id: CallId = Field(alias="callId")
     candidate: Candidate
+
+
+class CallEnded(WireModel):
+    """Server event `callEnded`, to every socket of both parties: `{"callId": "...", "reason": "missed"}`."""
+
+    call_id: CallId = Field(alias="callId")
+    reason: Literal["rejected", "ended", "missed", "busy", "lost", "offline"]

@@ -3,6 +3,7 @@
 
 from ..shared.openapi import ONLINE, USER_IDS_QUERY, Fragment, json_answer, public_operation
 from .media_forward import MEDIA_ROUTES
+from .models import AnswerCall, CallEnded, CallRef, CallUser, IceCandidate
 from .rest import FORWARDED_ROUTES
 
 ICE_SERVERS = json_answer({"type": "object", "properties": {"iceServers": {"type": "array", "items": {
@@ -20,4 +21,6 @@ PUBLIC_PATHS = {
     },
 }
 
-FRAGMENT = Fragment("gateway", public=PUBLIC_PATHS, internal={}, forwarded=FORWARDED_ROUTES + MEDIA_ROUTES)
+# The call events' payloads (issue 17: Socket.IO, not REST; README's protocol table), for clients.
+FRAGMENT = Fragment("gateway", public=PUBLIC_PATHS, internal={}, forwarded=FORWARDED_ROUTES + MEDIA_ROUTES,
+                    models=(CallUser, AnswerCall, IceCandidate, CallRef, CallEnded))
