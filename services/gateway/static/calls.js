@@ -80,6 +80,8 @@ async function peerConnection(kind) {
   pc.addEventListener("connectionstatechange", () => {
     $("call").dataset.connection = pc.connectionState;
     if (!call || call.pc !== pc) return;
+    // The other side's page went away (closed, reloaded) without hanging up: end it here.
+    if (pc.connectionState === "failed" && call.id) emit("endCall", { callId: call.id });
     if (pc.connectionState === "connected" && !call.connectedAt) {
       call.connectedAt = Date.now();
       call.timer = setInterval(tickDuration, 1000);
@@ -141,8 +143,7 @@ async function placeCall(kind) {
     call.id = ack.callId;
     if (endedEarly.has(call.id)) ended(call.id, endedEarly.get(call.id));
   } catch (error) {
-    hangUpLocally();
-    hideSoon(error.message);
+    giveUp(error, "endCall");
   }
 }
 
@@ -172,9 +173,15 @@ async function accept() {
     if (!ack.ok) throw new Error(ack.error.message);
     startRelaying();
   } catch (error) {
-    hangUpLocally();
-    hideSoon(error.message);
+    giveUp(error, call && call.relaying ? "endCall" : "rejectCall");
   }
+}
+
+/** A call this tab cannot go on with (no camera allowed, a refused event): the server hears it. */
+function giveUp(error, event) {
+  if (call && call.id) emit(event, { callId: call.id });
+  hangUpLocally();
+  hideSoon(error.message);
 }
 
 $("call-accept").addEventListener("click", accept);
