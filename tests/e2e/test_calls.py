@@ -247,6 +247,10 @@ async def test_only_the_two_parties_signal_a_call(calls_cluster, user, connect):
     assert (await grace_b.call("endCall", {"callId": call_id}))["ok"]
     assert (await ada_a.wait_for("callEnded", of(call_id)))["reason"] == "ended"
     assert intruder.received("incomingCall") == [] and intruder.received("callEnded") == []
+    # Nor can anyone forge a call's entry in a thread: sendMessage carries no `call`.
+    forged = await intruder.call("sendMessage", {"receiverId": ada.id, "text": "Missed video call", "type": "call",
+                                                 "call": {"kind": "video", "status": "missed", "durationSeconds": 0}})
+    assert forged["ok"] and "type" not in forged["message"] and "call" not in forged["message"]
 
 
 A_CALL = "0123456789abcdef0123456789abcdef"

@@ -13,6 +13,7 @@ from services.gateway.ice_servers import ice_servers_for, turn_credentials
 from services.gateway.models import CallUser, IceCandidate
 from services.gateway.settings import GatewaySettings
 from services.shared.errors import InvalidField, parse_model
+from services.shared.models import StoreMessage
 
 SECRET = "turn-shared-secret-for-the-unit-test-0123456789"
 
@@ -77,3 +78,12 @@ def test_a_candidate_is_relayed_with_its_known_fields_only():
                                                                           "sdpMLineIndex": 0, "evil": "<x>"}})
     assert parsed.candidate.model_dump(by_alias=True, exclude_none=True) == {
         "candidate": "candidate:1", "sdpMid": "0", "sdpMLineIndex": 0}
+
+
+def test_a_call_message_belongs_to_a_one_to_one_conversation():
+    call = {"kind": "audio", "status": "ended", "durationSeconds": 3}
+    assert parse_model(StoreMessage, {"senderId": "u1", "receiverId": "u2", "text": "Audio call (0:03)",
+                                      "call": call}).call.duration_seconds == 3
+    with pytest.raises(InvalidField) as refused:
+        parse_model(StoreMessage, {"senderId": "u1", "groupId": "17", "text": "Audio call", "call": call})
+    assert refused.value.code == "invalid_call"
