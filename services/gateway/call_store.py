@@ -132,7 +132,8 @@ return ended
 
 # KEYS: due. ARGV: call prefix, busy prefix, lease ms, live ttl ms, then `<id>|<role>` members.
 # Renews the leases of parties this node holds (and the call's TTLs); returns the members whose
-# call is no longer live, for the node to forget.
+# call is no longer live, for the node to forget, each with its state ('' when the call is gone
+# from Redis altogether: a Redis restart or failover lost it).
 _RENEW = _PRELUDE + """
 local now = now_ms()
 local gone = {}
@@ -149,6 +150,7 @@ for i = 5, #ARGV do
     redis.call('PEXPIRE', ARGV[2] .. c[3], ttl, 'GT')
   else
     table.insert(gone, member)
+    table.insert(gone, c[1] or '')
   end
 end
 return gone
@@ -312,13 +314,15 @@ class CallStore:
                                  [self._call_prefix, self._busy_prefix, ENDED_KEEP_MS, SWEEP_BATCH])
         return [_ended(values) for values in result]
 
-    async def renew(self, members: list[str]) -> list[str]:
-        """Renews the leases of `<id>|<role>` members; returns those whose call is over."""
+    async def renew(self, members: list[str]) -> list[tuple[str, str]]:
+        """Renews the leases of `<id>|<role>` members; returns (member, state) of those whose call
+        is over: state "ended", or "" when Redis no longer knows the call."""
         if not members:
             return []
         result = await self._run(self._renew, [self._due],
                                  [self._call_prefix, self._busy_prefix, self.lease_ms, self.live_ttl_ms, *members])
-        return [_text(member) for member in result]
+        values = [_text(value) for value in result]
+        return list(zip(values[::2], values[1::2]))
 
     async def away(self, member: str, sid: str) -> None:
         """The party `<id>|<role>` lost its socket `sid` (disconnected on a live node)."""

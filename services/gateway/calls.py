@@ -216,9 +216,16 @@ class CallHandler:
             await self._tell_ended(ended)
 
     async def renew(self) -> None:
-        """Renews the leases of the parties whose socket is here; forgets those whose call is over."""
-        for member in await self.store.renew(list(self._party_sid)):
+        """Renews the leases of the parties whose socket is here; forgets those whose call is over.
+        A call Redis lost (restarted or failed over without it) ends here as `lost` for the
+        party's socket: nobody else knows of it any more (and no message is left)."""
+        for member, state in await self.store.renew(list(self._party_sid)):
+            sid = self._party_sid.get(member)
             self._forget(member)
+            if not state and sid is not None:
+                call_id = member.split("|")[0]
+                log.info("call %s is gone from Redis: lost", call_id)
+                await self.sio.emit("callEnded", {"callId": call_id, "reason": "lost"}, to=sid)
 
     async def _every(self, seconds: float, work) -> None:
         while True:

@@ -10,7 +10,9 @@ event first waits for a later event on the same socket.
 
 import aiohttp
 import pytest
+import redis.asyncio as redis
 
+from services.shared.keys import call_busy_key, call_key, calls_due_key
 from tests.e2e.faults import RECORDED, Tally, stored_ids
 from tests.support import TEST_RUN_DIR, ChatClient, create_user, eventually, running_cluster
 from tests.tally import ATTACK, BAD_INPUT
@@ -211,6 +213,30 @@ async def test_a_party_that_comes_back_on_another_node_keeps_the_call(calls_clus
     assert grace_b.received("callEnded") == [] and ada_back.received("callEnded") == []
     assert (await ada_back.call("endCall", {"callId": call_id}))["ok"]
     assert (await grace_b.wait_for("callEnded", of(call_id)))["reason"] == "ended"
+
+
+async def test_a_call_redis_lost_ends_as_lost_for_its_parties(calls_cluster, stores, user, connect):
+    """Redis restarted empty (or failed over without the call's keys): each node holding a party
+    finds the call gone at its next lease renewal and tells its socket; both are free again."""
+    ada, grace = await user(), await user()
+    ada_a, grace_b = await connect(ada, "a"), await connect(grace, "b")
+    call_id = await place(ada_a, grace)
+    await grace_b.wait_for("incomingCall", of(call_id))
+    assert (await grace_b.call("answerCall", {"callId": call_id, "sdp": ANSWER}))["ok"]
+    await ada_a.wait_for("callAnswered", of(call_id))
+
+    prefix = calls_cluster.stack.env["REDIS_PREFIX"]
+    client = redis.Redis.from_url(stores.redis_url)
+    try:
+        await client.delete(call_key(prefix, call_id), call_busy_key(prefix, ada.id), call_busy_key(prefix, grace.id),
+                            calls_due_key(prefix))
+    finally:
+        await client.aclose()
+    for party in (ada_a, grace_b):
+        assert await party.wait_for("callEnded", of(call_id)) == {"callId": call_id, "reason": "lost"}
+    again = await place(grace_b, ada)
+    await ada_a.wait_for("incomingCall", of(again))
+    assert (await ada_a.call("rejectCall", {"callId": again}))["ok"]
 
 
 @pytest.mark.tally(ATTACK, "calls: another user answers, signals, rejects or ends a call by its id")

@@ -98,6 +98,7 @@ async def test_a_lapsed_lease_is_lost_once_and_a_renewed_one_is_not(stores, pref
             break
         await asyncio.sleep(0.02)
     assert [(call.id, call.reason) for call in ended] == [(call_id, "lost")]
-    assert await calls.renew([f"{call_id}|caller"]) == [f"{call_id}|caller"]  # over: the node forgets it
+    assert await calls.renew([f"{call_id}|caller"]) == [(f"{call_id}|caller", "ended")]  # the node forgets it
+    assert await calls.renew([f"{'0' * 32}|callee"]) == [(f"{'0' * 32}|callee", "")]  # unknown to Redis
     assert await calls.busy_call("f") is None and await calls.busy_call("g") is None
     await calls.close()

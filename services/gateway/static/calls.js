@@ -191,7 +191,10 @@ $("call-decline").addEventListener("click", async () => {
 $("call-hangup").addEventListener("click", async () => {
   if (!call) return;
   if (!call.id) { hangUpLocally(); hideSoon(REASONS.ended); return; } // before callUser's ack
-  await emit("endCall", { callId: call.id });
+  const callId = call.id;
+  const ack = await emit("endCall", { callId });
+  // Refused (the server no longer knows the call): `callEnded` will not come, end it here.
+  if (!ack.ok && call && call.id === callId) ended(callId, "ended");
 });
 $("call-mute").addEventListener("click", () => toggleTracks("getAudioTracks", $("call-mute")));
 $("call-camera").addEventListener("click", () => toggleTracks("getVideoTracks", $("call-camera")));
