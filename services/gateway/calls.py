@@ -37,7 +37,7 @@ import secrets
 
 import socketio
 
-from ..shared.errors import InvalidField, ParleyError, parse_model
+from ..shared.errors import ErrorCode, InvalidField, ParleyError, parse_model
 from ..shared.internal import InternalClient
 from ..shared.keys import user_room
 from .call_store import CallStore, EndedCall
@@ -50,6 +50,10 @@ from .settings import GatewaySettings
 log = logging.getLogger(__name__)
 
 PARTIES_ROUTE = "/internal/calls/parties"
+# A call's message is tried again after these pauses while history or Postgres is unavailable
+# (None: the last try), so a restart of either does not lose it.
+MESSAGE_RETRY_SECONDS = (1.0, 2.0, 4.0, 8.0, None)
+RETRIED_CODES = {ErrorCode.SERVICE_UNAVAILABLE.value, ErrorCode.STORE_UNAVAILABLE.value}
 
 
 class UnknownCall(ParleyError):
@@ -190,20 +194,30 @@ class CallHandler:
     # --- the end of a call ---------------------------------------------------------------------
 
     async def _tell_ended(self, ended: EndedCall) -> None:
-        """Both parties hear `callEnded` on every socket; then the call's message is stored and
-        delivered as a sent message is (with its feed offset), from the caller to the callee."""
+        """Both parties hear `callEnded` on every socket; the call's message follows, in the
+        background (an event's ack does not wait for history)."""
         self._forget_call(ended.id)
         self.metrics.calls_ended.labels(ended.reason).inc()
         await self.sio.emit("callEnded", {"callId": ended.id, "reason": ended.reason},
                             to=[user_room(ended.caller), user_room(ended.callee)])
+        self.chat.spawn(self._leave_message(ended))
+
+    async def _leave_message(self, ended: EndedCall) -> None:
+        """The call's message, stored through the group commit and delivered as a sent message is
+        (with its feed offset), from the caller to the callee. Retried while history or Postgres
+        is unavailable (the call id is its clientId: a retry stores nothing twice)."""
         summary = {"kind": ended.kind, "status": ended.status, "durationSeconds": ended.duration_seconds}
-        try:
-            stored = await self.chat.store_batcher.store({
-                "senderId": ended.caller, "receiverId": ended.callee, "text": call_text(ended),
-                "clientId": f"call-{ended.id}", "call": summary})
-        except ParleyError as exc:
-            log.warning("the message of call %s was not stored: %s", ended.id, exc.message)
-            return
+        message = {"senderId": ended.caller, "receiverId": ended.callee, "text": call_text(ended),
+                   "clientId": f"call-{ended.id}", "call": summary}
+        for delay in MESSAGE_RETRY_SECONDS:
+            try:
+                stored = await self.chat.store_batcher.store(message)
+                break
+            except ParleyError as exc:
+                if delay is None or exc.code not in RETRIED_CODES:
+                    log.warning("the message of call %s was not stored: %s", ended.id, exc.message)
+                    return
+                await asyncio.sleep(delay)
         if stored.created:
             event = (stored.message, stored.message["_id"])
             await self.sio.emit("receiveMessage", event, to=user_room(ended.callee))

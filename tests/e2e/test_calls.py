@@ -8,6 +8,8 @@ that wait for the sweeper wait seconds, not half a minute; the SIGKILL test runs
 event first waits for a later event on the same socket.
 """
 
+import asyncio
+
 import aiohttp
 import pytest
 import redis.asyncio as redis
@@ -167,6 +169,7 @@ async def test_a_callee_with_no_socket_is_offline(calls_cluster, user, connect):
     ada_a = await connect(ada, "a")
     call_id = await place(ada_a, grace)
     assert await ada_a.wait_for("callEnded", of(call_id)) == {"callId": call_id, "reason": "offline"}
+    await ada_a.wait_for("messageSent", lambda data: data.get("clientId") == f"call-{call_id}")
     status, page = await get(calls_cluster, f"/api/messages/{ada.id}", grace)
     assert status == 200 and page[-1]["call"]["status"] == "offline" and page[-1]["text"] == "Missed video call (offline)"
 
@@ -386,3 +389,30 @@ async def test_gateway_sigkill_during_a_call_ends_it_as_lost_within_15_s_and_nob
         finally:
             for client in clients.values():
                 await client.close()
+
+
+async def test_history_killed_as_a_call_ends_the_call_still_ends_and_its_message_follows(stores):
+    """The end does not wait for history; the call's message is retried until history is back."""
+    with running_cluster(stores, TEST_RUN_DIR / "logs" / "e2e-calls-history") as cluster:
+        ada, grace = await create_user(cluster.history_url), await create_user(cluster.history_url)
+        ada_a = await ChatClient(cluster.gateway_url("a"), ada.token).connect()
+        grace_b = await ChatClient(cluster.gateway_url("b"), grace.token).connect()
+        try:
+            call_id = await place(ada_a, grace)
+            await grace_b.wait_for("incomingCall", of(call_id))
+            assert (await grace_b.call("answerCall", {"callId": call_id, "sdp": ANSWER}))["ok"]
+            history = cluster.stack["history"]
+            history.kill()
+            assert (await ada_a.call("endCall", {"callId": call_id}))["ok"]
+            for party in (ada_a, grace_b):
+                assert (await party.wait_for("callEnded", of(call_id)))["reason"] == "ended"
+            history.start()
+            await asyncio.to_thread(history.wait_ready)
+            message = await grace_b.wait_for("receiveMessage", lambda data: data.get("clientId") == f"call-{call_id}",
+                                              timeout=20)
+            stored = await stored_ids(stores.database_url, [message["_id"]])
+            RECORDED.append(("history SIGKILL as a call ends", Tally(1, len(stored), 1, 1 - len(stored))))
+            assert message["call"]["status"] == "ended" and len(stored) == 1
+        finally:
+            await ada_a.close()
+            await grace_b.close()
