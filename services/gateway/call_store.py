@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 ENDED_KEEP_MS = 60_000
 # Due entries one sweep ends at most (the next sweep takes the rest).
 SWEEP_BATCH = 200
+# Redis connections one node's call store holds at most.
+MAX_CONNECTIONS = 16
 
 _PRELUDE = """
 local function now_ms()
@@ -254,7 +256,11 @@ class CallStore:
     `service_unavailable` (the caller's ack says so; nothing half-done: each script is atomic)."""
 
     def __init__(self, url: str, prefix: str, *, ring_seconds: float, lost_after_seconds: float):
-        self._redis = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+        # A bounded pool: every connecting socket asks whether its user has a call to rejoin, and
+        # a connect storm (a node's users arriving at once) must queue for a few connections,
+        # not open one each.
+        self._redis = redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(
+            url, max_connections=MAX_CONNECTIONS, timeout=5, socket_connect_timeout=2, socket_timeout=2))
         self._prefix = prefix
         self.ring_ms = int(ring_seconds * 1000)
         self.lease_ms = int(lost_after_seconds * 1000)
