@@ -259,7 +259,7 @@ class CallStore:
         # A bounded pool: every connecting socket asks whether its user has a call to rejoin, and
         # a connect storm (a node's users arriving at once) must queue for a few connections,
         # not open one each.
-        self._redis = redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(
+        self._redis = redis.Redis.from_pool(redis.BlockingConnectionPool.from_url(  # closed with the client
             url, max_connections=MAX_CONNECTIONS, timeout=5, socket_connect_timeout=2, socket_timeout=2))
         self._prefix = prefix
         self.ring_ms = int(ring_seconds * 1000)
