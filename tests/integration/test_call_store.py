@@ -9,7 +9,7 @@ import pytest
 import redis.asyncio as redis
 
 from services.gateway.call_store import CallStore
-from services.shared.keys import node_alive_key, user_nodes_key
+from services.shared.keys import call_busy_key, call_key, node_alive_key, user_nodes_key
 
 SWEEPERS = 8
 
@@ -102,3 +102,24 @@ async def test_a_lapsed_lease_is_lost_once_and_a_renewed_one_is_not(stores, pref
     assert await calls.renew([f"{'0' * 32}|callee"]) == [(f"{'0' * 32}|callee", "")]  # unknown to Redis
     assert await calls.busy_call("f") is None and await calls.busy_call("g") is None
     await calls.close()
+
+
+async def test_every_key_of_a_live_call_lapses_by_itself_if_no_node_is_left(stores, prefix):
+    """With every gateway gone nobody renews or sweeps: the call's keys and both busy markers
+    still lapse, within the ring plus three leases, so nobody stays busy."""
+    calls = store(stores, prefix, ring=30, lost_after=10)
+    await online(stores, prefix, "j")
+    call_id = uuid.uuid4().hex
+    await calls.start(call_id, "i", "j", "audio", "sid-i", "node-1")
+    client = redis.Redis.from_url(stores.redis_url)
+    keys = [call_key(prefix, call_id), call_busy_key(prefix, "i"), call_busy_key(prefix, "j")]
+    try:
+        for key in keys:
+            assert 0 < await client.pttl(key) <= 30_000 + 3 * 10_000, key
+        assert (await calls.answer(call_id, "j", "sid-j", "node-1"))[0] == "active"
+        await calls.renew([f"{call_id}|caller", f"{call_id}|callee"])
+        for key in keys:
+            assert 0 < await client.pttl(key) <= 30_000 + 3 * 10_000, key
+    finally:
+        await client.aclose()
+        await calls.close()
