@@ -148,6 +148,17 @@ async def test_grace_with_two_tabs_accepts_in_one_and_the_other_stops_ringing(we
         await other_tab.locator(f'.conversation[data-partner="{ada.id}"]').click()
         await expect(other_tab.locator(".message.call-message.unanswered .text")).to_have_text(["Missed audio call"])
         await shoot(other_tab, "calls-11-missed-call-in-thread")
+
+        # Declined on one tab: Ada hears it, the other tab stops ringing, the thread says so.
+        await expect(ada_page.locator("#call")).to_be_hidden()
+        await ada_page.click("#call-video")
+        for tab in (grace_tab, other_tab):
+            await expect(tab.locator("#call-status")).to_have_text("Incoming video call")
+        await grace_tab.click("#call-decline")
+        await expect(ada_page.locator("#call-status")).to_have_text("Declined")
+        await expect(other_tab.locator("#call-status")).to_have_text("Declined")
+        await expect(other_tab.locator(".message.call-message.unanswered .text")).to_have_text(
+            ["Missed audio call", "Declined video call"])
         assert errors == []
     finally:
         await ada_context.close()
