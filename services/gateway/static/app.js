@@ -15,6 +15,7 @@ import {
   renderHeader, replaceMessage, scrollToBottom,
 } from "./thread.js";
 import { onReactionUpdated } from "./reactions.js";
+import { listenForCalls } from "./calls.js";
 
 const SYNC_PAGE = 200;
 const SYNC_MAX_PAGES = 50;
@@ -222,6 +223,7 @@ function connect(token) {
   socket.on("userOnline", (id) => { state.online.add(id); presenceChanged(); });
   socket.on("userOffline", (id) => { state.online.delete(id); presenceChanged(); });
   socket.on("messageError", (error) => notice("sidebar-error", error.message));
+  listenForCalls(socket);
 }
 
 async function start(token) {
