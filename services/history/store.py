@@ -14,6 +14,7 @@ from ..shared.models import StoreMessage
 from ..shared.postgres import pooled_connection
 from .errors import EditWindowClosed, TooManyReactions, unknown_group
 from .feed_events import FeedEvent, append_event, events_after, prune, pruned_through
+from .read_replica import ReadReplica
 from .models import (
     UserProfile,
     attach,
@@ -75,8 +76,10 @@ class ReactionOutcome(NamedTuple):
 
 
 class MessageStore:
-    def __init__(self, pool: asyncpg.Pool):
+    def __init__(self, pool: asyncpg.Pool, replica: ReadReplica | None = None):
+        """`replica`: where the read routes read when DATABASE_READ_URL is set (read_replica.py)."""
         self._pool = pool
+        self._replica = replica
         # False until this process has seen the migrations applied; queries wait for it.
         self.schema_ready = False
 
@@ -90,6 +93,17 @@ class MessageStore:
     def connection(self) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]:
         """A pooled connection once the schema is current (the group store shares the pool)."""
         return self._connection()
+
+    @contextlib.asynccontextmanager
+    async def read_connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """For a read route: the replica's connection once it has every commit made before this
+        call, else the primary's (read_replica.py); the primary's when there is no replica."""
+        if self._replica is None or not self.schema_ready:
+            async with self._connection() as connection:
+                yield connection
+            return
+        async with self._replica.connection(self._connection) as connection:
+            yield connection
 
     async def ping(self) -> None:
         async with self._connection() as connection:
@@ -211,7 +225,7 @@ class MessageStore:
 
     async def fetch_page(self, me: str, partner: str, before: int | None, limit: int) -> tuple[list[dict], bool]:
         """Up to `limit` messages before the cursor, oldest first, and whether older ones exist."""
-        async with self._connection() as connection:
+        async with self.read_connection() as connection:
             rows = await connection.fetch(_CONVERSATION_PAGE, me, partner, before or _MAX_ID, limit + 1)
             page = await messages_json(connection, list(reversed(rows[:limit])), me)
         return page, len(rows) > limit
@@ -219,7 +233,7 @@ class MessageStore:
     async def list_conversations(self, me: str, before: int | None, limit: int) -> tuple[list[dict], str | None]:
         """A page of my conversations, newest activity first, and the cursor of the next page
         (None when this is the last): a position in the change feed, as message ids are."""
-        async with self._connection() as connection:
+        async with self.read_connection() as connection:
             rows = await connection.fetch(_CONVERSATIONS, me, before or _MAX_ID, limit + 1)
         next_cursor = str(rows[limit - 1]["position"]) if len(rows) > limit else None
         return [conversation_json(row) for row in rows[:limit]], next_cursor
@@ -265,7 +279,7 @@ class MessageStore:
         an edited one) is as it stands now, with my view of its reactions; an event's body is a
         `FeedEvent` (a receipt, a group change, a reaction: feed_events.py). What `sync` pages and
         what a recovering socket replays."""
-        async with self._connection() as connection:
+        async with self.read_connection() as connection:
             messages = await connection.fetch(_SYNC_MESSAGES, me, after, limit + 1)
             deletions = await connection.fetch(_SYNC_DELETIONS, me, after, limit + 1)
             edits = await connection.fetch(_SYNC_EDITS, me, after, limit + 1)
@@ -298,7 +312,7 @@ class MessageStore:
             return await connection.fetchval(_FEED_HEAD)
 
     async def search(self, me: str, query: str, before: int | None, limit: int) -> tuple[list[dict], bool]:
-        async with self._connection() as connection:
+        async with self.read_connection() as connection:
             rows = await connection.fetch(_SEARCH, me, query, before or _MAX_ID, limit + 1)
             found = await messages_json(connection, rows[:limit], me)
         return found, len(rows) > limit

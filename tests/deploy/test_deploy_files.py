@@ -73,7 +73,8 @@ LISTENERS = {"gateway": (8000, 8090), "history": (8100, 8101), "presence": (8200
 SECRET_KEY_FOR = {
     "gateway": {"REDIS_URL": "redis-url", "JWT_SECRET": "jwt-secret", "INTERNAL_TOKEN": "gateway-internal-token",
                 "TURN_SECRET": "turn-secret"},
-    "history": {"DATABASE_URL": "database-url", "REDIS_URL": "redis-url", "JWT_SECRET": "jwt-secret",
+    "history": {"DATABASE_URL": "database-url", "DATABASE_READ_URL": "database-read-url", "REDIS_URL": "redis-url",
+                "JWT_SECRET": "jwt-secret",
                 "GATEWAY_INTERNAL_TOKEN": "gateway-internal-token",
                 "PRESENCE_INTERNAL_TOKEN": "presence-internal-token",
                 "ADMIN_INTERNAL_TOKEN": "admin-internal-token"},
