@@ -353,6 +353,15 @@ class CallStore:
             None if value is None else _text(value) for value in values]
         return Call(call_id, state, caller, callee, kind, caller_sid, caller_node, callee_sid, callee_node)
 
+    async def calls_of(self, user_ids: list[str]) -> list[str | None]:
+        """The call each user is in (its busy marker), or None: one MGET."""
+        try:
+            values = await self._redis.mget([call_busy_key(self._prefix, user_id) for user_id in user_ids])
+        except (RedisError, OSError) as exc:
+            log.warning("call store unreachable: %r", exc)
+            raise ServiceUnavailable("Calls are unavailable for a moment, try again") from None
+        return [None if value is None else _text(value) for value in values]
+
     async def busy_call(self, user_id: str) -> str | None:
         """The call this user is in, if any (tests and operators)."""
         value = await self._redis.get(call_busy_key(self._prefix, user_id))

@@ -55,3 +55,9 @@ class PresenceHandler:
 
     async def partners_online(self, user_id: str) -> list[str]:
         return await self._store.online_among(await self._announcer.partners(user_id))
+
+    async def partners_online_of_many(self, user_ids: list[str]) -> dict[str, list[str]]:
+        """Each user's partners who are online: one history call and one Redis read for all."""
+        partners = await self._announcer.partners_of_many(user_ids)
+        online = set(await self._store.online_among(sorted({p for ids in partners.values() for p in ids})))
+        return {user_id: [p for p in partners.get(user_id, []) if p in online] for user_id in user_ids}

@@ -5,7 +5,7 @@ from aiohttp import web
 from ..shared.errors import parse_model
 from ..shared.fast_json import json_response
 from ..shared.limits import MAX_NODE_ID_LENGTH
-from ..shared.models import Heartbeat, NodeSockets, PresenceEvents
+from ..shared.models import Heartbeat, NodeSockets, PartnersQuery, PresenceEvents
 from ..shared.params import text_param, user_id_param, user_ids_param
 from ..shared.web import admits, json_body
 from .app_keys import HANDLER
@@ -54,6 +54,15 @@ async def online(request: web.Request) -> web.Response:
 async def partners_online(request: web.Request) -> web.Response:
     user_id = user_id_param(request.match_info["userId"], "userId")
     return json_response({"online": await request.app[HANDLER].partners_online(user_id)})
+
+
+@routes.post("/internal/presence/partners-online")
+@admits("gateway")
+async def partners_online_of_many(request: web.Request) -> web.Response:
+    """`{"userIds": [...]}` -> `{"online": {userId: [partners online]}}`: what the sockets that
+    connect together are told in `onlineUsers`, in one call (a connect storm's)."""
+    query = parse_model(PartnersQuery, await json_body(request))
+    return json_response({"online": await request.app[HANDLER].partners_online_of_many(query.user_ids)})
 
 
 def node_id_param(request: web.Request) -> str:
