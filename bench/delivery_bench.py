@@ -7,6 +7,7 @@ and 4 nodes: CPU per message and pub/sub messages each node decoded per delivere
 Prints tables; writes bench/results/delivery.json.
 
     .venv/bin/python -m bench.delivery_bench [--rates 500,1000,2000,3000] [--seconds 10] [--quick]
+        [--client node]   # the real socket.io-client from npm, default options (bench/node/)
 """
 
 import argparse
@@ -15,6 +16,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import asyncpg
 
@@ -22,8 +24,10 @@ from bench.measure import (
     PUBSUB_RECEIVED, RESULTS_DIR, RUN_DIR, CpuMeter, Generators, create_users, fresh_database, gateway_counters,
     gateways_of, percentile, start_stack,
 )
+from bench.stack import BENCH_JWT
 from services.devtools.stack import Stack
 from services.devtools.stores import PrivateRedis, find_stores
+from services.shared.auth import issue_token
 
 GENERATORS = 2
 USERS = 200
@@ -39,7 +43,22 @@ async def wal_bytes(database_url: str) -> int:
         await connection.close()
 
 
-def run_load(stack: Stack, redis: PrivateRedis, rate: float, seconds: float, round_tag: str) -> dict:
+def node_plan(tag: str, urls: list[str], pairs: int, rate: float, seconds: float) -> Path:
+    """The Node generator's plan (bench/node/load_generator.mjs): the same pairs as the lean
+    generator makes (sender on one node, receiver on the next), with their tokens."""
+    def user(user_id: str, url: str) -> dict:
+        return {"id": user_id, "url": url, "token": issue_token(user_id, BENCH_JWT)}
+
+    plan = {"rate": rate, "seconds": seconds, "tag": tag, "pairs": [
+        {"sender": user(f"{tag}-s{n}", urls[n % len(urls)]), "receiver": user(f"{tag}-r{n}", urls[(n + 1) % len(urls)])}
+        for n in range(pairs)]}
+    path = RUN_DIR / f"plan-{tag}.json"
+    path.write_text(json.dumps(plan))
+    return path
+
+
+def run_load(stack: Stack, redis: PrivateRedis, rate: float, seconds: float, round_tag: str,
+             client: str = "lean") -> dict:
     gateways = gateways_of(stack)
     urls = [process.url for process in gateways]
     internal_urls = [process.internal_url for process in gateways]
@@ -48,11 +67,16 @@ def run_load(stack: Stack, redis: PrivateRedis, rate: float, seconds: float, rou
     asyncio.run(create_users(stack["history"].internal_url,
                              [f"{tag}-{side}{n}" for tag in tags for side in "sr" for n in range(pairs)]))
     meter = CpuMeter(stack, redis)
-    generators = Generators(
-        "bench.load_generator",
-        [["--urls", ",".join(urls), "--users", str(pairs * 2), "--rate", str(rate / GENERATORS),
-          "--seconds", str(seconds), "--tag", tag] for tag in tags],
-        [RUN_DIR / f"generator-{tag}.json" for tag in tags])
+    outs = [RUN_DIR / f"generator-{tag}.json" for tag in tags]
+    if client == "node":
+        generators = Generators(["node", "bench/node/load_generator.mjs"],
+                                [["--plan", str(node_plan(tag, urls, pairs, rate / GENERATORS, seconds))] for tag in tags],
+                                outs)
+    else:
+        generators = Generators(
+            "bench.load_generator",
+            [["--urls", ",".join(urls), "--users", str(pairs * 2), "--rate", str(rate / GENERATORS),
+              "--seconds", str(seconds), "--tag", tag] for tag in tags], outs)
     # CPU is counted from the moment every generator is connected: connecting is not messaging.
     generators.expect("ready")
     counters_before = asyncio.run(gateway_counters(internal_urls, METRICS))
@@ -77,7 +101,11 @@ def run_load(stack: Stack, redis: PrivateRedis, rate: float, seconds: float, rou
         return [after.get(name, 0) - before.get(name, 0) for before, after in zip(counters_before, counters_after)]
 
     stored, store_calls = sum(grown(METRICS[1])), sum(grown(METRICS[2]))
+    connects = sorted(value for output in outputs for value in output.get("connect_ms", []))
     return {
+        "client": client,
+        "connect_p50_ms": percentile(connects, 0.50) if connects else None,
+        "connect_p99_ms": percentile(connects, 0.99) if connects else None,
         "nodes": len(gateways),
         "offered_per_s": rate,
         "achieved_per_s": round(delivered / max(output["send_seconds"] for output in outputs), 1),
@@ -102,6 +130,9 @@ def run_load(stack: Stack, redis: PrivateRedis, rate: float, seconds: float, rou
 
 
 def print_delivery(rows: list[dict]) -> None:
+    if rows and rows[0]["client"] == "node":
+        print(f"\nclient: socket.io-client {socket_io_client_version()} (defaults), connect p50 / p99 ms: "
+              + "; ".join(f"{row['connect_p50_ms']} / {row['connect_p99_ms']}" for row in rows))
     print(f"\n{'nodes':>5} {'offered/s':>9} {'achieved/s':>10} {'delivered':>9} {'late/lost':>9} {'dup':>4} "
           f"{'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'ack p99':>7} {'CPU ms/msg':>10} {'msgs/store call':>15} "
           f"{'WAL B/msg':>9}  per process (ms/msg)")
@@ -111,6 +142,11 @@ def print_delivery(rows: list[dict]) -> None:
               f"{row['undelivered']:>9} {row['duplicates']:>4} {row['delivery_p50_ms']:>7} {row['delivery_p95_ms']:>7} "
               f"{row['delivery_p99_ms']:>7} {row['ack_p99_ms']:>7} {row['cpu_ms_per_message_total']:>10} "
               f"{row['messages_per_store_call']:>15} {row['wal_bytes_per_message']:>9}  {parts}")
+
+
+def socket_io_client_version() -> str:
+    package = Path(__file__).parent.parent / "services/gateway/webclient/node_modules/socket.io-client/package.json"
+    return json.loads(package.read_text())["version"]
 
 
 def print_scaling(rows: list[dict]) -> None:
@@ -127,6 +163,8 @@ def main() -> int:
     parser.add_argument("--scaling-rate", type=float, default=1000)
     parser.add_argument("--quick", action="store_true", help="one short rate and a short scaling run")
     parser.add_argument("--no-scaling", action="store_true", help="only the delivery rates, over two nodes")
+    parser.add_argument("--client", choices=("lean", "node"), default="lean",
+                        help="the lean Python generator, or the real socket.io-client from npm (Node)")
     args = parser.parse_args()
     rates = [float(rate) for rate in args.rates.split(",")]
     seconds = args.seconds
@@ -143,16 +181,17 @@ def main() -> int:
         try:
             # Not reported: fresh processes and tables are slower for their first few thousand
             # messages, which would be charged to whichever rate came first.
-            run_load(stack, redis, rates[0], min(seconds, 3.0), f"w{int(time.time())}")
+            run_load(stack, redis, rates[0], min(seconds, 3.0), f"w{int(time.time())}", args.client)
             for number, rate in enumerate(rates):
-                results["delivery"].append(run_load(stack, redis, rate, seconds, f"d{number}t{int(time.time())}"))
+                results["delivery"].append(
+                    run_load(stack, redis, rate, seconds, f"d{number}t{int(time.time())}", args.client))
         finally:
             stack.stop()
         for nodes in () if args.no_scaling else (1, 2, 4):
             stack = start_stack(url, redis, nodes, f"bench-{nodes}-{int(time.time())}")
             try:
                 results["scaling"].append(
-                    run_load(stack, redis, args.scaling_rate, seconds, f"n{nodes}t{int(time.time())}"))
+                    run_load(stack, redis, args.scaling_rate, seconds, f"n{nodes}t{int(time.time())}", args.client))
             finally:
                 stack.stop()
     finally:

@@ -125,10 +125,12 @@ class Generators:
     """Generator processes (`python -m <module> <args>`), driven line by line: each answers a
     word on stdout when it reaches a step, and waits for a line on stdin before the next."""
 
-    def __init__(self, module: str, arguments: list[list[str]], out_files: list[Path]):
+    def __init__(self, module: str | list[str], arguments: list[list[str]], out_files: list[Path]):
+        """`module`: a Python module (`python -m`), or a whole command (the Node generator)."""
         self.out_files = out_files
+        command = [sys.executable, "-m", module] if isinstance(module, str) else module
         self.processes = [
-            subprocess.Popen([sys.executable, "-m", module, *args, "--out", str(out)], cwd=PROJECT_DIR,
+            subprocess.Popen([*command, *args, "--out", str(out)], cwd=PROJECT_DIR,
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
             for args, out in zip(arguments, out_files)
         ]

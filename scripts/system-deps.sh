@@ -2,14 +2,15 @@
 # Installs the Debian packages Parley's run or test command needs and the machine lacks.
 # Usage: scripts/system-deps.sh run|test
 #   run:  a Postgres and a Redis server binary (used only when none answers on its port)
-#   test: the same, plus haproxy (the compose edge, run for real), chromium (browser tests) and
-#         a colour-emoji font (emoji-picker-element hides the emoji a browser cannot draw)
+#   test: the same, plus haproxy (the compose edge, run for real), chromium (browser tests),
+#         coturn (a real TURN server that checks the gateways' credentials, issue 17) and a
+#         colour-emoji font (emoji-picker-element hides the emoji a browser cannot draw)
 set -euo pipefail
 
 want=(redis-server:redis-server)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || want+=(postgresql:postgresql)
 if [ "${1:-run}" = "test" ]; then
-  want+=(haproxy:haproxy chromium:chromium)
+  want+=(haproxy:haproxy chromium:chromium turnserver:coturn)
 fi
 
 missing=()

@@ -186,6 +186,36 @@ class PrivatePostgres(PrivateServer):
     def stop(self, mode: str = "fast") -> None:
         self._run(f"{self.bin_dir}/pg_ctl", "-D", str(self.data_dir), "-m", mode, "-w", "stop", check=False)
 
+    def sql(self, statement: str, database: str = "postgres") -> str:
+        """One statement through psql (as the server's user), its single value."""
+        answer = self._run(f"{self.bin_dir}/psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
+                           "-d", database, "-Atc", statement)
+        return answer.stdout.strip()
+
+
+class PrivateReplica(PrivatePostgres):
+    """A streaming replica of a `PrivatePostgres`: a base backup that follows the primary
+    (`pg_basebackup -R` writes its connection and `standby.signal`), read-only, hot standby."""
+
+    def __init__(self, primary: PrivatePostgres, data_dir: Path, port: int | None = None):
+        super().__init__(data_dir, port)
+        self.primary = primary
+        # A new replica each time: an old one's connection names a primary port of the past.
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def start(self) -> None:
+        if not (self.data_dir / "PG_VERSION").exists():
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+            self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+            self.data_dir.mkdir(mode=0o700)
+            if self.as_root:
+                shutil.chown(self.data_dir, "postgres", "postgres")
+            self._run(f"{self.bin_dir}/pg_basebackup", "-h", "127.0.0.1", "-p", str(self.primary.port),
+                      "-U", "postgres", "-D", str(self.data_dir), "-R", "-X", "stream", "--no-sync")
+            for lock in self.data_dir.glob(".s.PGSQL.*"):  # the primary's socket lock, copied along
+                lock.unlink()
+        super().start()
+
     def restart(self) -> None:
         self.stop()
         self.start()

@@ -17,8 +17,11 @@ from ..shared.routed_manager import RoutedRedisManager
 from ..shared.web import DRAIN_HOOKS, READINESS, REGISTRY, create_base_app, public_headers_middleware
 from .app_keys import CHAT, HISTORY, HISTORY_API, MEDIA_API, METRICS, PRESENCE, REST_LIMITER, SETTINGS, SIO, VERIFIER
 from .history_api import HistoryApi
+from .ice_servers import ice_servers
 from .catchup import CatchUp
 from .delivery_log import DeliveryLog, event_packet
+from .call_store import CallStore
+from .calls import CallHandler
 from .chat import ChatHandler
 from .metrics import GatewayMetrics
 from .ratelimit import RateLimiter
@@ -49,6 +52,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
     app.middlewares.insert(app.middlewares.index(public_headers_middleware) + 1, raw_path_guard)
     setup_web_client(app)
     app.router.add_get("/api/presence", presence_of)
+    app.router.add_get("/api/calls/ice-servers", ice_servers)
     add_forwarded_routes(app.router)
     add_media_routes(app.router)
     app[DRAIN_HOOKS].append(lambda: drain_sockets(app))
@@ -147,7 +151,19 @@ async def chat_handler(app: web.Application):
                                    presence=app[PRESENCE], recovery=recovery)
     # After a pub/sub outage, connected sockets are caught up from history (see `catchup`).
     catch_up = CatchUp(sio, app[HISTORY], deliveries, chat.user_of, settings.recovery_max_events, app[METRICS])
-    chat.on_disconnected = deliveries.forget
+    # Voice and video calls (issue 17): their events beside the chat's, their state in Redis.
+    calls = CallHandler(sio, chat, CallStore(settings.redis_url, settings.redis_prefix,
+                                             ring_seconds=settings.call_ring_seconds,
+                                             lost_after_seconds=settings.call_lost_after_seconds),
+                        app[HISTORY], settings, app[METRICS])
+    calls.register()
+
+    def disconnected(sid: str) -> None:
+        deliveries.forget(sid)
+        calls.socket_left(sid)
+
+    chat.on_disconnected = disconnected
+    chat.on_connected = calls.socket_arrived
     sio.deliveries = deliveries
     sio.manager.packet_for = event_packet
     sio.manager.on_catch_up = catch_up.request
@@ -158,9 +174,11 @@ async def chat_handler(app: web.Application):
     visibility.register(chat)
     visibility.start()
     chat.presence.start()
+    calls.start()
     yield
     await visibility.close()
     sio.manager.on_catch_up = sio.manager.packet_for = None
+    await calls.close()
     await catch_up.close()
     await chat.close()
     await chat.presence.stop()

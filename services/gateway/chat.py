@@ -153,6 +153,7 @@ class ChatHandler:
         self._background: set[asyncio.Task] = set()
         self._reaction_order: dict[str, asyncio.Lock] = {}  # sid -> its reactions, one at a time
         self.on_disconnected: Callable[[str], None] | None = None  # told each sid that leaves (catch-up's log)
+        self.on_connected: Callable[[str, str], None] | None = None  # told each (sid, user) that arrives (calls)
         self.register()
 
     def register(self) -> None:
@@ -181,6 +182,8 @@ class ChatHandler:
         if self.presence is not None:
             self.presence.socket_connected(sid, user_id)
             self.spawn(self._send_online_users(sid, user_id))
+        if self.on_connected is not None:
+            self.on_connected(sid, user_id)
 
     def _admit(self, environ: dict, auth: object) -> str:
         """The user this handshake signs in, or `ConnectionRefusedError` with the reason the client sees."""

@@ -3,9 +3,8 @@ tells it (issue 20): one record per socket, kept where packets are written (`Par
 
 The offset a feed event carries (its last argument; socket.io-client sends the last one back on
 reconnection) is a resume point: `<settled>` or `<settled>+<d1>.<d2>...`, decimal deltas in the
-order written. It
-says: the client has every feed event of its user up to position `settled`, and the positions
-`settled + d` above it. Recovery replays what is above `settled` but those.
+order written. It says: the client has every feed event of its user up to position `settled`,
+and the positions `settled + d` above it. Recovery replays what is above `settled` but those.
 
 Why not just the event's own position: events reach a node in the order they were emitted, not
 committed. A message through node b (position 101) can be held up one pub/sub hop while a later
@@ -15,7 +14,11 @@ So a position counts as settled only SETTLE_SECONDS after it was written: by the
 commit's emit has reached this node (a hop takes milliseconds), so nothing below it is still on
 its way. What was written since is listed, at most MAX_UNSETTLED positions (a busy socket's
 oldest ones are settled early: at 8 events within a second the race, one pub/sub hop, is still
-far narrower than the window). A replay or a catch-up reads the feed itself, so what it writes settles at once.
+far narrower than the window). A replay or a catch-up reads the feed itself, so what it writes
+settles at once.
+
+Known limit: a message to oneself is two events at one position (`messageSent`,
+`receiveMessage`), written in the same turn; a drop between the two would replay neither.
 
 A plain decimal offset (an older gateway's, during a rolling upgrade) still reads: settled there.
 

@@ -76,6 +76,13 @@ class GatewayMetrics:
             "Feed events written to connected sockets by catch-ups, from history's change feed.",
             registry=registry,
         )
+        self.calls_ended = Counter(
+            "parley_gateway_calls_ended_total",
+            "Calls this node ended and told both parties of (issue 17), by reason: ended, rejected, "
+            "missed, busy, lost, offline. Each call is counted once, by one node, cluster-wide.",
+            ["reason"],
+            registry=registry,
+        )
 
     def event_outcome(self, event: str, outcome: str) -> Counter:
         """`events` for one event and outcome (looked up once: `labels` costs a lock and checks)."""

@@ -12,9 +12,10 @@ import asyncio
 import logging
 from collections.abc import Mapping
 
+from ..shared.batching import Batcher
 from ..shared.errors import ParleyError
 from ..shared.internal import InternalClient
-from ..shared.limits import MAX_IDS_PER_PRESENCE_QUERY
+from ..shared.limits import MAX_IDS_PER_PRESENCE_QUERY, MAX_USERS_PER_PARTNERS_QUERY
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,11 @@ class PresenceLink:
         # One call to presence at a time: a batch landing after a resync it predates could
         # bring back a socket the resync had removed.
         self._calls = asyncio.Lock()
+        # New sockets' `onlineUsers`: the connects that arrive together share one presence call
+        # (and presence one history call): in a connect storm, per socket, they were an eighth
+        # of a gateway's CPU (py-spy, `python -m bench.presence_bench --sockets 10000`).
+        self._partner_lookups: Batcher[str, list[str]] = Batcher(self._online_partners_of_many,
+                                                                 max_batch=MAX_USERS_PER_PARTNERS_QUERY)
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._flush_forever()), asyncio.create_task(self._heartbeat_forever())]
@@ -46,6 +52,7 @@ class PresenceLink:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._partner_lookups.close()
 
     def socket_connected(self, sid: str, user_id: str) -> None:
         self._connected.append((sid, user_id))
@@ -56,15 +63,19 @@ class PresenceLink:
         self._wake.set()
 
     async def online_partners(self, user_id: str) -> list[str] | None:
+        """The user's partners online (a new socket's `onlineUsers`); None when presence cannot say."""
         try:
-            answer = await self._presence.call(
-                "GET", f"/internal/presence/partners-online/{user_id}", idempotent=True,
-                route="/internal/presence/partners-online/{userId}",
-            )
+            return await self._partner_lookups.submit(user_id)
         except ParleyError as exc:
             log.info("no onlineUsers for a new socket: presence answered %s", exc.code)
             return None
-        return answer["online"]
+
+    async def _online_partners_of_many(self, user_ids: list[str]) -> list[list[str]]:
+        answer = await self._presence.call(
+            "POST", "/internal/presence/partners-online", json={"userIds": sorted(set(user_ids))}, idempotent=True,
+            route="/internal/presence/partners-online",
+        )
+        return [answer["online"].get(user_id, []) for user_id in user_ids]
 
     async def online_among(self, user_ids: list[str]) -> list[str]:
         online: list[str] = []
@@ -93,11 +104,13 @@ class PresenceLink:
         connected, disconnected = self._connected, self._disconnected
         self._connected, self._disconnected = [], []
         try:
-            await self._presence.call(
+            answer = await self._presence.call(
                 "POST", "/internal/presence/events",
                 json={"nodeId": self._node_id, "connected": connected, "disconnected": disconnected},
                 idempotent=True, route="/internal/presence/events",
             )
+            if not answer["accepted"]:  # this node's liveness key is not (yet, again) in Redis
+                self._needs_resync = True
         except ParleyError as exc:
             log.warning("presence did not take %d change(s) (%s); resyncing at the next heartbeat",
                         len(connected) + len(disconnected), exc.code)
@@ -129,10 +142,16 @@ class PresenceLink:
         # The table is read and the queues cleared in one step, so no change is lost or doubled.
         table = list(self._sockets.items())
         self._connected, self._disconnected = [], []
-        await self._presence.call(
+        answer = await self._presence.call(
             "PUT", f"/internal/presence/nodes/{self._node_id}", json={"sockets": table},
             idempotent=True, route="/internal/presence/nodes/{nodeId}",
         )
+        if not answer["accepted"]:
+            # Presence takes no socket of a node whose liveness key has lapsed (a Redis that
+            # restarted empty, before this node's manager wrote it again): next heartbeat.
+            self._needs_resync = True
+            log.info("presence did not take this node's sockets yet (its liveness key is not in Redis)")
+            return
         self._needs_resync = False
         log.info("presence resynced with %d socket(s)", len(table))
 

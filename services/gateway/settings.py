@@ -92,8 +92,43 @@ class GatewaySettings(ServiceSettings, JwtSettings, NodeLivenessSettings):
     recovery_window_seconds: float = Field(default=86400.0, ge=0)
     recovery_max_events: int = Field(default=1000, ge=0, le=10000)
 
+    # --- voice and video calls (issue 17, services/gateway/calls.py) ---
+    # A call nobody answers ends as `missed` after this many seconds.
+    call_ring_seconds: float = Field(default=30.0, gt=0, le=300)
+    # A party whose socket left (or whose node died) and did not come back for this long is `lost`.
+    call_lost_after_seconds: float = Field(default=10.0, gt=0, le=120)
+    # Every gateway looks for missed rings and lost parties this often (any number may, at once).
+    call_sweep_seconds: float = Field(default=1.0, gt=0, le=10)
+    # `callUser`, `answerCall`, `rejectCall` and `endCall` share a bucket: a person places a few
+    # calls a minute; a script ringing everyone is held to one a second.
+    call_rate_per_second: float = 1.0
+    call_burst: int = 10
+    # `iceCandidate`: a call trickles 5 to 40 candidates in its first seconds (more with TURN,
+    # and again on an ICE restart); each is one Redis read and one publish to one node.
+    ice_rate_per_second: float = 20.0
+    ice_burst: int = 100
+    # STUN and TURN servers the clients are given (`GET /api/calls/ice-servers`), comma-separated
+    # URLs. Without TURN_URLS, no TURN entry: peers on one network still meet through host
+    # candidates (`make run`). TURN_SECRET is coturn's `static-auth-secret` (its TURN REST API,
+    # `use-auth-secret`): the credentials are HMAC-SHA1(TURN_SECRET, "<expiry>:<userId>").
+    stun_urls: str = ""
+    turn_urls: str = ""
+    turn_secret: str = ""
+    turn_credential_seconds: int = Field(default=3600, ge=60, le=86400)
+
     def secret_settings(self) -> dict[str, str]:
-        return {"JWT_SECRET": self.jwt_secret, "INTERNAL_TOKEN": self.internal_token}
+        secrets = {"JWT_SECRET": self.jwt_secret, "INTERNAL_TOKEN": self.internal_token}
+        if self.turn_url_list:  # TURN is optional; once configured, its secret must be strong
+            secrets["TURN_SECRET"] = self.turn_secret
+        return secrets
+
+    @property
+    def stun_url_list(self) -> list[str]:
+        return [url.strip() for url in self.stun_urls.split(",") if url.strip()]
+
+    @property
+    def turn_url_list(self) -> list[str]:
+        return [url.strip() for url in self.turn_urls.split(",") if url.strip()]
 
     @property
     def cors_origin_list(self) -> list[str]:

@@ -17,6 +17,7 @@ from .group_routes import internal_group_routes, public_group_routes
 from .group_store import GroupStore
 from .handler import HistoryHandler
 from .migrations import apply_migrations
+from .read_replica import ReadReplica
 from .openapi import OPENAPI_DOCUMENT
 from .push_relay import PushRelay
 from .push_routes import push_routes
@@ -48,11 +49,12 @@ def create_app(settings: HistorySettings) -> web.Application:
     return app
 
 
-async def create_pool(settings: HistorySettings) -> asyncpg.Pool:
+async def create_pool(settings: HistorySettings, url: str | None = None) -> asyncpg.Pool:
+    """The primary's pool, or (`url`) the read replica's, alike."""
     # min_size=0: the pool opens no connection up front, so the service starts (unready)
     # while Postgres is down and recovers by itself when it comes back.
     return await asyncpg.create_pool(
-        settings.database_url,
+        url or settings.database_url,
         min_size=0,
         max_size=settings.db_pool_max_size,
         command_timeout=settings.db_command_timeout_seconds,
@@ -75,8 +77,15 @@ async def keep_session(connection: asyncpg.Connection) -> None:
 
 
 async def postgres(app: web.Application):
-    pool = await create_pool(app[SETTINGS])
-    store = MessageStore(pool)
+    settings = app[SETTINGS]
+    pool = await create_pool(settings)
+    replica_pool = replica = None
+    if settings.database_read_url:
+        replica_pool = await create_pool(settings, settings.database_read_url)
+        reads = Counter("parley_history_reads", "Read routes' queries, by where they ran.", ["source"],
+                        registry=app[REGISTRY])
+        replica = ReadReplica(pool, replica_pool, settings.read_replica_max_wait_seconds, reads)
+    store = MessageStore(pool, replica)
     app[STORE] = store
     app[GROUPS] = GroupStore(store, app[SETTINGS].max_group_members)
     app[READINESS].add("postgres", store.ping)
@@ -94,6 +103,9 @@ async def postgres(app: web.Application):
     migrating.cancel()
     await asyncio.gather(migrating, return_exceptions=True)
     await relay.close()
+    if replica is not None:
+        await replica.close()
+        await asyncio.wait_for(replica_pool.close(), timeout=10)
     await asyncio.wait_for(pool.close(), timeout=10)
 
 

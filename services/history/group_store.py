@@ -49,7 +49,7 @@ class GroupStore:
             return await _group_updated(connection, group_id)
 
     async def group(self, me: str, group_id: int) -> dict:
-        async with self._messages.connection() as connection:
+        async with self._messages.read_connection() as connection:
             await _membership(connection, group_id, me)
             return await _group(connection, group_id)
 
@@ -125,7 +125,7 @@ class GroupStore:
 
     async def fetch_page(self, me: str, group_id: int, before: int | None, limit: int) -> tuple[list[dict], bool]:
         """Up to `limit` messages before the cursor, oldest first, and whether older ones exist."""
-        async with self._messages.connection() as connection:
+        async with self._messages.read_connection() as connection:
             await _membership(connection, group_id, me)
             rows = await connection.fetch(_GROUP_PAGE, group_id, before or MAX_ID, limit + 1)
             page = await messages_json(connection, list(reversed(rows[:limit])), me)

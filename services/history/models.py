@@ -7,14 +7,14 @@ that each builder's output validates against its model, with exactly the model's
 """
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
 from ..shared import fast_json
 from ..shared.attachments import AttachmentOut, attachment_json
 from ..shared.limits import MAX_USER_NAME_LENGTH
-from ..shared.models import MessageText, Text, UserId, WireModel
+from ..shared.models import CallSummary, MessageText, Text, UserId, WireModel
 
 MAX_NAME_LENGTH = 128
 MAX_PROFILE_IMAGE_LENGTH = 2048  # a URL
@@ -72,6 +72,9 @@ class MessageOut(WireModel):
     edited_at: datetime | None = Field(default=None, alias="editedAt")
     # Present when the message carries attachments (issue 16), in the order they were sent.
     attachments: list[AttachmentOut] | None = None
+    # Present on the message a call leaves (issue 17): `"type": "call"` and what happened.
+    type: Literal["call"] | None = None
+    call: CallSummary | None = None
 
 
 class ReactionCount(WireModel):
@@ -212,6 +215,10 @@ def _message(row: Row, sender: object, receiver: object, group_id: int | None) -
     }
     if group_id is not None:
         message["groupId"] = str(group_id)
+    if row.get("call_kind") is not None:  # a call's message (issue 17); any other has neither key
+        message["type"] = "call"
+        message["call"] = {"kind": row["call_kind"], "status": row["call_status"],
+                           "durationSeconds": row["call_duration_seconds"]}
     return message
 
 

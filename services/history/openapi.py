@@ -3,7 +3,7 @@ and the file of the whole document it serves at `/openapi.json`."""
 
 from pathlib import Path
 
-from ..shared.models import InternalMarkRead, InternalReaction, PartnersQuery, StoreMessage, StoreMessages
+from ..shared.models import CallParties, InternalMarkRead, InternalReaction, PartnersQuery, StoreMessage, StoreMessages
 from ..shared.openapi import (
     ERROR,
     USER_ID,
@@ -283,6 +283,11 @@ INTERNAL_PATHS = {
         "get": internal_operation("The change feed's newest committed position (a new socket's start)",
                                   {"200": json_answer({"type": "object", "properties": {"head": CURSOR}})})
     },
+    "/internal/calls/parties": {
+        "post": internal_operation("A call's two profiles, if the caller may call the callee (as a 1:1 message)",
+                                   {"200": json_answer({"type": "object", "properties": {
+                                       "caller": PROFILE, "callee": PROFILE}})}, CallParties)
+    },
     "/internal/users/{userId}/partners": {
         "get": internal_operation("Ids of everyone the user has a conversation with",
                                   {"200": json_answer({"type": "array", "items": {"type": "string"}})},
@@ -296,5 +301,6 @@ FRAGMENT = Fragment(
     internal=INTERNAL_PATHS,
     models=(MessageOut, GroupMessageOut, UserProfile, MessagesRead, StoreMessage, StoreMessages, InternalMarkRead,
             PartnersQuery, GroupOut, CreateGroup, UpdateGroup, AddMembers, SetRole, EditMessage, MessageEdited,
-            ReactionUpdated, InternalReaction, PushSubscriptionIn, PushEndpoint, Mute, NotificationSettings),
+            ReactionUpdated, InternalReaction, CallParties, PushSubscriptionIn, PushEndpoint, Mute,
+            NotificationSettings),
 )

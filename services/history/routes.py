@@ -10,7 +10,7 @@ from ..shared.errors import InvalidField, ParleyError, parse_model
 from ..shared.fast_json import json_response
 from ..shared.limits import MAX_USER_NAME_LENGTH
 from ..shared.emoji import EMOJI_RULE, is_emoji
-from ..shared.models import InternalMarkRead, InternalReaction, PartnersQuery, StoreMessage, StoreMessages
+from ..shared.models import CallParties, InternalMarkRead, InternalReaction, PartnersQuery, StoreMessage, StoreMessages
 from ..shared.params import PageSize, cursor_param, limit_param, message_id, text_param, user_id_param
 from ..shared.web import admits, json_body
 from .app_keys import HANDLER, OPENAPI_JSON, RELAY, STORE, VERIFIER
@@ -210,6 +210,14 @@ async def internal_reaction(request: web.Request) -> web.Response:
     target = int(payload.message_id)
     reactions = await request.app[HANDLER].set_reaction(payload.user_id, target, payload.emoji, add=payload.add)
     return json_response({"messageId": str(target), "reactions": reactions})
+
+
+@internal_routes.post("/internal/calls/parties")
+@admits("gateway")
+async def call_parties(request: web.Request) -> web.Response:
+    """A `callUser`'s two profiles, or why the caller may not call: as a 1:1 message, both must be known."""
+    payload = parse_model(CallParties, await json_body(request))
+    return json_response(await request.app[STORE].call_parties(payload.caller_id, payload.callee_id))
 
 
 @internal_routes.put("/internal/users/{userId}")

@@ -22,6 +22,12 @@ class HistorySettings(ServiceSettings, PostgresSettings, JwtSettings, PushSettin
     push_stream_max_jobs: int = 1_000_000
     push_relay_poll_seconds: float = 1.0
     push_relay_batch: int = 1000
+    # A streaming replica for the read routes (read_replica.py); empty: the primary serves them.
+    # A read waits at most this long for the replica to replay what committed before it began,
+    # then goes to the primary. Run the replica with hot_standby_feedback=on, so that its
+    # queries are not cancelled by the cleanup it replays.
+    database_read_url: str = ""
+    read_replica_max_wait_seconds: float = 0.05
     # Receipts, reactions and group changes stay in the change feed this long, then are pruned
     # (feed_events.py): keep it well past the gateways' RECOVERY_WINDOW_SECONDS (one day), or
     # recoveries within the window turn into normal connections. Looked at every interval.

@@ -14,6 +14,7 @@ from ..shared.models import StoreMessage
 from ..shared.postgres import pooled_connection
 from .errors import EditWindowClosed, TooManyReactions, unknown_group
 from .feed_events import FeedEvent, append_event, events_after, prune, pruned_through
+from .read_replica import ReadReplica
 from .models import (
     UserProfile,
     attach,
@@ -38,7 +39,7 @@ ATTACHMENTS_OF_M = """(
 )"""
 MESSAGE_COLUMNS = f"""
     m.id, m.sender_id, m.receiver_id, m.group_id, m.text, m.client_id, m.is_read, m.read_at, m.created_at, m.updated_at,
-    m.reply_to_id, m.edited_at,
+    m.reply_to_id, m.edited_at, m.call_kind, m.call_status, m.call_duration_seconds,
     s.user_name AS s_user_name, s.name AS s_name, s.profile_image AS s_profile_image,
     r.user_name AS r_user_name, r.name AS r_name, r.profile_image AS r_profile_image,
     q.sender_id AS q_sender_id, left(q.text, {REPLY_QUOTE_LENGTH}) AS q_text, q.deleted_at AS q_deleted_at,
@@ -53,7 +54,7 @@ PROFILE_JOINS = (
 )
 # The columns an INSERT ... RETURNING hands to the final SELECT's joins.
 RETURNED_COLUMNS = ("id, sender_id, receiver_id, group_id, text, client_id, is_read, read_at, created_at, updated_at,"
-                    " reply_to_id, edited_at")
+                    " reply_to_id, edited_at, call_kind, call_status, call_duration_seconds")
 
 
 class Stored(NamedTuple):
@@ -75,8 +76,10 @@ class ReactionOutcome(NamedTuple):
 
 
 class MessageStore:
-    def __init__(self, pool: asyncpg.Pool):
+    def __init__(self, pool: asyncpg.Pool, replica: ReadReplica | None = None):
+        """`replica`: where the read routes read when DATABASE_READ_URL is set (read_replica.py)."""
         self._pool = pool
+        self._replica = replica
         # False until this process has seen the migrations applied; queries wait for it.
         self.schema_ready = False
 
@@ -90,6 +93,17 @@ class MessageStore:
     def connection(self) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]:
         """A pooled connection once the schema is current (the group store shares the pool)."""
         return self._connection()
+
+    @contextlib.asynccontextmanager
+    async def read_connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """For a read route: the replica's connection once it has every commit made before this
+        call, else the primary's (read_replica.py); the primary's when there is no replica."""
+        if self._replica is None or not self.schema_ready:
+            async with self._connection() as connection:
+                yield connection
+            return
+        async with self._replica.connection(self._connection) as connection:
+            yield connection
 
     async def ping(self) -> None:
         async with self._connection() as connection:
@@ -132,6 +146,19 @@ class MessageStore:
         if row is None:
             raise UnknownUser("No such user")
         return profile_json(row)
+
+    async def call_parties(self, caller_id: str, callee_id: str) -> dict:
+        """Both profiles of a call (issue 17), refused as a 1:1 message with these two would be."""
+        async with self._connection() as connection:
+            rows = await connection.fetch(
+                "SELECT id, user_name, name, profile_image FROM users WHERE id = ANY($1::text[])", [caller_id, callee_id]
+            )
+        found = {row["id"]: profile_json(row) for row in rows}
+        if caller_id not in found:
+            raise UnknownUser("Your profile is not known to the chat service", code=ErrorCode.UNKNOWN_SENDER)
+        if callee_id not in found:
+            raise UnknownUser("The receiver is not a known user", code=ErrorCode.UNKNOWN_RECEIVER)
+        return {"caller": found[caller_id], "callee": found[callee_id]}
 
     async def list_users(self, limit: int) -> list[dict]:
         async with self._connection() as connection:
@@ -198,7 +225,7 @@ class MessageStore:
 
     async def fetch_page(self, me: str, partner: str, before: int | None, limit: int) -> tuple[list[dict], bool]:
         """Up to `limit` messages before the cursor, oldest first, and whether older ones exist."""
-        async with self._connection() as connection:
+        async with self.read_connection() as connection:
             rows = await connection.fetch(_CONVERSATION_PAGE, me, partner, before or _MAX_ID, limit + 1)
             page = await messages_json(connection, list(reversed(rows[:limit])), me)
         return page, len(rows) > limit
@@ -206,7 +233,7 @@ class MessageStore:
     async def list_conversations(self, me: str, before: int | None, limit: int) -> tuple[list[dict], str | None]:
         """A page of my conversations, newest activity first, and the cursor of the next page
         (None when this is the last): a position in the change feed, as message ids are."""
-        async with self._connection() as connection:
+        async with self.read_connection() as connection:
             rows = await connection.fetch(_CONVERSATIONS, me, before or _MAX_ID, limit + 1)
         next_cursor = str(rows[limit - 1]["position"]) if len(rows) > limit else None
         return [conversation_json(row) for row in rows[:limit]], next_cursor
@@ -252,7 +279,7 @@ class MessageStore:
         an edited one) is as it stands now, with my view of its reactions; an event's body is a
         `FeedEvent` (a receipt, a group change, a reaction: feed_events.py). What `sync` pages and
         what a recovering socket replays."""
-        async with self._connection() as connection:
+        async with self.read_connection() as connection:
             messages = await connection.fetch(_SYNC_MESSAGES, me, after, limit + 1)
             deletions = await connection.fetch(_SYNC_DELETIONS, me, after, limit + 1)
             edits = await connection.fetch(_SYNC_EDITS, me, after, limit + 1)
@@ -285,7 +312,7 @@ class MessageStore:
             return await connection.fetchval(_FEED_HEAD)
 
     async def search(self, me: str, query: str, before: int | None, limit: int) -> tuple[list[dict], bool]:
-        async with self._connection() as connection:
+        async with self.read_connection() as connection:
             rows = await connection.fetch(_SEARCH, me, query, before or _MAX_ID, limit + 1)
             found = await messages_json(connection, rows[:limit], me)
         return found, len(rows) > limit
@@ -481,7 +508,8 @@ async def _link_attachments(connection: asyncpg.Connection, messages: list[Store
 async def _insert_direct(connection: asyncpg.Connection, direct: list[tuple[int, StoreMessage]]) -> dict[int, dict]:
     """The 1:1 messages this statement created, by their index in the batch."""
     columns = [[getattr(m, name) for _, m in direct] for name in ("sender_id", "receiver_id", "text", "client_id")]
-    rows = await connection.fetch(_INSERT_MESSAGES, *columns, _reply_ids(direct))
+    calls = [[m.call and getattr(m.call, name) for _, m in direct] for name in ("kind", "status", "duration_seconds")]
+    rows = await connection.fetch(_INSERT_MESSAGES, *columns, _reply_ids(direct), *calls)
     return {direct[row["n"] - 1][0]: message_json(row) for row in rows}
 
 
@@ -558,9 +586,11 @@ _INSERT_MESSAGES = f"""
 WITH feed_lock AS MATERIALIZED (
     SELECT pg_advisory_xact_lock({CHANGE_FEED_LOCK_KEY})
 ), input AS MATERIALIZED (
-    SELECT nextval('change_seq') AS id, i.n, i.sender_id, i.receiver_id, i.text, i.client_id, i.reply_to
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[])
-         WITH ORDINALITY AS i(sender_id, receiver_id, text, client_id, reply_to, n)
+    SELECT nextval('change_seq') AS id, i.n, i.sender_id, i.receiver_id, i.text, i.client_id, i.reply_to,
+           i.call_kind, i.call_status, i.call_duration_seconds
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::int[])
+         WITH ORDINALITY AS i(sender_id, receiver_id, text, client_id, reply_to, call_kind, call_status,
+                              call_duration_seconds, n)
     WHERE (SELECT true FROM feed_lock)
       AND EXISTS (SELECT 1 FROM users WHERE id = i.sender_id) AND EXISTS (SELECT 1 FROM users WHERE id = i.receiver_id)
       -- A reply quotes a message of the same pair, either way, still standing (a primary-key probe).
@@ -571,8 +601,10 @@ WITH feed_lock AS MATERIALIZED (
     ORDER BY i.n
 ), m AS (
     -- In (sender, clientId) order, so two batches holding the same retries wait, not deadlock.
-    INSERT INTO messages (id, sender_id, receiver_id, text, client_id, reply_to_id)
-    SELECT id, sender_id, receiver_id, text, client_id, reply_to FROM input ORDER BY sender_id, client_id, id
+    INSERT INTO messages (id, sender_id, receiver_id, text, client_id, reply_to_id, call_kind, call_status,
+                          call_duration_seconds)
+    SELECT id, sender_id, receiver_id, text, client_id, reply_to, call_kind, call_status, call_duration_seconds
+    FROM input ORDER BY sender_id, client_id, id
     ON CONFLICT ON CONSTRAINT messages_client_id_key DO NOTHING
     RETURNING {RETURNED_COLUMNS}
 ), summary AS (
@@ -627,7 +659,7 @@ FROM (
 LEFT JOIN LATERAL (
     -- A group without messages yet has none: its entry's lastMessage is null.
     SELECT m.id, m.sender_id, m.receiver_id, m.text, m.client_id, m.is_read, m.read_at,
-           m.created_at, m.updated_at
+           m.created_at, m.updated_at, m.call_kind, m.call_status, m.call_duration_seconds
     FROM messages m WHERE m.id = page.last_message_id
 ) AS m ON true
 ORDER BY page.position DESC

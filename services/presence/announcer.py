@@ -25,16 +25,18 @@ class PresenceAnnouncer:
             "GET", f"/internal/users/{user_id}/partners", idempotent=True, route="/internal/users/{userId}/partners"
         )
 
+    async def partners_of_many(self, user_ids: list[str]) -> dict[str, list[str]]:
+        """Each user's partners, in one history call."""
+        answer = await self._history.call("POST", "/internal/partners", json={"userIds": user_ids}, idempotent=True,
+                                          route="/internal/partners")
+        return answer["partners"]
+
     async def announce(self, online: list[str], offline: list[str]) -> None:
         """One history call for the whole batch, then one publish per transition."""
         if not online and not offline:
             return
         try:
-            answer = await self._history.call(
-                "POST", "/internal/partners", json={"userIds": online + offline}, idempotent=True,
-                route="/internal/partners",
-            )
-            partners = answer["partners"]
+            partners = await self.partners_of_many(online + offline)
         except ParleyError as exc:
             # Watchers still hear it; partners catch up from `onlineUsers` on their next connect.
             log.warning("%d transition(s) told to watchers only: partners unknown (%s)",

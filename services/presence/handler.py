@@ -14,17 +14,18 @@ class PresenceHandler:
         self._store = store
         self._announcer = announcer
 
-    async def sockets_changed(self, node_id: str, connected: Sockets, disconnected: Sockets) -> tuple[list, list]:
-        """A node's batch of socket changes: the users who came online and went offline."""
-        online, offline = await self._store.apply_events(node_id, connected, disconnected)
+    async def sockets_changed(self, node_id: str, connected: Sockets, disconnected: Sockets) -> tuple[list, list, bool]:
+        """A node's batch of socket changes: the users who came online and went offline, and
+        whether its sockets were taken (not from a node whose liveness lapsed: it resyncs)."""
+        online, offline, accepted = await self._store.apply_events(node_id, connected, disconnected)
         await self._announcer.announce(online, offline)
-        return online, offline
+        return online, offline, accepted
 
-    async def node_resynced(self, node_id: str, sockets: Sockets) -> tuple[list, list]:
-        """The node's full list replaces what was recorded of it."""
-        online, offline = await self._store.replace_node(node_id, sockets)
+    async def node_resynced(self, node_id: str, sockets: Sockets) -> tuple[list, list, bool]:
+        """The node's full list replaces what was recorded of it (as `sockets_changed`)."""
+        online, offline, accepted = await self._store.replace_node(node_id, sockets)
         await self._announcer.announce(online, offline)
-        return online, offline
+        return online, offline, accepted
 
     async def node_left(self, node_id: str) -> list[str]:
         offline = await self._store.forget_node(node_id)
@@ -54,3 +55,9 @@ class PresenceHandler:
 
     async def partners_online(self, user_id: str) -> list[str]:
         return await self._store.online_among(await self._announcer.partners(user_id))
+
+    async def partners_online_of_many(self, user_ids: list[str]) -> dict[str, list[str]]:
+        """Each user's partners who are online: one history call and one Redis read for all."""
+        partners = await self._announcer.partners_of_many(user_ids)
+        online = set(await self._store.online_among(sorted({p for ids in partners.values() for p in ids})))
+        return {user_id: [p for p in partners.get(user_id, []) if p in online] for user_id in user_ids}

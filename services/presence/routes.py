@@ -5,7 +5,7 @@ from aiohttp import web
 from ..shared.errors import parse_model
 from ..shared.fast_json import json_response
 from ..shared.limits import MAX_NODE_ID_LENGTH
-from ..shared.models import Heartbeat, NodeSockets, PresenceEvents
+from ..shared.models import Heartbeat, NodeSockets, PartnersQuery, PresenceEvents
 from ..shared.params import text_param, user_id_param, user_ids_param
 from ..shared.web import admits, json_body
 from .app_keys import HANDLER
@@ -17,8 +17,9 @@ routes = web.RouteTableDef()
 @admits("gateway")
 async def socket_events(request: web.Request) -> web.Response:
     batch = parse_model(PresenceEvents, await json_body(request))
-    online, offline = await request.app[HANDLER].sockets_changed(batch.node_id, batch.connected, batch.disconnected)
-    return json_response({"online": online, "offline": offline})
+    online, offline, accepted = await request.app[HANDLER].sockets_changed(
+        batch.node_id, batch.connected, batch.disconnected)
+    return json_response({"online": online, "offline": offline, "accepted": accepted})
 
 
 @routes.post("/internal/presence/heartbeat")
@@ -32,8 +33,8 @@ async def heartbeat(request: web.Request) -> web.Response:
 @admits("gateway")
 async def replace_node(request: web.Request) -> web.Response:
     listing = parse_model(NodeSockets, await json_body(request))
-    online, offline = await request.app[HANDLER].node_resynced(node_id_param(request), listing.sockets)
-    return json_response({"online": online, "offline": offline})
+    online, offline, accepted = await request.app[HANDLER].node_resynced(node_id_param(request), listing.sockets)
+    return json_response({"online": online, "offline": offline, "accepted": accepted})
 
 
 @routes.delete("/internal/presence/nodes/{nodeId}")
@@ -53,6 +54,15 @@ async def online(request: web.Request) -> web.Response:
 async def partners_online(request: web.Request) -> web.Response:
     user_id = user_id_param(request.match_info["userId"], "userId")
     return json_response({"online": await request.app[HANDLER].partners_online(user_id)})
+
+
+@routes.post("/internal/presence/partners-online")
+@admits("gateway")
+async def partners_online_of_many(request: web.Request) -> web.Response:
+    """`{"userIds": [...]}` -> `{"online": {userId: [partners online]}}`: what the sockets that
+    connect together are told in `onlineUsers`, in one call (a connect storm's)."""
+    query = parse_model(PartnersQuery, await json_body(request))
+    return json_response({"online": await request.app[HANDLER].partners_online_of_many(query.user_ids)})
 
 
 def node_id_param(request: web.Request) -> str:

@@ -18,13 +18,18 @@ from ..shared.keys import known_nodes_key, node_alive_key, node_sockets_key, soc
 
 log = logging.getLogger(__name__)
 
-# KEYS: node sockets hash, per-user counts, known nodes (then the node alive key, unused here).
+# KEYS: node sockets hash, per-user counts, known nodes, node alive key.
 # ARGV: node id, then pairs: sid, user (connected), "-", then sid, user (disconnected).
-# Returns {online users, offline users}. Adding an existing sid or removing a missing one
-# changes nothing, so a retried batch is harmless.
+# Returns {online users, offline users, 1 if sockets were refused}. Adding an existing sid or
+# removing a missing one changes nothing, so a retried batch is harmless. A node whose alive key
+# has lapsed adds nothing: a dead node's report that arrives after its sweep (sent just before
+# it died) would bring its users back online; a live node whose key Redis lost (a restart) has
+# it back within a heartbeat, and sends its table again then.
 _APPLY_EVENTS = """
 local online, offline = {}, {}
-redis.call('SADD', KEYS[3], ARGV[1])
+local alive = redis.call('EXISTS', KEYS[4]) == 1
+local refused = 0
+if alive then redis.call('SADD', KEYS[3], ARGV[1]) end
 local i, removing = 2, false
 while i <= #ARGV do
   if ARGV[i] == '-' then
@@ -33,7 +38,9 @@ while i <= #ARGV do
   else
     local sid, user = ARGV[i], ARGV[i + 1]
     if not removing then
-      if redis.call('HSETNX', KEYS[1], sid, user) == 1 then
+      if not alive then
+        refused = 1
+      elseif redis.call('HSETNX', KEYS[1], sid, user) == 1 then
         if redis.call('HINCRBY', KEYS[2], user, 1) == 1 then table.insert(online, user) end
       end
     else
@@ -47,7 +54,7 @@ while i <= #ARGV do
     i = i + 2
   end
 end
-return {online, offline}
+return {online, offline, refused}
 """
 
 # KEYS: node sockets hash, per-user counts, known nodes, node alive key. ARGV: node id, "force".
@@ -94,23 +101,25 @@ class PresenceStore:
 
     async def apply_events(
         self, node_id: str, connected: list[tuple[str, str]], disconnected: list[tuple[str, str]]
-    ) -> tuple[list[str], list[str]]:
-        """Sockets that came and went on a node: the users who came online and went offline."""
+    ) -> tuple[list[str], list[str], bool]:
+        """Sockets that came and went on a node: the users who came online and went offline, and
+        whether its sockets were taken (False: its liveness key has lapsed, see `_APPLY_EVENTS`;
+        removals are applied all the same)."""
         argv: list[str] = [node_id]
         for sid, user in connected:
             argv += [sid, user]
         argv.append("-")
         for sid, user in disconnected:
             argv += [sid, user]
-        online, offline = await self._guard(self._apply(keys=self._keys(node_id), args=argv))
-        return list(online), list(offline)
+        online, offline, refused = await self._guard(self._apply(keys=self._keys(node_id), args=argv))
+        return list(online), list(offline), not refused
 
     async def knows(self, node_id: str) -> bool:
         """Whether presence holds the node's sockets: False for a node that never reported, one
         swept (its liveness lapsed) or forgotten (it left), or when Redis lost the state."""
         return bool(await self._guard(self._redis.sismember(known_nodes_key(self._prefix), node_id)))
 
-    async def replace_node(self, node_id: str, sockets: list[tuple[str, str]]) -> tuple[list[str], list[str]]:
+    async def replace_node(self, node_id: str, sockets: list[tuple[str, str]]) -> tuple[list[str], list[str], bool]:
         """Makes the node's recorded sockets exactly `sockets` (the gateway's own list)."""
         recorded = await self._guard(self._redis.hgetall(node_sockets_key(self._prefix, node_id)))
         wanted = dict(sockets)

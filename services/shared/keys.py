@@ -67,3 +67,18 @@ def push_epoch_key(prefix: str) -> str:
 
 # The notifiers' consumer group on the job stream.
 PUSH_CONSUMER_GROUP = "notifiers"
+def call_key(prefix: str, call_id: str) -> str:
+    """Hash of one call (issue 17): its parties, kind, state and each party's socket and node."""
+    return f"{prefix}:call:{call_id}"
+
+
+def call_busy_key(prefix: str, user_id: str) -> str:
+    """The call a user is in (ringing or active), with the call's TTL: `busy` to other callers.
+    The call scripts build it from `call_busy_key(prefix, "")` and the user id."""
+    return f"{prefix}:call-busy:{user_id}"
+
+
+def calls_due_key(prefix: str) -> str:
+    """Sorted set of what every gateway's call sweeper watches: `<callId>|ring` scored by the ring
+    deadline, `<callId>|caller` and `<callId>|callee` by when that party's lease lapses."""
+    return f"{prefix}:calls:due"

@@ -66,3 +66,25 @@ MAX_ATTACHMENT_NAME_LENGTH = 255
 
 def valid_attachment_id(value: object) -> bool:
     return isinstance(value, str) and _ATTACHMENT_ID.fullmatch(value) is not None
+
+
+# --- calls (issue 17) ---
+# A call id: 128 random bits in hex, drawn by the gateway that placed the call. Unguessable, so
+# it is no capability: every event on a call is checked against its two parties anyway.
+CALL_ID_PATTERN = r"^[0-9a-f]{32}$"
+_CALL_ID = re.compile(CALL_ID_PATTERN)
+CALL_ID_RULE = "must be a call id (32 hexadecimal digits)"
+CALL_KINDS = ("audio", "video")
+# An SDP offer or answer, in characters. Chromium's video offer with every codec is about 6 KB,
+# Firefox's a little more; 16 KiB leaves room and keeps a relay through Redis small (the
+# engine.io packet limit, MAX_PAYLOAD_BYTES, is 64 KiB).
+MAX_SDP_LENGTH = 16 * 1024
+# One ICE candidate line ("candidate:... typ relay raddr ..."): under 300 characters in practice.
+MAX_CANDIDATE_LENGTH = 1024
+MAX_SDP_MID_LENGTH = 64  # the media section's id ("0", "audio")
+MAX_SDP_MLINE_INDEX = 64  # media sections in one session
+MAX_UFRAG_LENGTH = 256  # ICE allows 4 to 256 characters
+
+
+def valid_call_id(value: object) -> bool:
+    return isinstance(value, str) and _CALL_ID.fullmatch(value) is not None

@@ -10,7 +10,7 @@ gateway: its socket events). What stays here is shared for one of two reasons:
   publishes it, and the caller's requests are checked against it by the integration and e2e tests.
 """
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
@@ -27,6 +27,7 @@ from .emoji import EMOJI_RULE, is_emoji
 from .errors import InvalidField
 from .limits import (
     ATTACHMENT_ID_RULE,
+    CALL_KINDS,
     GROUP_ID_RULE,
     MAX_ATTACHMENTS_PER_MESSAGE,
     MAX_CLIENT_ID_LENGTH,
@@ -159,14 +160,37 @@ class MessageContent(OneConversation):
 # --- gateway -> history ----------------------------------------------------------------------
 
 
+CallKind = Literal[CALL_KINDS]
+# How a call ended, as its message keeps it (issue 17): `callEnded`'s reason, except that a call
+# its caller hung up before any answer is "missed" (the callee's view of it).
+CallStatus = Literal["ended", "rejected", "missed", "busy", "lost", "offline"]
+
+
+class CallSummary(WireModel):
+    """What a call message says about its call: `{"kind": "video", "status": "ended", "durationSeconds": 42}`
+    (0 for a call never answered)."""
+
+    kind: CallKind
+    status: CallStatus
+    duration_seconds: int = Field(alias="durationSeconds", ge=0, le=2**31 - 1)
+
+
 class StoreMessage(MessageContent):
     """Internal `POST /internal/messages`: `{"senderId": "u1", "receiverId": "u2", "text": "hi"}`,
     or to a group: `{"senderId": "u1", "groupId": "17", "text": "hi"}` (exactly one of the two),
-    with `"attachmentIds": [...]` when it carries uploads."""
+    with `"attachmentIds": [...]` when it carries uploads. A gateway that ends a call stores its
+    message with `"call": CallSummary` (1:1 only; the socket's `sendMessage` cannot say it)."""
 
     sender_id: UserId = Field(alias="senderId")
     client_id: ClientId | None = Field(default=None, alias="clientId")
     reply_to: MessageId | None = Field(default=None, alias="replyTo")
+    call: CallSummary | None = None
+
+    @model_validator(mode="after")
+    def calls_are_one_to_one(self) -> "StoreMessage":
+        if self.call is not None and self.group_id is not None:
+            raise InvalidField("call", "a call message belongs to a 1:1 conversation")
+        return self
 
 
 class StoreMessages(WireModel):
@@ -190,6 +214,15 @@ class InternalReaction(WireModel):
     message_id: MessageId = Field(alias="messageId")
     emoji: Emoji
     add: bool
+
+
+class CallParties(WireModel):
+    """Internal `POST /internal/calls/parties`: `{"callerId": "u1", "calleeId": "u2"}`; answers both
+    profiles `{"caller": {...}, "callee": {...}}` when the caller may call the callee: the rule a
+    1:1 message follows (both are known users), else `unknown_sender` / `unknown_receiver`."""
+
+    caller_id: UserId = Field(alias="callerId")
+    callee_id: UserId = Field(alias="calleeId")
 
 
 # --- presence -> history ---------------------------------------------------------------------

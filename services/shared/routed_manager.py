@@ -157,6 +157,21 @@ class RoutedRedisManager(AsyncPubSubManager):
             await self._emit_here(event, data, namespace, target, skip_sid)
         self._publish_routed(encoded, rooms)
 
+    async def emit_to_socket(self, event: str, data, sid: str, node_id: str | None) -> None:
+        """An emit to one socket whose node is known (a call's party, issue 17): delivered here if
+        it is this node's, else published on that node's channel alone, so no other node decodes
+        it (python-socketio would publish it to every node). A socket gone, or a node dead, loses
+        the emit, as a socket that disconnected loses any."""
+        if node_id is None or node_id == self.node_id:
+            await self._emit_here(event, data, "/", sid, None)
+            return
+        message = {"method": "emit", "event": event, "data": [data], "binary": False, "namespace": "/",
+                   "room": sid, "skip_sid": None, "callback": None, "host_id": self.host_id}
+        try:
+            await self._redis.publish(node_channel(self._prefix, node_id), orjson.dumps([message]))
+        except (RedisError, OSError) as exc:
+            log.warning("could not publish %s to node %s: %r", event, node_id, exc)
+
     async def _handle_emit(self, message):
         """An emit from another node (pub/sub) for sockets here, delivered by `_emit_here` (its
         measured reason there); callbacks and binary data keep python-socketio's path."""

@@ -73,8 +73,10 @@ LISTENERS = {"gateway": (8000, 8090), "history": (8100, 8101), "presence": (8200
 # The Secret key each workload's variable comes from: one token per calling service
 # (INTERNAL_TOKEN is what the pod presents; <CALLER>_INTERNAL_TOKEN whom it admits).
 SECRET_KEY_FOR = {
-    "gateway": {"REDIS_URL": "redis-url", "JWT_SECRET": "jwt-secret", "INTERNAL_TOKEN": "gateway-internal-token"},
-    "history": {"DATABASE_URL": "database-url", "REDIS_URL": "redis-url", "JWT_SECRET": "jwt-secret",
+    "gateway": {"REDIS_URL": "redis-url", "JWT_SECRET": "jwt-secret", "INTERNAL_TOKEN": "gateway-internal-token",
+                "TURN_SECRET": "turn-secret"},
+    "history": {"DATABASE_URL": "database-url", "DATABASE_READ_URL": "database-read-url", "REDIS_URL": "redis-url",
+                "JWT_SECRET": "jwt-secret",
                 "GATEWAY_INTERNAL_TOKEN": "gateway-internal-token",
                 "PRESENCE_INTERNAL_TOKEN": "presence-internal-token",
                 "ADMIN_INTERNAL_TOKEN": "admin-internal-token"},
@@ -101,6 +103,7 @@ COMPOSE_SECRETS = {
     "PRESENCE_INTERNAL_TOKEN": "p" * 64,
     "ADMIN_INTERNAL_TOKEN": "a" * 64,
     "URL_SIGNING_SECRET": "u" * 64,
+    "TURN_SECRET": "t" * 64,
     "POSTGRES_PASSWORD": "d" * 32,
     # Web Push's pair (issue 18): the public half is not secret, but comes with the private one.
     "VAPID_PRIVATE_KEY": "v" * 43,
@@ -726,7 +729,7 @@ def test_compose_file_is_valid_for_a_real_compose_implementation(tmp_path):
 
 def test_compose_checks_health_everywhere_and_starts_in_dependency_order(compose_model):
     services = compose_model["services"]
-    assert set(services) == {"postgres", "redis", *COMPOSE_SERVICES, "edge"}
+    assert set(services) == {"postgres", "redis", *COMPOSE_SERVICES, "edge", "coturn"}
     assert services["postgres"]["image"] == "postgres:16" and services["redis"]["image"] == "redis:7"
     for name, service in services.items():
         assert service.get("healthcheck", {}).get("test"), f"{name} has no health check"
@@ -739,12 +742,18 @@ def test_compose_checks_health_everywhere_and_starts_in_dependency_order(compose
     assert set(services["edge"]["depends_on"]) == {"gateway-a", "gateway-b"}
 
 
-def test_compose_publishes_one_port_the_haproxy_edge(compose_model):
+def test_compose_publishes_one_port_the_haproxy_edge_and_turn(compose_model):
     published = {
-        (name, port["target"], str(port["published"]))
+        (name, port["target"], str(port["published"]), port.get("protocol", "tcp"))
         for name, service in compose_model["services"].items() for port in service.get("ports", [])
     }
-    assert published == {("edge", 8080, "8080")}
+    assert {port for port in published if port[0] != "coturn"} == {("edge", 8080, "8080", "tcp")}
+    # TURN (issue 17): 3478 over UDP and TCP, and the relay ports coturn is told to use, as is.
+    command = compose_model["services"]["coturn"]["command"]
+    low, high = (int(flag.split("=")[1]) for flag in command if flag.startswith(("--min-port=", "--max-port=")))
+    assert {port for port in published if port[0] == "coturn"} == {
+        ("coturn", 3478, "3478", "udp"), ("coturn", 3478, "3478", "tcp"),
+        *{("coturn", relay, str(relay), "udp") for relay in range(low, high + 1)}}
     mounts = compose_model["services"]["edge"]["volumes"]
     assert any(volume["source"].endswith("/deploy/haproxy.cfg") and volume["target"] == "/usr/local/etc/haproxy/haproxy.cfg"
                for volume in mounts), mounts
@@ -774,8 +783,8 @@ def test_compose_gives_each_service_its_own_token_and_the_callers_it_admits(comp
     assert not re.search(r"change-me|development-secret|dev-internal-token", text, re.IGNORECASE)
     services = compose_model["services"]
     expected = {
-        "gateway-a": {"JWT_SECRET": "JWT_SECRET", "INTERNAL_TOKEN": "GATEWAY_INTERNAL_TOKEN"},
-        "gateway-b": {"JWT_SECRET": "JWT_SECRET", "INTERNAL_TOKEN": "GATEWAY_INTERNAL_TOKEN"},
+        "gateway-a": {"JWT_SECRET": "JWT_SECRET", "INTERNAL_TOKEN": "GATEWAY_INTERNAL_TOKEN", "TURN_SECRET": "TURN_SECRET"},
+        "gateway-b": {"JWT_SECRET": "JWT_SECRET", "INTERNAL_TOKEN": "GATEWAY_INTERNAL_TOKEN", "TURN_SECRET": "TURN_SECRET"},
         "history": {name: name for name in ("JWT_SECRET", "GATEWAY_INTERNAL_TOKEN", "PRESENCE_INTERNAL_TOKEN",
                                              "ADMIN_INTERNAL_TOKEN", "VAPID_PUBLIC_KEY")},
         "presence": {"INTERNAL_TOKEN": "PRESENCE_INTERNAL_TOKEN", "GATEWAY_INTERNAL_TOKEN": "GATEWAY_INTERNAL_TOKEN"},
@@ -1082,3 +1091,55 @@ async def test_readiness_says_draining_only_when_draining():
     readiness.draining = True
     assert "draining" in json.dumps(await readiness.answer())
     assert "http-check expect ! string draining" in HAPROXY_CFG.read_text()
+
+
+# --- TURN (issue 17) ----------------------------------------------------------------------------
+
+PRIVATE_PEERS = {"10.0.0.0-10.255.255.255", "172.16.0.0-172.31.255.255", "192.168.0.0-192.168.255.255",
+                 "127.0.0.0-127.255.255.255", "169.254.0.0-169.254.255.255"}
+
+
+def flags(arguments: list[str]) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for argument in arguments:
+        name, _, value = argument.partition("=")
+        found.setdefault(name, []).append(value)
+    return found
+
+
+def test_coturn_verifies_the_gateways_credentials_with_the_shared_secret_from_the_secret():
+    """coturn's `use-auth-secret` checks what the gateways sign with TURN_SECRET: both read the
+    one key of parley-secrets. It runs on the host network (a TURN server must be reachable as
+    itself from anywhere), so no NetworkPolicy guards it: it refuses to relay to private and
+    cluster addresses itself."""
+    daemon = k8s_one("DaemonSet", "coturn")
+    pod = daemon["spec"]["template"]["spec"]
+    container = container_of(daemon)
+    given = flags(container["args"])
+    assert "--use-auth-secret" in given and given["--static-auth-secret"] == ["$(TURN_SECRET)"]
+    assert explicit_env(daemon)["TURN_SECRET"]["valueFrom"]["secretKeyRef"] == {"name": "parley-secrets",
+                                                                                "key": "turn-secret"}
+    assert explicit_env(k8s_one("Deployment", "gateway"))["TURN_SECRET"]["valueFrom"]["secretKeyRef"]["key"] == \
+        "turn-secret"
+    assert pod["hostNetwork"] is True and pod["nodeSelector"] == {"parley.io/turn": "true"}
+    assert PRIVATE_PEERS <= set(given["--denied-peer-ip"]) and "--allow-loopback-peers" not in given
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
+    assert pod["automountServiceAccountToken"] is False
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True and security["capabilities"]["drop"] == ["ALL"]
+    # The URLs the gateways hand out name coturn's port.
+    listening = given["--listening-port"][0]
+    for url in config_value("TURN_URLS").split(",") + config_value("STUN_URLS").split(","):
+        assert url.split("?")[0].rsplit(":", 1)[1] == listening, url
+
+
+def test_compose_coturn_and_gateways_share_the_turn_secret(compose_model):
+    services = compose_model["services"]
+    given = flags(services["coturn"]["command"])
+    assert "--use-auth-secret" in given
+    assert given["--static-auth-secret"] == [COMPOSE_SECRETS["TURN_SECRET"]]
+    for name in ("gateway-a", "gateway-b"):
+        environment = services[name]["environment"]
+        assert environment["TURN_SECRET"] == COMPOSE_SECRETS["TURN_SECRET"]
+        for url in environment["TURN_URLS"].split(","):
+            assert url.split("?")[0].rsplit(":", 1)[1] == given["--listening-port"][0], url

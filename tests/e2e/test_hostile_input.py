@@ -21,9 +21,16 @@ MESSAGE_LIKE = st.fixed_dictionaries(
     optional={"receiverId": JSON_VALUES | st.text(max_size=80), "text": JSON_VALUES | st.text(max_size=5000),
               "clientId": JSON_VALUES, "userId": JSON_VALUES, "groupId": JSON_VALUES | st.text(max_size=20),
               "replyTo": JSON_VALUES, "attachmentIds": JSON_VALUES, "messageId": JSON_VALUES,
-              "emoji": JSON_VALUES | st.text(max_size=8), "visible": JSON_VALUES},
+              "emoji": JSON_VALUES | st.text(max_size=8), "visible": JSON_VALUES,
+              # Calls (issue 17).
+              "to": JSON_VALUES | st.text(max_size=80), "kind": JSON_VALUES | st.sampled_from(["audio", "video"]),
+              "sdp": JSON_VALUES | st.text(max_size=2000), "callId": JSON_VALUES | st.text(max_size=40),
+              "candidate": JSON_VALUES | st.fixed_dictionaries({}, optional={
+                  "candidate": JSON_VALUES | st.text(max_size=300), "sdpMid": JSON_VALUES,
+                  "sdpMLineIndex": JSON_VALUES, "usernameFragment": JSON_VALUES})},
 )
-EVENTS = ["sendMessage", "typing", "stopTyping", "markRead", "watchPresence", "react", "unreact", "visibility"]
+EVENTS = ["sendMessage", "typing", "stopTyping", "markRead", "watchPresence", "react", "unreact",
+          "callUser", "answerCall", "iceCandidate", "rejectCall", "endCall", "visibility"]
 
 
 @pytest.fixture

@@ -45,7 +45,7 @@ DEVELOPMENT_DEFAULTS = {
 }
 START_TIMEOUT_SECONDS = 20.0
 # Settings that switch the checks off or would leak in from the developer's shell.
-SCRUBBED = ("DEV_MODE", "VAPID_PUBLIC_KEY", *EVERY_SECRET)
+SCRUBBED = ("DEV_MODE", "TURN_URLS", "TURN_SECRET", "VAPID_PUBLIC_KEY", *EVERY_SECRET)
 
 
 def service_env(stores, **settings: str | None) -> dict[str, str]:
@@ -127,3 +127,15 @@ def test_development_mode_starts_without_any_secret(stores, service):
     """`make run` needs no secrets: DEV_MODE keeps the development defaults working."""
     status, stderr = start(service, service_env(stores, DEV_MODE="true", **{name: None for name in EVERY_SECRET}))
     assert status is None, f"{service} exited with {status}: {stderr}"
+
+
+@pytest.mark.tally(ATTACK, WEAK_SECRETS)
+@pytest.mark.parametrize("weakness", [weakness for weakness in WEAK if weakness != "development default"])
+def test_a_gateway_with_turn_refuses_a_weak_turn_secret(stores, weakness):
+    """TURN is optional (no TURN_URLS: no secret needed, as above); once configured, coturn's
+    shared secret signs every user's TURN credentials and is held to the rule of every secret."""
+    env = service_env(stores, TURN_URLS="turn:turn.example.com:3478", TURN_SECRET=WEAK[weakness])
+    status, stderr = start("gateway", env)
+    assert status is not None and status != 0, f"the gateway started with TURN_SECRET {weakness}"
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and names_setting(lines[0], "TURN_SECRET"), lines

@@ -31,8 +31,8 @@ def wire_names(model) -> set[str]:
     (GroupOut, group_json(GROUP_ROW, [member_json(MEMBER_ROW)])),
 ])
 def test_each_group_builder_writes_exactly_the_fields_of_its_model(model, body):
-    # `attachments` is written only for a message that has some (tests/unit/test_models.py).
-    assert set(body) == wire_names(model) - {"attachments"}
+    # `attachments` (`type` and `call`) are written only for a message that has some (a call's) (tests/unit/test_models.py).
+    assert set(body) == wire_names(model) - {"attachments", "type", "call"}
     model.model_validate(body)
 
 
@@ -44,7 +44,7 @@ def test_a_group_message_has_no_receiver_and_a_string_group_id():
 
 def test_a_1to1_message_keeps_the_guides_fields_without_group_id():
     one_to_one = {**ROW, "receiver_id": "u2", "group_id": None, "r_user_name": "grace", "r_name": "", "r_profile_image": ""}
-    assert set(message_json(one_to_one)) == wire_names(MessageOut) - {"attachments"}
+    assert set(message_json(one_to_one)) == wire_names(MessageOut) - {"attachments", "type", "call"}
     assert deletion_json(42, "u1", "u2") == {"_id": "42", "sender": "u1", "receiver": "u2"}
 
 

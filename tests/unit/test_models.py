@@ -64,8 +64,10 @@ MESSAGE_ROW = {
 }
 
 
-# Written by a builder only when there is something to say (a message without attachments has no key).
-OPTIONAL_WIRE_NAMES = {"attachments"}
+# Written by a builder only when there is something to say (a message without attachments has no
+# key; only a call's message has `type` and `call`).
+CALL_WIRE_NAMES = {"type", "call"}
+OPTIONAL_WIRE_NAMES = {"attachments", *CALL_WIRE_NAMES}
 ATTACHMENT = {"id": "0" * 32, "name": "cat.jpg", "size": 10, "content_type": "image/jpeg", "width": 8, "height": 6,
               "has_thumbnail": True}
 
@@ -78,7 +80,7 @@ def test_a_message_with_attachments_carries_them_all_in_order():
     second = {**ATTACHMENT, "id": "1" * 32, "content_type": "text/plain", "width": None, "height": None,
               "has_thumbnail": False}
     body = message_json({**MESSAGE_ROW, "attachments": json.dumps([ATTACHMENT, second])})
-    assert set(body) == wire_names(MessageOut)
+    assert set(body) == wire_names(MessageOut) - CALL_WIRE_NAMES
     MessageOut.model_validate(body)
     assert body["attachments"] == [
         {"_id": "0" * 32, "name": "cat.jpg", "size": 10, "contentType": "image/jpeg", "width": 8, "height": 6,
@@ -86,6 +88,15 @@ def test_a_message_with_attachments_carries_them_all_in_order():
         {"_id": "1" * 32, "name": "cat.jpg", "size": 10, "contentType": "text/plain",
          "url": f"/api/attachments/{'1' * 32}"},
     ]
+
+
+def test_a_calls_message_says_what_happened_in_type_and_call():
+    row = {**MESSAGE_ROW, "text": "Missed video call", "call_kind": "video", "call_status": "missed",
+           "call_duration_seconds": 0}
+    body = message_json(row)
+    assert set(body) == wire_names(MessageOut) - {"attachments"}
+    assert (body["type"], body["call"]) == ("call", {"kind": "video", "status": "missed", "durationSeconds": 0})
+    MessageOut.model_validate(body)
 
 
 def test_stored_rows_become_valid_message_objects():

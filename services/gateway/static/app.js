@@ -16,6 +16,7 @@ import {
 } from "./thread.js";
 import { onReactionUpdated } from "./reactions.js";
 import { conversationFromUrl, reportVisibility, setupNotifications } from "./notifications.js";
+import { listenForCalls } from "./calls.js";
 
 const SYNC_PAGE = 200;
 const SYNC_MAX_PAGES = 50;
@@ -224,6 +225,7 @@ function connect(token) {
   socket.on("userOnline", (id) => { state.online.add(id); presenceChanged(); });
   socket.on("userOffline", (id) => { state.online.delete(id); presenceChanged(); });
   socket.on("messageError", (error) => notice("sidebar-error", error.message));
+  listenForCalls(socket);
 }
 
 async function start(token) {

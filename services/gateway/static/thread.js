@@ -2,6 +2,7 @@
 // A 1:1 chat and a group share all of it; a group adds sender names and avatars, "read by N",
 // "Ada is typing..." and the members panel.
 
+import { renderCallButtons } from "./calls.js";
 import { $, api, avatarUrl, displayName, element, groupAvatarUrl, newer, nextCursor, notice, typingText }
   from "./util.js";
 import { groupKey, idOf, isMine, keyOfMessage, remember, seen, state } from "./state.js";
@@ -76,6 +77,7 @@ document.addEventListener("close-conversation", closeConversation);
 export function renderHeader() {
   const current = state.current;
   $("members-button").hidden = !isGroup();
+  renderCallButtons();
   if (!current) {
     $("partner-name").textContent = "Pick a conversation";
     $("partner-avatar").hidden = true;
@@ -128,6 +130,10 @@ function messageElement(message, pending = false) {
     avatar.alt = "";
     avatar.src = avatarUrl({ ...sender, _id: idOf(message.sender) || "?" });
     item.append(avatar, element("div", "sender", displayName(sender)));
+  }
+  if (message.type === "call" && message.call) { // a call's entry (issue 17): "Missed video call"
+    item.classList.add("call-message", message.call.kind);
+    if (!message.call.durationSeconds && message.call.status !== "ended") item.classList.add("unanswered");
   }
   if (message.replyTo) item.append(quoteElement(message.replyTo));
   const text = element("div", "text", message.text);
