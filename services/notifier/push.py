@@ -9,6 +9,7 @@ reused until an hour before it expires (RFC 8292 allows 24 hours; we sign for 12
 import asyncio
 import enum
 import hashlib
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -17,9 +18,11 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from py_vapid import Vapid02
-from pywebpush import WebPusher
+from pywebpush import WebPusher, WebPushException
 
 from ..shared.push import Subscription, b64url
+
+log = logging.getLogger(__name__)
 
 VAPID_TOKEN_SECONDS = 12 * 3600
 VAPID_RENEW_BEFORE_SECONDS = 3600
@@ -111,7 +114,13 @@ class PushSender:
         return body, self._authorization(subscription.endpoint)
 
     async def send(self, subscription: Subscription, payload: bytes, topic: str) -> Answer:
-        body, authorization = await asyncio.to_thread(self._prepare, subscription, payload)
+        try:
+            body, authorization = await asyncio.to_thread(self._prepare, subscription, payload)
+        except (ValueError, WebPushException) as exc:
+            # Keys no push can be encrypted for (stored before they were checked, or by hand):
+            # no retry helps, and the subscription is of no use, so it goes as a gone one does.
+            log.warning("a subscription's keys are unusable (%s): removing it", exc)
+            return Answer(Outcome.GONE, None)
         headers = {"TTL": str(self._ttl), "Content-Encoding": "aes128gcm", "Content-Type": "application/octet-stream",
                    "Topic": topic, "Urgency": "normal", "Authorization": authorization}
         try:

@@ -95,9 +95,11 @@ def parse_subscription(body: object, push_hosts: tuple[str, ...], allow_loopback
     keys = body.get("keys")
     if not isinstance(keys, dict):
         raise InvalidField("keys", "must be an object {p256dh, auth}")
-    p256_point(keys.get("p256dh"), "p256dh")
-    b64url_decode(keys.get("auth"), "auth", 16)
-    return Subscription(endpoint, keys["p256dh"], keys["auth"])
+    point = p256_point(keys.get("p256dh"), "p256dh")
+    auth = b64url_decode(keys.get("auth"), "auth", 16)
+    # Stored as decoded and encoded again: base64 decoders that skip stray characters (the
+    # push library's does) then read exactly the key that was checked.
+    return Subscription(endpoint, _point(point), b64url(auth))
 
 
 def parse_endpoint(body: object, push_hosts: tuple[str, ...], allow_loopback: bool) -> str:

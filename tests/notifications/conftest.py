@@ -1,10 +1,14 @@
 """A cluster with a notifier, and the push receiver the tests start (receiver.py)."""
 
+import dataclasses
+import uuid
+
 import aiohttp
 import pytest
 
+from services.devtools.stores import drop_database, ensure_database, with_database
 from tests.notifications.receiver import Browser, PushReceiver
-from tests.support import TEST_RUN_DIR, ChatClient, Cluster, User, create_user, running_cluster
+from tests.support import TEST_RUN_DIR, ChatClient, Cluster, User, create_user, migrate, running_cluster
 
 # Quick retries and a short collapse window, so the tests take seconds.
 NOTIFIER_TIMING = {"COLLAPSE_SECONDS": "1", "PUSH_BACKOFF_SECONDS": "0.1", "PUSH_TIMEOUT_SECONDS": "2",
@@ -15,6 +19,19 @@ def assert_no_errors_logged(cluster: Cluster) -> None:
     for process in cluster.stack.processes.values():
         errors = [line for line in process.log_text().splitlines() if '"level": "error"' in line]
         assert not errors, f"{process.name} logged errors: {errors[:3]}"
+
+
+@pytest.fixture(scope="module")
+def stores(stores):
+    """The run's stores with a database of these tests' own: every history relays its database's
+    messages to the push subscriptions in it, so another cluster of the run on the shared one
+    (the e2e cluster lives through the whole run) would push to these tests' receivers too."""
+    admin_url = with_database(stores.database_url, "postgres")
+    database = f"parley_notify_{uuid.uuid4().hex[:8]}"
+    url = ensure_database(admin_url, database)
+    migrate(url)
+    yield dataclasses.replace(stores, database_url=url)
+    drop_database(admin_url, database)
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ def test_a_good_token_gives_its_user_id():
         "",
         "garbage",
         jwt.encode({"id": "u1", "exp": int(time.time()) - 60}, SETTINGS.jwt_secret, algorithm="HS256"),
-        jwt.encode({"id": "u1", "exp": LATER, "nbf": int(time.time()) + 600}, SETTINGS.jwt_secret, algorithm="HS256"),
+        jwt.encode({"id": "u1", "exp": LATER, "nbf": int(time.time()) + 86400}, SETTINGS.jwt_secret, algorithm="HS256"),
         jwt.encode({"id": "u1", "exp": LATER}, "some-other-secret-" + "1" * 60, algorithm="HS256"),
         jwt.encode({"id": "u1", "exp": LATER}, None, algorithm="none"),
         jwt.encode({"id": "u1", "exp": LATER}, SETTINGS.jwt_secret, algorithm="HS512"),
