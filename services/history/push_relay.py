@@ -162,6 +162,12 @@ class PushRelay:
                 last_failure = type(exc)
                 await asyncio.sleep(RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)])
                 failures += 1
+            except Exception:
+                # A bug, but the relay must not die of it silently (its task's error would be seen
+                # by nobody, and no job appended again): said loudly, and the next pass tries again.
+                log.exception("notification relay pass failed")
+                await asyncio.sleep(RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)])
+                failures += 1
 
     async def relay_once(self) -> int:
         """One pass: the jobs of up to PUSH_RELAY_BATCH new messages. Answers how many messages
@@ -230,7 +236,8 @@ class PushRelay:
             return relayed + 1
         if group["pending"]:
             summary = await self._redis.xpending(self._stream, PUSH_CONSUMER_GROUP)
-            candidates.append(_text(summary["min"]))
+            if summary["min"] is not None:  # None: acknowledged between the two reads
+                candidates.append(_text(summary["min"]))
         undelivered = await self._redis.xrange(self._stream, "(" + _text(group["last-delivered-id"]), "+", count=1)
         if undelivered:
             candidates.append(_text(undelivered[0][0]))

@@ -127,9 +127,13 @@ class Consumer:
     async def close(self, grace_seconds: float) -> None:
         """Stops taking jobs, pushes what it holds now (a burst's window is cut short) for up to
         `grace_seconds`, then stops; what is still held stays pending, for another to claim."""
-        self._closing = True  # as well as the cancel: Python 3.11's wait_for can swallow one
+        # The job loop ends at its next turn: its read under way (at most READ_BLOCK_MS) may
+        # have taken jobs already, which a cancel would leave pending, taken by nobody here.
+        self._closing = True
+        self._room.set()
         if self._main is not None:
-            self._main.cancel()
+            await asyncio.wait({self._main}, timeout=READ_BLOCK_MS / 1000 + 1)
+            self._main.cancel()  # stuck (Redis away): what it read stays pending, for a claim
             await asyncio.wait({self._main}, timeout=1)
         for key, burst in list(self._bursts.items()):
             if burst.timer is not None:
@@ -159,6 +163,8 @@ class Consumer:
         while not self._closing:
             try:
                 await self._wait_for_room()
+                if self._closing:
+                    break
                 await self._retry_acknowledgements()
                 if own_pending_from is not None:
                     entries = await self._read(own_pending_from, block=None)
@@ -219,7 +225,7 @@ class Consumer:
         return answer[0][1] if answer else []
 
     async def _wait_for_room(self) -> None:
-        while len(self._held) >= self._settings.push_concurrency:
+        while len(self._held) >= self._settings.push_concurrency and not self._closing:
             self._room.clear()
             await self._room.wait()
 
