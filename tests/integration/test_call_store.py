@@ -10,6 +10,7 @@ import redis.asyncio as redis
 
 from services.gateway.call_store import CallStore
 from services.shared.keys import call_busy_key, call_key, node_alive_key, user_nodes_key
+from tests.support import eventually
 
 SWEEPERS = 8
 
@@ -48,10 +49,13 @@ async def test_many_sweepers_end_each_missed_call_exactly_once_and_free_everyone
         calls[call_id] = (caller, callee)
 
     ended = []
-    while len(ended) < len(calls):  # every sweeper at once, again and again, until all rang out
+
+    async def all_rang_out():  # every sweeper at once, again and again, until all rang out
         rounds = await asyncio.gather(*(each.sweep() for each in stores_))
-        ended += [call for found in rounds for call in found]
-        await asyncio.sleep(0.05)
+        ended.extend(call for found in rounds for call in found)
+        assert len(ended) >= len(calls)
+
+    await eventually(all_rang_out, timeout=10, interval=0.05)
     assert sorted(call.id for call in ended) == sorted(calls), "each call ended once, by one sweeper"
     assert {call.reason for call in ended} == {"missed"}
     for caller, callee in calls.values():

@@ -2,7 +2,6 @@
 service encrypted (RFC 8291) and signed (RFC 8292), through history's relay, the job stream and
 the notifier; visibility, collapse, mutes and the hide-text setting decide what is sent."""
 
-import asyncio
 
 import asyncpg
 import redis.asyncio
@@ -159,17 +158,13 @@ async def test_a_gone_subscription_is_removed_and_its_job_acknowledged(cluster, 
     database = await asyncpg.connect(cluster.stack.env["DATABASE_URL"])
     client = redis.asyncio.Redis.from_url(cluster.stack.env["REDIS_URL"])
     try:
-        async def settled() -> bool:
+        async def settled() -> None:  # the notifier removes the row and acknowledges after the 410 answer
             endpoints = {row["endpoint"] for row in await database.fetch(
                 "SELECT endpoint FROM push_subscriptions WHERE user_id = $1", grace.id)}
             pending = await client.xpending(push_stream_key(cluster.stack.env["REDIS_PREFIX"]), PUSH_CONSUMER_GROUP)
-            return endpoints == {kept.endpoint} and pending["pending"] == 0
+            assert endpoints == {kept.endpoint} and pending["pending"] == 0
 
-        for _ in range(200):  # the notifier removes the row and acknowledges after the 410 answer
-            if await settled():
-                break
-            await asyncio.sleep(0.05)
-        assert await settled()
+        await eventually(settled, timeout=10, interval=0.05)
     finally:
         await database.close()
         await client.aclose()
