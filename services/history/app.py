@@ -103,6 +103,7 @@ async def postgres(app: web.Application):
     migrating.cancel()
     await asyncio.gather(migrating, return_exceptions=True)
     await relay.close()
+    await store.close()
     if replica is not None:
         await replica.close()
         await asyncio.wait_for(replica_pool.close(), timeout=10)

@@ -7,10 +7,9 @@ the group's members, and the removed member) and `reactionUpdated` (to the messa
 conversation). So a socket that recovers its connection, or is caught up after a pub/sub
 outage, is given them in feed order, exactly once, and `sync` answers them (`events`).
 
-- A row is appended in the transaction of the change it tells, which holds the change-feed lock
-  from before its position is drawn until it commits (`store.CHANGE_FEED_LOCK_KEY`): positions
-  become visible in order, as message ids do. Every such transaction takes the lock FIRST,
-  before any row lock, so it never waits for it while holding a lock a message insert needs.
+- A row is appended in the transaction of the change it tells, which claims its position
+  before drawing it (`store.CLAIM_FEED_POSITIONS`, migration 0012): a reader stops at the
+  settled head, so it never skips an event that commits after a later one (as for message ids).
 - The live emit carries the row's position as its last argument (`FeedEvent.data`), as
   `messageDeleted` does: the socket's recovery offset.
 - A user's feed reads their own rows (`audience_user`, `audience_partner`) and the rows of the
@@ -52,7 +51,7 @@ class FeedEvent(NamedTuple):
 async def append_event(connection: asyncpg.Connection, event: str, payload: dict, *, user: str | None = None,
                        partner: str | None = None, group: int | None = None) -> FeedEvent:
     """Appends one event for `user` (and `partner`, the other 1:1 party) or the members of
-    `group`. The caller's transaction holds the change-feed lock."""
+    `group`. The caller's transaction claimed its position first (store.CLAIM_FEED_POSITIONS)."""
     if partner == user:
         partner = None
     seq = await connection.fetchval(_APPEND, user, partner, group, event, dumps(payload))

@@ -6,9 +6,10 @@ connection (`_membership`): an unknown group is `unknown_group`, a group one is 
 longer) in is `not_a_member`, an admin-only change by a member is `forbidden`.
 
 Every change members hear of is appended to the change feed in its own transaction
-(feed_events.py): the transaction takes the change-feed lock first, before the group row's, as a
-group message's insert does, so the two never wait for each other crosswise. Each such call
-returns its `FeedEvent`s, in feed order, for the handler to emit.
+(feed_events.py), which claims its feed position first (store.CLAIM_FEED_POSITIONS). The group's
+row is the lock that orders a group's changes: a membership change takes it FOR UPDATE, a batch
+of its messages FOR NO KEY UPDATE (store._LOCK_GROUPS), each before any member row. Each such
+call returns its `FeedEvent`s, in feed order, for the handler to emit.
 """
 
 import asyncpg
@@ -17,7 +18,7 @@ from ..shared.errors import Forbidden, InvalidField, NotAMember, NotFound, Unkno
 from .errors import GroupFull, LastAdmin, unknown_group
 from .feed_events import FeedEvent, append_event
 from .group_models import group_json, member_json
-from .store import CHANGE_FEED_LOCK_KEY, MESSAGE_COLUMNS, PROFILE_JOINS, MessageStore, messages_json
+from .store import CLAIM_FEED_POSITIONS, MESSAGE_COLUMNS, PROFILE_JOINS, MessageStore, messages_json
 
 ADMIN = "admin"
 MAX_ID = 2**63 - 1
@@ -39,7 +40,7 @@ class GroupStore:
         if len(others) + 1 > self.max_members:
             raise GroupFull(f"A group holds at most {self.max_members} members")
         async with self._messages.connection() as connection, connection.transaction():
-            await _lock_feed(connection)
+            await connection.execute(CLAIM_FEED_POSITIONS)
             if not await connection.fetchval("SELECT true FROM users WHERE id = $1", creator):
                 raise UnknownUser("Your profile is not known to the chat service", code="unknown_sender")
             group_id = await connection.fetchval(_CREATE_GROUP, name, image, creator)
@@ -64,8 +65,8 @@ class GroupStore:
     async def update_group(self, me: str, group_id: int, name: str | None,
                            image: str | None) -> tuple[dict, list[FeedEvent]]:
         async with self._messages.connection() as connection, connection.transaction():
-            await _lock_feed(connection)
-            await _require_admin(connection, group_id, me)
+            await connection.execute(CLAIM_FEED_POSITIONS)
+            await _require_admin(connection, group_id, me, lock=True)
             await connection.execute(_UPDATE_GROUP, group_id, name, image)
             return await _group_updated(connection, group_id)
 
@@ -73,7 +74,7 @@ class GroupStore:
         """The group after the change, and (when it added anyone: those already in are left as
         they are) its `groupUpdated`, then a `memberAdded` for each member added."""
         async with self._messages.connection() as connection, connection.transaction():
-            await _lock_feed(connection)
+            await connection.execute(CLAIM_FEED_POSITIONS)
             await _require_admin(connection, group_id, me, lock=True)
             present = await connection.fetchrow(_COUNT_MEMBERS_AND_PRESENT, group_id, user_ids)
             new = [user_id for user_id in dict.fromkeys(user_ids) if user_id not in set(present["present"])]
@@ -97,7 +98,7 @@ class GroupStore:
         the `memberRemoved` they and the removed member hear (one feed row for both: the removed
         one reads it as its `audience_user`, no longer a member)."""
         async with self._messages.connection() as connection, connection.transaction():
-            await _lock_feed(connection)
+            await connection.execute(CLAIM_FEED_POSITIONS)
             my_role = await _membership(connection, group_id, me, lock=True)
             if user_id != me and my_role != ADMIN:
                 raise Forbidden("Only an admin can remove another member")
@@ -113,7 +114,7 @@ class GroupStore:
 
     async def set_role(self, me: str, group_id: int, user_id: str, role: str) -> tuple[dict, list[FeedEvent]]:
         async with self._messages.connection() as connection, connection.transaction():
-            await _lock_feed(connection)
+            await connection.execute(CLAIM_FEED_POSITIONS)
             await _require_admin(connection, group_id, me, lock=True)
             roles = await _roles(connection, group_id)
             if user_id not in roles:
@@ -135,7 +136,7 @@ class GroupStore:
         """Reads the group up to its newest message: how many were unread, the newest id, the
         members, and (when it marked anything) the members' `groupRead`."""
         async with self._messages.connection() as connection, connection.transaction():
-            await _lock_feed(connection)
+            await connection.execute(CLAIM_FEED_POSITIONS)
             await _membership(connection, group_id, me)
             row = await connection.fetchrow(_MARK_GROUP_READ, group_id, me)
             members = [r["user_id"] for r in await connection.fetch(_MEMBER_IDS, group_id)]
@@ -171,11 +172,6 @@ async def _require_admin(connection: asyncpg.Connection, group_id: int, user_id:
 
 async def _roles(connection: asyncpg.Connection, group_id: int) -> dict[str, str]:
     return {row["user_id"]: row["role"] for row in await connection.fetch(_ROLES, group_id)}
-
-
-async def _lock_feed(connection: asyncpg.Connection) -> None:
-    """The change-feed lock, for the transaction: taken first (see the module docstring)."""
-    await connection.execute("SELECT pg_advisory_xact_lock($1)", CHANGE_FEED_LOCK_KEY)
 
 
 async def _group_updated(connection: asyncpg.Connection, group_id: int) -> tuple[dict, list[FeedEvent]]:

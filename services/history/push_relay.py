@@ -6,8 +6,8 @@ by history after its commit, is lost when that process dies between the two, and
 is down (sends are still stored and acknowledged then). So the relay derives jobs from what
 Postgres committed, and keeps its progress in Postgres:
 
-- It reads the messages after `push_relay.relayed_through` (its stream's row) in id order (ids become visible in
-  id order: the change-feed lock is held from drawing an id until the commit), works out who
+- It reads the messages after `push_relay.relayed_through` (its stream's row) in id order, up to
+  the change feed's settled head (store.settled_head: no smaller id can still commit), works out who
   gets a notification (recipients with a push subscription, not muting the conversation, with
   no visible socket now), appends one job per recipient with the stream id
   `<message id>-<n>`, and moves the cursor in the same transaction. A crash before the commit
@@ -40,6 +40,7 @@ from ..shared.errors import StoreUnavailable
 from ..shared.keys import PUSH_CONSUMER_GROUP, push_epoch_key, push_stream_key, visible_sockets_key
 from ..shared.push import ensure_group
 from ..shared.postgres import UNAVAILABLE_ERRORS, pooled_connection
+from .store import settled_head
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ ON CONFLICT (stream) DO NOTHING
 _TAKE_CURSOR = "SELECT relayed_through, done_below, epoch FROM push_relay WHERE stream = $1 FOR UPDATE SKIP LOCKED"
 _NEXT_MESSAGES = """
 SELECT count(*) AS n, max(id) AS last FROM (
-    SELECT id FROM messages WHERE id > $1 ORDER BY id LIMIT $2
+    SELECT id FROM messages WHERE id > $1 AND id <= $3 ORDER BY id LIMIT $2
 ) AS next_messages
 """
 # Who of each message's recipients may get a notification: subscribed, not muting it. The text
@@ -188,7 +189,7 @@ class PushRelay:
                 await self._redis.set(push_epoch_key(self._prefix), epoch)
             else:
                 done_below = await self._done_below(relayed)
-            taken = await connection.fetchrow(_NEXT_MESSAGES, relayed, self._batch)
+            taken = await connection.fetchrow(_NEXT_MESSAGES, relayed, self._batch, await settled_head(connection))
             last = taken["last"] if taken["n"] else relayed
             if taken["n"]:
                 rows = await connection.fetch(_JOBS, relayed, last)

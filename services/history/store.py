@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 import asyncpg
 
+from ..shared.batching import Batcher
 from ..shared.errors import (ErrorCode, Forbidden, InvalidField, NotAMember, NotFound, ParleyError, StoreUnavailable,
                              UnknownUser)
 from ..shared.limits import MAX_REACTIONS_PER_USER, REPLY_QUOTE_LENGTH
@@ -82,6 +83,11 @@ class MessageStore:
         self._replica = replica
         # False until this process has seen the migrations applied; queries wait for it.
         self.schema_ready = False
+        # Feed reads that arrive together share one wait for the claims in flight (`settled_head`).
+        self._settled_heads: Batcher[None, int] = Batcher(self._settle, max_batch=MAX_SETTLE_WAITERS)
+
+    async def close(self) -> None:
+        await self._settled_heads.close()
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
@@ -190,38 +196,33 @@ class MessageStore:
         for a group message it created, the members to deliver it to (the sender excluded); or
         the error that refused it. A batch of 1:1 messages is one statement (insert, summary rows
         and profile join), so it costs one round trip and one commit; group messages add a
-        transaction whose first statement takes the change-feed lock (see _INSERT_GROUP_MESSAGES).
+        transaction that claims its change-feed positions first and locks the groups' rows (see
+        _INSERT_GROUP_MESSAGES). Batches of several history processes run in parallel: one that
+        deadlocks with another (row locks taken in different orders) is rolled back whole and run
+        again, up to DEADLOCK_RETRIES times.
         """
-        created: dict[int, dict] = {}
-        recipients: dict[int, list[str]] = {}
-        refusals: dict[int, ParleyError] = {}
         async with self._connection() as connection:
-            if not any(m.group_id is not None or m.attachment_ids for m in messages):
-                created = await _insert_direct(connection, list(enumerate(messages)))
-            else:
-                async with connection.transaction():
-                    await connection.execute("SELECT pg_advisory_xact_lock($1)", CHANGE_FEED_LOCK_KEY)
-                    refusals = await _attachment_refusals(connection, messages)
-                    admitted = [(n, m) for n, m in enumerate(messages) if id(m) not in refusals]
-                    direct = [(n, m) for n, m in admitted if m.group_id is None]
-                    grouped = [(n, m) for n, m in admitted if m.group_id is not None]
-                    created = await _insert_direct(connection, direct) if direct else {}
-                    created |= await _insert_grouped(connection, grouped) if grouped else {}
-                    await _link_attachments(connection, messages, created)
-                    recipients = await _group_recipients(connection, created)
-            missing = [message for n, message in enumerate(messages) if n not in created and id(message) not in refusals]
-            earlier = await _messages_by_client_id(connection, missing) if missing else {}
-            refused = [message for message in missing if (message.sender_id, message.client_id) not in earlier]
-            refusals |= await _refusals(connection, refused) if refused else {}
-        results: list[Stored | ParleyError] = []
-        for n, message in enumerate(messages):
-            if n in created:
-                results.append(Stored(created[n], True, recipients.get(n)))
-            elif (message.sender_id, message.client_id) in earlier:
-                results.append(Stored(earlier[message.sender_id, message.client_id], False, None))
-            else:
-                results.append(refusals[id(message)])
-        return results
+            for attempt in range(DEADLOCK_RETRIES + 1):
+                try:
+                    return await _create_messages(connection, messages)
+                except asyncpg.DeadlockDetectedError:
+                    if attempt == DEADLOCK_RETRIES:
+                        raise
+                    log.warning("a batch of %d messages deadlocked with another; running it again", len(messages))
+        raise AssertionError("unreachable")
+
+    async def _settle(self, waiting: list[None]) -> list[int]:
+        async with self._connection() as connection:
+            head = await settled_head(connection)
+        return [head] * len(waiting)
+
+    async def settled_head(self) -> int:
+        """The newest change-feed position up to which every position is settled (committed or
+        rolled back) as of this call: migration 0012's claims. A reader that stops at it never
+        skips a position that commits later; waiting costs writers nothing."""
+        if not self.schema_ready:
+            raise StoreUnavailable("The message store is starting, try again shortly")
+        return await self._settled_heads.submit(None)
 
     async def fetch_page(self, me: str, partner: str, before: int | None, limit: int) -> tuple[list[dict], bool]:
         """Up to `limit` messages before the cursor, oldest first, and whether older ones exist."""
@@ -242,7 +243,7 @@ class MessageStore:
         """Marks the partner's messages to the reader read: how many, the newest id, and (when
         any were) the partner's `messagesRead`, appended to the feed in the same transaction."""
         async with self._connection() as connection, connection.transaction():
-            await connection.execute("SELECT pg_advisory_xact_lock($1)", CHANGE_FEED_LOCK_KEY)
+            await connection.execute(CLAIM_FEED_POSITIONS)
             row = await connection.fetchrow(_MARK_READ, reader_id, partner_id)
             up_to = str(row["up_to"]) if row["up_to"] is not None else None
             receipt = None
@@ -278,7 +279,12 @@ class MessageStore:
         after `after` may have been pruned (feed_events.py). A message (or
         an edited one) is as it stands now, with my view of its reactions; an event's body is a
         `FeedEvent` (a receipt, a group change, a reaction: feed_events.py). What `sync` pages and
-        what a recovering socket replays."""
+        what a recovering socket replays.
+
+        It stops at the settled head (`settled_head`, asked before the read): a position above it
+        may still have a smaller one committing. What committed above it since is left out, as
+        if it had committed after the read (a connected socket hears it live, sync gets it next)."""
+        settled = await self.settled_head()
         async with self.read_connection() as connection:
             messages = await connection.fetch(_SYNC_MESSAGES, me, after, limit + 1)
             deletions = await connection.fetch(_SYNC_DELETIONS, me, after, limit + 1)
@@ -291,6 +297,8 @@ class MessageStore:
                 + [(row["seq"], "edit", row) for row in edits] + [(event.seq, "event", event) for event in others],
                 key=lambda event: event[0],
             )
+            # Each source is read in position order: what lies above `settled` is at its end.
+            events = [event for event in events if event[0] <= settled]
             taken = events[:limit]
             built = await messages_json(connection, [row for _, kind, row in taken if kind in ("message", "edit")], me)
         by_id = {message["_id"]: message for message in built}
@@ -303,13 +311,10 @@ class MessageStore:
             return await prune(connection, older_than_seconds, batch)
 
     async def feed_head(self) -> int:
-        """The newest position of the change feed that is committed: every smaller one is too.
-
-        Read under the change-feed lock (shared), so no transaction that drew a position is
-        still committing: a socket told this head hears live every change after it."""
-        async with self._connection() as connection, connection.transaction():
-            await connection.execute("SELECT pg_advisory_xact_lock_shared($1)", CHANGE_FEED_LOCK_KEY)
-            return await connection.fetchval(_FEED_HEAD)
+        """The newest position of the change feed that is settled: every smaller one is too, and
+        no transaction that drew a position below it is still committing, so a socket told this
+        head (after joining its rooms) hears live every change after it."""
+        return await self.settled_head()
 
     async def search(self, me: str, query: str, before: int | None, limit: int) -> tuple[list[dict], bool]:
         async with self.read_connection() as connection:
@@ -322,7 +327,7 @@ class MessageStore:
         forget it in the same transaction. Someone who cannot see the message is told it does not
         exist. Returns the deletion and its position in the change feed."""
         async with self._connection() as connection, connection.transaction():
-            await connection.execute("SELECT pg_advisory_xact_lock($1)", CHANGE_FEED_LOCK_KEY)
+            await connection.execute(CLAIM_FEED_POSITIONS)
             row = await connection.fetchrow(_MESSAGE_TO_DELETE, message_id, me)
             visible = row is not None and (row["member"] if row["group_id"] else me in (row["sender_id"], row["receiver_id"]))
             if not visible:
@@ -347,7 +352,7 @@ class MessageStore:
         generated from the text). Someone who cannot see the message is told it does not exist.
         Returns the message edited and the edit's position in the change feed."""
         async with self._connection() as connection, connection.transaction():
-            await connection.execute("SELECT pg_advisory_xact_lock($1)", CHANGE_FEED_LOCK_KEY)
+            await connection.execute(CLAIM_FEED_POSITIONS)
             row = await connection.fetchrow(_MESSAGE_TO_EDIT, message_id, me, window_seconds)
             if not _visible(row, me):
                 raise NotFound("No such message")
@@ -362,17 +367,16 @@ class MessageStore:
 
     async def set_reactions(self, requests: list[tuple[str, int, str, bool]]) -> list[ReactionOutcome | ParleyError]:
         """Several reactions, each (me, message id, emoji, add), in ONE transaction and in the
-        order given: one change-feed lock and one commit for all, as a group commit of sends has.
-        A reaction is its own transaction otherwise, and under the one lock its commit (a WAL
-        flush) capped the whole system at a few hundred a second (bench/RESULTS.md, "Reactions").
-        Each is checked on its own (a savepoint): one refused (`NotFound`, `TooManyReactions`)
-        leaves the others."""
+        order given: one commit for all, as a group commit of sends has (each its own commit, a
+        WAL flush, once capped the system at a few hundred a second: bench/RESULTS.md,
+        "Reactions"). Each is checked on its own (a savepoint): one refused (`NotFound`,
+        `TooManyReactions`) leaves the others."""
         results: list[ReactionOutcome | ParleyError] = []
         async with self._connection() as connection, connection.transaction():
-            # First: a transaction appending to the feed takes its lock before any other lock.
-            # Held to the commit, it also serialises every reaction, so a user's count of
-            # reactions on a message is read after any other change to it.
-            await connection.execute("SELECT pg_advisory_xact_lock($1)", CHANGE_FEED_LOCK_KEY)
+            await connection.execute(CLAIM_FEED_POSITIONS)
+            # A user's reactions on one message change one transaction at a time, so their count
+            # is read after any other change to it; all taken at once, in key order (no deadlock).
+            await connection.execute(_LOCK_REACTORS, [r[0] for r in requests], [r[1] for r in requests])
             for me, message_id, emoji, add in requests:
                 try:
                     async with connection.transaction():
@@ -384,7 +388,7 @@ class MessageStore:
 
 async def _set_reaction(connection: asyncpg.Connection, me: str, message_id: int, emoji: str,
                         add: bool) -> ReactionOutcome:
-    """Adds (or removes) my `emoji` on a message I can see, under the caller's change-feed lock.
+    """Adds (or removes) my `emoji` on a message I can see, under the caller's lock on (me, message).
     Refused with `too_many_reactions` past MAX_REACTIONS_PER_USER emoji."""
     row = await connection.fetchrow(_VISIBLE_MESSAGE, message_id, me)
     if not _visible(row, me):
@@ -505,6 +509,46 @@ async def _link_attachments(connection: asyncpg.Connection, messages: list[Store
         created[n] = attach(created[n], by_message.get(int(created[n]["_id"]), []))
 
 
+async def settled_head(connection: asyncpg.Connection) -> int:
+    """The change feed's settled head now (migration 0012), asked on `connection` (the primary)."""
+    return await connection.fetchval(_SETTLED_HEAD, SETTLE_MAX_WAIT_SECONDS)
+
+
+async def _create_messages(connection: asyncpg.Connection, messages: list[StoreMessage]) -> list[Stored | ParleyError]:
+    """`MessageStore.create_messages` on one connection: one attempt."""
+    created: dict[int, dict] = {}
+    recipients: dict[int, list[str]] = {}
+    refusals: dict[int, ParleyError] = {}
+    if not any(m.group_id is not None or m.attachment_ids for m in messages):
+        created = await _insert_direct(connection, list(enumerate(messages)))
+    else:
+        async with connection.transaction():
+            await connection.execute(CLAIM_FEED_POSITIONS)
+            refusals = await _attachment_refusals(connection, messages)
+            admitted = [(n, m) for n, m in enumerate(messages) if id(m) not in refusals]
+            direct = [(n, m) for n, m in admitted if m.group_id is None]
+            grouped = [(n, m) for n, m in admitted if m.group_id is not None]
+            created = await _insert_direct(connection, direct) if direct else {}
+            if grouped:
+                await connection.execute(_LOCK_GROUPS, sorted({int(m.group_id) for _, m in grouped}))
+                created |= await _insert_grouped(connection, grouped)
+            await _link_attachments(connection, messages, created)
+            recipients = await _group_recipients(connection, created)
+    missing = [message for n, message in enumerate(messages) if n not in created and id(message) not in refusals]
+    earlier = await _messages_by_client_id(connection, missing) if missing else {}
+    refused = [message for message in missing if (message.sender_id, message.client_id) not in earlier]
+    refusals |= await _refusals(connection, refused) if refused else {}
+    results: list[Stored | ParleyError] = []
+    for n, message in enumerate(messages):
+        if n in created:
+            results.append(Stored(created[n], True, recipients.get(n)))
+        elif (message.sender_id, message.client_id) in earlier:
+            results.append(Stored(earlier[message.sender_id, message.client_id], False, None))
+        else:
+            results.append(refusals[id(message)])
+    return results
+
+
 async def _insert_direct(connection: asyncpg.Connection, direct: list[tuple[int, StoreMessage]]) -> dict[int, dict]:
     """The 1:1 messages this statement created, by their index in the batch."""
     columns = [[getattr(m, name) for _, m in direct] for name in ("sender_id", "receiver_id", "text", "client_id")]
@@ -514,7 +558,8 @@ async def _insert_direct(connection: asyncpg.Connection, direct: list[tuple[int,
 
 
 async def _insert_grouped(connection: asyncpg.Connection, grouped: list[tuple[int, StoreMessage]]) -> dict[int, dict]:
-    """The group messages this statement created (the caller holds the change-feed lock), by index."""
+    """The group messages this statement created (the caller claimed its positions and locked
+    the groups' rows), by index."""
     rows = await connection.fetch(
         _INSERT_GROUP_MESSAGES,
         [m.sender_id for _, m in grouped],
@@ -572,26 +617,33 @@ async def _refusals(connection: asyncpg.Connection, messages: list[StoreMessage]
 
 _MAX_ID = 2**63 - 1
 
-# Every transaction that draws from `change_seq` (messages, deletions, edits, feed_events) holds this lock from
-# before it draws until it has committed, so ids become visible in id order: `sync?after=<id>`
-# can never miss a smaller id committed later. Group commit keeps the cost down: the gateways
-# send one batch at a time each, and a batch takes the lock once.
-CHANGE_FEED_LOCK_KEY = 0x70726C79_66656564  # "prly" "feed"
+# Every transaction that draws from `change_seq` (messages, deletions, edits, feed_events) first
+# claims (migration 0012): a shared lock keyed by the next position, held to its end. Claims never
+# wait for each other, so writers run in parallel; a reader that must not skip a position that
+# commits later stops at `settled_head` (it waits out the claims below the sequence's head).
+CLAIM_FEED_POSITIONS = "SELECT parley_feed_claim()"
+_SETTLED_HEAD = "SELECT parley_feed_settled(make_interval(secs => $1))"
+# How long a feed read waits for the claims in flight below the head: a claim lasts one
+# transaction (milliseconds); past this, the read stops below the oldest one (still settled).
+SETTLE_MAX_WAIT_SECONDS = 2.0
+MAX_SETTLE_WAITERS = 1000
+# A batch that deadlocked with another history process's (and was rolled back whole) runs again.
+DEADLOCK_RETRIES = 3
 
 # Ids are drawn in the input's order before the insert, so each row maps back to its input (n).
 # A message whose sender or receiver is unknown is left out (and explained by the caller)
-# rather than failing the whole batch on the foreign key. The lock is a one-time filter,
-# taken before the first id is drawn.
+# rather than failing the whole batch on the foreign key. The claim is a one-time filter,
+# taken before the first id is drawn (in a transaction that claimed already, it claims again: harmless).
 _INSERT_MESSAGES = f"""
-WITH feed_lock AS MATERIALIZED (
-    SELECT pg_advisory_xact_lock({CHANGE_FEED_LOCK_KEY})
+WITH feed_claim AS MATERIALIZED (
+    SELECT parley_feed_claim()
 ), input AS MATERIALIZED (
     SELECT nextval('change_seq') AS id, i.n, i.sender_id, i.receiver_id, i.text, i.client_id, i.reply_to,
            i.call_kind, i.call_status, i.call_duration_seconds
     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::int[])
          WITH ORDINALITY AS i(sender_id, receiver_id, text, client_id, reply_to, call_kind, call_status,
                               call_duration_seconds, n)
-    WHERE (SELECT true FROM feed_lock)
+    WHERE (SELECT true FROM feed_claim)
       AND EXISTS (SELECT 1 FROM users WHERE id = i.sender_id) AND EXISTS (SELECT 1 FROM users WHERE id = i.receiver_id)
       -- A reply quotes a message of the same pair, either way, still standing (a primary-key probe).
       AND (i.reply_to IS NULL OR EXISTS (
@@ -737,14 +789,13 @@ INSERT INTO message_deletions (message_id, sender_id, receiver_id, group_id) VAL
 RETURNING seq
 """
 
-# The sequence's last position drawn (0 before the first).
-_FEED_HEAD = "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM change_seq"
-
-# The message, locked, and whether I am a member of its group now (a primary-key probe).
+# The message, locked, and whether I am a member of its group now (a primary-key probe). FOR NO
+# KEY UPDATE, not FOR UPDATE: a reply being inserted to it (its foreign key takes KEY SHARE) holds
+# its group's row, which the deletion takes next; the stronger lock would deadlock the two.
 _MESSAGE_TO_DELETE = """
 SELECT m.sender_id, m.receiver_id, m.group_id, m.is_read,
        EXISTS (SELECT 1 FROM group_members gm WHERE gm.group_id = m.group_id AND gm.user_id = $2) AS member
-FROM messages m WHERE m.id = $1 AND m.deleted_at IS NULL FOR UPDATE OF m
+FROM messages m WHERE m.id = $1 AND m.deleted_at IS NULL FOR NO KEY UPDATE OF m
 """
 
 # The group's last message moves to the newest still standing, if it was the one deleted: a
@@ -769,8 +820,8 @@ UPDATE conversations c SET last_message_id = GREATEST(
 WHERE ((owner_id = $2 AND partner_id = $3) OR (owner_id = $3 AND partner_id = $2)) AND last_message_id = $1
 """
 
-# Taken after the change-feed lock, in a statement of its own: its snapshot then holds every
-# message committed before, so `NOT EXISTS` finds each earlier (sender, clientId) and only new
+# Run after _LOCK_GROUPS, in a statement of its own: its snapshot then holds every message of
+# these groups committed before, so `NOT EXISTS` finds each earlier (sender, clientId) and only new
 # messages draw a group sequence number (the unread counters subtract these; a gap would count
 # a message no one can read). A sender who is not a member now stores nothing. Each group's row
 # is updated once per batch, whatever its members: last_seq and last_message_id move, and the
@@ -799,7 +850,7 @@ WITH input AS MATERIALIZED (
     WHERE g.id = c.group_id
     RETURNING g.id, g.last_seq - c.k AS base
 ), m AS (
-    -- ON CONFLICT never fires under the lock; it keeps a batch from failing if it ever did.
+    -- ON CONFLICT fires only for a clientId reused in another conversation; the batch stands.
     INSERT INTO messages (id, sender_id, group_id, group_seq, text, client_id, reply_to_id)
     SELECT nb.id, nb.sender_id, nb.group_id, counted.base + row_number() OVER (PARTITION BY nb.group_id ORDER BY nb.id),
            nb.text, nb.client_id, nb.reply_to
@@ -812,6 +863,19 @@ WITH input AS MATERIALIZED (
     WHERE gm.group_id = s.group_id AND gm.user_id = s.sender_id
 )
 SELECT numbered.n, {MESSAGE_COLUMNS} FROM m JOIN numbered ON numbered.id = m.id {PROFILE_JOINS}
+"""
+
+# The groups a batch sends to, locked in id order (no deadlock between batches): their messages,
+# sequence numbers and members change one batch (or membership change) at a time.
+_LOCK_GROUPS = "SELECT 1 FROM groups WHERE id = ANY($1::bigint[]) ORDER BY id FOR NO KEY UPDATE"
+
+# One transaction-level lock per (reactor, message), taken in key order: the two-int form of
+# advisory locks, which the change-feed claims (bigint keys) never meet.
+_LOCK_REACTORS = """
+SELECT pg_advisory_xact_lock(k.reactions_class, k.key)
+FROM (SELECT DISTINCT 1886545010 AS reactions_class, hashtext(i.user_id || '/' || i.message_id) AS key
+      FROM unnest($1::text[], $2::bigint[]) AS i(user_id, message_id)) AS k
+ORDER BY k.key
 """
 
 # The members of each group, by primary key range (who a new group message goes to).
@@ -851,16 +915,17 @@ SELECT m.sender_id, m.receiver_id, m.group_id,
 FROM messages m WHERE m.id = $1 AND m.deleted_at IS NULL
 """
 
-# _VISIBLE_MESSAGE, locked (an edit and a deletion of one message wait for each other), and
-# whether it is still inside the edit window ($3 seconds), by the database's clock.
+# _VISIBLE_MESSAGE, locked (an edit and a deletion of one message wait for each other; NO KEY, as
+# for _MESSAGE_TO_DELETE), and whether it is still inside the edit window ($3 seconds), by the
+# database's clock.
 _MESSAGE_TO_EDIT = """
 SELECT m.sender_id, m.receiver_id, m.group_id, now() - m.created_at <= make_interval(secs => $3) AS editable,
        EXISTS (SELECT 1 FROM group_members gm WHERE gm.group_id = m.group_id AND gm.user_id = $2) AS member
-FROM messages m WHERE m.id = $1 AND m.deleted_at IS NULL FOR UPDATE OF m
+FROM messages m WHERE m.id = $1 AND m.deleted_at IS NULL FOR NO KEY UPDATE OF m
 """
 
 # The new text (the word vector follows: it is generated from the text) and the edit recorded
-# for sync, in one statement, under the change-feed lock (the edit takes a change_seq number).
+# for sync, in one statement (the edit takes a change_seq number: the caller claimed it).
 _EDIT_MESSAGE = """
 WITH edited AS (
     UPDATE messages SET text = $2, edited_at = now(), updated_at = now() WHERE id = $1
