@@ -257,6 +257,12 @@ def run_service(app: web.Application, settings: ServiceSettings) -> None:
 
 async def _serve(app: web.Application, settings: ServiceSettings) -> None:
     grace = settings.shutdown_grace_seconds
+    # First: a SIGTERM while the app starts (a rollout that changes its mind) then stops it
+    # cleanly once started, where Python's default would kill it mid-setup with status -15.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
     public = web.AppRunner(app, handle_signals=False, shutdown_timeout=grace, access_log=None)
     internal = web.AppRunner(app[INTERNAL_APP], handle_signals=False, shutdown_timeout=grace, access_log=None)
     await public.setup()  # first: its cleanup contexts open what the internal app shares
@@ -265,10 +271,6 @@ async def _serve(app: web.Application, settings: ServiceSettings) -> None:
     await web.TCPSite(public, settings.host, settings.port, reuse_address=True).start()
     log.info("listening on %s:%d, internal on %s:%d", settings.host, settings.port,
              settings.internal_host, settings.internal_port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     log.info("stopping: draining for at most %.1f s", grace)
     app[READINESS].draining = True
