@@ -39,8 +39,9 @@ class GatewayMetrics:
         )
         self.pubsub_unreadable = Counter(
             "parley_gateway_pubsub_messages_unreadable_total",
-            "Pub/sub payloads dropped because this node cannot read them, by reason: malformed (not JSON, or neither an array nor an object), or format "
-            "(a routing format this release does not read: services/shared/route_format.py).",
+            "Pub/sub payloads dropped because this node cannot read them, by reason: malformed (not JSON, "
+            "or neither an array nor an object), or format (one this release does not read: "
+            "services/shared/route_format.py).",
             ["reason"],
             registry=registry,
         )
