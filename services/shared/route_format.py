@@ -13,10 +13,13 @@ Format 1 (the release of 9f02a0c and this one):
 A later format is a JSON object {"format": N, ...} on a node's channel (format 1 has no such key,
 so 9f02a0c's payloads read as format 1). To roll one out: the release that introduces it reads it
 and advertises it ("1,2") but still writes format 1; the release after writes it to the nodes that
-advertise it (an emitter publishes to each node in the newest format both know: `newest_shared`)
-and format 1 to the others. A change of the registry gets new key names, written beside the old
-ones for one release. Readers of an unknown format count it and drop it (`decode`); they never
-stop listening over it.
+advertise it and format 1 to the others (each node gets the newest format both know:
+`newest_shared`). What exists today for that: the routing script publishes FORMAT only to the
+nodes that read it and returns the others, and `emit_to_socket` checks its one node; with a
+single format written, those others (a node of a release skipped in the upgrade) are only
+logged. A change of the registry gets new key names, written beside the old ones for one
+release. Readers of an unknown format count it and drop it (`decode`); they never stop
+listening over it.
 """
 
 import json
