@@ -160,7 +160,8 @@ async def test_a_client_of_the_old_node_recovers_on_the_new_one_without_a_loss(m
     offsets; the new node, which the load balancer sends it to, replays exactly what it missed."""
     alice, bob = await users(mixed_cluster, 2)
     bob_old = await ChatClient(mixed_cluster.gateway_url("old"), bob.token).connect()
-    clients.append(bob_old)
+    bob_new = await ChatClient(mixed_cluster.gateway_url("new"), bob.token).connect()
+    clients += [bob_old, bob_new]
     proxy = Proxy()
     proxy.url = await proxy.start()
     clients.append(proxy)
@@ -176,7 +177,8 @@ async def test_a_client_of_the_old_node_recovers_on_the_new_one_without_a_loss(m
     proxy.target = None  # the old node is going away: the load balancer sends nothing there
     proxy.cut()
     await client.wait_for(lambda r: r["type"] == "disconnect", what="the drop")
-    missed = await send(bob_old, alice.id, [f"missed {n}" for n in range(3)])
+    missed = (await send(bob_old, alice.id, ["missed, sent through the old node"])
+              + await send(bob_new, alice.id, ["missed, sent through the new node"]))
     proxy.target = port_of(mixed_cluster.gateway_url("new"))
 
     second = await client.connected(2)
