@@ -23,6 +23,9 @@ class ServiceProcess:
     log_path: Path
     process: subprocess.Popen | None = None
     started_before: bool = False
+    # Where it runs: `python -m` imports `services` from there first (another release's tree, in
+    # the rolling-upgrade test); None: here.
+    cwd: Path | None = None
 
     @property
     def url(self) -> str:
@@ -43,7 +46,8 @@ class ServiceProcess:
             **os.environ, **self.env, "PORT": str(self.port), "INTERNAL_PORT": str(self.internal_port), "NODE_ID": self.name
         }
         self.process = subprocess.Popen(
-            [sys.executable, "-m", f"services.{self.service}"], env=env, stdout=log_file, stderr=log_file
+            [sys.executable, "-m", f"services.{self.service}"], env=env, stdout=log_file, stderr=log_file,
+            cwd=self.cwd,
         )
         log_file.close()
 

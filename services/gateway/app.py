@@ -68,7 +68,7 @@ def socketio_server(settings: GatewaySettings, metrics: GatewayMetrics) -> Parle
     """The Socket.IO server over the routed Redis manager (which `pubsub` starts and closes)."""
     manager = RoutedRedisManager(
         settings.redis_url, settings.redis_prefix, node_id=settings.node_id, received=metrics.pubsub_received,
-        liveness=settings,
+        liveness=settings, unreadable=metrics.pubsub_unreadable,
     )
     return ParleyServer(
         async_mode="aiohttp",

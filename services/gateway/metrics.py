@@ -37,6 +37,14 @@ class GatewayMetrics:
             "Pub/sub messages this node received and decoded (its own users' emits, and broadcasts).",
             registry=registry,
         )
+        self.pubsub_unreadable = Counter(
+            "parley_gateway_pubsub_messages_unreadable_total",
+            "Pub/sub payloads dropped because this node cannot read them, by reason: malformed (not JSON, "
+            "or neither an array nor an object), or format (one this release does not read: "
+            "services/shared/route_format.py).",
+            ["reason"],
+            registry=registry,
+        )
         self.slow_clients = Counter(
             "parley_gateway_slow_clients_disconnected_total",
             "Websockets cut off because their client stopped reading (too many bytes waiting to be sent).",

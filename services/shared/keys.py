@@ -19,8 +19,9 @@ def presence_room(user_id: str) -> str:
 def node_alive_key(prefix: str, node_id: str) -> str:
     """A gateway node's one liveness record: the node refreshes it every HEARTBEAT_SECONDS with a
     TTL of NODE_TTL_SECONDS (routed_manager); once it lapses, routed emits skip the node and
-    presence's sweeper forgets its sockets. The node id comes last: the routing script appends
-    it to `node_alive_key(prefix, "")`."""
+    presence's sweeper forgets its sockets. Its value: the routing formats the node reads
+    (route_format). The node id comes last: the routing script appends it to
+    `node_alive_key(prefix, "")`."""
     return f"{prefix}:node-alive:{node_id}"
 
 

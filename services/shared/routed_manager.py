@@ -19,6 +19,9 @@ The emitting node delivers to its own sockets directly (python-socketio does), n
 Routed emits made while a publish is under way leave together: one script call, and one pub/sub
 message for each node concerned. The emitter does not wait for its publish.
 
+What nodes write to each other (node-channel payloads, the registry, the liveness key's value)
+is versioned, so that two releases run side by side in a rolling upgrade: see route_format.
+
 What Redis loses is caught up, not re-published (issue 20; the gateway's `catchup` module does it):
 `on_catch_up` is called when this node's subscription is confirmed again after a loss, and when
 a catch-up request arrives; a publish given up (Redis unreachable twice) makes this manager
@@ -46,7 +49,7 @@ from redis.exceptions import RedisError
 from socketio.async_pubsub_manager import AsyncPubSubManager
 from socketio.packet import EVENT
 
-from . import fast_json
+from . import fast_json, route_format
 from .batching import Batcher
 from .keys import node_alive_key, node_channel, sio_channel, user_nodes_key
 from .settings import NodeLivenessSettings
@@ -67,22 +70,36 @@ CATCH_UP_METHOD = "parley_catch_up"
 MAX_EMITS_PER_CALL = 256
 MAX_ROOMS_PER_CALL = 500
 
+# Whether a live node reads the format this release writes, from its liveness key's value ("1",
+# or "1,2": route_format.advertisement); the nodes that do not are collected in `unread`, once each.
+_READS_FORMAT_LUA = """
+local unread, unread_seen = {}, {}
+local function reads_format(node, advertised)
+  if string.find(',' .. advertised .. ',', ',FORMAT,', 1, true) then return true end
+  if not unread_seen[node] then unread_seen[node] = true; unread[#unread + 1] = node end
+  return false
+end
+""".replace("FORMAT", str(route_format.FORMAT))
+
 # KEYS: the route sets of every emit's target users, emit after emit. ARGV: this node, the node
 # channel prefix, the node key prefix, then for each emit how many of KEYS are its, and the emit
 # (JSON). Looks every node up and publishes to each live one (but this one) a single JSON array
 # of the emits for its users, in order: one round trip for the whole batch, one message for each
 # node to decode. The node keys are read without being declared: Parley's Redis is one server.
+# A live node that reads none of this release's formats (its liveness key's value, see
+# route_format) gets nothing; the script returns how many nodes it published to, and those.
 _ROUTE_AND_PUBLISH = """
 local me, channel_prefix, node_prefix = ARGV[1], ARGV[2], ARGV[3]
 local batches, order, alive, first_key = {}, {}, {}, 1
+""" + _READS_FORMAT_LUA + """
 for i = 4, #ARGV, 2 do
   local key_count, seen = tonumber(ARGV[i]), {}
   for k = first_key, first_key + key_count - 1 do
     for _, node in ipairs(redis.call('SMEMBERS', KEYS[k])) do
-      if alive[node] == nil then alive[node] = redis.call('EXISTS', node_prefix .. node) == 1 end
+      if alive[node] == nil then alive[node] = redis.call('GET', node_prefix .. node) end
       if not alive[node] then
         redis.call('SREM', KEYS[k], node)
-      elseif node ~= me and not seen[node] then
+      elseif node ~= me and not seen[node] and reads_format(node, alive[node]) then
         seen[node] = true
         if batches[node] == nil then batches[node] = {}; order[#order + 1] = node end
         table.insert(batches[node], ARGV[i + 1])
@@ -94,7 +111,7 @@ end
 for _, node in ipairs(order) do
   redis.call('PUBLISH', channel_prefix .. node, '[' .. table.concat(batches[node], ',') .. ']')
 end
-return #order
+return {#order, unread}
 """
 
 
@@ -102,9 +119,11 @@ class RoutedRedisManager(AsyncPubSubManager):
     name = "parley-routed-redis"
 
     def __init__(self, url: str, prefix: str, node_id: str | None = None, write_only: bool = False,
-                 received: Counter | None = None, liveness: NodeLivenessSettings | None = None):
+                 received: Counter | None = None, liveness: NodeLivenessSettings | None = None,
+                 unreadable: Counter | None = None):
         """`liveness` (HEARTBEAT_SECONDS, NODE_TTL_SECONDS) is required of a node that listens;
-        a write-only manager (history, presence) holds no sockets and keeps no key."""
+        a write-only manager (history, presence) holds no sockets and keeps no key. `unreadable`
+        (labelled by reason) counts the pub/sub payloads this node could not read."""
         super().__init__(channel=sio_channel(prefix), write_only=write_only, logger=log)
         if liveness is None and not write_only:
             raise ValueError("a listening node needs its liveness settings")
@@ -113,6 +132,8 @@ class RoutedRedisManager(AsyncPubSubManager):
         self._liveness = liveness
         self._redis = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
         self._received = received
+        self._unreadable = unreadable
+        self._unread_nodes_logged: set[str] = set()  # nodes reading none of our formats, warned of once
         self._registered: set[str] = set()  # user rooms this node has entered in the registry
         # A registration failed (Redis away, or a pooled connection that died with a restart):
         # the next refresh writes every entry again, whatever the liveness key says.
@@ -161,13 +182,16 @@ class RoutedRedisManager(AsyncPubSubManager):
         """An emit to one socket whose node is known (a call's party, issue 17): delivered here if
         it is this node's, else published on that node's channel alone, so no other node decodes
         it (python-socketio would publish it to every node). A socket gone, or a node dead, loses
-        the emit, as a socket that disconnected loses any."""
+        the emit, as a socket that disconnected loses any; so does a node that reads none of this
+        release's routing formats (its liveness key says which it reads: one GET first)."""
         if node_id is None or node_id == self.node_id:
             await self._emit_here(event, data, "/", sid, None)
             return
         message = {"method": "emit", "event": event, "data": [data], "binary": False, "namespace": "/",
                    "room": sid, "skip_sid": None, "callback": None, "host_id": self.host_id}
         try:
+            if not await self._node_reads_our_format(node_id):
+                return
             await self._redis.publish(node_channel(self._prefix, node_id), orjson.dumps([message]))
         except (RedisError, OSError) as exc:
             log.warning("could not publish %s to node %s: %r", event, node_id, exc)
@@ -219,7 +243,9 @@ class RoutedRedisManager(AsyncPubSubManager):
         for keys, encoded in emits:
             args += [len(keys), encoded]
         try:
-            await self._route_and_publish(keys=[key for keys, _ in emits for key in keys], args=args)
+            _, unread = await self._route_and_publish(keys=[key for keys, _ in emits for key in keys], args=args)
+            if unread:
+                self._skipped_unread_nodes([node.decode() for node in unread])
         except (RedisError, OSError) as exc:
             log.warning("routed publish failed (%r): publishing to every node", exc)
             await self._publish_to_every_node(b"[" + b",".join(encoded for _, encoded in emits) + b"]")
@@ -237,6 +263,37 @@ class RoutedRedisManager(AsyncPubSubManager):
                     log.warning("publish to every node failed twice, giving up (a catch-up is requested "
                                 "for when Redis is back): %r", exc)
                     self._request_catch_up()
+
+    # --- the routing format (route_format: versioned for rolling upgrades) -------------------------
+
+    async def _node_reads_our_format(self, node_id: str) -> bool:
+        """Whether a node's liveness key advertises the format this release writes (a node that
+        advertises nothing is taken to read it, as the previous release does)."""
+        reads = route_format.advertised(await self._redis.get(node_alive_key(self._prefix, node_id)))
+        if route_format.newest_shared(reads) is None:
+            self._skipped_unread_nodes([node_id])
+            return False
+        return True
+
+    def _skipped_unread_nodes(self, nodes: list[str]) -> None:
+        """Live nodes that read none of this release's formats got nothing: a release skipped in an
+        upgrade (each release reads the format of the one before). Logged once a node."""
+        for node in nodes:
+            if node not in self._unread_nodes_logged:
+                self._unread_nodes_logged.add(node)
+                log.warning("node %s reads none of the routing formats this node writes (%s): it is sent "
+                            "nothing; upgrade one release at a time", node, route_format.FORMAT)
+
+    def _decode_payload(self, data: bytes) -> list:
+        """The messages of one pub/sub payload; an unreadable one is counted, logged and dropped,
+        and the listener goes on."""
+        try:
+            return route_format.decode(data)
+        except route_format.UnreadablePayload as exc:
+            if self._unreadable is not None:
+                self._unreadable.labels(exc.reason).inc()
+            log.warning("dropped a pub/sub payload this node cannot read (%s): %r", exc, data[:80])
+            return []
 
     def _request_catch_up(self) -> None:
         if self._catch_up_request is None or self._catch_up_request.done():
@@ -273,7 +330,7 @@ class RoutedRedisManager(AsyncPubSubManager):
         emits would skip it); whether Redis took it. `every_room`: these are all this node's."""
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.set(node_alive_key(self._prefix, self.node_id), 1, px=self._ttl_ms)
+                pipe.set(node_alive_key(self._prefix, self.node_id), route_format.advertisement(), px=self._ttl_ms)
                 for user_room in rooms:
                     key = user_nodes_key(self._prefix, user_room[len(USER_ROOM_PREFIX):])
                     pipe.sadd(key, self.node_id)
@@ -314,8 +371,8 @@ class RoutedRedisManager(AsyncPubSubManager):
         try:
             # GET: the previous value, None if the key had lapsed (Redis unreachable for longer
             # than its TTL, or restarted empty): other nodes may have dropped our entries then.
-            lapsed = await self._redis.set(node_alive_key(self._prefix, self.node_id), 1, px=self._ttl_ms,
-                                           get=True) is None
+            lapsed = await self._redis.set(node_alive_key(self._prefix, self.node_id), route_format.advertisement(),
+                                           px=self._ttl_ms, get=True) is None
         except (RedisError, OSError) as exc:
             log.warning("could not refresh this node's liveness key: %r", exc)
             return written
@@ -397,9 +454,8 @@ class RoutedRedisManager(AsyncPubSubManager):
                     elif message["type"] == "message":
                         if self._received is not None:
                             self._received.inc()
-                        decoded = fast_json.loads(message["data"])
                         # A batch of routed emits is an array; python-socketio's own, one object.
-                        for item in decoded if isinstance(decoded, list) else [decoded]:
+                        for item in self._decode_payload(message["data"]):
                             if isinstance(item, dict) and item.get("method") == CATCH_UP_METHOD:
                                 self._catch_up()
                             else:

@@ -1,10 +1,13 @@
 """The routing registry of the Socket.IO manager, against a real Redis server of its own."""
 
+import asyncio
+import logging
 import time
 
 import pytest
 import redis.asyncio as redis
 import socketio
+from prometheus_client import CollectorRegistry, Counter
 
 from services.shared.keys import node_alive_key, node_channel, sio_channel, user_nodes_key
 from services.shared.routed_manager import NotSubscribed, RoutedRedisManager
@@ -43,11 +46,12 @@ def hold(manager: RoutedRedisManager, *user_ids: str) -> list[str]:
     return rooms
 
 
-async def published_to(private_redis, publisher: RoutedRedisManager, user_id: str) -> dict[str, list[bytes]]:
+async def published_to(private_redis, publisher: RoutedRedisManager, user_id: str,
+                       nodes: tuple[str, ...] = ("n1", "n2")) -> dict[str, list[bytes]]:
     """What each node's channel received for one routed emit to `user_id`."""
     client = redis.Redis.from_url(private_redis.url)
     pubsub = client.pubsub(ignore_subscribe_messages=True)
-    channels = {node: node_channel(PREFIX, node) for node in ("n1", "n2")}
+    channels = {node: node_channel(PREFIX, node) for node in nodes}
     await pubsub.subscribe(*channels.values())
     await publisher._publish_batch([([user_nodes_key(PREFIX, user_id)], b'{"event":"x"}')])
     # Then a marker on every channel: Redis delivers in order, so once each marker is in, all is.
@@ -135,6 +139,72 @@ async def test_a_node_listens_from_start_up_and_is_not_ready_until_subscribed(pr
 
         assert server.manager_initialized  # the first connection will not start a second listener
         assert dict(await client.pubsub_numsub(*channels)) == {channel.encode(): 1 for channel in channels}
+    finally:
+        await manager.close()
+        await client.aclose()
+
+
+# --- the routing format (services/shared/route_format.py) ------------------------------------------
+
+async def test_each_node_is_sent_the_format_it_reads(private_redis, nodes, caplog):
+    """n1 is this release; `later` a node of a release that also reads an unknown format 99; `future`
+    one that reads format 99 only (a release skipped in an upgrade). The previous release (9f02a0c)
+    writes "1" in its liveness key, as this one does."""
+    n1, n2 = nodes
+    await n1._register(hold(n1, "ada"))
+    assert await n1._redis.get(node_alive_key(PREFIX, "n1")) == b"1"
+    for node, advertised in (("later", "1,99"), ("future", "99")):
+        await n1._redis.set(node_alive_key(PREFIX, node), advertised)
+        await n1._redis.sadd(user_nodes_key(PREFIX, "ada"), node)
+
+    with caplog.at_level(logging.WARNING, logger="services.shared.routed_manager"):
+        received = await published_to(private_redis, n2, "ada", nodes=("n1", "later", "future"))
+
+    assert received == {"n1": [b'[{"event":"x"}]'], "later": [b'[{"event":"x"}]'], "future": []}
+    warnings = [record.getMessage() for record in caplog.records if "routing formats" in record.getMessage()]
+    assert len(warnings) == 1 and "node future" in warnings[0]
+    # Still alive and still routed to: only what it cannot read is held back.
+    assert await n2._redis.smembers(user_nodes_key(PREFIX, "ada")) == {b"n1", b"later", b"future"}
+
+    # A call's signal to one socket follows the same rule.
+    pubsub = n2._redis.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(node_channel(PREFIX, "later"), node_channel(PREFIX, "future"))
+    await n2.emit_to_socket("callSignal", {"n": 1}, "sid-f", "future")
+    await n2.emit_to_socket("callSignal", {"n": 2}, "sid-l", "later")
+    deadline, message = time.monotonic() + 5, None
+    while message is None:
+        assert time.monotonic() < deadline, "no call signal within 5 s"
+        message = await pubsub.get_message(timeout=0.1)
+    # The first one was never sent: Redis delivers in order.
+    assert message["channel"] == node_channel(PREFIX, "later").encode()
+    assert message["data"].startswith(b'[{"method":"emit","event":"callSignal"')
+    await pubsub.aclose()
+
+
+async def test_an_unreadable_payload_is_counted_and_logged_and_the_listener_goes_on(private_redis, caplog):
+    registry = CollectorRegistry()
+    unreadable = Counter("unreadable", "", ["reason"], registry=registry)
+    manager = RoutedRedisManager(private_redis.url, PREFIX, node_id="n4", liveness=LIVENESS, unreadable=unreadable)
+    socketio.AsyncServer(client_manager=manager, async_mode="aiohttp")
+    caught_up = asyncio.Event()
+    manager.on_catch_up = caught_up.set
+    client = redis.Redis.from_url(private_redis.url)
+    try:
+        manager.start()
+        await eventually(manager.subscribed)
+        with caplog.at_level(logging.WARNING):
+            for payload in (b"not json {", b'"a string"', b'{"format": 2, "emits": []}', b"\xff\xfe"):
+                await client.publish(node_channel(PREFIX, "n4"), payload)
+            # Something it reads, after them: the listener got past them, on the same subscription.
+            await client.publish(node_channel(PREFIX, "n4"), b'[{"method": "parley_catch_up"}]')
+            await asyncio.wait_for(caught_up.wait(), 5)
+
+        assert registry.get_sample_value("unreadable_total", {"reason": "malformed"}) == 3
+        assert registry.get_sample_value("unreadable_total", {"reason": "format"}) == 1
+        dropped = [record.getMessage() for record in caplog.records if "cannot read" in record.getMessage()]
+        assert len(dropped) == 4 and "format '2'" in dropped[2]
+        assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+        await manager.subscribed()  # never lost its subscription over them
     finally:
         await manager.close()
         await client.aclose()
