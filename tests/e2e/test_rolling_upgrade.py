@@ -143,7 +143,13 @@ async def test_presence_crosses_between_releases(mixed_cluster, connect, clients
     # Partners (PRESENCE_VISIBILITY "partners"): each may see the other.
     first = await connect(ada, "old")
     assert (await first.call("sendMessage", {"receiverId": grace.id, "text": "hi"}))["ok"]
+    # Ada is offline before the first tab below arrives: otherwise that tab's arrival (one node)
+    # may be counted before this socket's departure (the other), and no one goes online.
+    watcher = await connect(grace, "new")
+    assert (await watcher.call("watchPresence", [ada.id]))["ok"]
     await first.close()
+    assert await watcher.wait_for("userOffline", lambda data: data == ada.id) == ada.id
+    await watcher.close()
 
     for watcher_node, user_node in (("new", "old"), ("old", "new")):
         watcher = await connect(grace, watcher_node)
