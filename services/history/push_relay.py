@@ -33,11 +33,11 @@ import time
 import uuid
 
 import asyncpg
-import redis.asyncio
 from redis.exceptions import RedisError, ResponseError
 
 from ..shared.errors import StoreUnavailable
 from ..shared.keys import PUSH_CONSUMER_GROUP, push_epoch_key, push_stream_key, visible_sockets_key
+from ..shared.redis_client import connect, key_prefix
 from ..shared.push import ensure_group
 from ..shared.postgres import UNAVAILABLE_ERRORS, pooled_connection
 
@@ -109,9 +109,9 @@ class PushRelay:
     def __init__(self, pool: asyncpg.Pool, redis_url: str, prefix: str, *, max_jobs: int, batch: int,
                  poll_seconds: float):
         self._pool = pool
-        self._redis = redis.asyncio.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=2)
-        self._prefix = prefix
-        self._stream = push_stream_key(prefix)
+        self._redis = connect(redis_url, socket_timeout=5, socket_connect_timeout=2)
+        self._prefix = key_prefix(redis_url, prefix)
+        self._stream = push_stream_key(self._prefix)
         self._max_jobs = max_jobs
         self._batch = batch
         self._poll_seconds = poll_seconds

@@ -1,0 +1,181 @@
+"""Parley on a real Redis Cluster (three masters, a replica each, `redis+cluster://`): the
+message path, presence, and failovers while messages flow, with nothing acknowledged lost and
+live delivery back without restarting any Parley service.
+
+One cluster and one stack (history, presence, gateway nodes a and b) for the module; the
+fault tests come last and leave the cluster healthy again (roles swapped, a killed master
+back as a replica).
+"""
+
+import asyncio
+
+import pytest
+import redis.cluster
+
+from services.devtools.stores import PrivateRedisCluster
+from services.shared.keys import cluster_prefix, node_channel
+from tests.e2e.faults import open_pairs, run_traffic, tally
+from tests.e2e.test_faults import befriend, online, post
+from tests.support import TEST_RUN_DIR, ChatClient, TestStores, create_user, eventually, running_cluster
+
+CLUSTER_DIR = TEST_RUN_DIR / "redis-cluster"
+
+
+@pytest.fixture(scope="module")
+def redis_cluster():
+    server = PrivateRedisCluster(CLUSTER_DIR / "nodes")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def on_cluster(private_postgres, redis_cluster):
+    _, database_url = private_postgres
+    stores = TestStores(database_url=database_url, redis_url=redis_cluster.url, redis_prefix="on-cluster")
+    with running_cluster(stores, CLUSTER_DIR / "logs", nodes=("a", "b"),
+                         ready_timeout=90) as cluster:  # seven processes starting at once, on a busy machine
+        cluster.database_url = database_url
+        yield cluster
+
+
+async def test_one_to_one_and_group_messages_cross_nodes(on_cluster):
+    ada, grace, linus = [await create_user(on_cluster.history_url) for _ in range(3)]
+    clients = [ChatClient(on_cluster.gateway_url(node), user.token) for node, user in zip("aba", (ada, grace, linus))]
+    for client in clients:
+        await client.connect()
+    sender, grace_client, linus_client = clients
+    try:
+        ack = await sender.call("sendMessage", {"receiverId": grace.id, "text": "over the shards"})
+        assert ack["ok"], ack
+        received = await grace_client.wait_for("receiveMessage", lambda m: m["_id"] == ack["message"]["_id"])
+        assert received["text"] == "over the shards"
+
+        status, group = await post(f"{on_cluster.gateway_url('a')}/api/groups",
+                                   {"name": "Cluster", "memberIds": [grace.id, linus.id]}, ada.auth_headers)
+        assert status == 201, group
+        ack = await sender.call("sendMessage", {"groupId": group["_id"], "text": "to the group"})
+        assert ack["ok"], ack
+        for member in (grace_client, linus_client):
+            await member.wait_for("receiveMessage", lambda m: m["_id"] == ack["message"]["_id"])
+    finally:
+        for client in clients:
+            await client.close()
+
+
+async def test_node_channels_are_sharded_over_the_masters(on_cluster, redis_cluster):
+    """Each gateway listens with SSUBSCRIBE on the master owning its channel's slot (which the
+    node id decides: the nodes' channels spread over the shards), and nowhere else."""
+    prefix = cluster_prefix(on_cluster.stack.env["REDIS_PREFIX"])
+    with redis.cluster.RedisCluster(host="127.0.0.1", port=redis_cluster.ports[0]) as client:
+        for node in "ab":
+            channel = node_channel(prefix, f"gateway-{node}")
+            owner = client.get_node_from_key(channel).port
+            subscribed_on = []
+            for port in redis_cluster.masters():
+                with redis_cluster.node(port) as master:
+                    if master.execute_command("PUBSUB", "SHARDNUMSUB", channel)[1] == 1:
+                        subscribed_on.append(port)
+            assert subscribed_on == [owner], (channel, subscribed_on, owner)
+
+
+async def test_presence_online_and_offline_across_nodes(on_cluster):
+    ada, grace = await create_user(on_cluster.history_url), await create_user(on_cluster.history_url)
+    await befriend(on_cluster, ada, grace)
+    watcher = ChatClient(on_cluster.gateway_url("b"), grace.token)
+    await watcher.connect()
+    ada_client = ChatClient(on_cluster.gateway_url("a"), ada.token)
+    try:
+        heard_before = len(watcher.events)
+        await ada_client.connect()
+        await watcher.wait_for("userOnline", lambda user: user == ada.id)
+
+        async def both_online():
+            assert await online(on_cluster, [ada.id, grace.id], grace) == {ada.id, grace.id}
+
+        await eventually(both_online, timeout=5)
+        heard_before = len(watcher.events)
+        await ada_client.close()
+
+        async def announced_offline():
+            assert ("userOffline", ada.id) in watcher.events[heard_before:]
+
+        await eventually(announced_offline, timeout=5)
+        assert await online(on_cluster, [ada.id, grace.id], grace) == {grace.id}
+    finally:
+        await ada_client.close()
+        await watcher.close()
+
+
+async def _fault_while_sending(on_cluster, fault, name: str):
+    senders, receivers, clients = await open_pairs(on_cluster)
+    try:
+        await run_traffic(senders, fault, seconds_after=2.0)
+        probe_sender, probe_receiver = senders[0].client, receivers[senders[0].receiver.id]
+
+        async def live_again():
+            ack = await probe_sender.call("sendMessage", {"receiverId": senders[0].receiver.id, "text": "live?"})
+            assert ack["ok"], ack
+            senders[0].acked.append(ack["message"]["_id"])
+            await probe_receiver.wait_for("receiveMessage", lambda m: m["_id"] == ack["message"]["_id"], timeout=1)
+
+        await eventually(live_again, timeout=30)
+        result = await tally(name, on_cluster.database_url, on_cluster.gateway_url("b"), senders, receivers)
+    finally:
+        for client in clients:
+            await client.close()
+    assert all(sender.acked for sender in senders)
+    assert result.acknowledged == result.stored == result.received and result.lost == 0, result
+    for process in on_cluster.stack.processes.values():
+        assert process.alive(), process.name
+
+
+def _master_of_node_b(on_cluster, redis_cluster) -> int:
+    """The master whose shard carries gateway b's channel (where the receivers are)."""
+    channel = node_channel(cluster_prefix(on_cluster.stack.env["REDIS_PREFIX"]), "gateway-b")
+    for port in redis_cluster.masters():
+        with redis_cluster.node(port) as client:
+            if client.execute_command("PUBSUB", "SHARDNUMSUB", channel)[1] == 1:
+                return port
+    raise AssertionError("no master holds gateway b's subscription")
+
+
+async def test_manual_failover_while_messages_flow(on_cluster, redis_cluster):
+    """CLUSTER FAILOVER on the replica of the master carrying node b's channel."""
+    master = _master_of_node_b(on_cluster, redis_cluster)
+    replica = redis_cluster.replica_of(master)
+
+    async def failover():
+        with redis_cluster.node(replica) as client:
+            client.execute_command("CLUSTER", "FAILOVER")
+
+        async def promoted():
+            assert redis_cluster.roles()[replica] == "master"
+
+        await eventually(promoted, timeout=10)
+
+    await _fault_while_sending(on_cluster, failover, "Redis Cluster: CLUSTER FAILOVER")
+    await asyncio.to_thread(redis_cluster.wait_healthy, 15)
+
+
+async def test_master_killed_while_messages_flow(on_cluster, redis_cluster):
+    """SIGKILL for the master carrying node b's channel; its replica takes over (node timeout 1 s).
+    The registry's slot may be on it too: routing and presence then wait for the new master."""
+    master = _master_of_node_b(on_cluster, redis_cluster)
+    replica = redis_cluster.replica_of(master)
+
+    async def kill_master():
+        await asyncio.to_thread(redis_cluster.kill, master)
+
+        async def promoted():
+            assert redis_cluster.roles()[replica] == "master"
+
+        await eventually(promoted, timeout=15)
+
+    try:
+        await _fault_while_sending(on_cluster, kill_master, "Redis Cluster: master SIGKILL")
+    finally:
+        redis_cluster.start_node(master)  # back, as the new master's replica
+        await asyncio.to_thread(redis_cluster.wait_healthy, 20)
