@@ -351,17 +351,23 @@ class PrivateRedisCluster(PrivateServer):
         return int(line.split()[1].split("@")[0].rsplit(":", 1)[1])
 
     def wait_healthy(self, timeout: float = 30) -> None:
-        """Until every live node says `cluster_state:ok` and every slot has a master that is up."""
+        """Until every live node says `cluster_state:ok` with every slot served, and, when every
+        node is up, every master has its replica again (a restarted node as a replica, in sync)."""
         deadline = time.monotonic() + timeout
         while True:
             try:
-                states = []
+                states, roles = [], []
                 for port, process in self.processes.items():
                     if process.poll() is None:
                         with self.node(port) as client:
                             info = client.execute_command("CLUSTER", "INFO")
+                            roles.append(client.execute_command("ROLE"))
                         states.append("cluster_state:ok" in info and "cluster_slots_ok:16384" in info)
-                if states and all(states):
+                replicas = [role for role in roles if role[0] == "slave"]
+                paired = (len(roles) < len(self.processes)
+                          or (2 * len(replicas) == len(roles) and all(role[3] == "connected" for role in replicas)
+                              and all(len(role[2]) == 1 for role in roles if role[0] == "master")))
+                if states and all(states) and paired:
                     return
             except redis.RedisError:
                 pass

@@ -110,8 +110,9 @@ class PushRelay:
                  poll_seconds: float):
         self._pool = pool
         self._redis = connect(redis_url, socket_timeout=5, socket_connect_timeout=2)
-        self._prefix = key_prefix(redis_url, prefix)
-        self._stream = push_stream_key(self._prefix)
+        self._prefix = prefix  # the cursor's row in Postgres
+        self._keys = key_prefix(redis_url, prefix)
+        self._stream = push_stream_key(self._keys)
         self._max_jobs = max_jobs
         self._batch = batch
         self._poll_seconds = poll_seconds
@@ -177,7 +178,7 @@ class PushRelay:
             if cursor is None:
                 return 0  # another replica relays now
             relayed, done_below, epoch = cursor["relayed_through"], cursor["done_below"], cursor["epoch"]
-            stored_epoch = await self._redis.get(push_epoch_key(self._prefix))
+            stored_epoch = await self._redis.get(push_epoch_key(self._keys))
             if stored_epoch is None or stored_epoch.decode() != epoch:
                 if epoch:
                     log.warning("the job stream is gone (Redis lost its data): appending again from message %d",
@@ -185,7 +186,7 @@ class PushRelay:
                     relayed = min(relayed, done_below - 1)
                 epoch = uuid.uuid4().hex
                 await ensure_group(self._redis, self._stream)
-                await self._redis.set(push_epoch_key(self._prefix), epoch)
+                await self._redis.set(push_epoch_key(self._keys), epoch)
             else:
                 done_below = await self._done_below(relayed)
             taken = await connection.fetchrow(_NEXT_MESSAGES, relayed, self._batch)
@@ -206,7 +207,7 @@ class PushRelay:
         now = time.time()
         async with self._redis.pipeline(transaction=False) as pipe:
             for user in users:
-                pipe.zcount(visible_sockets_key(self._prefix, user), now, "+inf")
+                pipe.zcount(visible_sockets_key(self._keys, user), now, "+inf")
             counts = await pipe.execute()
         return {user for user, count in zip(users, counts) if count}
 

@@ -8,14 +8,21 @@ back as a replica).
 """
 
 import asyncio
+import uuid
 
 import pytest
 import redis.cluster
 
 from services.devtools.stores import PrivateRedisCluster
-from services.shared.keys import cluster_prefix, node_channel
+from services.gateway.call_store import CallStore
+from services.presence.store import PresenceStore
+from services.shared.keys import cluster_prefix, node_alive_key, node_channel, user_nodes_key
+from services.shared.redis_client import connect, key_prefix
 from tests.e2e.faults import open_pairs, run_traffic, tally
 from tests.e2e.test_faults import befriend, online, post
+from tests.notifications.conftest import NOTIFIER_TIMING
+from tests.notifications.receiver import PushReceiver
+from tests.notifications.test_push import relayed
 from tests.support import TEST_RUN_DIR, ChatClient, TestStores, create_user, eventually, running_cluster
 
 CLUSTER_DIR = TEST_RUN_DIR / "redis-cluster"
@@ -35,7 +42,7 @@ def redis_cluster():
 def on_cluster(private_postgres, redis_cluster):
     _, database_url = private_postgres
     stores = TestStores(database_url=database_url, redis_url=redis_cluster.url, redis_prefix="on-cluster")
-    with running_cluster(stores, CLUSTER_DIR / "logs", nodes=("a", "b"),
+    with running_cluster(stores, CLUSTER_DIR / "logs", nodes=("a", "b"), **NOTIFIER_TIMING,
                          ready_timeout=90) as cluster:  # seven processes starting at once, on a busy machine
         cluster.database_url = database_url
         yield cluster
@@ -88,7 +95,10 @@ async def test_presence_online_and_offline_across_nodes(on_cluster):
     await watcher.connect()
     ada_client = ChatClient(on_cluster.gateway_url("a"), ada.token)
     try:
-        heard_before = len(watcher.events)
+        async def only_grace_online():  # befriend's socket of ada has gone (else no transition below)
+            assert await online(on_cluster, [ada.id, grace.id], grace) == {grace.id}
+
+        await eventually(only_grace_online, timeout=5)
         await ada_client.connect()
         await watcher.wait_for("userOnline", lambda user: user == ada.id)
 
@@ -107,6 +117,81 @@ async def test_presence_online_and_offline_across_nodes(on_cluster):
     finally:
         await ada_client.close()
         await watcher.close()
+
+
+async def test_push_job_stream_and_visibility_on_the_cluster(on_cluster):
+    """History's relay appends to the job stream, the notifier takes the job and pushes; a tab on
+    the other node that says it is visible (visibility keys on the cluster) stops the push."""
+    receiver = await PushReceiver(on_cluster.vapid_public_key).start()
+    ada, grace = await create_user(on_cluster.history_url), await create_user(on_cluster.history_url)
+    browser = receiver.new_browser()
+    status, body = await post(f"{on_cluster.gateway_url('a')}/api/push/subscriptions", browser.subscription(),
+                              grace.auth_headers)
+    assert status == 201, body
+    sender = await ChatClient(on_cluster.gateway_url("a"), ada.token).connect()
+    tab = await ChatClient(on_cluster.gateway_url("b"), grace.token).connect()
+    try:
+        assert (await tab.call("visibility", {"visible": True}))["ok"]
+        while_looking = (await sender.call("sendMessage", {"receiverId": grace.id, "text": "seen"}))["message"]["_id"]
+        await relayed(on_cluster, while_looking)
+        assert (await tab.call("visibility", {"visible": False}))["ok"]
+        while_hidden = (await sender.call("sendMessage", {"receiverId": grace.id, "text": "pushed"}))["message"]["_id"]
+        # The relay takes messages in id order: the second's push proves it passed the first.
+        await receiver.wait_for(lambda: while_hidden in receiver.message_ids_to(browser))
+        assert while_looking not in receiver.message_ids_to(browser)
+    finally:
+        await sender.close()
+        await tab.close()
+        await receiver.close()
+
+
+async def test_call_scripts_on_the_cluster(redis_cluster):
+    """Every call script (they read calls, busy markers, route sets and liveness keys) runs on
+    the cluster: Redis refuses a script whose keys are not in one slot of that master."""
+    prefix = f"calls-{uuid.uuid4().hex[:6]}"
+    client = connect(redis_cluster.url)
+    tagged = key_prefix(redis_cluster.url, prefix)
+    await client.set(node_alive_key(tagged, "node-1"), 1, ex=60)
+    await client.sadd(user_nodes_key(tagged, "bob"), "node-1")
+    store = CallStore(redis_cluster.url, prefix, ring_seconds=0.2, lost_after_seconds=60)
+    try:
+        answered = uuid.uuid4().hex
+        assert (await store.start(answered, "al", "bob", "audio", "sid-1", "node-1"))[0] == "ringing"
+        assert (await store.answer(answered, "bob", "sid-2", "node-1"))[0] == "active"
+        assert await store.renew([f"{answered}|caller", f"{answered}|callee"]) == []
+        await store.away(f"{answered}|caller", "sid-1")
+        assert (await store.rebind("al", "sid-3", "node-1", stale_ms=0))[:2] == (answered, "caller")
+        outcome, ended = await store.end(answered, "al", reject=False)
+        assert (outcome, ended.reason) == ("ended", "ended")
+        missed = uuid.uuid4().hex
+        assert (await store.start(missed, "al", "bob", "video", "sid-1", "node-1"))[0] == "ringing"
+
+        async def rang_out():
+            assert [call.id for call in await store.sweep()] == [missed]
+
+        await eventually(rang_out, timeout=5)
+    finally:
+        await store.close()
+        await client.aclose()
+
+
+async def test_presence_scripts_on_the_cluster(redis_cluster):
+    prefix = key_prefix(redis_cluster.url, f"presence-{uuid.uuid4().hex[:6]}")
+    client = connect(redis_cluster.url, decode_responses=True)
+    store = PresenceStore(client, prefix)
+    try:
+        await client.set(node_alive_key(prefix, "a"), 1, px=300)
+        assert await store.apply_events("a", [("s1", "ada"), ("s2", "bob")], []) == (["ada", "bob"], [], True)
+        assert await store.apply_events("a", [], [("s2", "bob")]) == ([], ["bob"], True)
+        assert await store.online_among(["ada", "bob"]) == ["ada"]
+
+        async def swept():  # node a's liveness key lapses: its sockets are forgotten
+            assert await store.sweep_dead_nodes() == ["ada"]
+
+        await eventually(swept, timeout=5)
+        assert not await store.knows("a")
+    finally:
+        await client.aclose()
 
 
 async def _fault_while_sending(on_cluster, fault, name: str):
@@ -160,10 +245,22 @@ async def test_manual_failover_while_messages_flow(on_cluster, redis_cluster):
     await asyncio.to_thread(redis_cluster.wait_healthy, 15)
 
 
-async def test_master_killed_while_messages_flow(on_cluster, redis_cluster):
-    """SIGKILL for the master carrying node b's channel; its replica takes over (node timeout 1 s).
-    The registry's slot may be on it too: routing and presence then wait for the new master."""
-    master = _master_of_node_b(on_cluster, redis_cluster)
+def _master_of_the_registry(on_cluster, redis_cluster) -> int:
+    """The master of the slot every script's keys share (routes, liveness, presence, calls)."""
+    key = user_nodes_key(cluster_prefix(on_cluster.stack.env["REDIS_PREFIX"]), "anyone")
+    with redis.cluster.RedisCluster(host="127.0.0.1", port=redis_cluster.masters()[0]) as client:
+        return client.get_node_from_key(key).port
+
+
+@pytest.mark.parametrize("holding", ["the registry", "node b's channel"])
+async def test_master_killed_while_messages_flow(on_cluster, redis_cluster, holding):
+    """SIGKILL for a master; its replica takes over (node timeout 1 s). The registry's: routing
+    scripts and presence wait for the new master (redis-py retries). Node b's channel's: node b
+    subscribes again on the new master and catches up what was published meanwhile."""
+    if holding == "the registry":
+        master = _master_of_the_registry(on_cluster, redis_cluster)
+    else:
+        master = _master_of_node_b(on_cluster, redis_cluster)
     replica = redis_cluster.replica_of(master)
 
     async def kill_master():
@@ -175,7 +272,7 @@ async def test_master_killed_while_messages_flow(on_cluster, redis_cluster):
         await eventually(promoted, timeout=15)
 
     try:
-        await _fault_while_sending(on_cluster, kill_master, "Redis Cluster: master SIGKILL")
+        await _fault_while_sending(on_cluster, kill_master, f"Redis Cluster: SIGKILL, master of {holding}")
     finally:
         redis_cluster.start_node(master)  # back, as the new master's replica
         await asyncio.to_thread(redis_cluster.wait_healthy, 20)
