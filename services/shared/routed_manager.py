@@ -80,7 +80,7 @@ MAX_ROOMS_PER_CALL = 500
 # channel prefix, the node key prefix, then for each emit how many of KEYS are its, and the emit
 # (JSON). Looks every node up and publishes to each live one (but this one) a single JSON array
 # of the emits for its users, in order: one round trip for the whole batch, one message for each
-# node to decode. The node keys are read without being declared: Parley's Redis is one server.
+# node to decode. The node keys are read without being declared: on one Redis only (a cluster: below).
 _ROUTE_AND_PUBLISH = """
 local me, channel_prefix, node_prefix = ARGV[1], ARGV[2], ARGV[3]
 local batches, order, alive, first_key = {}, {}, {}, 1

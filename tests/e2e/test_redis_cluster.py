@@ -19,6 +19,7 @@ from services.presence.store import PresenceStore
 from services.shared.keys import cluster_prefix, node_alive_key, node_channel, user_nodes_key
 from services.shared.redis_client import connect, key_prefix
 from tests.e2e.faults import open_pairs, run_traffic, tally
+from tests.e2e.test_calls import ANSWER, CANDIDATE, OFFER, of
 from tests.e2e.test_faults import befriend, online, post
 from tests.notifications.conftest import NOTIFIER_TIMING
 from tests.notifications.receiver import PushReceiver
@@ -143,6 +144,29 @@ async def test_push_job_stream_and_visibility_on_the_cluster(on_cluster):
         await sender.close()
         await tab.close()
         await receiver.close()
+
+
+async def test_a_call_across_nodes_on_the_cluster(on_cluster):
+    """Placed on node a, answered on node b: what goes to one party's socket (the answer, ICE
+    candidates) is published on that node's sharded channel alone (`emit_to_socket`)."""
+    ada, grace = await create_user(on_cluster.history_url), await create_user(on_cluster.history_url)
+    ada_a = await ChatClient(on_cluster.gateway_url("a"), ada.token).connect()
+    grace_b = await ChatClient(on_cluster.gateway_url("b"), grace.token).connect()
+    try:
+        ack = await ada_a.call("callUser", {"to": grace.id, "kind": "audio", "sdp": OFFER})
+        assert ack["ok"], ack
+        call_id = ack["callId"]
+        await grace_b.wait_for("incomingCall", of(call_id))
+        assert (await grace_b.call("answerCall", {"callId": call_id, "sdp": ANSWER}))["ok"]
+        assert (await ada_a.wait_for("callAnswered", of(call_id)))["sdp"] == ANSWER
+        assert (await grace_b.call("iceCandidate", {"callId": call_id, "candidate": CANDIDATE}))["ok"]
+        assert (await ada_a.wait_for("iceCandidate", of(call_id)))["candidate"] == CANDIDATE
+        assert (await ada_a.call("endCall", {"callId": call_id}))["ok"]
+        for device in (ada_a, grace_b):
+            assert await device.wait_for("callEnded", of(call_id)) == {"callId": call_id, "reason": "ended"}
+    finally:
+        await ada_a.close()
+        await grace_b.close()
 
 
 async def test_call_scripts_on_the_cluster(redis_cluster):
