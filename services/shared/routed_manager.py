@@ -47,9 +47,9 @@ import time
 
 import orjson
 import redis.asyncio as redis
-from redis.asyncio.connection import ConnectionPool
 from engineio import packet as eio_packet
 from prometheus_client import Counter
+from redis.asyncio.connection import ConnectionPool
 from redis.exceptions import RedisClusterException, RedisError
 from socketio.async_pubsub_manager import AsyncPubSubManager
 from socketio.packet import EVENT
@@ -318,14 +318,18 @@ class RoutedRedisManager(AsyncPubSubManager):
         self._known_nodes.difference_update(_text(node) for node in dead)
         if not batches:
             return
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for index in range(0, len(batches), 2):
-                pipe.spublish(node_channel(self._prefix, _text(batches[index])), batches[index + 1])
-            results = await pipe.execute(raise_on_error=False)
-        failed = [_text(batches[2 * index]) for index, result in enumerate(results) if isinstance(result, Exception)]
-        if failed:
+        nodes = [_text(node) for node in batches[::2]]
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for node, batch in zip(nodes, batches[1::2]):
+                    pipe.spublish(node_channel(self._prefix, node), batch)
+                results = await pipe.execute(raise_on_error=False)
+        except (RedisError, OSError) as exc:
+            results = [exc] * len(nodes)
+        failures = {node: result for node, result in zip(nodes, results) if isinstance(result, Exception)}
+        if failures:
             log.warning("routed publish to node(s) %s failed (%r): a catch-up is requested",
-                        ", ".join(failed), next(result for result in results if isinstance(result, Exception)))
+                        ", ".join(failures), next(iter(failures.values())))
             self._request_catch_up()
 
     async def _subscribe(self, channels: list[str], refresh: bool):

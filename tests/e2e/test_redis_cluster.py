@@ -11,6 +11,7 @@ import asyncio
 import uuid
 
 import pytest
+import redis.asyncio
 import redis.cluster
 
 from services.devtools.stores import PrivateRedisCluster
@@ -18,6 +19,7 @@ from services.gateway.call_store import CallStore
 from services.presence.store import PresenceStore
 from services.shared.keys import cluster_prefix, node_alive_key, node_channel, user_nodes_key
 from services.shared.redis_client import connect, key_prefix
+from services.shared.routed_manager import RoutedRedisManager
 from tests.e2e.faults import open_pairs, run_traffic, tally
 from tests.e2e.test_calls import ANSWER, CANDIDATE, OFFER, of
 from tests.e2e.test_faults import befriend, online, post
@@ -167,6 +169,42 @@ async def test_a_call_across_nodes_on_the_cluster(on_cluster):
     finally:
         await ada_a.close()
         await grace_b.close()
+
+
+async def test_routing_on_the_cluster_learns_nodes_and_drops_dead_ones(redis_cluster):
+    """`_ROUTE_SHARDED` with every key declared: a node met for the first time is published to
+    and known from then on; a known node whose liveness key is gone is dropped from the route
+    set, and nothing more is published to it."""
+    manager = RoutedRedisManager(redis_cluster.url, f"routing-{uuid.uuid4().hex[:6]}", write_only=True)
+    prefix = manager._prefix
+    client = connect(redis_cluster.url)
+    await client.set(node_alive_key(prefix, "live"), 1, ex=60)
+    await client.sadd(user_nodes_key(prefix, "ada"), "live", "dead")
+    owner = client.get_node_from_key(node_channel(prefix, "live"))
+    listener = redis.asyncio.Redis(host=owner.host, port=owner.port)
+    pubsub = listener.pubsub()
+    await pubsub.ssubscribe(node_channel(prefix, "live"))
+    try:
+        await manager._route_sharded([([user_nodes_key(prefix, "ada")], b'{"n":1}')])
+        assert manager._known_nodes == {"live", "dead"}
+        assert await client.smembers(user_nodes_key(prefix, "ada")) == {b"live", b"dead"}  # not known dead yet
+        await manager._route_sharded([([user_nodes_key(prefix, "ada")], b'{"n":2}')])
+        assert manager._known_nodes == {"live"}
+        assert await client.smembers(user_nodes_key(prefix, "ada")) == {b"live"}
+        heard = []
+
+        async def both_heard():
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
+            if message is not None:
+                heard.append(message["data"])
+            assert heard == [b'[{"n":1}]', b'[{"n":2}]']
+
+        await eventually(both_heard, timeout=5)
+    finally:
+        await pubsub.aclose()
+        await listener.aclose()
+        await client.aclose()
+        await manager._redis.aclose()
 
 
 async def test_call_scripts_on_the_cluster(redis_cluster):
