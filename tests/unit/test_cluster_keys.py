@@ -99,3 +99,20 @@ async def test_a_manager_on_a_cluster_keeps_the_shared_channel_and_tags_its_keys
     assert manager.channel == "parley:socketio"  # classic pub/sub, heard on every cluster node
     assert manager._prefix == "{parley}"
     await manager._redis.aclose()
+
+
+def test_the_redis_py_cluster_internals_we_rely_on_are_there():
+    """redis_client.py subclasses RedisCluster and its pipeline (errors mid-failover become
+    ConnectionError); routed_manager.py subscribes on the master owning its channel, found with
+    `get_node_from_key` after `nodes_manager.initialize()`, through that node's connection settings."""
+    import inspect
+
+    from redis.asyncio.cluster import ClusterNode, ClusterPipeline, NodesManager
+
+    assert inspect.iscoroutinefunction(RedisCluster.execute_command)
+    assert inspect.iscoroutinefunction(ClusterPipeline.execute)
+    assert list(inspect.signature(ClusterPipeline.__init__).parameters)[:3] == ["self", "client", "transaction"]
+    assert inspect.iscoroutinefunction(NodesManager.initialize)
+    assert callable(RedisCluster.get_node_from_key) and callable(RedisCluster.spublish)
+    node = ClusterNode("127.0.0.1", 7000, socket_timeout=2)
+    assert node.connection_kwargs["socket_timeout"] == 2 and node.connection_class is not None
