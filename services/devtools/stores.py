@@ -22,8 +22,6 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import redis
 
-from ..shared.redis_client import connect
-
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -64,19 +62,16 @@ def postgres_answers(url: str) -> bool:
 
 
 def redis_answers(url: str) -> bool:
-    """Whether the Redis (or Redis Cluster) of `url` answers a PING."""
-
-    async def probe() -> bool:
-        client = connect(url, socket_timeout=2, socket_connect_timeout=2)
-        try:
-            return bool(await client.ping())
-        finally:
-            await client.aclose()
-
+    """Whether one Redis server answers a PING. Synchronous (tests start private servers from
+    inside their event loop), so not through `redis_client`: it only ever probes one server
+    (the default one, or a private one being started); a cluster's URL is taken as given."""
+    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
     try:
-        return asyncio.run(probe())
-    except (redis.RedisError, redis.exceptions.RedisClusterException, OSError):
+        return bool(client.ping())
+    except redis.RedisError:
         return False
+    finally:
+        client.close()
 
 
 def ensure_database(admin_url: str, database: str) -> str:
