@@ -7,6 +7,7 @@ import sys
 BENCHMARKS = [
     "bench.history_bench", "bench.store_bench", "bench.writers_bench", "bench.presence_bench", "bench.delivery_bench", "bench.group_bench",
     "bench.media_bench", "bench.reaction_bench", "bench.call_bench", "bench.notify_bench",
+    "bench.cluster_bench",
 ]
 
 

@@ -2,7 +2,8 @@
 # Installs the Debian packages Parley's run or test command needs and the machine lacks.
 # Usage: scripts/system-deps.sh run|test
 #   run:  a Postgres and a Redis server binary (used only when none answers on its port)
-#   test: the same, plus haproxy (the compose edge, run for real), chromium (browser tests),
+#   test: the same, plus redis-cli (it builds the tests' Redis Cluster), haproxy (the compose
+#         edge, run for real), chromium (browser tests),
 #         coturn (a real TURN server that checks the gateways' credentials, issue 17) and a
 #         colour-emoji font (emoji-picker-element hides the emoji a browser cannot draw)
 set -euo pipefail
@@ -10,7 +11,7 @@ set -euo pipefail
 want=(redis-server:redis-server)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || want+=(postgresql:postgresql)
 if [ "${1:-run}" = "test" ]; then
-  want+=(haproxy:haproxy chromium:chromium turnserver:coturn)
+  want+=(redis-cli:redis-tools haproxy:haproxy chromium:chromium turnserver:coturn)
 fi
 
 missing=()

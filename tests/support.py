@@ -127,7 +127,7 @@ class Cluster:
 
 @contextlib.contextmanager
 def running_cluster(stores: TestStores, log_dir: Path, nodes: tuple[str, ...] = ("a", "b"),
-                    **overrides: str) -> Iterator[Cluster]:
+                    ready_timeout: float = 30, **overrides: str) -> Iterator[Cluster]:
     """History, presence and a gateway per node, for a fixture's lifetime: stopped afterwards."""
     history_port, presence_port, media_port = free_port(), free_port(), free_port()
     history_internal_port, presence_internal_port = free_port(), free_port()
@@ -160,7 +160,7 @@ def running_cluster(stores: TestStores, log_dir: Path, nodes: tuple[str, ...] = 
     for node in nodes:
         stack.add("gateway", f"gateway-{node}", free_port(), free_port())
     try:
-        stack.start()
+        stack.start(ready_timeout)
         yield Cluster(stack)
     finally:
         stack.stop()

@@ -9,6 +9,7 @@ import asyncio
 import glob
 import os
 import pwd
+import random
 import shutil
 import socket
 import subprocess
@@ -61,6 +62,9 @@ def postgres_answers(url: str) -> bool:
 
 
 def redis_answers(url: str) -> bool:
+    """Whether one Redis server answers a PING. Synchronous (tests start private servers from
+    inside their event loop), so not through `redis_client`: it only ever probes one server
+    (the default one, or a private one being started); a cluster's URL is taken as given."""
     client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
     try:
         return bool(client.ping())
@@ -259,6 +263,159 @@ class PrivateRedis(PrivateServer):
             self.process.kill()
             self.process.wait(timeout=10)
             self.process = None
+
+
+class PrivateRedisCluster(PrivateServer):
+    """A real Redis Cluster on 127.0.0.1: `masters` masters, each with one replica, on free ports,
+    no persistence. A failed master's replica takes over within about `node_timeout_ms`."""
+
+    def __init__(self, data_dir: Path, masters: int = 3, node_timeout_ms: int = 1000):
+        self.data_dir = data_dir
+        self.ports = _cluster_ports(2 * masters)
+        self.node_timeout_ms = node_timeout_ms
+        self.processes: dict[int, subprocess.Popen] = {}
+        self.url = "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in self.ports)
+
+    def describe(self) -> str:
+        return "ports " + ", ".join(map(str, self.ports))
+
+    def start(self, timeout: float = 30) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None or shutil.which("redis-cli") is None:
+            raise RuntimeError("redis-server / redis-cli are not installed: run `make deps` (apt-get install redis-server)")
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+        self.data_dir.mkdir(parents=True)
+        deadline = time.monotonic() + timeout
+        try:
+            for port in self.ports:
+                self.start_node(port)
+            for port in self.ports:
+                while not self._answers(port):
+                    self._check(port, deadline)
+            subprocess.run(["redis-cli", "--cluster", "create", *(f"127.0.0.1:{port}" for port in self.ports),
+                            "--cluster-replicas", "1", "--cluster-yes"],
+                           check=True, capture_output=True, timeout=max(1.0, deadline - time.monotonic()))
+            self.wait_healthy(deadline - time.monotonic())
+        except BaseException:
+            self.stop()
+            raise
+
+    def start_node(self, port: int) -> None:
+        """Starts (or starts again, with the cluster it knew) the node on `port`."""
+        self.processes[port] = subprocess.Popen(
+            [shutil.which("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.data_dir), "--cluster-enabled", "yes",
+             "--cluster-config-file", f"nodes-{port}.conf", "--cluster-node-timeout", str(self.node_timeout_ms),
+             "--logfile", str(self.data_dir / f"{port}.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def _check(self, port: int, deadline: float) -> None:
+        if time.monotonic() > deadline or self.processes[port].poll() is not None:
+            raise RuntimeError(f"redis-server (cluster node) did not start on port {port}; see {self.data_dir}")
+        time.sleep(0.05)
+
+    def _answers(self, port: int) -> bool:
+        client = redis.Redis(port=port, socket_timeout=2, socket_connect_timeout=2)
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+
+    def node(self, port: int) -> redis.Redis:
+        """A client of one node (not of the cluster): CLUSTER commands, INFO."""
+        return redis.Redis(port=port, socket_timeout=5, socket_connect_timeout=2, decode_responses=True)
+
+    def roles(self) -> dict[int, str]:
+        """port -> "master" or "slave", as each live node says."""
+        roles = {}
+        for port, process in self.processes.items():
+            if process.poll() is None:
+                with self.node(port) as client:
+                    roles[port] = client.execute_command("ROLE")[0]
+        return roles
+
+    def masters(self) -> list[int]:
+        return sorted(port for port, role in self.roles().items() if role == "master")
+
+    def replica_of(self, master_port: int) -> int:
+        with self.node(master_port) as client:
+            master_id = client.execute_command("CLUSTER", "MYID")
+            line = client.execute_command("CLUSTER", "REPLICAS", master_id)[0]
+        return int(line.split()[1].split("@")[0].rsplit(":", 1)[1])
+
+    def wait_healthy(self, timeout: float = 30) -> None:
+        """Until every live node says `cluster_state:ok` with every slot served, and, when every
+        node is up, every master has its replica again (a restarted node as a replica, in sync)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                states, roles = [], []
+                for port, process in self.processes.items():
+                    if process.poll() is None:
+                        with self.node(port) as client:
+                            info = client.execute_command("CLUSTER", "INFO")
+                            roles.append(client.execute_command("ROLE"))
+                        states.append("cluster_state:ok" in info and "cluster_slots_ok:16384" in info)
+                replicas = [role for role in roles if role[0] == "slave"]
+                paired = (len(roles) < len(self.processes)
+                          or (2 * len(replicas) == len(roles) and all(role[3] == "connected" for role in replicas)
+                              and all(len(role[2]) == 1 for role in roles if role[0] == "master")))
+                if states and all(states) and paired:
+                    return
+            except redis.RedisError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the Redis Cluster was not healthy within {timeout:.0f} s; see {self.data_dir}")
+            time.sleep(0.1)
+
+    def kill(self, port: int) -> None:
+        """SIGKILL for one node."""
+        process = self.processes[port]
+        process.kill()
+        process.wait(timeout=10)
+
+    def cpu_seconds(self) -> float:
+        """used_cpu_sys + used_cpu_user, summed over the live nodes."""
+        total = 0.0
+        for port, process in self.processes.items():
+            if process.poll() is None:
+                with self.node(port) as client:
+                    info = client.info("cpu")
+                total += float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+        return total
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.processes.clear()
+
+
+def _cluster_ports(count: int) -> list[int]:
+    """Free ports P with P + 10000 free too (a cluster node's bus port): P <= 55535."""
+    ports: list[int] = []
+    for _ in range(200):
+        port = random.randint(20000, 55535)
+        if port in ports:
+            continue
+        try:
+            for candidate in (port, port + 10000):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        ports.append(port)
+        if len(ports) == count:
+            return ports
+    raise RuntimeError("no free ports for a Redis Cluster")
 
 
 def postgres_bin_dir() -> str:

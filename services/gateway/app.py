@@ -6,13 +6,13 @@ one only `/readyz` and `/metrics` (a gateway has no internal routes).
 
 import asyncio
 
-import redis.asyncio
 from aiohttp import web
 
 from ..shared import fast_json
 from ..shared.auth import TokenVerifier
 from ..shared.errors import error_middleware
 from ..shared.internal import InternalCallMetrics, InternalClient
+from ..shared.redis_client import connect
 from ..shared.routed_manager import RoutedRedisManager
 from ..shared.web import DRAIN_HOOKS, READINESS, REGISTRY, create_base_app, public_headers_middleware
 from .app_keys import CHAT, HISTORY, HISTORY_API, MEDIA_API, METRICS, PRESENCE, REST_LIMITER, SETTINGS, SIO, VERIFIER
@@ -123,7 +123,7 @@ def history_ready(history: InternalClient):
 
 async def redis_probe(app: web.Application):
     """A client of our own for the readiness ping: the Socket.IO manager's is private to it."""
-    probe = redis.asyncio.Redis.from_url(app[SETTINGS].redis_url, socket_timeout=2, socket_connect_timeout=2)
+    probe = connect(app[SETTINGS].redis_url, socket_timeout=2, socket_connect_timeout=2)
     app[READINESS].add("redis", probe.ping)
     yield
     await probe.aclose()

@@ -21,11 +21,11 @@ so even with every gateway gone, nobody stays busy longer than that.
 import logging
 from dataclasses import dataclass
 
-import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from ..shared.errors import ServiceUnavailable
 from ..shared.keys import call_busy_key, call_key, calls_due_key, node_alive_key, user_nodes_key
+from ..shared.redis_client import connect, key_prefix
 
 log = logging.getLogger(__name__)
 
@@ -259,9 +259,8 @@ class CallStore:
         # A bounded pool: every connecting socket asks whether its user has a call to rejoin, and
         # a connect storm (a node's users arriving at once) must queue for a few connections,
         # not open one each.
-        self._redis = redis.Redis.from_pool(redis.BlockingConnectionPool.from_url(  # closed with the client
-            url, max_connections=MAX_CONNECTIONS, timeout=5, socket_connect_timeout=2, socket_timeout=2))
-        self._prefix = prefix
+        self._redis = connect(url, max_connections=MAX_CONNECTIONS, socket_connect_timeout=2, socket_timeout=2)
+        self._prefix = prefix = key_prefix(url, prefix)
         self.ring_ms = int(ring_seconds * 1000)
         self.lease_ms = int(lost_after_seconds * 1000)
         # A live call's keys outlive a lease by this much: renewed with the leases, lapsing (and

@@ -20,11 +20,11 @@ import asyncio
 import logging
 import time
 
-import redis.asyncio
 from redis.exceptions import RedisError
 
 from ..shared.errors import InvalidField, ServiceUnavailable
 from ..shared.keys import visible_sockets_key
+from ..shared.redis_client import connect, key_prefix
 from .chat import ChatHandler, socket_event
 
 log = logging.getLogger(__name__)
@@ -39,8 +39,8 @@ def parse_visible(payload: object) -> bool:
 
 class Visibility:
     def __init__(self, redis_url: str, prefix: str, heartbeat_seconds: float, ttl_seconds: float):
-        self._redis = redis.asyncio.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
-        self._prefix = prefix
+        self._redis = connect(redis_url, socket_timeout=2, socket_connect_timeout=2)
+        self._prefix = key_prefix(redis_url, prefix)
         self._heartbeat = heartbeat_seconds
         self._ttl = ttl_seconds
         self._visible: dict[str, str] = {}  # sid -> user, the visible sockets of this node

@@ -33,11 +33,11 @@ import time
 import uuid
 
 import asyncpg
-import redis.asyncio
 from redis.exceptions import RedisError, ResponseError
 
 from ..shared.errors import StoreUnavailable
 from ..shared.keys import PUSH_CONSUMER_GROUP, push_epoch_key, push_stream_key, visible_sockets_key
+from ..shared.redis_client import connect, key_prefix
 from ..shared.push import ensure_group
 from ..shared.postgres import UNAVAILABLE_ERRORS, pooled_connection
 from .store import settled_head
@@ -110,9 +110,10 @@ class PushRelay:
     def __init__(self, pool: asyncpg.Pool, redis_url: str, prefix: str, *, max_jobs: int, batch: int,
                  poll_seconds: float):
         self._pool = pool
-        self._redis = redis.asyncio.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=2)
-        self._prefix = prefix
-        self._stream = push_stream_key(prefix)
+        self._redis = connect(redis_url, socket_timeout=5, socket_connect_timeout=2)
+        self._prefix = prefix  # the cursor's row in Postgres
+        self._keys = key_prefix(redis_url, prefix)
+        self._stream = push_stream_key(self._keys)
         self._max_jobs = max_jobs
         self._batch = batch
         self._poll_seconds = poll_seconds
@@ -178,7 +179,7 @@ class PushRelay:
             if cursor is None:
                 return 0  # another replica relays now
             relayed, done_below, epoch = cursor["relayed_through"], cursor["done_below"], cursor["epoch"]
-            stored_epoch = await self._redis.get(push_epoch_key(self._prefix))
+            stored_epoch = await self._redis.get(push_epoch_key(self._keys))
             if stored_epoch is None or stored_epoch.decode() != epoch:
                 if epoch:
                     log.warning("the job stream is gone (Redis lost its data): appending again from message %d",
@@ -186,7 +187,7 @@ class PushRelay:
                     relayed = min(relayed, done_below - 1)
                 epoch = uuid.uuid4().hex
                 await ensure_group(self._redis, self._stream)
-                await self._redis.set(push_epoch_key(self._prefix), epoch)
+                await self._redis.set(push_epoch_key(self._keys), epoch)
             else:
                 done_below = await self._done_below(relayed)
             taken = await connection.fetchrow(_NEXT_MESSAGES, relayed, self._batch, await settled_head(connection))
@@ -207,7 +208,7 @@ class PushRelay:
         now = time.time()
         async with self._redis.pipeline(transaction=False) as pipe:
             for user in users:
-                pipe.zcount(visible_sockets_key(self._prefix, user), now, "+inf")
+                pipe.zcount(visible_sockets_key(self._keys, user), now, "+inf")
             counts = await pipe.execute()
         return {user for user, count in zip(users, counts) if count}
 

@@ -27,12 +27,12 @@ import math
 import time
 from dataclasses import dataclass, field
 
-import redis.asyncio
 from redis.exceptions import RedisError, ResponseError
 
 from ..shared import fast_json
 from ..shared.errors import StoreUnavailable
 from ..shared.keys import PUSH_CONSUMER_GROUP, push_stream_key
+from ..shared.redis_client import connect, key_prefix
 from ..shared.push import Subscription, endpoint_allowed, ensure_group
 from .metrics import NotifierMetrics
 from .push import Answer, Outcome, PushSender, topic_of
@@ -99,9 +99,8 @@ class Consumer:
     def __init__(self, settings: NotifierSettings, store: SubscriptionStore, sender: PushSender,
                  metrics: NotifierMetrics):
         self._settings = settings
-        self._redis = redis.asyncio.Redis.from_url(settings.redis_url, socket_timeout=READ_BLOCK_MS / 1000 + 5,
-                                                   socket_connect_timeout=2)
-        self._stream = push_stream_key(settings.redis_prefix)
+        self._redis = connect(settings.redis_url, socket_timeout=READ_BLOCK_MS / 1000 + 5, socket_connect_timeout=2)
+        self._stream = push_stream_key(key_prefix(settings.redis_url, settings.redis_prefix))
         self._name = settings.node_id
         self._store = store
         self._sender = sender

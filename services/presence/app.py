@@ -3,12 +3,12 @@
 import asyncio
 import logging
 
-import redis.asyncio as redis
 from aiohttp import web
 
 from ..shared.errors import ParleyError, error_middleware
 from ..shared.internal import InternalCallMetrics, InternalClient
 from ..shared.notify import ClientNotifier
+from ..shared.redis_client import connect, key_prefix
 from ..shared.web import INTERNAL_APP, READINESS, REGISTRY, create_base_app
 from .announcer import PresenceAnnouncer
 from .app_keys import HANDLER, SETTINGS
@@ -32,10 +32,10 @@ def create_app(settings: PresenceSettings) -> web.Application:
 
 async def stores_and_clients(app: web.Application):
     settings = app[SETTINGS]
-    client = redis.Redis.from_url(
+    client = connect(
         settings.redis_url, decode_responses=True, socket_timeout=2, socket_connect_timeout=2, retry_on_timeout=True
     )
-    store = PresenceStore(client, settings.redis_prefix)
+    store = PresenceStore(client, key_prefix(settings.redis_url, settings.redis_prefix))
     history = InternalClient(
         "history",
         settings.history_url,

@@ -1,9 +1,29 @@
-"""Every Redis key and channel name Parley uses, built in one place."""
+"""Every Redis key and channel name Parley uses, built in one place.
+
+Each function takes the key prefix (REDIS_PREFIX, e.g. `parley`). On a Redis Cluster the prefix
+comes hash-tagged, `{parley}` (`cluster_prefix`, chosen by `redis_client.key_prefix`): the keys
+built from it as it is share one slot, which the Lua scripts need (the routing script reads
+route sets and node liveness keys together, presence's read node keys, counts and liveness, the
+call scripts calls, busy markers, route sets and liveness). Channels and the keys no script
+touches take the prefix without its braces (`_spread`), so they hash by their whole name and
+spread over the shards: above all each node's channel, where the fan-out goes. On one Redis the
+names are the same as they always were.
+"""
+
+
+def cluster_prefix(prefix: str) -> str:
+    """The prefix on a Redis Cluster: every scripted key built from it carries the hash tag."""
+    return "{" + prefix + "}"
+
+
+def _spread(prefix: str) -> str:
+    """The prefix without its hash tag, for names that need not share the scripts' slot."""
+    return prefix[1:-1] if prefix.startswith("{") and prefix.endswith("}") else prefix
 
 
 def sio_channel(prefix: str) -> str:
     """The Socket.IO pub/sub channel that gateways, history and presence share."""
-    return f"{prefix}:socketio"
+    return f"{_spread(prefix)}:socketio"
 
 
 def user_room(user_id: str) -> str:
@@ -42,7 +62,7 @@ def socket_counts_key(prefix: str) -> str:
 
 def node_channel(prefix: str, node_id: str) -> str:
     """The pub/sub channel only one gateway node listens on: emits for its users."""
-    return f"{prefix}:socketio:node:{node_id}"
+    return f"{_spread(prefix)}:socketio:node:{node_id}"
 
 
 def user_nodes_key(prefix: str, user_id: str) -> str:
@@ -53,21 +73,23 @@ def user_nodes_key(prefix: str, user_id: str) -> str:
 def visible_sockets_key(prefix: str, user_id: str) -> str:
     """Sorted set of the user's sockets whose page reported itself visible (issue 18): sid ->
     the time (Unix seconds) its entry lapses unless its node refreshes it (services/gateway/visibility.py)."""
-    return f"{prefix}:visible:{user_id}"
+    return f"{_spread(prefix)}:visible:{user_id}"
 
 
 def push_stream_key(prefix: str) -> str:
     """The Redis Stream of notification jobs: history's relay appends, notifiers consume."""
-    return f"{prefix}:push:jobs"
+    return f"{_spread(prefix)}:push:jobs"
 
 
 def push_epoch_key(prefix: str) -> str:
     """The relay's token: gone after Redis lost its data, which tells the relay to append again."""
-    return f"{prefix}:push:epoch"
+    return f"{_spread(prefix)}:push:epoch"
 
 
 # The notifiers' consumer group on the job stream.
 PUSH_CONSUMER_GROUP = "notifiers"
+
+
 def call_key(prefix: str, call_id: str) -> str:
     """Hash of one call (issue 17): its parties, kind, state and each party's socket and node."""
     return f"{prefix}:call:{call_id}"

@@ -28,6 +28,13 @@ a catch-up request arrives; a publish given up (Redis unreachable twice) makes t
 broadcast that request as soon as Redis takes publishes again. `packet_for`, when set, makes the
 engine.io packet of an encoded emit (the gateway's feed events get each socket's own offset).
 
+On a Redis Cluster (`redis+cluster://`, see `redis_client`) the node channels use sharded pub/sub
+(SSUBSCRIBE/SPUBLISH), so each node's traffic goes through the shard owning its channel, not
+through every shard: see "On a Redis Cluster" below. The shared channel stays classic pub/sub,
+which a cluster forwards to every node: it carries what every gateway must hear anyway
+(broadcasts, catch-up requests), so it could gain nothing from sharding, and one node's
+subscription then hears it whichever shard it is connected to.
+
 Measured (bench/RESULTS.md): pub/sub messages decoded per delivered message, per node, 0.07 over
 two nodes and 0.08 over four ("Delivery"), where python-socketio's stock manager decodes 2 per
 node per message (appendix, "Delivery": node scaling). Besides `_publish` and `_listen`, the
@@ -45,13 +52,15 @@ import orjson
 import redis.asyncio as redis
 from engineio import packet as eio_packet
 from prometheus_client import Counter
-from redis.exceptions import RedisError
+from redis.asyncio.connection import ConnectionPool
+from redis.exceptions import RedisClusterException, RedisError
 from socketio.async_pubsub_manager import AsyncPubSubManager
 from socketio.packet import EVENT
 
 from . import fast_json, route_format
 from .batching import Batcher
 from .keys import node_alive_key, node_channel, sio_channel, user_nodes_key
+from .redis_client import connect, is_cluster, key_prefix
 from .settings import NodeLivenessSettings
 
 log = logging.getLogger(__name__)
@@ -85,7 +94,7 @@ end
 # channel prefix, the node key prefix, then for each emit how many of KEYS are its, and the emit
 # (JSON). Looks every node up and publishes to each live one (but this one) a single JSON array
 # of the emits for its users, in order: one round trip for the whole batch, one message for each
-# node to decode. The node keys are read without being declared: Parley's Redis is one server.
+# node to decode. The node keys are read without being declared: on one Redis only (a cluster: below).
 # A live node that reads none of this release's formats (its liveness key's value, see
 # route_format) gets nothing; the script returns how many nodes it published to, and those.
 _ROUTE_AND_PUBLISH = """
@@ -114,6 +123,53 @@ end
 return {#order, unread}
 """
 
+# On a Redis Cluster a script may touch only keys it is given, all in one slot (the hash tag of
+# `keys.cluster_prefix`), and cannot SPUBLISH to another slot's channel. So this one is also given
+# the liveness keys of the nodes this manager knows of, and returns the batches, which Python
+# publishes (`_route_sharded`). KEYS: the route sets, as above, then the liveness keys of the
+# known nodes. ARGV: this node, how many KEYS are route sets, the known nodes (in the order of
+# their keys), then for each emit how many route sets are its, and the emit. Returns {the nodes
+# met that were not known, the known nodes found dead, the live nodes reading none of this
+# release's formats (skipped, as on one Redis), then node, batch, node, batch...}. A node not
+# known is published to, as if alive (at worst one batch to nobody), and known from then on.
+_ROUTE_SHARDED = """
+local me, route_count = ARGV[1], tonumber(ARGV[2])
+local alive_key, unknown, dead = {}, {}, {}
+for k = route_count + 1, #KEYS do alive_key[ARGV[2 + k - route_count]] = KEYS[k] end
+local batches, order, alive, first_key = {}, {}, {}, 1
+""" + _READS_FORMAT_LUA + """
+for i = 3 + #KEYS - route_count, #ARGV, 2 do
+  local key_count, seen = tonumber(ARGV[i]), {}
+  for k = first_key, first_key + key_count - 1 do
+    for _, node in ipairs(redis.call('SMEMBERS', KEYS[k])) do
+      if alive[node] == nil then
+        if alive_key[node] == nil then
+          alive[node] = ''
+          if node ~= me then unknown[#unknown + 1] = node end
+        else
+          alive[node] = redis.call('GET', alive_key[node])
+          if not alive[node] then dead[#dead + 1] = node end
+        end
+      end
+      if not alive[node] then
+        redis.call('SREM', KEYS[k], node)
+      elseif node ~= me and not seen[node] and (alive[node] == '' or reads_format(node, alive[node])) then
+        seen[node] = true
+        if batches[node] == nil then batches[node] = {}; order[#order + 1] = node end
+        table.insert(batches[node], ARGV[i + 1])
+      end
+    end
+  end
+  first_key = first_key + key_count
+end
+local result = {unknown, dead, unread}
+for _, node in ipairs(order) do
+  result[#result + 1] = node
+  result[#result + 1] = '[' .. table.concat(batches[node], ',') .. ']'
+end
+return result
+"""
+
 
 class RoutedRedisManager(AsyncPubSubManager):
     name = "parley-routed-redis"
@@ -124,13 +180,18 @@ class RoutedRedisManager(AsyncPubSubManager):
         """`liveness` (HEARTBEAT_SECONDS, NODE_TTL_SECONDS) is required of a node that listens;
         a write-only manager (history, presence) holds no sockets and keeps no key. `unreadable`
         (labelled by reason) counts the pub/sub payloads this node could not read."""
+        prefix = key_prefix(url, prefix)
         super().__init__(channel=sio_channel(prefix), write_only=write_only, logger=log)
         if liveness is None and not write_only:
             raise ValueError("a listening node needs its liveness settings")
         self._prefix = prefix
         self.node_id = node_id
         self._liveness = liveness
-        self._redis = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+        self._redis = connect(url, socket_connect_timeout=2, socket_timeout=5)
+        self._cluster = is_cluster(url)
+        # On a cluster: the nodes whose liveness keys the routing script is given (see `_route_sharded`).
+        self._known_nodes: set[str] = set()
+        self._route_sharded_script = self._redis.register_script(_ROUTE_SHARDED) if self._cluster else None
         self._received = received
         self._unreadable = unreadable
         self._unread_nodes_logged: set[str] = set()  # nodes reading none of our formats, warned of once
@@ -192,7 +253,7 @@ class RoutedRedisManager(AsyncPubSubManager):
         try:
             if not await self._node_reads_our_format(node_id):
                 return
-            await self._redis.publish(node_channel(self._prefix, node_id), orjson.dumps([message]))
+            await self._publish_to_node(node_id, orjson.dumps([message]))
         except (RedisError, OSError) as exc:
             log.warning("could not publish %s to node %s: %r", event, node_id, exc)
 
@@ -239,6 +300,9 @@ class RoutedRedisManager(AsyncPubSubManager):
         self._publisher.submit_nowait((keys, encoded)).add_done_callback(_log_publish_failure)
 
     async def _publish_batch(self, emits: list[tuple[list[str], bytes]]) -> list[None]:
+        if self._cluster:
+            await self._route_sharded(emits)
+            return [None] * len(emits)
         args: list = [self.node_id or "", node_channel(self._prefix, ""), node_alive_key(self._prefix, "")]
         for keys, encoded in emits:
             args += [len(keys), encoded]
@@ -250,6 +314,75 @@ class RoutedRedisManager(AsyncPubSubManager):
             log.warning("routed publish failed (%r): publishing to every node", exc)
             await self._publish_to_every_node(b"[" + b",".join(encoded for _, encoded in emits) + b"]")
         return [None] * len(emits)
+
+    async def _publish_to_node(self, node_id: str, payload: bytes) -> None:
+        if self._cluster:
+            await self._redis.spublish(node_channel(self._prefix, node_id), payload)
+        else:
+            await self._redis.publish(node_channel(self._prefix, node_id), payload)
+
+    # --- on a Redis Cluster ----------------------------------------------------------------------
+    # The node channels are sharded (SPUBLISH / SSUBSCRIBE): a batch for a node goes through the
+    # shard owning that node's channel alone, so fan-out spreads over the shards. The routing
+    # registry (route sets, liveness keys) shares one slot, as its script needs.
+
+    async def _route_sharded(self, emits: list[tuple[list[str], bytes]]) -> None:
+        """`_ROUTE_SHARDED`, then one pipeline of SPUBLISHes, a batch for each node concerned.
+        What Redis did not take (a shard failing over) is caught up, not published twice: a
+        node that got its batch would deliver it again from the shared channel."""
+        route_keys = [key for keys, _ in emits for key in keys]
+        known = sorted(self._known_nodes)
+        args: list = [self.node_id or "", len(route_keys), *known]
+        for keys, encoded in emits:
+            args += [len(keys), encoded]
+        try:
+            unknown, dead, unread, *batches = await self._route_sharded_script(
+                keys=route_keys + [node_alive_key(self._prefix, node) for node in known], args=args)
+        except (RedisError, OSError) as exc:
+            log.warning("routed publish failed (%r): publishing to every node", exc)
+            await self._publish_to_every_node(b"[" + b",".join(encoded for _, encoded in emits) + b"]")
+            return
+        if unread:
+            self._skipped_unread_nodes([_text(node) for node in unread])
+        self._known_nodes.update(_text(node) for node in unknown)
+        self._known_nodes.difference_update(_text(node) for node in dead)
+        if not batches:
+            return
+        nodes = [_text(node) for node in batches[::2]]
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for node, batch in zip(nodes, batches[1::2]):
+                    pipe.spublish(node_channel(self._prefix, node), batch)
+                results = await pipe.execute(raise_on_error=False)
+        except (RedisError, OSError) as exc:
+            results = [exc] * len(nodes)
+        failures = {node: result for node, result in zip(nodes, results) if isinstance(result, Exception)}
+        if failures:
+            log.warning("routed publish to node(s) %s failed (%r): a catch-up is requested",
+                        ", ".join(failures), next(iter(failures.values())))
+            self._request_catch_up()
+
+    async def _subscribe(self, channels: list[str], refresh: bool):
+        """A pub/sub connection subscribed to `channels` (the shared one, then this node's).
+        On a cluster: to the master owning this node's channel, with SSUBSCRIBE for it and
+        SUBSCRIBE for the shared one (classic pub/sub reaches every cluster node); after a loss
+        (`refresh`) the cluster's map is read again, as a failover may have moved the slot."""
+        if not self._cluster:
+            pubsub = self._redis.pubsub()
+            await pubsub.subscribe(*channels)
+            return pubsub
+        try:
+            await self._redis.initialize()
+            if refresh:
+                await self._redis.nodes_manager.initialize()
+            owner = self._redis.get_node_from_key(channels[1])
+        except RedisClusterException as exc:  # mid-failover: the slot has no master yet
+            raise redis.ConnectionError(f"no master for this node's channel yet: {exc}") from exc
+        client = redis.Redis.from_pool(ConnectionPool(connection_class=owner.connection_class, **owner.connection_kwargs))
+        pubsub = client.pubsub()
+        await pubsub.subscribe(channels[0])
+        await pubsub.ssubscribe(channels[1])
+        return pubsub
 
     async def _publish_to_every_node(self, payload: bytes) -> None:
         """On the shared channel, which every node decodes."""
@@ -431,9 +564,9 @@ class RoutedRedisManager(AsyncPubSubManager):
         attempt = 0
         while True:
             # Subscribe confirmations are read (not ignored): they say when the node is reachable.
-            pubsub = self._redis.pubsub()
+            pubsub = None
             try:
-                await pubsub.subscribe(*channels)
+                pubsub = await self._subscribe(channels, refresh=attempt > 0)
                 lost = attempt > 0
                 if lost:
                     log.info("pub/sub listening again")
@@ -445,13 +578,16 @@ class RoutedRedisManager(AsyncPubSubManager):
                 attempt = 0
                 confirmed: set[bytes] = set()
                 async for message in pubsub.listen():
-                    if message["type"] == "subscribe":
+                    if message["type"] in ("subscribe", "ssubscribe"):
                         confirmed.add(message["channel"])
                         if len(confirmed) == len(channels):
                             self._subscribed.set()
                             if lost:  # what was published meanwhile reached nobody here
                                 self._catch_up()
-                    elif message["type"] == "message":
+                    elif message["type"] == "sunsubscribe":
+                        # Not asked for: the shard holding this node's channel moved (a failover).
+                        raise redis.ConnectionError("this node's channel moved to another shard")
+                    elif message["type"] in ("message", "smessage"):
                         if self._received is not None:
                             self._received.inc()
                         # A batch of routed emits is an array; python-socketio's own, one object.
@@ -467,7 +603,8 @@ class RoutedRedisManager(AsyncPubSubManager):
                 await asyncio.sleep(delay)
             finally:
                 self._subscribed.clear()
-                await pubsub.aclose()
+                if pubsub is not None:
+                    await pubsub.aclose()
 
     def _catch_up(self) -> None:
         if self.on_catch_up is not None:
@@ -499,6 +636,10 @@ class NotSubscribed(RuntimeError):
 def _log_publish_failure(published: asyncio.Future) -> None:
     if not published.cancelled() and (exc := published.exception()) is not None:
         log.error("routed publish failed: %r", exc)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _encode(message: dict) -> bytes | None:
