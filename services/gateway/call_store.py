@@ -16,6 +16,19 @@ still ringing at its deadline is `missed`; a party whose lease lapsed (its socke
 node died, and no node renewed it for `lost_after`) is `lost`. Any number of nodes may sweep at
 once: each due entry is taken by one script call. Every key has a TTL (renewed with the leases),
 so even with every gateway gone, nobody stays busy longer than that.
+
+Every key a script touches is given to it in KEYS, as Redis asks of scripts (a Redis Cluster
+routes a script by its KEYS, and tolerates undeclared keys only in the same slot; proxies and
+future versions do not). Where a key's name is known only from data (the parties' busy markers
+from the call's hash, the calls the sweeper finds due, the nodes in the callee's route set),
+Python reads that data first, then runs the script with the keys; the script checks what was read
+again and answers `retry` if it changed, and Python runs both steps again (`TRIES` times at
+most; parties never change, so only a route set gaining a node meanwhile makes a start retry).
+The atomicity is unchanged: every decision and write is in the one script. Round trips, before
+-> now: start 1 -> 2 (SMEMBERS of the route set); end 1 -> 2 (HMGET of the parties); sweep with
+nothing due 1 -> 1 (`_DUE`), with calls due 1 -> 3 (`_DUE`, one pipeline of HMGETs, the sweep);
+renew 1 -> 2 (one pipeline of HMGETs); answer, away, rebind 1 (a rejoining socket's call id is
+the one its MGET, `calls_of`, read).
 """
 
 import logging
@@ -35,6 +48,8 @@ ENDED_KEEP_MS = 60_000
 SWEEP_BATCH = 200
 # Redis connections one node's call store holds at most.
 MAX_CONNECTIONS = 16
+# Runs of a script whose inputs, read just before, changed meanwhile (see the module docstring).
+TRIES = 3
 
 _PRELUDE = """
 local function now_ms()
@@ -43,29 +58,33 @@ local function now_ms()
 end
 
 -- Ends a live call: {id, reason, caller, callee, kind, answeredAt or '', endedAt}, or nil.
-local function finish(call_prefix, due_key, busy_prefix, id, reason, keep_ms, now)
-  local key = call_prefix .. id
-  local c = redis.call('HMGET', key, 'state', 'caller', 'callee', 'kind', 'answeredAt')
+-- The keys: the call, due, the caller's busy marker, the callee's (checked by the caller).
+local function finish(call_key, due_key, caller_busy_key, callee_busy_key, id, reason, keep_ms, now)
+  local c = redis.call('HMGET', call_key, 'state', 'caller', 'callee', 'kind', 'answeredAt')
   if c[1] ~= 'ringing' and c[1] ~= 'active' then return nil end
-  redis.call('HSET', key, 'state', 'ended', 'reason', reason, 'endedAt', now)
-  redis.call('PEXPIRE', key, keep_ms)
+  redis.call('HSET', call_key, 'state', 'ended', 'reason', reason, 'endedAt', now)
+  redis.call('PEXPIRE', call_key, keep_ms)
   redis.call('ZREM', due_key, id .. '|ring', id .. '|caller', id .. '|callee')
-  for _, user in ipairs({c[2], c[3]}) do
-    if redis.call('GET', busy_prefix .. user) == id then redis.call('DEL', busy_prefix .. user) end
+  for _, busy_key in ipairs({caller_busy_key, callee_busy_key}) do
+    if redis.call('GET', busy_key) == id then redis.call('DEL', busy_key) end
   end
   return {id, reason, c[2], c[3], c[4], c[5] or '', tostring(now)}
 end
 """
 
-# KEYS: the call, due, the caller's busy marker, the callee's, the callee's route set.
-# ARGV: id, caller, callee, kind, caller sid, caller node, ring ms, lease ms, live ttl ms, keep ms,
-# the node liveness key prefix. The callee is offline when no live node holds a socket of theirs.
+# KEYS: the call, due, the caller's busy marker, the callee's, the callee's route set, then the
+# liveness keys of the nodes read in that set. ARGV: id, caller, callee, kind, caller sid, caller
+# node, ring ms, lease ms, live ttl ms, keep ms, then those nodes (ARGV[i + 5] is KEYS[i]'s). The
+# callee is offline when no live node holds a socket of theirs; {'retry'}: the set gained a node.
 _START = _PRELUDE + """
 local id = ARGV[1]
 if redis.call('EXISTS', KEYS[3]) == 1 then return {'caller_busy'} end
+local alive_key = {}
+for i = 6, #KEYS do alive_key[ARGV[i + 5]] = KEYS[i] end
 local online = false
 for _, node in ipairs(redis.call('SMEMBERS', KEYS[5])) do
-  if redis.call('EXISTS', ARGV[11] .. node) == 1 then online = true; break end
+  if alive_key[node] == nil then return {'retry'} end
+  if redis.call('EXISTS', alive_key[node]) == 1 then online = true; break end
 end
 local now = now_ms()
 local reason = ''
@@ -98,99 +117,126 @@ redis.call('ZADD', KEYS[2], now + tonumber(ARGV[5]), ARGV[1] .. '|callee')
 return {'active', c[2], c[4], c[5]}
 """
 
-# KEYS: due. ARGV: call prefix, busy prefix, keep ms, id, user, reject (1: `rejectCall`).
+# KEYS: the call, due, the caller's busy marker, the callee's. ARGV: id, user, reject (1:
+# `rejectCall`), keep ms, the caller and callee read before ({'retry'} if they are not the call's).
 # A party ends a live call: the callee refusing one that rings is `rejected`; anything else `ended`.
 _END = _PRELUDE + """
-local id, user = ARGV[4], ARGV[5]
-local c = redis.call('HMGET', ARGV[1] .. id, 'state', 'caller', 'callee')
+local id, user = ARGV[1], ARGV[2]
+local c = redis.call('HMGET', KEYS[1], 'state', 'caller', 'callee')
 if not c[1] or (c[2] ~= user and c[3] ~= user) then return {'unknown'} end
+if c[2] ~= ARGV[5] or c[3] ~= ARGV[6] then return {'retry'} end
 if c[1] ~= 'ringing' and c[1] ~= 'active' then return {'not_live', c[1]} end
-if ARGV[6] == '1' and c[1] ~= 'ringing' then return {'not_ringing', c[1]} end
+if ARGV[3] == '1' and c[1] ~= 'ringing' then return {'not_ringing', c[1]} end
 local reason = 'ended'
 if c[1] == 'ringing' and user == c[3] then reason = 'rejected' end
-local ended = finish(ARGV[1], KEYS[1], ARGV[2], id, reason, tonumber(ARGV[3]), now_ms())
+local ended = finish(KEYS[1], KEYS[2], KEYS[3], KEYS[4], id, reason, tonumber(ARGV[4]), now_ms())
 return {'ended', ended}
 """
 
-# KEYS: due. ARGV: call prefix, busy prefix, keep ms, batch. Ends what is due, each once:
-# a ring past its deadline (`missed`), a lapsed lease (`lost`); drops entries of ended calls.
+# KEYS: due. ARGV: batch. The sweep's first step: the entries due now (Redis's clock).
+_DUE = _PRELUDE + """
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms(), 'LIMIT', 0, tonumber(ARGV[1]))
+"""
+
+# KEYS: due, then for each call with a due entry (`_DUE`): the call, its caller's busy marker, its
+# callee's. ARGV: keep ms, then for each call: id, caller, callee (as read before). Ends what is
+# due, each once: a ring past its deadline (`missed`), a lapsed lease (`lost`); drops the entries
+# of calls no longer live. Returns {the calls ended, how many live calls' parties were not those
+# read (left for a retry)}.
 _SWEEP = _PRELUDE + """
-local now = now_ms()
-local ended = {}
-for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))) do
-  local bar = string.find(member, '|', 1, true)
-  local id, role = string.sub(member, 1, bar - 1), string.sub(member, bar + 1)
-  local state = redis.call('HGET', ARGV[1] .. id, 'state')
-  local done = nil
-  if role == 'ring' and state == 'ringing' then
-    done = finish(ARGV[1], KEYS[1], ARGV[2], id, 'missed', tonumber(ARGV[3]), now)
-  elseif role ~= 'ring' and (state == 'ringing' or state == 'active') then
-    done = finish(ARGV[1], KEYS[1], ARGV[2], id, 'lost', tonumber(ARGV[3]), now)
-  end
-  if done then table.insert(ended, done) else redis.call('ZREM', KEYS[1], member) end
-end
-return ended
-"""
-
-# KEYS: due. ARGV: call prefix, busy prefix, lease ms, live ttl ms, then `<id>|<role>` members.
-# Renews the leases of parties this node holds (and the call's TTLs); returns the members whose
-# call is no longer live, for the node to forget, each with its state ('' when the call is gone
-# from Redis altogether: a Redis restart or failover lost it).
-_RENEW = _PRELUDE + """
-local now = now_ms()
-local gone = {}
-for i = 5, #ARGV do
-  local member = ARGV[i]
-  local id = string.sub(member, 1, string.find(member, '|', 1, true) - 1)
-  local key = ARGV[1] .. id
-  local c = redis.call('HMGET', key, 'state', 'caller', 'callee')
-  if c[1] == 'ringing' or c[1] == 'active' then
-    redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[3]), member)
-    local ttl = tonumber(ARGV[4])
-    redis.call('PEXPIRE', key, ttl, 'GT')
-    redis.call('PEXPIRE', ARGV[2] .. c[2], ttl, 'GT')
-    redis.call('PEXPIRE', ARGV[2] .. c[3], ttl, 'GT')
+local now, keep = now_ms(), tonumber(ARGV[1])
+local ended, retry = {}, 0
+for i = 1, (#KEYS - 1) / 3 do
+  local id, caller, callee = ARGV[3 * i - 1], ARGV[3 * i], ARGV[3 * i + 1]
+  local c = redis.call('HMGET', KEYS[3 * i - 1], 'state', 'caller', 'callee')
+  local live = c[1] == 'ringing' or c[1] == 'active'
+  if live and (c[2] ~= caller or c[3] ~= callee) then
+    retry = retry + 1
   else
-    table.insert(gone, member)
-    table.insert(gone, c[1] or '')
+    for _, role in ipairs({'ring', 'caller', 'callee'}) do
+      local member = id .. '|' .. role
+      local score = redis.call('ZSCORE', KEYS[1], member)
+      if score and tonumber(score) <= now then
+        local reason = nil
+        if role == 'ring' and c[1] == 'ringing' then reason = 'missed'
+        elseif role ~= 'ring' and live then reason = 'lost' end
+        if reason then
+          table.insert(ended, finish(KEYS[3 * i - 1], KEYS[1], KEYS[3 * i], KEYS[3 * i + 1], id, reason, keep, now))
+          break
+        end
+        redis.call('ZREM', KEYS[1], member)
+      end
+    end
   end
 end
-return gone
+return {ended, retry}
 """
 
-# KEYS: due. ARGV: call prefix, `<id>|<role>`, the sid that left. The party's socket is gone (its
-# node saw it disconnect): a socket of the same user may take its place (`_REBIND`) at once.
+# KEYS: due, then for each call: the call, its caller's busy marker, its callee's. ARGV: lease ms,
+# live ttl ms, then for each call: caller, callee (as read before), n, and its n `<id>|<role>`
+# members. Renews the leases of parties this node holds (and the call's TTLs). Returns {the
+# members whose call is no longer live, each followed by its state ('' when the call is gone from
+# Redis altogether: a Redis restart or failover lost it), the members to retry (parties changed)}.
+_RENEW = _PRELUDE + """
+local now, lease, ttl = now_ms(), tonumber(ARGV[1]), tonumber(ARGV[2])
+local gone, retry = {}, {}
+local arg = 3
+for k = 2, #KEYS, 3 do
+  local caller, callee, count = ARGV[arg], ARGV[arg + 1], tonumber(ARGV[arg + 2])
+  local c = redis.call('HMGET', KEYS[k], 'state', 'caller', 'callee')
+  local live = c[1] == 'ringing' or c[1] == 'active'
+  local same = c[2] == caller and c[3] == callee
+  for m = arg + 3, arg + 2 + count do
+    if not live then
+      table.insert(gone, ARGV[m])
+      table.insert(gone, c[1] or '')
+    elseif not same then
+      table.insert(retry, ARGV[m])
+    else
+      redis.call('ZADD', KEYS[1], 'XX', now + lease, ARGV[m])
+    end
+  end
+  if live and same then
+    redis.call('PEXPIRE', KEYS[k], ttl, 'GT')
+    redis.call('PEXPIRE', KEYS[k + 1], ttl, 'GT')
+    redis.call('PEXPIRE', KEYS[k + 2], ttl, 'GT')
+  end
+  arg = arg + 3 + count
+end
+return {gone, retry}
+"""
+
+# KEYS: the call. ARGV: role, the sid that left. The party's socket is gone (its node saw it
+# disconnect): a socket of the same user may take its place (`_REBIND`) at once.
 _AWAY = """
-local bar = string.find(ARGV[2], '|', 1, true)
-local id, role = string.sub(ARGV[2], 1, bar - 1), string.sub(ARGV[2], bar + 1)
-local key = ARGV[1] .. id
-if redis.call('HGET', key, role .. 'Sid') == ARGV[3] then redis.call('HSET', key, role .. 'Away', '1') end
+if redis.call('HGET', KEYS[1], ARGV[1] .. 'Sid') == ARGV[2] then redis.call('HSET', KEYS[1], ARGV[1] .. 'Away', '1') end
 return 0
 """
 
-# KEYS: the user's busy marker, due. ARGV: call prefix, user, sid, node, lease ms, stale ms.
-# A user's new socket comes back to their call: it becomes the party's socket when the old one is
-# known to be gone (away) or has not been renewed for `stale ms` (its node died). Returns
-# {id, role, other sid, other node}, {'fresh'} when the old socket may still be there, or nil.
+# KEYS: the user's busy marker, due, the call it names. ARGV: that call's id, user, sid, node,
+# lease ms, stale ms. A user's new socket comes back to their call: it becomes the party's socket
+# when the old one is known to be gone (away) or has not been renewed for `stale ms` (its node
+# died). Returns {id, role, other sid, other node}, {'fresh'} when the old socket may still be
+# there, {'retry', id} when the marker names another call, or nil.
 _REBIND = _PRELUDE + """
 local id = redis.call('GET', KEYS[1])
 if not id then return nil end
-local key = ARGV[1] .. id
-local c = redis.call('HMGET', key, 'state', 'caller', 'callee')
+if id ~= ARGV[1] then return {'retry', id} end
+local c = redis.call('HMGET', KEYS[3], 'state', 'caller', 'callee')
 local role = nil
 if c[2] == ARGV[2] and (c[1] == 'ringing' or c[1] == 'active') then role = 'caller'
 elseif c[3] == ARGV[2] and c[1] == 'active' then role = 'callee' end
 if not role then return nil end
 local now, lease = now_ms(), tonumber(ARGV[5])
 local score = redis.call('ZSCORE', KEYS[2], id .. '|' .. role)
-local away = redis.call('HGET', key, role .. 'Away') == '1'
+local away = redis.call('HGET', KEYS[3], role .. 'Away') == '1'
 if not score then return nil end
 if not away and now + lease - tonumber(score) < tonumber(ARGV[6]) then return {'fresh'} end
-redis.call('HSET', key, role .. 'Sid', ARGV[3], role .. 'Node', ARGV[4])
-redis.call('HDEL', key, role .. 'Away')
+redis.call('HSET', KEYS[3], role .. 'Sid', ARGV[3], role .. 'Node', ARGV[4])
+redis.call('HDEL', KEYS[3], role .. 'Away')
 redis.call('ZADD', KEYS[2], now + lease, id .. '|' .. role)
 local other = role == 'caller' and 'callee' or 'caller'
-local o = redis.call('HMGET', key, other .. 'Sid', other .. 'Node')
+local o = redis.call('HMGET', KEYS[3], other .. 'Sid', other .. 'Node')
 return {id, role, o[1] or '', o[2] or ''}
 """
 
@@ -266,86 +312,148 @@ class CallStore:
         # A live call's keys outlive a lease by this much: renewed with the leases, lapsing (and
         # freeing both users) soon after every node holding the call is gone.
         self.live_ttl_ms = 3 * self.lease_ms
-        self._due = calls_due_key(prefix)
+        self.due_key = calls_due_key(prefix)
         self._start = self._redis.register_script(_START)
         self._answer = self._redis.register_script(_ANSWER)
         self._end = self._redis.register_script(_END)
+        self._due_now = self._redis.register_script(_DUE)
         self._sweep = self._redis.register_script(_SWEEP)
         self._renew = self._redis.register_script(_RENEW)
         self._away = self._redis.register_script(_AWAY)
         self._rebind = self._redis.register_script(_REBIND)
 
-    @property
-    def _call_prefix(self) -> str:
-        return call_key(self._prefix, "")
+    def _busy(self, user_id: str) -> str:
+        return call_busy_key(self._prefix, user_id)
 
-    @property
-    def _busy_prefix(self) -> str:
-        return call_busy_key(self._prefix, "")
+    def _call(self, call_id: str) -> str:
+        return call_key(self._prefix, call_id)
 
     async def _run(self, script, keys: list[str], args: list) -> list:
+        return await self._io(script(keys=keys, args=args))
+
+    @staticmethod
+    async def _io(command):
         try:
-            return await script(keys=keys, args=args)
+            return await command
         except (RedisError, OSError) as exc:
             log.warning("call store unreachable: %r", exc)
             raise ServiceUnavailable("Calls are unavailable for a moment, try again") from None
 
+    @staticmethod
+    def _changing() -> ServiceUnavailable:
+        """What was read changed under every try (never seen: parties never change, a route set
+        rarely): the event is answered as with Redis away, and the client tries again."""
+        log.warning("call store: what a script was given kept changing, %d tries", TRIES)
+        return ServiceUnavailable("Calls are unavailable for a moment, try again")
+
+    async def _parties(self, call_ids: list[str]) -> list[tuple[str, str]]:
+        """(caller, callee) of each call, ('', '') for a call Redis does not hold: one pipeline."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for call_id in call_ids:
+                pipe.hmget(self._call(call_id), "caller", "callee")
+            rows = await self._io(pipe.execute())
+        return [(_text(caller) if caller is not None else "", _text(callee) if callee is not None else "")
+                for caller, callee in rows]
+
     async def start(self, call_id: str, caller: str, callee: str, kind: str, sid: str, node: str) -> tuple[str, ...]:
         """("ringing", startedAt), ("ended", "offline" | "busy", endedAt), or ("caller_busy",)."""
-        keys = [call_key(self._prefix, call_id), self._due, call_busy_key(self._prefix, caller),
-                call_busy_key(self._prefix, callee), user_nodes_key(self._prefix, callee)]
+        route_key = user_nodes_key(self._prefix, callee)
         args = [call_id, caller, callee, kind, sid, node, self.ring_ms, self.lease_ms, self.live_ttl_ms,
-                ENDED_KEEP_MS, node_alive_key(self._prefix, "")]
-        return tuple(_text(value) for value in await self._run(self._start, keys, args))
+                ENDED_KEEP_MS]
+        for _ in range(TRIES):
+            nodes = sorted(_text(node) for node in await self._io(self._redis.smembers(route_key)))
+            keys = [self._call(call_id), self.due_key, self._busy(caller), self._busy(callee), route_key,
+                    *(node_alive_key(self._prefix, node) for node in nodes)]
+            result = tuple(_text(value) for value in await self._run(self._start, keys, args + nodes))
+            if result != ("retry",):
+                return result
+        raise self._changing()
 
     async def answer(self, call_id: str, user_id: str, sid: str, node: str) -> tuple[str, ...]:
         """("active", caller, callerSid, callerNode), ("not_ringing", state) or ("unknown",)."""
-        result = await self._run(self._answer, [call_key(self._prefix, call_id), self._due],
+        result = await self._run(self._answer, [self._call(call_id), self.due_key],
                                  [call_id, user_id, sid, node, self.lease_ms])
         return tuple(_text(value) for value in result)
 
     async def end(self, call_id: str, user_id: str, reject: bool) -> tuple[str, EndedCall | str | None]:
         """("ended", the call), ("not_live" | "not_ringing", state) or ("unknown", None)."""
-        result = await self._run(self._end, [self._due], [self._call_prefix, self._busy_prefix, ENDED_KEEP_MS,
-                                                          call_id, user_id, "1" if reject else "0"])
-        outcome = _text(result[0])
-        if outcome == "ended":
-            return outcome, _ended(result[1])
-        return outcome, _text(result[1]) if len(result) > 1 else None
+        for _ in range(TRIES):
+            [(caller, callee)] = await self._parties([call_id])
+            if not caller:
+                return "unknown", None
+            keys = [self._call(call_id), self.due_key, self._busy(caller), self._busy(callee)]
+            result = await self._run(self._end, keys,
+                                     [call_id, user_id, "1" if reject else "0", ENDED_KEEP_MS, caller, callee])
+            outcome = _text(result[0])
+            if outcome == "ended":
+                return outcome, _ended(result[1])
+            if outcome != "retry":
+                return outcome, _text(result[1]) if len(result) > 1 else None
+        raise self._changing()
 
     async def sweep(self) -> list[EndedCall]:
         """Ends the calls that are due (missed rings, lapsed leases); each is returned to one sweeper."""
-        result = await self._run(self._sweep, [self._due],
-                                 [self._call_prefix, self._busy_prefix, ENDED_KEEP_MS, SWEEP_BATCH])
-        return [_ended(values) for values in result]
+        ended: list[EndedCall] = []
+        for _ in range(TRIES):
+            due = await self._run(self._due_now, [self.due_key], [SWEEP_BATCH])
+            if not due:
+                break
+            call_ids = list(dict.fromkeys(_text(member).split("|", 1)[0] for member in due))
+            keys, args = [self.due_key], [ENDED_KEEP_MS]
+            for call_id, (caller, callee) in zip(call_ids, await self._parties(call_ids)):
+                keys += [self._call(call_id), self._busy(caller), self._busy(callee)]
+                args += [call_id, caller, callee]
+            found, retry = await self._run(self._sweep, keys, args)
+            ended += [_ended(values) for values in found]
+            if not retry:
+                break
+        return ended
 
     async def renew(self, members: list[str]) -> list[tuple[str, str]]:
         """Renews the leases of `<id>|<role>` members; returns (member, state) of those whose call
         is over: state "ended", or "" when Redis no longer knows the call."""
-        if not members:
-            return []
-        result = await self._run(self._renew, [self._due],
-                                 [self._call_prefix, self._busy_prefix, self.lease_ms, self.live_ttl_ms, *members])
-        values = [_text(value) for value in result]
-        return list(zip(values[::2], values[1::2]))
+        over: list[tuple[str, str]] = []
+        for _ in range(TRIES):
+            if not members:
+                break
+            members_of: dict[str, list[str]] = {}
+            for member in members:
+                members_of.setdefault(member.split("|", 1)[0], []).append(member)
+            keys, args = [self.due_key], [self.lease_ms, self.live_ttl_ms]
+            for (call_id, of_call), (caller, callee) in zip(members_of.items(), await self._parties(list(members_of))):
+                keys += [self._call(call_id), self._busy(caller), self._busy(callee)]
+                args += [caller, callee, len(of_call), *of_call]
+            gone, retry = await self._run(self._renew, keys, args)
+            values = [_text(value) for value in gone]
+            over += zip(values[::2], values[1::2])
+            members = [_text(member) for member in retry]  # renewed next round, if not now
+        return over
 
     async def away(self, member: str, sid: str) -> None:
         """The party `<id>|<role>` lost its socket `sid` (disconnected on a live node)."""
-        await self._run(self._away, [self._due], [self._call_prefix, member, sid])
+        call_id, role = member.split("|", 1)
+        await self._run(self._away, [self._call(call_id)], [role, sid])
 
-    async def rebind(self, user_id: str, sid: str, node: str, stale_ms: int) -> tuple[str, ...] | None:
+    async def rebind(self, user_id: str, sid: str, node: str, stale_ms: int,
+                     call_id: str | None = None) -> tuple[str, ...] | None:
         """Makes `sid` the user's socket in their call if the old one is gone: (id, role, other
-        sid, other node); ("fresh",) when the old one may still be there; None: no call to rejoin."""
-        result = await self._run(self._rebind, [call_busy_key(self._prefix, user_id), self._due],
-                                 [self._call_prefix, user_id, sid, node, self.lease_ms, stale_ms])
-        return None if result is None else tuple(_text(value) for value in result)
+        sid, other node); ("fresh",) when the old one may still be there; None: no call to rejoin.
+        `call_id`: the call the user's busy marker named when read (else it is read first)."""
+        if call_id is None and (call_id := await self.busy_call(user_id)) is None:
+            return None
+        for _ in range(TRIES):
+            result = await self._run(self._rebind, [self._busy(user_id), self.due_key, self._call(call_id)],
+                                     [call_id, user_id, sid, node, self.lease_ms, stale_ms])
+            if result is None:
+                return None
+            found = tuple(_text(value) for value in result)
+            if found[0] != "retry":
+                return found
+            call_id = found[1]
+        raise self._changing()
 
     async def get(self, call_id: str) -> Call | None:
-        try:
-            values = await self._redis.hmget(call_key(self._prefix, call_id), FIELDS)
-        except (RedisError, OSError) as exc:
-            log.warning("call store unreachable: %r", exc)
-            raise ServiceUnavailable("Calls are unavailable for a moment, try again") from None
+        values = await self._io(self._redis.hmget(self._call(call_id), FIELDS))
         if values[0] is None:
             return None
         state, caller, callee, kind, caller_sid, caller_node, callee_sid, callee_node = [
@@ -354,16 +462,12 @@ class CallStore:
 
     async def calls_of(self, user_ids: list[str]) -> list[str | None]:
         """The call each user is in (its busy marker), or None: one MGET."""
-        try:
-            values = await self._redis.mget([call_busy_key(self._prefix, user_id) for user_id in user_ids])
-        except (RedisError, OSError) as exc:
-            log.warning("call store unreachable: %r", exc)
-            raise ServiceUnavailable("Calls are unavailable for a moment, try again") from None
+        values = await self._io(self._redis.mget([self._busy(user_id) for user_id in user_ids]))
         return [None if value is None else _text(value) for value in values]
 
     async def busy_call(self, user_id: str) -> str | None:
         """The call this user is in, if any (tests and operators)."""
-        value = await self._redis.get(call_busy_key(self._prefix, user_id))
+        value = await self._io(self._redis.get(self._busy(user_id)))
         return None if value is None else _text(value)
 
     async def close(self) -> None:

@@ -25,9 +25,10 @@ parties and stores the call's message (`type: "call"`) through history's group c
 call id as its clientId, so the conversation list, history pages and sync show it.
 
 Cost at 10x: a call is about a dozen Redis commands and two history calls (profiles, message)
-over its life, plus two scripts per party lease renewal (one per node every
+over its life, plus a pipeline and a script per lease renewal (one per node every
 CALL_LOST_AFTER_SECONDS / 5, for all its parties together) and one sweep script per node per
-CALL_SWEEP_SECONDS; a candidate is one HMGET and one publish to one node.
+CALL_SWEEP_SECONDS (two more round trips when calls are due: `call_store`'s docstring); a
+candidate is one HMGET and one publish to one node.
 """
 
 import asyncio
@@ -292,12 +293,13 @@ class CallHandler:
         not `lost`. A party's socket that may still be there (renewed lately, not seen leaving)
         keeps the call; after `stale` it is looked at once more (a node that just died)."""
         stale = 2.5 * self.settings.call_lost_after_seconds / 5  # two and a half renewals missed
-        if await self._in_call.submit(user_id) is None:
+        call_id = await self._in_call.submit(user_id)
+        if call_id is None:
             return  # in no call: nearly everyone who connects
         for attempt in (1, 2):
             if sid not in self.chat.user_of:
                 return
-            found = await self.store.rebind(user_id, sid, self.node_id, int(stale * 1000))
+            found = await self.store.rebind(user_id, sid, self.node_id, int(stale * 1000), call_id)
             if found is None:
                 return
             if found[0] != "fresh":

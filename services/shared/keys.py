@@ -96,8 +96,7 @@ def call_key(prefix: str, call_id: str) -> str:
 
 
 def call_busy_key(prefix: str, user_id: str) -> str:
-    """The call a user is in (ringing or active), with the call's TTL: `busy` to other callers.
-    The call scripts build it from `call_busy_key(prefix, "")` and the user id."""
+    """The call a user is in (ringing or active), with the call's TTL: `busy` to other callers."""
     return f"{prefix}:call-busy:{user_id}"
 
 

@@ -8,6 +8,7 @@ import uuid
 import pytest
 import redis.asyncio as redis
 
+from services.gateway import call_store
 from services.gateway.call_store import CallStore
 from services.shared.keys import call_busy_key, call_key, node_alive_key, user_nodes_key
 from tests.support import eventually
@@ -127,3 +128,91 @@ async def test_every_key_of_a_live_call_lapses_by_itself_if_no_node_is_left(stor
     finally:
         await client.aclose()
         await calls.close()
+
+
+# Prepended to every call script by `declared_only`: `redis.call` on a key not in KEYS raises, so
+# a script that builds a key name (from ARGV, or from what it read) fails here. Redis itself does
+# not check; a Redis Cluster only notices when that key is in another slot.
+KEYS_GUARD = """
+local declared = {}
+for _, key in ipairs(KEYS) do declared[key] = true end
+local real_redis = redis
+local redis = setmetatable({call = function(command, ...)
+  local key = ...
+  if command ~= 'TIME' and not declared[key] then error('undeclared key ' .. tostring(key)) end
+  return real_redis.call(command, ...)
+end}, {__index = real_redis})
+"""
+
+
+@pytest.fixture
+def declared_only(monkeypatch):
+    """The call scripts, each guarded by KEYS_GUARD (for the CallStores made after this)."""
+    names = [name for name, value in vars(call_store).items()
+             if name.startswith("_") and name != "_PRELUDE" and isinstance(value, str) and "redis.call" in value]
+    assert {"_START", "_ANSWER", "_END", "_DUE", "_SWEEP", "_RENEW", "_AWAY", "_REBIND"} <= set(names)
+    for name in names:
+        monkeypatch.setattr(call_store, name, KEYS_GUARD + getattr(call_store, name))
+
+
+async def test_every_key_a_call_script_touches_is_declared(stores, prefix, declared_only):
+    """A call's whole life, every script, under the guard: ringing and refused starts, an answer,
+    renewals, a socket leaving and coming back, an end, a ring and a lease swept."""
+    calls = store(stores, prefix, ring=0.05, lost_after=0.3)
+    await online(stores, prefix, "l", "n")
+    client = redis.Redis.from_url(stores.redis_url)
+    await client.sadd(user_nodes_key(prefix, "l"), "node-dead")  # read, and its liveness key declared
+    await client.aclose()
+    try:
+        answered, missed, lost = uuid.uuid4().hex, uuid.uuid4().hex, uuid.uuid4().hex
+        assert (await calls.start(answered, "k", "l", "audio", "sid-k", "node-1"))[0] == "ringing"
+        assert (await calls.start(uuid.uuid4().hex, "m", "l", "audio", "sid-m", "node-1"))[:2] == ("ended", "busy")
+        assert (await calls.start(uuid.uuid4().hex, "m", "nobody", "audio", "sid-m", "node-1"))[:2] == (
+            "ended", "offline")
+        assert (await calls.answer(answered, "l", "sid-l", "node-1"))[0] == "active"
+        assert await calls.renew([f"{answered}|caller", f"{answered}|callee"]) == []
+        await calls.away(f"{answered}|caller", "sid-k")
+        assert (await calls.rebind("k", "sid-k2", "node-1", stale_ms=0))[:2] == (answered, "caller")
+        outcome, ended = await calls.end(answered, "l", reject=False)
+        assert (outcome, ended.reason) == ("ended", "ended")
+        assert await calls.renew([f"{answered}|caller"]) == [(f"{answered}|caller", "ended")]
+        assert await calls.end(answered, "k", reject=False) == ("not_live", "ended")
+        assert await calls.end(uuid.uuid4().hex, "k", reject=False) == ("unknown", None)
+
+        assert (await calls.start(missed, "k", "l", "video", "sid-k", "node-1"))[0] == "ringing"
+        assert (await calls.start(lost, "m", "n", "video", "sid-m", "node-1"))[0] == "ringing"
+        assert (await calls.answer(lost, "n", "sid-n", "node-2"))[0] == "active"
+        swept = []
+
+        async def both_swept():
+            swept.extend(await calls.sweep())
+            assert sorted((call.id, call.reason) for call in swept) == sorted([(missed, "missed"), (lost, "lost")])
+
+        await eventually(both_swept, timeout=10, interval=0.05)
+        assert await calls.calls_of(["k", "l", "m", "n"]) == [None] * 4
+    finally:
+        await calls.close()
+
+
+async def test_a_script_given_stale_reads_answers_retry_and_changes_nothing(stores, prefix):
+    """What Python read before a script (a route set's nodes, a call's parties, a busy marker) is
+    checked again inside it: changed, the script writes nothing and says `retry`."""
+    calls = store(stores, prefix)
+    await online(stores, prefix, "p")
+    call_id = uuid.uuid4().hex
+    busy = [call_busy_key(prefix, user) for user in ("o", "p")]
+    stale_start = [call_key(prefix, call_id), calls.due_key, *busy, user_nodes_key(prefix, "p")]
+    args = [call_id, "o", "p", "audio", "sid-o", "node-1", 1000, 1000, 1000, 1000]
+    assert await calls._run(calls._start, stale_start, args) == [b"retry"]  # node-1 not passed
+    assert await calls.get(call_id) is None and await calls.calls_of(["o", "p"]) == [None, None]
+
+    assert (await calls.start(call_id, "o", "p", "audio", "sid-o", "node-1"))[0] == "ringing"
+    wrong_parties = [call_key(prefix, call_id), calls.due_key, busy[0], call_busy_key(prefix, "q")]
+    assert await calls._run(calls._end, wrong_parties, [call_id, "o", "0", 1000, "o", "q"]) == [b"retry"]
+    assert (await calls.get(call_id)).state == "ringing"
+
+    other = uuid.uuid4().hex
+    assert await calls._run(calls._rebind, [busy[0], calls.due_key, call_key(prefix, other)],
+                            [other, "o", "sid-o2", "node-1", 1000, 0]) == [b"retry", call_id.encode()]
+    assert (await calls.get(call_id)).caller_sid == "sid-o"
+    await calls.close()

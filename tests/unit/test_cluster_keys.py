@@ -4,10 +4,13 @@ node channels spread over the slots, and on one Redis every name is what it alwa
 Slots are computed as Redis Cluster computes them (redis-py's `key_slot`: CRC16 of the hash
 tag), so a key added to a script without the tag fails here, not in production."""
 
+import re
+
 import pytest
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
+from services.gateway import call_store
 from services.presence.store import PresenceStore
 from services.shared import keys
 from services.shared.redis_client import connect, is_cluster, key_prefix
@@ -58,13 +61,51 @@ async def test_the_presence_scripts_keys_share_a_slot():
 
 
 def test_the_call_scripts_keys_share_a_slot():
-    """Declared (the call, due, busy markers, the callee's route set) or built in the script from
-    a prefix (other calls, busy markers, liveness keys): all in the registry's slot."""
+    """What the call scripts are given (calls, due, busy markers, a route set, liveness keys):
+    all in the registry's slot."""
     names = [keys.call_key(PREFIX, "c1"), keys.call_key(PREFIX, "c2"), keys.calls_due_key(PREFIX),
              keys.call_busy_key(PREFIX, "u1"), keys.call_busy_key(PREFIX, "u2"), keys.user_nodes_key(PREFIX, "u2"),
-             keys.node_alive_key(PREFIX, "gateway-a"), keys.call_key(PREFIX, "") + "c3",
-             keys.call_busy_key(PREFIX, "") + "u3", keys.node_alive_key(PREFIX, "") + "gateway-b"]
+             keys.node_alive_key(PREFIX, "gateway-a"), keys.node_alive_key(PREFIX, "gateway-b")]
     assert len(slots(names)) == 1
+
+
+def _call_scripts() -> dict[str, str]:
+    return {name: value for name, value in vars(call_store).items()
+            if name.startswith("_") and isinstance(value, str) and "redis.call" in value}
+
+
+# A key argument as the call scripts may write it: KEYS[...], or a name holding one of KEYS.
+DECLARED_KEY = re.compile(r"KEYS\[[^\]]+\]|\w+_key|alive_key\[node\]")
+
+
+def undeclared(script: str) -> list[str]:
+    """The places in a script's text where a key may not come from KEYS."""
+    found = [f"{command} {key}" for command, key in re.findall(r"redis\.call\('(\w+)'(?:, *([^,)]+))?", script)
+             if command != "TIME" and not DECLARED_KEY.fullmatch(key.strip())]
+    # The names that hold keys are bound to KEYS: finish's parameters are given KEYS entries
+    # (its definition aside), `alive_key` is filled from KEYS.
+    for call in re.findall(r"finish\(([^)]*)\)", script):
+        if not call.startswith("call_key,"):
+            found += [f"finish({call})" for arg in call.split(",")[:4] if not arg.strip().startswith("KEYS[")]
+    for target, value in re.findall(r"(\w+_key(?:\[[^=]*\])?) = ([^\n]+)", script):
+        if value != "{}" and not value.startswith("KEYS["):
+            found.append(f"{target} = {value}")
+    return found
+
+
+def test_the_call_scripts_touch_only_keys_they_are_given():
+    """Every key a call script names in `redis.call` comes from KEYS, never built from ARGV or from
+    what the script read (Redis's rule for scripts; a cluster or a proxy routes by KEYS only). The
+    integration test `test_every_key_a_call_script_touches_is_declared` checks it as they run."""
+    scripts = _call_scripts()
+    assert {"_PRELUDE", "_START", "_ANSWER", "_END", "_DUE", "_SWEEP", "_RENEW", "_AWAY", "_REBIND"} <= set(scripts)
+    assert {name: undeclared(script) for name, script in scripts.items()} == {name: [] for name in scripts}
+    # What it catches: keys built from ARGV or read values, or names bound to them.
+    assert undeclared("redis.call('EXISTS', ARGV[11] .. node)") == ["EXISTS ARGV[11] .. node"]
+    assert undeclared("redis.call('GET', busy_prefix .. user)") == ["GET busy_prefix .. user"]
+    assert undeclared("local call_key = ARGV[1] .. id") == ["call_key = ARGV[1] .. id"]
+    assert undeclared("alive_key[node] = ARGV[2] .. node") == ["alive_key[node] = ARGV[2] .. node"]
+    assert undeclared("done = finish(ARGV[1], KEYS[1], ARGV[2], id, 'lost', keep, now)") != []
 
 
 def test_node_channels_spread_over_the_slots_and_leave_the_registrys():
