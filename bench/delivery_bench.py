@@ -4,6 +4,11 @@ For each offered rate (two gateway nodes, most pairs across nodes): achieved rat
 lost, duplicates, p50/p95/p99 latency sendMessage -> receiveMessage and -> ack, and the CPU
 milliseconds per delivered message of every process (from /proc). Then the same load over 1, 2
 and 4 nodes: CPU per message and pub/sub messages each node decoded per delivered message.
+And where a message's time goes at each rate, from the processes' own histograms (means over
+the run): the sending gateway from `sendMessage` to its acknowledgement, the store call it makes
+(one per batch), and history's handling of that call, so the HTTP hop is the difference of the
+last two and the wait for a call (the batch forming, pacing) plus the emits the difference of
+the first two; the client's ack p50 and delivery p50 frame them.
 Prints tables; writes bench/results/delivery.json.
 
     .venv/bin/python -m bench.delivery_bench [--rates 500,1000,2000,3000] [--seconds 10] [--quick]
@@ -22,7 +27,7 @@ import asyncpg
 
 from bench.measure import (
     PUBSUB_RECEIVED, RESULTS_DIR, RUN_DIR, CpuMeter, Generators, create_users, fresh_database, gateway_counters,
-    gateways_of, percentile, start_stack,
+    gateways_of, histogram_totals, percentile, start_stack,
 )
 from bench.stack import BENCH_JWT
 from services.devtools.stack import Stack
@@ -32,6 +37,28 @@ from services.shared.auth import issue_token
 GENERATORS = 2
 USERS = 200
 METRICS = (PUBSUB_RECEIVED, "parley_gateway_store_batch_messages_sum", "parley_gateway_store_batch_messages_count")
+STORE_ROUTE = 'route="/internal/messages/batch"'
+
+
+async def stage_totals(stack: Stack) -> dict[str, tuple[float, float]]:
+    """(sum, count) of each stage's histogram, over every gateway (and history)."""
+    stages = {"send": ("parley_gateway_send_duration_seconds", ""),
+              "store_call": ("parley_gateway_internal_call_duration_seconds", STORE_ROUTE)}
+    totals = {}
+    for stage, (name, label) in stages.items():
+        found = [await histogram_totals(process.internal_url, name, label) for process in gateways_of(stack)]
+        totals[stage] = (sum(total for total, _ in found), sum(count for _, count in found))
+    totals["history"] = await histogram_totals(stack["history"].internal_url,
+                                               "parley_history_http_request_duration_seconds", STORE_ROUTE)
+    return totals
+
+
+def stage_means_ms(before: dict, after: dict) -> dict[str, float]:
+    means = {}
+    for stage in after:
+        total, count = (after[stage][0] - before[stage][0]), (after[stage][1] - before[stage][1])
+        means[stage] = round(total * 1000 / count, 2) if count else 0.0
+    return means
 
 
 async def wal_bytes(database_url: str) -> int:
@@ -80,12 +107,14 @@ def run_load(stack: Stack, redis: PrivateRedis, rate: float, seconds: float, rou
     # CPU is counted from the moment every generator is connected: connecting is not messaging.
     generators.expect("ready")
     counters_before = asyncio.run(gateway_counters(internal_urls, METRICS))
+    stages_before = asyncio.run(stage_totals(stack))
     wal_before = asyncio.run(wal_bytes(stack.env["DATABASE_URL"]))
     before = meter.sample()
     generators.tell("go")
     generators.expect("done")
     cpu = CpuMeter.used(before, meter.sample())
     counters_after = asyncio.run(gateway_counters(internal_urls, METRICS))
+    stages = stage_means_ms(stages_before, asyncio.run(stage_totals(stack)))
     wal_after = asyncio.run(wal_bytes(stack.env["DATABASE_URL"]))
     outputs = generators.finish()
 
@@ -125,6 +154,10 @@ def run_load(stack: Stack, redis: PrivateRedis, rate: float, seconds: float, rou
         "cpu_ms_per_message_total": round(sum(per_message.values()), 3),
         "pubsub_decoded_per_delivered": [round(count / max(delivered, 1), 2) for count in grown(METRICS[0])],
         "messages_per_store_call": round(stored / max(store_calls, 1), 1),
+        # Means over the run (ms): see the module docstring.
+        "gateway_send_mean_ms": stages["send"],
+        "store_call_mean_ms": stages["store_call"],
+        "history_store_mean_ms": stages["history"],
         "wal_bytes_per_message": round((wal_after - wal_before) / max(delivered, 1)),
     }
 
@@ -142,6 +175,16 @@ def print_delivery(rows: list[dict]) -> None:
               f"{row['undelivered']:>9} {row['duplicates']:>4} {row['delivery_p50_ms']:>7} {row['delivery_p95_ms']:>7} "
               f"{row['delivery_p99_ms']:>7} {row['ack_p99_ms']:>7} {row['cpu_ms_per_message_total']:>10} "
               f"{row['messages_per_store_call']:>15} {row['wal_bytes_per_message']:>9}  {parts}")
+
+
+def print_stages(rows: list[dict]) -> None:
+    print(f"\nwhere a message's time goes (means, ms; p50s from the client)\n{'offered/s':>9} {'ack p50':>7} "
+          f"{'delivery p50':>12} {'gateway send':>12} {'wait + emits':>12} {'store call':>10} {'HTTP hop':>8} "
+          f"{'history':>7}")
+    for row in rows:
+        send, call, history = row["gateway_send_mean_ms"], row["store_call_mean_ms"], row["history_store_mean_ms"]
+        print(f"{row['offered_per_s']:>9.0f} {row['ack_p50_ms']:>7} {row['delivery_p50_ms']:>12} {send:>12} "
+              f"{round(send - call, 2):>12} {call:>10} {round(call - history, 2):>8} {history:>7}")
 
 
 def socket_io_client_version() -> str:
@@ -198,6 +241,7 @@ def main() -> int:
         redis.stop()
         stores.stop()
     print_delivery(results["delivery"])
+    print_stages(results["delivery"])
     held = [row["offered_per_s"] for row in results["delivery"]
             if row["delivery_p99_ms"] < 50 and row["undelivered"] == 0 and row["achieved_per_s"] >= 0.95 * row["offered_per_s"]]
     print(f"\nhighest rate held with p99 < 50 ms and nothing lost: {max(held) if held else 'none'} msg/s")

@@ -99,6 +99,25 @@ async def gateway_counters(internal_urls: list[str], names: tuple[str, ...]) -> 
     return counters
 
 
+async def histogram_totals(url: str, name: str, label: str = "") -> tuple[float, float]:
+    """(sum, count) of a histogram in a process' /metrics (`url`: its internal listener), over
+    the series whose labels contain `label` (e.g. 'route="/internal/messages/batch"')."""
+    total = count = 0.0
+    async with aiohttp.ClientSession() as http:
+        async with http.get(url + "/metrics") as answer:
+            text = await answer.text()
+    for line in text.splitlines():
+        series, _, value = line.rpartition(" ")
+        metric = series.split("{", 1)[0]
+        if label not in series:
+            continue
+        if metric == f"{name}_sum":
+            total += float(value)
+        elif metric == f"{name}_count":
+            count += float(value)
+    return total, count
+
+
 class CpuMeter:
     """CPU seconds used by every process of the system: the stack's, Redis, and every Postgres
     process (backends come and go, so they are looked up at each sample; one that exits between
