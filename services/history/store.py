@@ -14,6 +14,7 @@ from ..shared.models import StoreMessage
 from ..shared.postgres import pooled_connection
 from .errors import EditWindowClosed, TooManyReactions, unknown_group
 from .feed_events import FeedEvent, append_event, events_after, prune, pruned_through
+from .partitions import Partitions, keep_partitions_ahead
 from .read_replica import ReadReplica
 from .models import (
     UserProfile,
@@ -195,7 +196,7 @@ class MessageStore:
         created: dict[int, dict] = {}
         recipients: dict[int, list[str]] = {}
         refusals: dict[int, ParleyError] = {}
-        async with self._connection() as connection:
+        async with self._connection() as connection, _unavailable_without_partition():
             if not any(m.group_id is not None or m.attachment_ids for m in messages):
                 created = await _insert_direct(connection, list(enumerate(messages)))
             else:
@@ -296,6 +297,10 @@ class MessageStore:
         by_id = {message["_id"]: message for message in built}
         changes = [(position, kind, _change_body(kind, row, by_id)) for position, kind, row in taken]
         return changes, len(events) > limit, events_pruned
+
+    async def keep_partitions_ahead(self, width: int) -> Partitions | None:
+        """Partitions of messages for the next `width` ids at least (partitions.py)."""
+        return await keep_partitions_ahead(self._pool, width)
 
     async def prune_feed_events(self, older_than_seconds: float, batch: int) -> int:
         """Prunes a batch of old feed events (feed_events.py); how many went."""
@@ -409,6 +414,20 @@ async def _set_reaction(connection: asyncpg.Connection, me: str, message_id: int
     return ReactionOutcome(conversation, mine, update)
 
 
+@contextlib.asynccontextmanager
+async def _unavailable_without_partition() -> AsyncIterator[None]:
+    """An id past the last partition of messages (partitions.py) refuses the batch with a 503:
+    retried by the gateway and the client, it is stored once history has created the partition."""
+    try:
+        yield
+    except asyncpg.CheckViolationError as exc:
+        if "no partition of relation" not in str(exc):
+            raise
+        log.error("no partition of messages for the next ids (%s): see parley_history_message_partition_headroom_ids",
+                  exc)
+        raise StoreUnavailable("The message store has no room for new messages yet, try again shortly") from None
+
+
 def _change_body(kind: str, row, by_id: dict[str, dict]) -> object:
     """A feed change's body (see `MessageStore.feed`)."""
     if kind == "deletion":
@@ -444,8 +463,8 @@ async def _messages_by_client_id(connection: asyncpg.Connection, messages: list[
     if not pairs:
         return {}
     rows = await connection.fetch(
-        f"SELECT {MESSAGE_COLUMNS} FROM messages m {PROFILE_JOINS}"
-        " WHERE (m.sender_id, m.client_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+        f"SELECT {MESSAGE_COLUMNS} FROM message_client_ids k JOIN messages m ON m.id = k.message_id {PROFILE_JOINS}"
+        " WHERE (k.sender_id, k.client_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
         [m.sender_id for m in pairs],
         [m.client_id for m in pairs],
     )
@@ -599,13 +618,19 @@ WITH feed_lock AS MATERIALIZED (
           AND ((x.sender_id = i.sender_id AND x.receiver_id = i.receiver_id)
                OR (x.sender_id = i.receiver_id AND x.receiver_id = i.sender_id))))
     ORDER BY i.n
-), m AS (
+), claimed AS (
+    -- The (sender, clientId) pairs this statement stores first (the first copy of a pair repeated
+    -- in the batch): a pair stored before, or by a batch committing meanwhile, claims nothing.
     -- In (sender, clientId) order, so two batches holding the same retries wait, not deadlock.
+    INSERT INTO message_client_ids (sender_id, client_id, message_id)
+    SELECT sender_id, client_id, id FROM input WHERE client_id IS NOT NULL ORDER BY sender_id, client_id, id
+    ON CONFLICT DO NOTHING
+    RETURNING message_id
+), m AS (
     INSERT INTO messages (id, sender_id, receiver_id, text, client_id, reply_to_id, call_kind, call_status,
                           call_duration_seconds)
     SELECT id, sender_id, receiver_id, text, client_id, reply_to, call_kind, call_status, call_duration_seconds
-    FROM input ORDER BY sender_id, client_id, id
-    ON CONFLICT ON CONSTRAINT messages_client_id_key DO NOTHING
+    FROM input WHERE client_id IS NULL OR id IN (SELECT message_id FROM claimed)
     RETURNING {RETURNED_COLUMNS}
 ), summary AS (
     -- One row per (owner, partner), in key order, so concurrent batches lock them in the same order.
@@ -784,8 +809,8 @@ WITH input AS MATERIALIZED (
       -- A reply quotes a message of the same group still standing (a primary-key probe).
       AND (i.reply_to IS NULL OR EXISTS (
           SELECT 1 FROM messages x WHERE x.id = i.reply_to AND x.group_id = i.group_id AND x.deleted_at IS NULL))
-      AND (i.client_id IS NULL
-           OR NOT EXISTS (SELECT 1 FROM messages x WHERE x.sender_id = i.sender_id AND x.client_id = i.client_id))
+      AND (i.client_id IS NULL OR NOT EXISTS (
+          SELECT 1 FROM message_client_ids x WHERE x.sender_id = i.sender_id AND x.client_id = i.client_id))
 ), numbered AS MATERIALIZED (
     -- A clientId repeated within the batch: its first copy only.
     SELECT nextval('change_seq') AS id, i.n, i.sender_id, i.group_id, i.text, i.client_id, i.reply_to FROM input i
@@ -798,13 +823,18 @@ WITH input AS MATERIALIZED (
     FROM (SELECT group_id, count(*) AS k, max(id) AS newest FROM numbered GROUP BY group_id) AS c
     WHERE g.id = c.group_id
     RETURNING g.id, g.last_seq - c.k AS base
-), m AS (
+), claimed AS (
     -- ON CONFLICT never fires under the lock; it keeps a batch from failing if it ever did.
+    INSERT INTO message_client_ids (sender_id, client_id, message_id)
+    SELECT sender_id, client_id, id FROM numbered WHERE client_id IS NOT NULL ORDER BY sender_id, client_id
+    ON CONFLICT DO NOTHING
+    RETURNING message_id
+), m AS (
     INSERT INTO messages (id, sender_id, group_id, group_seq, text, client_id, reply_to_id)
     SELECT nb.id, nb.sender_id, nb.group_id, counted.base + row_number() OVER (PARTITION BY nb.group_id ORDER BY nb.id),
            nb.text, nb.client_id, nb.reply_to
     FROM numbered nb JOIN counted ON counted.id = nb.group_id
-    ON CONFLICT ON CONSTRAINT messages_client_id_key DO NOTHING
+    WHERE nb.client_id IS NULL OR nb.id IN (SELECT message_id FROM claimed)
     RETURNING group_seq, {RETURNED_COLUMNS}
 ), sender_read AS (
     UPDATE group_members gm SET read_seq = GREATEST(gm.read_seq, s.seq), read_up_to = GREATEST(gm.read_up_to, s.id)
@@ -925,7 +955,8 @@ _USABLE_ATTACHMENTS = """
 SELECT a.id, a.uploader_id FROM unnest($1::text[], $2::text[], $3::text[]) AS i(id, sender_id, client_id)
 JOIN attachments a ON a.id = i.id AND a.uploader_id = i.sender_id AND a.deleted_at IS NULL
 WHERE a.message_id IS NULL
-   OR a.message_id = (SELECT x.id FROM messages x WHERE x.sender_id = i.sender_id AND x.client_id = i.client_id)
+   OR a.message_id = (
+       SELECT x.message_id FROM message_client_ids x WHERE x.sender_id = i.sender_id AND x.client_id = i.client_id)
 FOR UPDATE OF a
 """
 
