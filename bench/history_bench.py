@@ -12,7 +12,8 @@ The seed is one INSERT ... SELECT over generate_series with the secondary indexe
 rebuilt afterwards (10,000,000 messages in a few minutes on 2 cores).
 
     .venv/bin/python -m bench.history_bench [--messages 1000000] [--requests 400]
-    .venv/bin/python -m bench.history_bench --messages 10000000 --private-postgres .run/bench/pg10m
+    .venv/bin/python -m bench.history_bench --messages 10000000 --private-postgres .run/bench/pg10m \
+        [--partition-ids 1000000]
 """
 
 import argparse
@@ -77,7 +78,7 @@ FROM pg_index i WHERE i.indrelid = 'messages'::regclass
 """
 
 
-async def seed(url: str, total: int) -> None:
+async def seed(url: str, total: int, partition_ids: int) -> None:
     connection = await asyncpg.connect(url, command_timeout=3600)
     try:
         await apply_migrations(connection)
@@ -88,10 +89,13 @@ async def seed(url: str, total: int) -> None:
         await connection.execute("TRUNCATE users, messages, conversations, message_deletions CASCADE")
         started = time.perf_counter()
         if await connection.fetchval("SELECT relkind = 'p' FROM pg_class WHERE oid = 'messages'::regclass"):
-            from services.history.partitions import ensure_partitions  # the schema of migration 0013 on
+            # Migration 0013 on: the messages go to partitions of `partition_ids` ids after those
+            # the migration made (a database partitioned for a while), as history would create them.
+            from services.history.partitions import ensure_partitions, last_upper_bound
 
-            head = await connection.fetchval("SELECT last_value FROM change_seq")
-            await ensure_partitions(connection, head + total)
+            head = await last_upper_bound(connection) - 1
+            await connection.execute("SELECT setval('change_seq', $1)", head)
+            await ensure_partitions(connection, head + total + partition_ids, partition_ids)
         indexes = await connection.fetch(_SECONDARY_INDEXES)
         for index in indexes:
             await connection.execute(f"DROP INDEX {index['name']}")
@@ -118,6 +122,8 @@ async def describe(url: str) -> dict:
         return dict(await connection.fetchrow(
             """
             SELECT (SELECT count(*) FROM pg_inherits WHERE inhparent = 'messages'::regclass) AS partitions,
+                   (SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                    WHERE i.inhparent = 'messages'::regclass AND c.reltuples > 0) AS partitions_used,
                    pg_size_pretty((SELECT sum(pg_total_relation_size(oid)) FROM pg_class
                                    WHERE oid = 'messages'::regclass
                                       OR oid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = 'messages'::regclass)))
@@ -176,6 +182,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--partition-ids", type=int, default=100_000_000,
+                        help="ids a partition of messages holds, from migration 0013 on (MESSAGE_PARTITION_IDS)")
     parser.add_argument("--private-postgres", type=Path, default=None, metavar="DIR",
                         help="a Postgres of the bench's own (fsync off) with its data in DIR, kept for the next run")
     args = parser.parse_args()
@@ -188,9 +196,10 @@ def main() -> int:
     stores = find_stores(PROJECT_DIR / ".run" / "bench")
     try:
         url = ensure_database(with_database(stores.database_url, "postgres"), DATABASE)
-        asyncio.run(seed(url, args.messages))
+        asyncio.run(seed(url, args.messages, args.partition_ids))
         database = asyncio.run(describe(url))
-        stack = bench_stack({"DATABASE_URL": url, "REDIS_URL": stores.redis_url, "LOG_LEVEL": "WARNING"},
+        stack = bench_stack({"DATABASE_URL": url, "REDIS_URL": stores.redis_url, "LOG_LEVEL": "WARNING",
+                             "MESSAGE_PARTITION_IDS": str(args.partition_ids)},
                             PROJECT_DIR / ".run" / "bench" / "logs", ["history"])
         stack.start()
         try:
@@ -203,7 +212,7 @@ def main() -> int:
         if private is not None:
             private.stop()
     print(f"\n{args.messages:,} messages, {database['messages_size']} on disk,"
-          f" {database['partitions']} partitions of messages")
+          f" {database['partitions']} partitions of messages ({database['partitions_used']} holding some)")
     print_table(rows)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     (RESULTS_DIR / "history.json").write_text(
