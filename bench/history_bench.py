@@ -87,6 +87,8 @@ async def seed(url: str, total: int, partition_ids: int) -> None:
             print(f"database {DATABASE} already holds {count:,} messages")
             return
         await connection.execute("TRUNCATE users, messages, conversations, message_deletions CASCADE")
+        if await connection.fetchval("SELECT to_regclass('message_client_ids') IS NOT NULL"):  # 0013 on
+            await connection.execute("TRUNCATE message_client_ids")
         started = time.perf_counter()
         if await connection.fetchval("SELECT relkind = 'p' FROM pg_class WHERE oid = 'messages'::regclass"):
             # Migration 0013 on: the messages go to partitions of `partition_ids` ids after those
