@@ -131,8 +131,11 @@ async def migrate_until_done(pool: asyncpg.Pool, store: MessageStore, relay: Pus
                     await relay.add_cursor(connection)
                 finally:
                     await connection.reset()  # its session-level lock, whatever happened
-            await keep_partitions_ahead(pool, partition_ids)
-        except UNAVAILABLE_ERRORS + (asyncpg.LockNotAvailableError,) as exc:
+            try:
+                await keep_partitions_ahead(pool, partition_ids)
+            except asyncpg.PostgresError as exc:  # serving matters more: partition_keeper tries again
+                log.error("partitions of messages not created ahead at start: %r", exc)
+        except UNAVAILABLE_ERRORS as exc:
             delay = MIGRATION_RETRY_SECONDS[min(attempt, len(MIGRATION_RETRY_SECONDS) - 1)]
             log.warning("cannot apply migrations yet (%r), retrying in %s s", exc, delay)
             attempt += 1

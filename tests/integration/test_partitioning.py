@@ -10,18 +10,25 @@ as during a rollout. While the migration's long step scans, the writer must keep
 """
 
 import asyncio
+import dataclasses
 import random
 
 import asyncpg
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
 from services.devtools.stores import drop_database, ensure_database, with_database
+from services.history.app import create_app
+from services.history.app_keys import STORE
 from services.history.group_store import GroupStore
 from services.history.migrations import apply_migrations
 from services.history.partitions import ensure_partitions, last_upper_bound
 from services.history.store import MessageStore
 from services.shared.errors import StoreUnavailable
 from services.shared.models import StoreMessage
+from services.shared.web import INTERNAL_APP
+from tests.integration.conftest import history_settings, wait_schema_ready
+from tests.integration.history_client import GATEWAY, Api, RecordingNotifier
 from tests.support import eventually
 
 PREVIOUS_SCHEMA = "0012"
@@ -417,4 +424,50 @@ async def test_an_id_past_the_last_partition_is_refused_until_history_creates_it
         assert await ensure_partitions(connection, end + 2999, 1000) == []
     finally:
         await pool.close()
+        await connection.close()
+
+
+def _metric(text: str, name: str) -> float:
+    return float(next(line.split()[-1] for line in text.splitlines() if line.startswith(name + " ")))
+
+
+async def test_history_keeps_a_partition_of_ids_ahead_and_sends_wait_for_it(stores, private_database, monkeypatch):
+    own = dataclasses.replace(stores, database_url=private_database)
+    connection = await asyncpg.connect(private_database)
+    recorder = RecordingNotifier(monkeypatch)
+    try:
+        # The keeper looks every 50 ms here (a minute by default), for 1,000-id partitions.
+        app = create_app(history_settings(own, message_partition_ids=1000, message_partition_check_seconds=0.05))
+        async with TestClient(TestServer(app)) as public, TestClient(TestServer(app[INTERNAL_APP])) as internal:
+            await wait_schema_ready(app)
+            api = Api(public, internal, recorder)
+            ada, bob = await api.user(), await api.user()
+            end = await last_upper_bound(connection)
+            await connection.execute("SELECT setval('change_seq', $1)", end - 500)
+
+            async def partition_ahead() -> None:
+                metrics = await (await internal.get("/metrics")).text()
+                assert _metric(metrics, "parley_history_message_partition_headroom_ids") >= 1000
+                assert _metric(metrics, "parley_history_message_partitions_created_total") >= 1
+            await eventually(partition_ahead, timeout=10)
+            assert await last_upper_bound(connection) == end + 1000
+
+            results = await api.store(*[{"senderId": ada.id, "receiverId": bob.id, "text": f"m{n}"} for n in range(3)])
+            assert all(result["created"] for result in results)
+
+        # A keeper that has not looked yet (an hour here): the send past the last partition is a
+        # 503, and the same send (its clientId) is stored once the partition exists.
+        app = create_app(history_settings(own, message_partition_ids=1000, message_partition_check_seconds=3600))
+        async with TestClient(TestServer(app)) as public, TestClient(TestServer(app[INTERNAL_APP])) as internal:
+            await wait_schema_ready(app)
+            api = Api(public, internal, recorder)
+            end = await last_upper_bound(connection)
+            await connection.execute("SELECT setval('change_seq', $1)", end - 1)
+            send = {"senderId": ada.id, "receiverId": bob.id, "text": "past the end", "clientId": "past-the-end"}
+            answer = await internal.post("/internal/messages/batch", json={"messages": [send]}, headers=GATEWAY)
+            assert (answer.status, (await answer.json())["code"]) == (503, "store_unavailable")
+            await app[STORE].keep_partitions_ahead(1000)
+            [result] = await api.store(send)
+            assert result["created"] and int(result["message"]["_id"]) >= end
+    finally:
         await connection.close()
