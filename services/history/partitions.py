@@ -18,6 +18,8 @@ import asyncpg
 log = logging.getLogger(__name__)
 
 PARTITION_LOCK_KEY = 0x7061_726C_6579_0019  # "parley" + 19: any history process adding partitions
+# Not the pool's command timeout: ANALYZE samples every partition (seconds to minutes, no lock that stops writes).
+ANALYZE_TIMEOUT_SECONDS = 1800
 
 # Each partition's upper bound (`FOR VALUES FROM (..) TO ('200000000')`).
 _UPPER_BOUNDS = """
@@ -76,6 +78,10 @@ async def keep_partitions_ahead(pool: asyncpg.Pool, width: int) -> Partitions | 
         try:
             head = await connection.fetchval(_HEAD)
             created = await ensure_partitions(connection, head + width, width)
+            if created:
+                # Autovacuum analyzes partitions, never the partitioned table, whose statistics
+                # plan every join to messages by id: refreshed as the partitions change (a sample).
+                await connection.execute("ANALYZE messages", timeout=ANALYZE_TIMEOUT_SECONDS)
             return Partitions(created, await last_upper_bound(connection) - await connection.fetchval(_HEAD))
         finally:
             await connection.execute("SELECT pg_advisory_unlock($1)", PARTITION_LOCK_KEY)
