@@ -77,11 +77,13 @@ async def keep_partitions_ahead(pool: asyncpg.Pool, width: int) -> Partitions | 
             return None
         try:
             head = await connection.fetchval(_HEAD)
-            created = await ensure_partitions(connection, head + width, width)
-            if created:
+            if await last_upper_bound(connection) <= head + width:
                 # Autovacuum analyzes partitions, never the partitioned table, whose statistics
-                # plan every join to messages by id: refreshed as the partitions change (a sample).
+                # plan every join to messages by id: refreshed as partitions are added (a sample).
+                # Before adding them: an empty partition analyzed is planned as a free sequential
+                # scan, and a conversation page then sorts the whole conversation (0013).
                 await connection.execute("ANALYZE messages", timeout=ANALYZE_TIMEOUT_SECONDS)
+            created = await ensure_partitions(connection, head + width, width)
             return Partitions(created, await last_upper_bound(connection) - await connection.fetchval(_HEAD))
         finally:
             await connection.execute("SELECT pg_advisory_unlock($1)", PARTITION_LOCK_KEY)

@@ -30,9 +30,10 @@
 --      CHECK and the group foreign key validated (SHARE UPDATE EXCLUSIVE: a scan each).
 --   3. (short; catalog only) the swap: the partitioned table `messages` with the old table
 --      attached as its first partition (its CHECK proves the range: no scan; its indexes
---      become the partitions of the new ones: no build) and the next partitions; the foreign
---      keys to messages(id) moved to it.
---   4. (long; reads and writes go on) those foreign keys validated; the new table analyzed.
+--      become the partitions of the new ones: no build); the foreign keys to messages(id)
+--      moved to it.
+--   4. (long; reads and writes go on) those foreign keys validated; the new table analyzed;
+--      the next two partitions created.
 -- Rolling out: the previous release's sends fail from step 3 on (its INSERT names the unique
 -- constraint that moved): deploy/README.md says how to roll history right after it.
 
@@ -144,22 +145,13 @@ ALTER TABLE messages ADD CONSTRAINT messages_call_check CHECK (
         AND call_duration_seconds >= 0)
 ) NOT VALID;
 
--- The old table as the first partition, up to its CHECK's boundary, and the two partitions
--- after it (history keeps creating them ahead: partitions.py). No DEFAULT partition: an id
--- past the last partition is refused (a 503, nothing acknowledged), never parked where a
--- later partition would have to move it.
+-- The old table as the first partition, up to its CHECK's boundary (the ids drawn meanwhile
+-- are far below it: the next partitions follow in step 4).
 DO $$
-DECLARE
-    width CONSTANT bigint := 100000000;
-    boundary bigint := (
-        SELECT (regexp_match(pg_get_constraintdef(oid), '(\d+)'))[1]::bigint
-        FROM pg_constraint WHERE conrelid = 'messages_p0'::regclass AND conname = 'messages_p0_range');
 BEGIN
-    EXECUTE format('ALTER TABLE messages ATTACH PARTITION messages_p0 FOR VALUES FROM (MINVALUE) TO (%s)', boundary);
-    FOR n IN 0..1 LOOP
-        EXECUTE format('CREATE TABLE messages_p%1$s PARTITION OF messages FOR VALUES FROM (%1$s) TO (%2$s)',
-                       boundary + n * width, boundary + (n + 1) * width);
-    END LOOP;
+    EXECUTE format('ALTER TABLE messages ATTACH PARTITION messages_p0 FOR VALUES FROM (MINVALUE) TO (%s)', (
+        SELECT (regexp_match(pg_get_constraintdef(oid), '(\d+)'))[1]::bigint
+        FROM pg_constraint WHERE conrelid = 'messages_p0'::regclass AND conname = 'messages_p0_range'));
 END $$;
 
 -- The tables whose rows name a message: their keys move to the partitioned table. NOT VALID
@@ -180,3 +172,22 @@ ALTER TABLE message_reactions VALIDATE CONSTRAINT message_reactions_message_id_f
 -- them a join to messages by id is planned as if an id named 50,000 rows (a hash join over all of
 -- them: a sync took a second at 10,000,000 messages). A sample, under SHARE UPDATE EXCLUSIVE.
 ANALYZE messages;
+
+-- Then the two partitions after the first (history keeps creating them ahead: partitions.py),
+-- left unanalyzed: an empty partition analyzed (0 rows) is planned as a free sequential scan,
+-- and a conversation page then sorts the whole conversation instead of walking its index
+-- newest first (autovacuum analyzes each once it has rows). No DEFAULT partition: an id past
+-- the last partition is refused (a 503, nothing acknowledged), never parked where a later
+-- partition would have to move it.
+DO $$
+DECLARE
+    width CONSTANT bigint := 100000000;
+    boundary bigint := (
+        SELECT (regexp_match(pg_get_constraintdef(oid), '(\d+)'))[1]::bigint
+        FROM pg_constraint WHERE conrelid = 'messages_p0'::regclass AND conname = 'messages_p0_range');
+BEGIN
+    FOR n IN 0..1 LOOP
+        EXECUTE format('CREATE TABLE messages_p%1$s PARTITION OF messages FOR VALUES FROM (%1$s) TO (%2$s)',
+                       boundary + n * width, boundary + (n + 1) * width);
+    END LOOP;
+END $$;
