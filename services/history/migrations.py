@@ -24,7 +24,8 @@ MIGRATION_LOCK_KEY = 0x7061726C6579  # "parley"
 
 # Not the pool's command timeout (seconds): building an index on a large table, or waiting while
 # another replica does, takes longer, and a migration cut off there would be retried forever.
-MIGRATION_TIMEOUT_SECONDS = 3600
+# A day: 0013's long step copies a row per message sent with a clientId (hours at billions).
+MIGRATION_TIMEOUT_SECONDS = 86400
 
 STEP_SEPARATOR = re.compile(r"^-- commit$", re.MULTILINE)
 # A step whose lock wait timed out is tried again this often, this long apart, before giving up.
