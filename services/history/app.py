@@ -19,6 +19,7 @@ from .handler import HistoryHandler
 from .migrations import apply_migrations
 from .read_replica import ReadReplica
 from .openapi import OPENAPI_DOCUMENT
+from .partitions import keep_partitions_ahead
 from .push_relay import PushRelay
 from .push_routes import push_routes
 from .push_store import PushStore
@@ -41,6 +42,7 @@ def create_app(settings: HistorySettings) -> web.Application:
     app.cleanup_ctx.append(postgres)
     app.cleanup_ctx.append(handler)
     app.cleanup_ctx.append(feed_pruner)
+    app.cleanup_ctx.append(partition_keeper)
     app.add_routes(public_routes)
     app.add_routes(public_group_routes)
     app.add_routes(push_routes)
@@ -97,7 +99,7 @@ async def postgres(app: web.Application):
                                    poll_seconds=settings.push_relay_poll_seconds)
     Gauge("parley_history_push_jobs_appended", "Notification jobs the relay appended to the stream (since start).",
           registry=app[REGISTRY]).set_function(lambda: relay.jobs_appended)
-    migrating = asyncio.create_task(migrate_until_done(pool, store, relay))
+    migrating = asyncio.create_task(migrate_until_done(pool, store, relay, settings.message_partition_ids))
     relay.start()
     yield
     migrating.cancel()
@@ -119,7 +121,8 @@ def watch_pool(pool: asyncpg.Pool, registry: CollectorRegistry) -> None:
     ).set_function(pool.get_idle_size)
 
 
-async def migrate_until_done(pool: asyncpg.Pool, store: MessageStore, relay: PushRelay) -> None:
+async def migrate_until_done(pool: asyncpg.Pool, store: MessageStore, relay: PushRelay, partition_ids: int) -> None:
+    """Migrations, then partitions for the next ids (partitions.py), before the store serves."""
     attempt = 0
     while True:
         try:
@@ -129,6 +132,10 @@ async def migrate_until_done(pool: asyncpg.Pool, store: MessageStore, relay: Pus
                     await relay.add_cursor(connection)
                 finally:
                     await connection.reset()  # its session-level lock, whatever happened
+            try:
+                await keep_partitions_ahead(pool, partition_ids)
+            except asyncpg.PostgresError as exc:  # serving matters more: partition_keeper tries again
+                log.error("partitions of messages not created ahead at start: %r", exc)
         except UNAVAILABLE_ERRORS as exc:
             delay = MIGRATION_RETRY_SECONDS[min(attempt, len(MIGRATION_RETRY_SECONDS) - 1)]
             log.warning("cannot apply migrations yet (%r), retrying in %s s", exc, delay)
@@ -163,6 +170,35 @@ async def feed_pruner(app: web.Application):
             await asyncio.sleep(app[SETTINGS].feed_prune_interval_seconds)
 
     task = asyncio.create_task(prune_forever())
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def partition_keeper(app: web.Application):
+    """Creates the partitions of messages ahead of the ids every MESSAGE_PARTITION_CHECK_SECONDS
+    (partitions.py): one history process at a time does it, the others skip that pass."""
+    settings = app[SETTINGS]
+    created_total = Counter("parley_history_message_partitions_created", "Partitions of messages created ahead.",
+                            registry=app[REGISTRY])
+    # Ids left before the last partition ends, as of this process' last pass (alert well before 0:
+    # past it, sends are refused until a partition exists).
+    headroom = Gauge("parley_history_message_partition_headroom_ids",
+                     "Ids the sequence may still draw before the last partition of messages ends.",
+                     registry=app[REGISTRY])
+
+    async def keep_forever() -> None:
+        while True:
+            try:
+                if app[STORE].schema_ready and (done := await app[STORE].keep_partitions_ahead(
+                        settings.message_partition_ids)) is not None:
+                    created_total.inc(len(done.created))
+                    headroom.set(done.headroom)
+            except UNAVAILABLE_ERRORS + (asyncpg.PostgresError,) as exc:
+                log.warning("partitions of messages not checked this time: %r", exc)
+            await asyncio.sleep(settings.message_partition_check_seconds)
+
+    task = asyncio.create_task(keep_forever())
     yield
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)

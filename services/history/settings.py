@@ -33,6 +33,12 @@ class HistorySettings(ServiceSettings, PostgresSettings, JwtSettings, PushSettin
     # recoveries within the window turn into normal connections. Looked at every interval.
     feed_events_retention_seconds: float = 30 * 86400.0
     feed_prune_interval_seconds: float = 3600.0
+    # Messages are partitioned by ranges of this many ids (partitions.py; migration 0013): about
+    # as many messages (ids are also drawn by deletions, edits and feed events), tens of GB a
+    # partition. History keeps one partition's worth of ids ahead of the sequence, checked this
+    # often (and at start).
+    message_partition_ids: int = 100_000_000
+    message_partition_check_seconds: float = 60.0
     # The tokens of the services admitted to the internal API (each to its own routes): the
     # gateways, presence, and the social app's profile sync / operators ("admin").
     gateway_internal_token: str = DEV_INTERNAL_TOKENS["gateway"]

@@ -15,6 +15,7 @@ from ..shared.models import StoreMessage
 from ..shared.postgres import pooled_connection
 from .errors import EditWindowClosed, TooManyReactions, unknown_group
 from .feed_events import FeedEvent, append_event, events_after, prune, pruned_through
+from .partitions import Partitions, keep_partitions_ahead
 from .read_replica import ReadReplica
 from .models import (
     UserProfile,
@@ -201,7 +202,7 @@ class MessageStore:
         deadlocks with another (row locks taken in different orders) is rolled back whole and run
         again, up to DEADLOCK_RETRIES times.
         """
-        async with self._connection() as connection:
+        async with self._connection() as connection, _unavailable_without_partition():
             for attempt in range(DEADLOCK_RETRIES + 1):
                 try:
                     return await _create_messages(connection, messages)
@@ -304,6 +305,10 @@ class MessageStore:
         by_id = {message["_id"]: message for message in built}
         changes = [(position, kind, _change_body(kind, row, by_id)) for position, kind, row in taken]
         return changes, len(events) > limit, events_pruned
+
+    async def keep_partitions_ahead(self, width: int) -> Partitions | None:
+        """Partitions of messages for the next `width` ids at least (partitions.py)."""
+        return await keep_partitions_ahead(self._pool, width)
 
     async def prune_feed_events(self, older_than_seconds: float, batch: int) -> int:
         """Prunes a batch of old feed events (feed_events.py); how many went."""
@@ -413,6 +418,20 @@ async def _set_reaction(connection: asyncpg.Connection, me: str, message_id: int
     return ReactionOutcome(conversation, mine, update)
 
 
+@contextlib.asynccontextmanager
+async def _unavailable_without_partition() -> AsyncIterator[None]:
+    """An id past the last partition of messages (partitions.py) refuses the batch with a 503:
+    retried by the gateway and the client, it is stored once history has created the partition."""
+    try:
+        yield
+    except asyncpg.CheckViolationError as exc:
+        if "no partition of relation" not in str(exc):
+            raise
+        log.error("no partition of messages for the next ids (%s): see parley_history_message_partition_headroom_ids",
+                  exc)
+        raise StoreUnavailable("The message store has no room for new messages yet, try again shortly") from None
+
+
 def _change_body(kind: str, row, by_id: dict[str, dict]) -> object:
     """A feed change's body (see `MessageStore.feed`)."""
     if kind == "deletion":
@@ -448,8 +467,8 @@ async def _messages_by_client_id(connection: asyncpg.Connection, messages: list[
     if not pairs:
         return {}
     rows = await connection.fetch(
-        f"SELECT {MESSAGE_COLUMNS} FROM messages m {PROFILE_JOINS}"
-        " WHERE (m.sender_id, m.client_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+        f"SELECT {MESSAGE_COLUMNS} FROM message_client_ids k JOIN messages m ON m.id = k.message_id {PROFILE_JOINS}"
+        " WHERE (k.sender_id, k.client_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
         [m.sender_id for m in pairs],
         [m.client_id for m in pairs],
     )
@@ -651,13 +670,19 @@ WITH feed_claim AS MATERIALIZED (
           AND ((x.sender_id = i.sender_id AND x.receiver_id = i.receiver_id)
                OR (x.sender_id = i.receiver_id AND x.receiver_id = i.sender_id))))
     ORDER BY i.n
-), m AS (
+), claimed AS (
+    -- The (sender, clientId) pairs this statement stores first (the first copy of a pair repeated
+    -- in the batch): a pair stored before, or by a batch committing meanwhile, claims nothing.
     -- In (sender, clientId) order, so two batches holding the same retries wait, not deadlock.
+    INSERT INTO message_client_ids (sender_id, client_id, message_id)
+    SELECT sender_id, client_id, id FROM input WHERE client_id IS NOT NULL ORDER BY sender_id, client_id, id
+    ON CONFLICT DO NOTHING
+    RETURNING message_id
+), m AS (
     INSERT INTO messages (id, sender_id, receiver_id, text, client_id, reply_to_id, call_kind, call_status,
                           call_duration_seconds)
     SELECT id, sender_id, receiver_id, text, client_id, reply_to, call_kind, call_status, call_duration_seconds
-    FROM input ORDER BY sender_id, client_id, id
-    ON CONFLICT ON CONSTRAINT messages_client_id_key DO NOTHING
+    FROM input WHERE client_id IS NULL OR id IN (SELECT message_id FROM claimed)
     RETURNING {RETURNED_COLUMNS}
 ), summary AS (
     -- One row per (owner, partner), in key order, so concurrent batches lock them in the same order.
@@ -764,17 +789,20 @@ ORDER BY seq LIMIT $3
 """
 
 # One probe of each per-user word index (sent, received) and of each of my groups' word index, merged newest first.
+# Ordered by `id + 0`, which no index provides: otherwise, on messages partitioned by id (0013), the generic plan
+# walks the user's (user, id) btree of each partition backwards testing every message, which reads a user's
+# whole history when the words are rare (10,000,000 messages: 275 ms instead of 20 ms, bench/RESULTS.md).
 _SEARCH = f"""
 SELECT {MESSAGE_COLUMNS} FROM (
     (SELECT * FROM messages WHERE sender_id = $1 AND group_id IS NULL AND search @@ websearch_to_tsquery('simple', $2)
-     AND deleted_at IS NULL AND id < $3 ORDER BY id DESC LIMIT $4)
+     AND deleted_at IS NULL AND id < $3 ORDER BY id + 0 DESC LIMIT $4)
     UNION ALL
     (SELECT * FROM messages WHERE receiver_id = $1 AND sender_id <> $1 AND search @@ websearch_to_tsquery('simple', $2)
-     AND deleted_at IS NULL AND id < $3 ORDER BY id DESC LIMIT $4)
+     AND deleted_at IS NULL AND id < $3 ORDER BY id + 0 DESC LIMIT $4)
     UNION ALL
     (SELECT g.* FROM group_members gm CROSS JOIN LATERAL (
         SELECT * FROM messages WHERE group_id = gm.group_id AND search @@ websearch_to_tsquery('simple', $2)
-        AND deleted_at IS NULL AND id < $3 ORDER BY id DESC LIMIT $4
+        AND deleted_at IS NULL AND id < $3 ORDER BY id + 0 DESC LIMIT $4
      ) AS g WHERE gm.user_id = $1)
 ) AS m {PROFILE_JOINS}
 ORDER BY m.id DESC LIMIT $4
@@ -790,8 +818,9 @@ RETURNING seq
 """
 
 # The message, locked, and whether I am a member of its group now (a primary-key probe). FOR NO
-# KEY UPDATE, not FOR UPDATE: a reply being inserted to it (its foreign key takes KEY SHARE) holds
-# its group's row, which the deletion takes next; the stronger lock would deadlock the two.
+# KEY UPDATE, not FOR UPDATE: it orders an edit and a deletion of the message, and leaves the
+# rows whose foreign keys name it (reactions, attachments: KEY SHARE) free to be written meanwhile,
+# by transactions that may hold the group's row, which the deletion takes next.
 _MESSAGE_TO_DELETE = """
 SELECT m.sender_id, m.receiver_id, m.group_id, m.is_read,
        EXISTS (SELECT 1 FROM group_members gm WHERE gm.group_id = m.group_id AND gm.user_id = $2) AS member
@@ -835,8 +864,8 @@ WITH input AS MATERIALIZED (
       -- A reply quotes a message of the same group still standing (a primary-key probe).
       AND (i.reply_to IS NULL OR EXISTS (
           SELECT 1 FROM messages x WHERE x.id = i.reply_to AND x.group_id = i.group_id AND x.deleted_at IS NULL))
-      AND (i.client_id IS NULL
-           OR NOT EXISTS (SELECT 1 FROM messages x WHERE x.sender_id = i.sender_id AND x.client_id = i.client_id))
+      AND (i.client_id IS NULL OR NOT EXISTS (
+          SELECT 1 FROM message_client_ids x WHERE x.sender_id = i.sender_id AND x.client_id = i.client_id))
 ), numbered AS MATERIALIZED (
     -- A clientId repeated within the batch: its first copy only.
     SELECT nextval('change_seq') AS id, i.n, i.sender_id, i.group_id, i.text, i.client_id, i.reply_to FROM input i
@@ -849,13 +878,19 @@ WITH input AS MATERIALIZED (
     FROM (SELECT group_id, count(*) AS k, max(id) AS newest FROM numbered GROUP BY group_id) AS c
     WHERE g.id = c.group_id
     RETURNING g.id, g.last_seq - c.k AS base
+), claimed AS (
+    -- Conflicts only with a batch that committed the same (sender, clientId) meanwhile in another
+    -- conversation (this group's row lock orders its own batches): that message is not stored twice.
+    INSERT INTO message_client_ids (sender_id, client_id, message_id)
+    SELECT sender_id, client_id, id FROM numbered WHERE client_id IS NOT NULL ORDER BY sender_id, client_id
+    ON CONFLICT DO NOTHING
+    RETURNING message_id
 ), m AS (
-    -- ON CONFLICT fires only for a clientId reused in another conversation; the batch stands.
     INSERT INTO messages (id, sender_id, group_id, group_seq, text, client_id, reply_to_id)
     SELECT nb.id, nb.sender_id, nb.group_id, counted.base + row_number() OVER (PARTITION BY nb.group_id ORDER BY nb.id),
            nb.text, nb.client_id, nb.reply_to
     FROM numbered nb JOIN counted ON counted.id = nb.group_id
-    ON CONFLICT ON CONSTRAINT messages_client_id_key DO NOTHING
+    WHERE nb.client_id IS NULL OR nb.id IN (SELECT message_id FROM claimed)
     RETURNING group_seq, {RETURNED_COLUMNS}
 ), sender_read AS (
     UPDATE group_members gm SET read_seq = GREATEST(gm.read_seq, s.seq), read_up_to = GREATEST(gm.read_up_to, s.id)
@@ -990,7 +1025,8 @@ _USABLE_ATTACHMENTS = """
 SELECT a.id, a.uploader_id FROM unnest($1::text[], $2::text[], $3::text[]) AS i(id, sender_id, client_id)
 JOIN attachments a ON a.id = i.id AND a.uploader_id = i.sender_id AND a.deleted_at IS NULL
 WHERE a.message_id IS NULL
-   OR a.message_id = (SELECT x.id FROM messages x WHERE x.sender_id = i.sender_id AND x.client_id = i.client_id)
+   OR a.message_id = (
+       SELECT x.message_id FROM message_client_ids x WHERE x.sender_id = i.sender_id AND x.client_id = i.client_id)
 FOR UPDATE OF a
 """
 
