@@ -126,6 +126,14 @@ class Cluster:
 
 
 @contextlib.contextmanager
+def assert_no_errors_logged(cluster: "Cluster") -> None:
+    """Whatever a module's tests threw at its cluster, no service logged an error (an unhandled
+    exception, a bug): checked when the cluster stops."""
+    for process in cluster.stack.processes.values():
+        errors = [line for line in process.log_text().splitlines() if '"level": "error"' in line]
+        assert not errors, f"{process.name} logged errors: {errors[:3]}"
+
+
 def running_cluster(stores: TestStores, log_dir: Path, nodes: tuple[str, ...] = ("a", "b"),
                     ready_timeout: float = 30, **overrides: str) -> Iterator[Cluster]:
     """History, presence and a gateway per node, for a fixture's lifetime: stopped afterwards."""

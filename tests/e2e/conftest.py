@@ -4,8 +4,8 @@ fault tests' clusters on private Postgres and Redis servers they may stop."""
 import pytest
 
 from services.devtools.stores import PrivatePostgres, drop_database, ensure_database
-from tests.support import (TEST_RUN_DIR, ChatClient, Cluster, TestStores, create_user, migrate, private_redis_server,
-                           running_cluster)
+from tests.support import (TEST_RUN_DIR, ChatClient, Cluster, TestStores, assert_no_errors_logged, create_user, migrate,
+                           private_redis_server, running_cluster)
 
 
 @pytest.fixture(scope="session")
@@ -13,9 +13,7 @@ def cluster(stores) -> Cluster:
     with running_cluster(stores, TEST_RUN_DIR / "logs" / "e2e") as running:
         yield running
     # Whatever the tests threw at it, no service logged an error (an unhandled exception).
-    for process in running.stack.processes.values():
-        errors = [line for line in process.log_text().splitlines() if '"level": "error"' in line]
-        assert not errors, f"{process.name} logged errors: {errors[:3]}"
+    assert_no_errors_logged(running)
 
 
 @pytest.fixture

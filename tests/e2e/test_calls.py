@@ -16,7 +16,7 @@ import redis.asyncio as redis
 
 from services.shared.keys import call_busy_key, call_key, calls_due_key
 from tests.e2e.faults import RECORDED, Tally, stored_ids
-from tests.support import TEST_RUN_DIR, ChatClient, create_user, eventually, running_cluster
+from tests.support import ChatClient, TEST_RUN_DIR, assert_no_errors_logged, create_user, eventually, running_cluster
 from tests.tally import ATTACK, BAD_INPUT
 
 OFFER = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
@@ -29,9 +29,7 @@ SHORT_TIMING = {"CALL_RING_SECONDS": "2", "CALL_LOST_AFTER_SECONDS": "2", "CALL_
 def calls_cluster(stores):
     with running_cluster(stores, TEST_RUN_DIR / "logs" / "e2e-calls", **SHORT_TIMING) as running:
         yield running
-    for process in running.stack.processes.values():
-        errors = [line for line in process.log_text().splitlines() if '"level": "error"' in line]
-        assert not errors, f"{process.name} logged errors: {errors[:3]}"
+    assert_no_errors_logged(running)
 
 
 @pytest.fixture

@@ -18,8 +18,8 @@ import pytest
 from services.gateway.delivery_log import ResumePoint
 from services.gateway.recovery import PidSigner
 from tests.e2e.node_clients import NodeClient, Proxy, metric, port_of
-from tests.support import (GATEWAY_TOKEN, TEST_RUN_DIR, ChatClient, TestStores, create_user, private_redis_server,
-                           running_cluster)
+from tests.support import (GATEWAY_TOKEN, TEST_RUN_DIR, ChatClient, TestStores, assert_no_errors_logged, create_user,
+                           private_redis_server, running_cluster)
 
 MAX_EVENTS = 5  # RECOVERY_MAX_EVENTS of this cluster: small, so the bound is cheap to pass
 RESTART_WAIT_SECONDS = 40.0
@@ -30,9 +30,7 @@ def recovery_cluster(stores):
     with running_cluster(stores, TEST_RUN_DIR / "logs" / "recovery", RECOVERY_MAX_EVENTS=str(MAX_EVENTS)) as cluster:
         yield cluster
     # Forged pids, drops and a SIGKILL: still no service logged an error.
-    for process in cluster.stack.processes.values():
-        errors = [line for line in process.log_text().splitlines() if '"level": "error"' in line]
-        assert not errors, f"{process.name} logged errors: {errors[:3]}"
+    assert_no_errors_logged(cluster)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import pytest
 
 from services.devtools.stores import free_port
 from tests.e2e.node_clients import NodeClient, Proxy, port_of
-from tests.support import PROJECT_DIR, TEST_RUN_DIR, ChatClient, create_user, running_cluster
+from tests.support import ChatClient, PROJECT_DIR, TEST_RUN_DIR, assert_no_errors_logged, create_user, running_cluster
 
 PREVIOUS_RELEASE_FILE = PROJECT_DIR / "deploy" / "PREVIOUS_RELEASE"
 WEBCLIENT_MODULES = PROJECT_DIR / "services" / "gateway" / "webclient" / "node_modules"
@@ -57,9 +57,7 @@ def mixed_cluster(stores, tmp_path_factory):
         old.start()
         old.wait_ready()
         yield cluster
-    for process in cluster.stack.processes.values():
-        errors = [line for line in process.log_text().splitlines() if '"level": "error"' in line]
-        assert not errors, f"{process.name} logged errors: {errors[:3]}"
+    assert_no_errors_logged(cluster)
 
 
 @pytest.fixture

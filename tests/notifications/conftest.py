@@ -8,17 +8,13 @@ import pytest
 
 from services.devtools.stores import drop_database, ensure_database, with_database
 from tests.notifications.receiver import Browser, PushReceiver
-from tests.support import TEST_RUN_DIR, ChatClient, Cluster, User, create_user, migrate, running_cluster
+from tests.support import (TEST_RUN_DIR, ChatClient, Cluster, User, assert_no_errors_logged, create_user, migrate,
+                           running_cluster)
 
 # Quick retries and a short collapse window, so the tests take seconds.
 NOTIFIER_TIMING = {"COLLAPSE_SECONDS": "1", "PUSH_BACKOFF_SECONDS": "0.1", "PUSH_TIMEOUT_SECONDS": "2",
                    "PUSH_MAX_RETRY_AFTER_SECONDS": "2", "PUSH_RELAY_POLL_SECONDS": "0.5"}
 
-
-def assert_no_errors_logged(cluster: Cluster) -> None:
-    for process in cluster.stack.processes.values():
-        errors = [line for line in process.log_text().splitlines() if '"level": "error"' in line]
-        assert not errors, f"{process.name} logged errors: {errors[:3]}"
 
 
 @pytest.fixture(scope="module")

@@ -16,10 +16,9 @@ import redis.asyncio
 from services.devtools.stores import free_port
 from services.shared.keys import PUSH_CONSUMER_GROUP, push_stream_key
 from tests import tally
-from tests.notifications.conftest import assert_no_errors_logged
 from tests.notifications.receiver import Browser, PushReceiver
-from tests.support import (TEST_RUN_DIR, ChatClient, TestStores, User, create_user, private_redis_server,
-                           running_cluster)
+from tests.support import (TEST_RUN_DIR, ChatClient, TestStores, User, assert_no_errors_logged, create_user,
+                           private_redis_server, running_cluster)
 
 FAULT_TIMING = {"COLLAPSE_SECONDS": "0.2", "PUSH_BACKOFF_SECONDS": "0.1", "PUSH_TIMEOUT_SECONDS": "2",
                 "PUSH_MAX_RETRY_AFTER_SECONDS": "1", "CLAIM_IDLE_SECONDS": "4", "PUSH_RELAY_POLL_SECONDS": "0.5"}

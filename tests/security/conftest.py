@@ -15,7 +15,7 @@ import pytest
 
 from tests import support
 from tests.security import rawhttp
-from tests.support import TEST_RUN_DIR, Cluster, User, create_user, running_cluster
+from tests.support import Cluster, TEST_RUN_DIR, User, assert_no_errors_logged, create_user, running_cluster
 
 LOG_DIR = TEST_RUN_DIR / "logs" / "security"
 # The traversal suite sends about 1,300 requests as one user: no token bucket may answer for the
@@ -41,9 +41,7 @@ def secure_cluster(stores) -> Cluster:
     with running_cluster(stores, LOG_DIR, nodes=("a",), **UNLIMITED) as running:
         yield running
     # Whatever the attacks threw at it, no service logged an error (an unhandled exception).
-    for process in running.stack.processes.values():
-        errors = [line for line in process.log_text().splitlines() if '"level": "error"' in line]
-        assert not errors, f"{process.name} logged errors: {errors[:3]}"
+    assert_no_errors_logged(running)
 
 
 @pytest.fixture(scope="session")
