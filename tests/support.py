@@ -125,7 +125,6 @@ class Cluster:
         return self.stack[f"gateway-{node}"].internal_url
 
 
-@contextlib.contextmanager
 def assert_no_errors_logged(cluster: "Cluster") -> None:
     """Whatever a module's tests threw at its cluster, no service logged an error (an unhandled
     exception, a bug): checked when the cluster stops."""
@@ -134,6 +133,7 @@ def assert_no_errors_logged(cluster: "Cluster") -> None:
         assert not errors, f"{process.name} logged errors: {errors[:3]}"
 
 
+@contextlib.contextmanager
 def running_cluster(stores: TestStores, log_dir: Path, nodes: tuple[str, ...] = ("a", "b"),
                     ready_timeout: float = 30, **overrides: str) -> Iterator[Cluster]:
     """History, presence and a gateway per node, for a fixture's lifetime: stopped afterwards."""
