@@ -4,14 +4,15 @@ One call to history is under way at a time (`MAX_CALLS_IN_FLIGHT`); the sends ar
 meanwhile leave together in the next, which history stores in one statement and one commit
 (see `shared.batching`). A send that finds no call under way leaves at once.
 
-While sends keep coming (some waited for the call under way), calls start at most
-`min_interval` apart (`STORE_CALL_INTERVAL_SECONDS`, 15 ms by default), so the interval's
-sends share one: a call costs the gateway, history and Postgres about the same whatever it
-carries (Postgres: about 0.3 ms a statement and 0.03 ms a message). Back to back with the code
-before pacing, at 3,000 msg/s: 22.7 messages a call instead of 8.7, 0.448 CPU-ms a message for
-the whole system instead of 0.592, for a median 17.6 ms instead of 14.1 (at 1,000 msg/s: 13.5
-instead of 7.3): bench/RESULTS.md lines 401-404 (appendix, "Third session"). The current full
-run, line 31: at 3,000 msg/s, 22.7 messages a call, p50 18.4 ms, p99 43.9 ms.
+While sends are queueing (PACE_FROM_WAITING or more waited for the call under way), calls start
+at most `min_interval` apart (`STORE_CALL_INTERVAL_SECONDS`, 15 ms by default), so the
+interval's sends share one: a call costs the gateway, history and Postgres about the same
+whatever it carries (Postgres: about 0.3 ms a statement and 0.03 ms a message). Fewer waiting
+leave as soon as the call under way ends (issue 21: adaptive pacing). Back to back on a quiet
+machine, against pacing whenever any send waited (bench/RESULTS.md, "Delivery: adaptive
+pacing"): median 17.7 -> 11.0 ms at 500 msg/s, 22.3 -> 14.5 ms at 1,000, p99 176 -> 80 ms at
+2,000; at 3,000 msg/s both are paced alike (the machine is saturated; p50 108 to 264 ms, run to
+run, either way), for 3.1 instead of 2.4 CPU-ms a message at 500 (calls carry 1.5 messages, not 3.5).
 """
 
 import logging
@@ -28,6 +29,11 @@ log = logging.getLogger(__name__)
 
 ROUTE = "/internal/messages/batch"
 MAX_CALLS_IN_FLIGHT = 1
+# Pacing starts when this many sends waited for the call under way: fewer leave at once. A
+# statement costs Postgres about 0.3 ms and a message 0.03 ms more (bench/store_bench.py), so
+# below about 8 a call is cheap enough to send now; at 8 and more, the sends are queueing and
+# gathering them pays (bench/RESULTS.md, "Delivery": adaptive pacing).
+PACE_FROM_WAITING = 8
 
 
 class Stored(NamedTuple):
@@ -44,7 +50,8 @@ class StoreBatcher:
         self._history = history
         self._batch_size = batch_size
         self._batcher: Batcher[dict, Stored] = Batcher(
-            self._store, max_batch=MAX_STORE_BATCH, max_in_flight=MAX_CALLS_IN_FLIGHT, min_interval=min_interval
+            self._store, max_batch=MAX_STORE_BATCH, max_in_flight=MAX_CALLS_IN_FLIGHT, min_interval=min_interval,
+            pace_from=PACE_FROM_WAITING,
         )
 
     async def store(self, message: dict) -> Stored:

@@ -6,10 +6,11 @@ the end of the current event loop turn with whatever else arrived in that turn, 
 `max_in_flight` flushes are under way, new items queue for the next. An idle system pays no
 latency; a busy one makes few calls. With one flush in flight, items keep their order.
 
-`min_interval` paces a busy batcher: when items were waiting for a flush to end, the next one
-starts no sooner than that long after the previous one started, so the items of the whole
-interval share one call (group commit): a call costs about the same whether it carries 8 items
-or 16, and a busy system pays it per call. An item that finds nothing under way leaves at once.
+`min_interval` paces a busy batcher: when at least `pace_from` items were waiting for a flush
+to end, the next one starts no sooner than that long after the previous one started, so the
+items of the whole interval share one call (group commit): a call costs about the same whether
+it carries 8 items or 16, and a busy system pays it per call. Fewer waiting (a quiet system)
+leave at once, as does an item that finds nothing under way: pacing adapts to the load.
 """
 
 import asyncio
@@ -24,11 +25,13 @@ Flush = Callable[[list[Item]], Awaitable[list[Result | BaseException]]]
 
 
 class Batcher(Generic[Item, Result]):
-    def __init__(self, flush: Flush, *, max_batch: int, max_in_flight: int = 1, min_interval: float = 0.0):
+    def __init__(self, flush: Flush, *, max_batch: int, max_in_flight: int = 1, min_interval: float = 0.0,
+                 pace_from: int = 1):
         self._flush = flush
         self._max_batch = max_batch
         self._max_in_flight = max_in_flight
         self._min_interval = min_interval
+        self._pace_from = pace_from
         self._last_start = float("-inf")  # when the latest flush started (loop time)
         self._queue: list[tuple[Item, asyncio.Future]] = []
         self._in_flight = 0
@@ -75,9 +78,10 @@ class Batcher(Generic[Item, Result]):
         finally:
             self._in_flight -= 1
             if self._queue and not self._scheduled:
-                # Busy: these items waited for a flush to end. Paced, they leave together.
+                # Busy: these items waited for a flush to end. Paced, they leave together; a
+                # few (fewer than `pace_from`) leave at once.
                 loop = asyncio.get_running_loop()
-                delay = self._last_start + self._min_interval - loop.time()
+                delay = self._last_start + self._min_interval - loop.time() if len(self._queue) >= self._pace_from else 0
                 if delay > 0:
                     self._scheduled = True
                     loop.call_later(delay, self._start_flushes)

@@ -163,3 +163,36 @@ async def test_close_does_not_wait_out_the_interval():
     await asyncio.wait_for(batcher.close(), 5)
 
     assert first.result() == 10 and queued.result() == 20
+
+
+async def test_a_few_items_that_waited_leave_at_once_when_pacing_starts_from_more():
+    """Adaptive pacing (issue 21): fewer than `pace_from` items waiting for a flush leave as soon
+    as it ends; the interval (an hour) would otherwise hold them until close()."""
+    recorder = Recorder(gate=asyncio.Event())
+    batcher = Batcher(recorder.flush, max_batch=100, min_interval=3600, pace_from=8)
+    first = asyncio.ensure_future(batcher.submit(0))
+    await recorder.started.wait()
+    waiting = [batcher.submit_nowait(n) for n in range(1, 8)]  # 7: one short of pacing
+    recorder.gate.set()
+
+    assert await asyncio.wait_for(asyncio.gather(first, *waiting), timeout=5) == [n * 10 for n in range(8)]
+    assert recorder.batches == [[0], list(range(1, 8))]
+    await batcher.close()
+
+
+async def test_as_many_items_as_pace_from_waiting_are_paced():
+    recorder = Recorder(gate=asyncio.Event())
+    batcher = Batcher(recorder.flush, max_batch=100, min_interval=3600, pace_from=8)
+    first = asyncio.ensure_future(batcher.submit(0))
+    await recorder.started.wait()
+    waiting = [batcher.submit_nowait(n) for n in range(1, 9)]  # 8: the sends are queueing
+    recorder.gate.set()
+    assert await first == 0
+    # The flush is over and its answer delivered: a later one (a ninth waiting) proves the loop
+    # got past the point where an unpaced flush would have started.
+    waiting.append(batcher.submit_nowait(9))
+    assert recorder.batches == [[0]] and not any(future.done() for future in waiting)
+
+    await batcher.close()
+
+    assert recorder.batches == [[0], list(range(1, 10))]
