@@ -290,7 +290,7 @@ class PrivateRedisCluster(PrivateServer):
             for port in self.ports:
                 self.start_node(port)
             for port in self.ports:
-                while not self._answers(port):
+                while not redis_answers(f"redis://127.0.0.1:{port}/0"):
                     self._check(port, deadline)
             subprocess.run(["redis-cli", "--cluster", "create", *(f"127.0.0.1:{port}" for port in self.ports),
                             "--cluster-replicas", "1", "--cluster-yes"],
@@ -313,15 +313,6 @@ class PrivateRedisCluster(PrivateServer):
         if time.monotonic() > deadline or self.processes[port].poll() is not None:
             raise RuntimeError(f"redis-server (cluster node) did not start on port {port}; see {self.data_dir}")
         time.sleep(0.05)
-
-    def _answers(self, port: int) -> bool:
-        client = redis.Redis(port=port, socket_timeout=2, socket_connect_timeout=2)
-        try:
-            return bool(client.ping())
-        except redis.RedisError:
-            return False
-        finally:
-            client.close()
 
     def node(self, port: int) -> redis.Redis:
         """A client of one node (not of the cluster): CLUSTER commands, INFO."""

@@ -18,6 +18,7 @@ import pytest
 
 from services.devtools.stores import free_port
 from tests.e2e.node_clients import NodeClient, Proxy, port_of
+from tests.e2e.test_recovery import send
 from tests.support import ChatClient, PROJECT_DIR, TEST_RUN_DIR, assert_no_errors_logged, create_user, running_cluster
 
 PREVIOUS_RELEASE_FILE = PROJECT_DIR / "deploy" / "PREVIOUS_RELEASE"
@@ -192,12 +193,3 @@ async def test_a_client_of_the_old_node_recovers_on_the_new_one_without_a_loss(m
                           what="the live message after recovery")
     received = [args[0]["_id"] for args in client.events("receiveMessage")]
     assert received == [message["_id"] for message in before + missed + after]
-
-
-async def send(sender: ChatClient, receiver_id: str, texts: list[str]) -> list[dict]:
-    stored = []
-    for text in texts:
-        ack = await sender.call("sendMessage", {"receiverId": receiver_id, "text": text})
-        assert ack["ok"] is True, ack
-        stored.append(ack["message"])
-    return stored

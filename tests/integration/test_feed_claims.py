@@ -142,7 +142,7 @@ async def test_many_parallel_writers_and_readers_following_cursors_never_skip_a_
                      for k in range(chance.randint(1, 4))]
             for stored, sent in zip(await store.create_messages(batch), batch, strict=True):
                 committed[sent.receiver_id].add(int(stored.message["_id"]))
-            await asyncio.sleep(0)
+            await asyncio.sleep(0)  # a yield (no wait): the readers interleave with the writers
 
     async def write_slowly(seed: int) -> None:
         """Inserts with history's own statement, holding the transaction open 2-30 ms after it."""
@@ -155,6 +155,7 @@ async def test_many_parallel_writers_and_readers_following_cursors_never_skip_a_
                 async with connection.transaction():
                     [row] = await connection.fetch(_INSERT_MESSAGES, [sender], [receiver], [f"slow {seed}-{n}"],
                                                    [None], [None], [None], [None], [None])
+                    # The workload, not a wait for a condition: a commit that stalls.
                     await connection.execute("SELECT pg_sleep($1)", chance.uniform(0.002, 0.03))
                 committed[receiver].add(row["id"])
         finally:

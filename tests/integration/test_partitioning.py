@@ -211,7 +211,7 @@ class Writer:
                     self.current_batches = max(self.current_batches, 0) + 1
                 retry = batch[0]
                 n += 1
-                await asyncio.sleep(0)
+                await asyncio.sleep(0)  # a yield (no wait): the migration runs meanwhile
         finally:
             await connection.close()
 
