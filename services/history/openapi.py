@@ -280,7 +280,7 @@ INTERNAL_PATHS = {
                         limit_param(REPLAY_PAGE)])
     },
     "/internal/feed/head": {
-        "get": internal_operation("The change feed's newest committed position (a new socket's start)",
+        "get": internal_operation("The change feed's settled head (a new socket's start)",
                                   {"200": json_answer({"type": "object", "properties": {"head": CURSOR}})})
     },
     "/internal/calls/parties": {

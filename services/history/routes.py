@@ -264,8 +264,8 @@ async def replay(request: web.Request) -> web.Response:
 @internal_routes.get("/internal/feed/head")
 @admits("gateway")
 async def feed_head(request: web.Request) -> web.Response:
-    """The change feed's newest committed position: `{"head": "123"}` (a new socket's starting point)."""
-    return json_response({"head": str(await request.app[STORE].feed_head())})
+    """The change feed's settled head: `{"head": "123"}` (a new socket's starting point)."""
+    return json_response({"head": str(await request.app[STORE].settled_head())})
 
 
 @internal_routes.get("/internal/users/{userId}/partners")

@@ -220,7 +220,9 @@ class MessageStore:
     async def settled_head(self) -> int:
         """The newest change-feed position up to which every position is settled (committed or
         rolled back) as of this call: migration 0012's claims. A reader that stops at it never
-        skips a position that commits later; waiting costs writers nothing."""
+        skips a position that commits later; waiting costs writers nothing. It is also the head a
+        new socket starts from: told it after joining its rooms, the socket hears live every
+        change after it."""
         if not self.schema_ready:
             raise StoreUnavailable("The message store is starting, try again shortly")
         return await self._settled_heads.submit(None)
@@ -314,12 +316,6 @@ class MessageStore:
         """Prunes a batch of old feed events (feed_events.py); how many went."""
         async with self._connection() as connection:
             return await prune(connection, older_than_seconds, batch)
-
-    async def feed_head(self) -> int:
-        """The newest position of the change feed that is settled: every smaller one is too, and
-        no transaction that drew a position below it is still committing, so a socket told this
-        head (after joining its rooms) hears live every change after it."""
-        return await self.settled_head()
 
     async def search(self, me: str, query: str, before: int | None, limit: int) -> tuple[list[dict], bool]:
         async with self.read_connection() as connection:
