@@ -43,7 +43,8 @@ STORE_ROUTE = 'route="/internal/messages/batch"'
 async def stage_totals(stack: Stack) -> dict[str, tuple[float, float]]:
     """(sum, count) of each stage's histogram, over every gateway (and history)."""
     stages = {"send": ("parley_gateway_send_duration_seconds", ""),
-              "store_call": ("parley_gateway_internal_call_duration_seconds", STORE_ROUTE)}
+              "store_call": ("parley_gateway_internal_call_duration_seconds", STORE_ROUTE),
+              "gc": ("parley_gateway_gc_pause_seconds", "")}
     totals = {}
     for stage, (name, label) in stages.items():
         found = [await histogram_totals(process.internal_url, name, label) for process in gateways_of(stack)]
@@ -59,6 +60,11 @@ def stage_means_ms(before: dict, after: dict) -> dict[str, float]:
         total, count = (after[stage][0] - before[stage][0]), (after[stage][1] - before[stage][1])
         means[stage] = round(total * 1000 / count, 2) if count else 0.0
     return means
+
+
+def gc_share(before: dict, after: dict, seconds: float, gateways: int) -> float:
+    """Per cent of each gateway's time its garbage collector held it (the event loop waited)."""
+    return round((after["gc"][0] - before["gc"][0]) / (seconds * gateways) * 100, 2)
 
 
 async def wal_bytes(database_url: str) -> int:
@@ -114,7 +120,8 @@ def run_load(stack: Stack, redis: PrivateRedis, rate: float, seconds: float, rou
     generators.expect("done")
     cpu = CpuMeter.used(before, meter.sample())
     counters_after = asyncio.run(gateway_counters(internal_urls, METRICS))
-    stages = stage_means_ms(stages_before, asyncio.run(stage_totals(stack)))
+    stages_after = asyncio.run(stage_totals(stack))
+    stages = stage_means_ms(stages_before, stages_after)
     wal_after = asyncio.run(wal_bytes(stack.env["DATABASE_URL"]))
     outputs = generators.finish()
 
@@ -158,6 +165,9 @@ def run_load(stack: Stack, redis: PrivateRedis, rate: float, seconds: float, rou
         "gateway_send_mean_ms": stages["send"],
         "store_call_mean_ms": stages["store_call"],
         "history_store_mean_ms": stages["history"],
+        "gc_pause_mean_ms": stages["gc"],
+        "gc_share_percent": gc_share(stages_before, stages_after, max(output["send_seconds"] for output in outputs),
+                                     len(gateways)),
         "wal_bytes_per_message": round((wal_after - wal_before) / max(delivered, 1)),
     }
 
@@ -180,11 +190,12 @@ def print_delivery(rows: list[dict]) -> None:
 def print_stages(rows: list[dict]) -> None:
     print(f"\nwhere a message's time goes (means, ms; p50s from the client)\n{'offered/s':>9} {'ack p50':>7} "
           f"{'delivery p50':>12} {'gateway send':>12} {'wait + emits':>12} {'store call':>10} {'HTTP hop':>8} "
-          f"{'history':>7}")
+          f"{'history':>7} {'GC mean pause':>13} {'GC % of time':>12}")
     for row in rows:
         send, call, history = row["gateway_send_mean_ms"], row["store_call_mean_ms"], row["history_store_mean_ms"]
         print(f"{row['offered_per_s']:>9.0f} {row['ack_p50_ms']:>7} {row['delivery_p50_ms']:>12} {send:>12} "
-              f"{round(send - call, 2):>12} {call:>10} {round(call - history, 2):>8} {history:>7}")
+              f"{round(send - call, 2):>12} {call:>10} {round(call - history, 2):>8} {history:>7} "
+              f"{row['gc_pause_mean_ms']:>13} {row['gc_share_percent']:>12}")
 
 
 def socket_io_client_version() -> str:

@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from . import fast_json
 from .errors import ErrorCode, InvalidField, error_response
 from .fast_json import json_response
+from .gc_pauses import GcPauses, settle_heap
 from .internal import INTERNAL_TOKEN_HEADER, REQUEST_ID_HEADER
 from .logs import new_request_id, request_id_var
 from .settings import ServiceSettings
@@ -148,6 +149,7 @@ def create_base_app(
         CALLER_TOKENS: dict(caller_tokens),
         DRAIN_HOOKS: [],
     }
+    gc_pauses = GcPauses(service, registry)
     app = web.Application(
         middlewares=[request_context_middleware, public_headers_middleware, *middlewares], client_max_size=client_max_size
     )
@@ -162,7 +164,12 @@ def create_base_app(
     # started, which `_serve` does first: the internal app then takes the same objects.
     internal.on_startup.append(lambda internal_app: share_state(app, internal_app))
     app[INTERNAL_APP] = internal
+    app.on_cleanup.append(lambda _: _close(gc_pauses))
     return app
+
+
+async def _close(gc_pauses: GcPauses) -> None:
+    gc_pauses.close()
 
 
 async def share_state(source: web.Application, target: web.Application) -> None:
@@ -271,6 +278,7 @@ async def _serve(app: web.Application, settings: ServiceSettings) -> None:
     await web.TCPSite(public, settings.host, settings.port, reuse_address=True).start()
     log.info("listening on %s:%d, internal on %s:%d", settings.host, settings.port,
              settings.internal_host, settings.internal_port)
+    settle_heap()  # what exists now lives as long as the process: out of the collector's walks
     await stop.wait()
     log.info("stopping: draining for at most %.1f s", grace)
     app[READINESS].draining = True

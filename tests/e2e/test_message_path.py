@@ -106,6 +106,26 @@ async def test_a_burst_arrives_complete_and_in_the_order_it_was_stored(make_user
     assert [int(m["_id"]) for m in sender.received("messageSent")] == stored
 
 
+async def test_two_senders_bursting_at_once_each_have_their_messages_stored_in_the_order_sent(make_user, connect):
+    """Two store calls may be under way per node: a sender's messages still take ids in the order
+    sent (one whose sender is in a call waits for it), while the other sender's take the second."""
+    ada, alan, grace = await make_user(), await make_user(), await make_user()
+    senders = [await connect(ada, "a"), await connect(alan, "a")]
+    receiver = await connect(grace, "b")
+
+    acks = await asyncio.gather(*(sender.call("sendMessage", {"receiverId": grace.id, "text": f"{n}-{i}"})
+                                  for i in range(100) for n, sender in enumerate(senders)))
+
+    assert all(ack["ok"] for ack in acks)
+    for n in range(2):
+        ids = [int(ack["message"]["_id"]) for ack in acks[n::2]]
+        assert ids == sorted(ids), f"sender {n}'s messages were stored out of the order sent"
+    await receiver.wait_for("receiveMessage", lambda _: len(receiver.received("receiveMessage")) == 200)
+    for n in range(2):
+        texts = [m["text"] for m in receiver.received("receiveMessage") if m["text"].startswith(f"{n}-")]
+        assert texts == [f"{n}-{i}" for i in range(100)]
+
+
 async def test_sends_that_arrive_together_share_history_calls(cluster, make_user, connect):
     """Group commit: 60 sends in flight at once on one node take fewer calls than messages."""
     senders = [await make_user() for _ in range(6)]
