@@ -39,6 +39,7 @@ from bench.lean_socket import LeanSocket
 from bench.measure import (
     RESULTS_DIR, RUN_DIR, Generators, cpu_seconds, create_users, fresh_database, percentile, postgres_pids, start_stack,
 )
+from bench.presence_bench import start_profiles, stop_profiles
 from bench.stack import BENCH_JWT
 from services.devtools.stack import Stack
 from services.devtools.stores import PrivateRedis, find_stores, free_port
@@ -124,7 +125,7 @@ def plans(edge: Edge, tag: str, count: int, processes: int) -> list[Path]:
 
 
 async def run(stack: Stack, edge: Edge, count: int, processes: int, rate: float, lead: float,
-              after: float) -> dict:
+              after: float, profile_dir: Path | None = None) -> dict:
     tag = f"rc{int(time.time())}"
     victims = [f"{tag}-v{n}" for n in range(count)]
     senders_ids = [f"{tag}-s{n}" for n in range(SENDERS)]
@@ -156,6 +157,8 @@ async def run(stack: Stack, edge: Edge, count: int, processes: int, rate: float,
         senders = [await LeanSocket.open(stack[SURVIVOR].url, issue_token(user, BENCH_JWT), on_frame)
                    for user in senders_ids]
         pids = {name: stack[name].process.pid for name in (SURVIVOR, "history", "presence")}
+        profilers = [] if profile_dir is None else start_profiles(
+            {**pids, "node-generator": generators.processes[0].pid}, profile_dir)
         killed_at = cpu_before = None
         started = time.time()
         total = int(rate * (lead + after))
@@ -187,6 +190,7 @@ async def run(stack: Stack, edge: Edge, count: int, processes: int, rate: float,
         cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
         cpu["postgres"] = sum(cpu_seconds(pid) for pid in postgres_pids()) - cpu_before["postgres"]
         down_seen = edge.servers().get("b")
+        stop_profiles(profilers)
         for sender in senders:
             sender.close()
         outputs = await asyncio.to_thread(generators.finish)
@@ -233,6 +237,7 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=500, help="messages a second to the killed node's users")
     parser.add_argument("--lead", type=float, default=1.0, help="seconds of sending before the kill")
     parser.add_argument("--after", type=float, default=8.0, help="seconds of sending after the kill")
+    parser.add_argument("--profile", type=Path, help="py-spy the survivor, history and presence into DIR")
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # inherited by haproxy and Node
@@ -248,7 +253,8 @@ def main() -> int:
             edge = Edge(stack, free_port())
             try:
                 edge.wait_up()
-                result = asyncio.run(run(stack, edge, args.sockets, args.generators, args.rate, args.lead, args.after))
+                result = asyncio.run(run(stack, edge, args.sockets, args.generators, args.rate, args.lead, args.after,
+                                     args.profile))
             finally:
                 edge.stop()
         finally:
