@@ -167,6 +167,8 @@ async def run(stack: Stack, edge: Edge, count: int, processes: int, rate: float,
             if killed_at is None and due >= started + lead:
                 cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
                 cpu_before["postgres"] = sum(cpu_seconds(pid) for pid in postgres_pids())
+                cpu_before["haproxy"] = cpu_seconds(edge.process.pid)
+                cpu_before["Node clients"] = sum(cpu_seconds(process.pid) for process in generators.processes)
                 stack[KILLED].process.kill()
                 killed_at = time.time()
             if (delay := due - time.time()) > 0:
@@ -188,6 +190,8 @@ async def run(stack: Stack, edge: Edge, count: int, processes: int, rate: float,
         generators.tell(f"expect {expect_path}")
         await asyncio.to_thread(generators.expect, "done")
         cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
+        cpu["haproxy"] = cpu_seconds(edge.process.pid) - cpu_before["haproxy"]
+        cpu["Node clients"] = sum(cpu_seconds(process.pid) for process in generators.processes) - cpu_before["Node clients"]
         cpu["postgres"] = sum(cpu_seconds(pid) for pid in postgres_pids()) - cpu_before["postgres"]
         down_seen = edge.servers().get("b")
         stop_profiles(profilers)
@@ -226,6 +230,8 @@ async def run(stack: Stack, edge: Edge, count: int, processes: int, rate: float,
         "sent_during_outage": missed_in_outage, "lost": lost,
         "duplicates": sum(output["duplicates"] for output in outputs),
         "edge_saw_killed_node": down_seen,
+        "reconnect_attempts": sum(users[user]["attempts"] for user in victims),
+        "failed_attempts": sum(users[user]["failures"] for user in victims),
         "cpu_ms_per_reconnect": {name: round(seconds * 1000 / count, 3) for name, seconds in cpu.items()},
     }
 
@@ -269,6 +275,7 @@ def main() -> int:
                              f"{result['sent_during_outage']:,} sent while their socket was away"),
         ("reconnected", f"{result['reconnected']:,}; after the kill p50 {result['reconnect_p50_s']} s, "
                         f"p99 {result['reconnect_p99_s']} s, max {result['reconnect_max_s']} s"),
+        ("reconnection attempts", f"{result['reconnect_attempts']:,} ({result['failed_attempts']:,} failed)"),
         ("recovered (socket.recovered)", f"{result['recovered']:,}"),
         ("all caught up", f"{result['caught_up']:,} sockets, the last {result['caught_up_max_s']} s after the kill"),
         ("lost / duplicated", f"{result['lost']} / {result['duplicates']}"),

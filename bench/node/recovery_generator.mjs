@@ -42,7 +42,8 @@ function open({ id, token }, index) {
       extraHeaders: { cookie: plan.cookie },
       localAddress: plan.localAddresses[index % plan.localAddresses.length],
     });
-    const mine = { socket, connects: 0, drops: 0, reconnectedAt: null, recovered: null, received: {} };
+    const mine = { socket, connects: 0, drops: 0, attempts: 0, failures: 0, reconnectedAt: null, recovered: null,
+      received: {} };
     state.set(id, mine);
     socket.on("connect", () => {
       mine.connects += 1;
@@ -53,7 +54,8 @@ function open({ id, token }, index) {
       }
     });
     socket.on("disconnect", () => { mine.drops += 1; });
-    socket.on("connect_error", (error) => { if (mine.connects === 0) reject(error); });
+    socket.on("connect_error", (error) => { if (mine.connects === 0) reject(error); else mine.failures += 1; });
+    socket.io.on("reconnect_attempt", () => { mine.attempts += 1; });
     socket.on("receiveMessage", (message) => {
       if (message.text in mine.received) duplicates += 1;
       else mine.received[message.text] = now();
@@ -71,7 +73,7 @@ line = await reached("done");
 writeFileSync(option("out"), JSON.stringify({
   duplicates,
   users: Object.fromEntries([...state].map(([id, mine]) => [id, {
-    connects: mine.connects, drops: mine.drops, reconnectedAt: mine.reconnectedAt, recovered: mine.recovered,
+    connects: mine.connects, drops: mine.drops, attempts: mine.attempts, failures: mine.failures, reconnectedAt: mine.reconnectedAt, recovered: mine.recovered,
     received: mine.received,
   }])),
 }));
