@@ -5,7 +5,7 @@ import sys
 
 # The history bench first: it seeds the database the store bench measures in.
 BENCHMARKS = [
-    "bench.history_bench", "bench.store_bench", "bench.writers_bench", "bench.presence_bench", "bench.delivery_bench", "bench.group_bench",
+    "bench.history_bench", "bench.store_bench", "bench.writers_bench", "bench.presence_bench", "bench.recovery_bench", "bench.delivery_bench", "bench.group_bench",
     "bench.media_bench", "bench.reaction_bench", "bench.call_bench", "bench.notify_bench",
     "bench.cluster_bench",
 ]

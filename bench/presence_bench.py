@@ -11,7 +11,10 @@ bench/results/presence-<N>.json.
 import argparse
 import asyncio
 import json
+import os
 import resource
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,6 +23,7 @@ import aiohttp
 import redis
 
 from bench.history_bench import DATABASE
+from bench.measure import Generators, cpu_seconds
 from bench.stack import BENCH_JWT, GATEWAY_TOKEN, bench_stack
 from services.devtools.stack import Stack
 from services.devtools.stores import PrivateRedis, ensure_database, find_stores, with_database
@@ -29,6 +33,7 @@ PROJECT_DIR = Path(__file__).resolve().parents[1]
 RESULTS_DIR = PROJECT_DIR / "bench" / "results"
 HEARTBEAT_SECONDS = 1.0
 CONCURRENT_CONNECTS = 200
+USER_PREFIX = "bench-presence"
 
 
 async def open_socket(http: aiohttp.ClientSession, url: str, token: str) -> aiohttp.ClientWebSocketResponse:
@@ -61,21 +66,103 @@ async def scrape(url: str) -> str:
             return await answer.text()
 
 
-async def run(stack: Stack, gateways: list[str], count: int, redis_url: str) -> list[tuple[str, str]]:
-    jwt = BENCH_JWT
-    users = [f"bench-presence-{n}" for n in range(count)]
+def start_profiles(targets: dict[str, int], out_dir: Path) -> list[subprocess.Popen]:
+    """py-spy (pip-installed into .venv) records each process (name -> pid) until `stop_profiles`:
+    speedscope files in `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    py_spy = Path(sys.executable).parent / "py-spy"
+    return [subprocess.Popen([str(py_spy), "record", "-p", str(pid), "-r", "200", "-f", "speedscope",
+                              "-o", str(out_dir / f"{name}.speedscope.json")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for name, pid in targets.items()]
+
+
+def stop_profiles(profilers: list[subprocess.Popen]) -> None:
+    for profiler in profilers:
+        profiler.send_signal(signal.SIGINT)
+    for profiler in profilers:
+        profiler.wait(timeout=60)
+
+
+class InProcessClients:
+    """The first generator: aiohttp's websocket client in the bench's own process (200 connects
+    under way at once), kept to compare with."""
+
+    def __init__(self, urls: list[str], users: list[str]):
+        self.plan = [(urls[n % len(urls)], issue_token(user, BENCH_JWT)) for n, user in enumerate(users)]
+        self.pids = [os.getpid()]
+        self.sockets = []
+        self.cpu_seconds = 0.0
+
+    async def prepare(self) -> None:
+        pass
+
+    async def storm(self) -> None:
+        self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        limit = asyncio.Semaphore(CONCURRENT_CONNECTS)
+
+        async def connect(url: str, token: str) -> None:
+            async with limit:
+                self.sockets.append(await open_socket(self.http, url, token))
+
+        cpu_before = time.process_time()
+        await asyncio.gather(*(connect(url, token) for url, token in self.plan))
+        self.cpu_seconds = time.process_time() - cpu_before
+
+    async def close(self) -> None:
+        for ws in self.sockets:
+            await ws.close()
+        await self.http.close()
+
+
+class GeneratorClients:
+    """Lean generator processes (bench/connect_generator.py), the users split evenly between them."""
+
+    def __init__(self, urls: list[str], count: int, processes: int, concurrency: int):
+        share = -(-count // processes)
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        self.generators = Generators(
+            "bench.connect_generator",
+            [["--urls", ",".join(urls), "--prefix", USER_PREFIX, "--first", str(first),
+              "--count", str(min(share, count - first)), "--concurrency", str(max(1, concurrency // processes))]
+             for first in range(0, count, share)],
+            [RESULTS_DIR / f"connect-generator-{n}.json" for n in range(processes)],
+        )
+        self.pids = [process.pid for process in self.generators.processes]
+        self.cpu_seconds = 0.0
+
+    async def prepare(self) -> None:
+        await asyncio.to_thread(self.generators.expect, "ready")  # tokens issued
+
+    async def storm(self) -> None:
+        self.generators.tell("go")
+        await asyncio.to_thread(self.generators.expect, "connected")
+
+    async def close(self) -> None:
+        results = await asyncio.to_thread(self.generators.finish)
+        self.cpu_seconds = sum(result["cpu_seconds"] for result in results)
+        if failed := sum(result["failed"] for result in results):
+            raise RuntimeError(f"{failed} connect(s) failed")
+
+
+async def run(stack: Stack, gateways: list[str], count: int, redis_url: str, clients_kind: str,
+              processes: int, concurrency: int, profile_dir: Path | None = None) -> list[tuple[str, str]]:
+    users = [f"{USER_PREFIX}-{n}" for n in range(count)]
+    urls = [stack[name].url for name in gateways]
+    clients = (InProcessClients(urls, users) if clients_kind == "aiohttp"
+               else GeneratorClients(urls, count, processes, concurrency))
+    await clients.prepare()
     before = {name: await scrape(stack[name].internal_url) for name in (*gateways, "presence")}
     rss_before = sum(rss_kib(stack[name].process.pid) for name in gateways)
-    connector = aiohttp.TCPConnector(limit=0)
-    limit = asyncio.Semaphore(CONCURRENT_CONNECTS)
-    sockets = []
-    async with aiohttp.ClientSession(connector=connector) as http:
-        async def connect(n: int) -> None:
-            async with limit:
-                sockets.append(await open_socket(http, stack[gateways[n % len(gateways)]].url, issue_token(users[n], jwt)))
-
+    pids = {name: stack[name].process.pid for name in (*gateways, "presence", "history")}
+    profilers = [] if profile_dir is None else start_profiles(
+        {**{name: pids[name] for name in (*gateways, "presence")}, "generator": clients.pids[0]}, profile_dir)
+    await asyncio.sleep(1 if profilers else 0)  # py-spy attaches
+    cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    async with aiohttp.ClientSession() as http:
+        storm = asyncio.create_task(clients.storm())
         started = time.perf_counter()
-        await asyncio.gather(*(connect(n) for n in range(count)))
+        await storm
         connected = time.perf_counter() - started
         presence_url = stack["presence"].internal_url
         while True:
@@ -89,6 +176,10 @@ async def run(stack: Stack, gateways: list[str], count: int, redis_url: str) -> 
                 break
             await asyncio.sleep(0.05)
         agreed = time.perf_counter() - started
+        # A gateway's per connect it took (count / nodes); the others' per connect of the storm.
+        cpu_ms = {name: (cpu_seconds(pid) - cpu_before[name]) * 1000 / (count / len(gateways) if name in gateways else count)
+                  for name, pid in pids.items()}
+        stop_profiles(profilers)
 
         after = {name: await scrape(stack[name].internal_url) for name in (*gateways, "presence")}
         rss_per_thousand = (sum(rss_kib(stack[name].process.pid) for name in gateways) - rss_before) / count * 1000
@@ -111,12 +202,14 @@ async def run(stack: Stack, gateways: list[str], count: int, redis_url: str) -> 
         commands = client.info("stats")["total_commands_processed"] - commands_before
         client.close()
         heartbeats = len(gateways) * window / HEARTBEAT_SECONDS
-        for ws in sockets:
-            await ws.close()
+    await clients.close()
+    cpu_ms["generators (connecting only)"] = clients.cpu_seconds * 1000 / count
     return [
         ("sockets", f"{count:,} over {len(gateways)} nodes"),
         ("all connected after", f"{connected:.2f} s ({count / connected:,.0f} connects/s)"),
         ("presence agrees after", f"{agreed:.2f} s"),
+        ("CPU-ms a connect (a gateway: of its own)",
+         ", ".join(f"{name} {ms:.2f}" for name, ms in cpu_ms.items())),
         ("gateway memory per 1,000 sockets", f"{rss_per_thousand / 1024:.1f} MiB ({rss_per_thousand / 1000:.1f} KiB a socket)"),
         ("gateway -> presence calls per connect", f"{gateway_calls / count:.3f} ({batches:.0f} batched event calls)"),
         ("presence -> history calls per connect", f"{history_calls / count:.3f}"),
@@ -128,6 +221,11 @@ async def run(stack: Stack, gateways: list[str], count: int, redis_url: str) -> 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sockets", type=int, default=5000)
+    parser.add_argument("--client", choices=("lean", "aiohttp"), default="lean",
+                        help="lean generator processes, or aiohttp's client in this process (the first generator)")
+    parser.add_argument("--generators", type=int, default=2, help="lean generator processes")
+    parser.add_argument("--concurrency", type=int, default=200, help="connects under way at once, all generators together")
+    parser.add_argument("--profile", type=Path, help="py-spy the gateways, presence and a generator into DIR")
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -143,7 +241,8 @@ def main() -> int:
         stack = bench_stack(env, run_dir / "logs", ["history", "presence", "gateway-a", "gateway-b"])
         stack.start()
         try:
-            rows = asyncio.run(run(stack, ["gateway-a", "gateway-b"], args.sockets, private_redis.url))
+            rows = asyncio.run(run(stack, ["gateway-a", "gateway-b"], args.sockets, private_redis.url, args.client,
+                                 args.generators, args.concurrency, args.profile))
         finally:
             stack.stop()
     finally:

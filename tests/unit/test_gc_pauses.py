@@ -4,7 +4,7 @@ import gc
 
 from prometheus_client import CollectorRegistry
 
-from services.shared.gc_pauses import YOUNG_THRESHOLD, GcPauses, settle_heap
+from services.shared.gc_pauses import THRESHOLDS, GcPauses, settle_heap
 
 
 def pauses_of(registry: CollectorRegistry, generation: str) -> float:
@@ -25,12 +25,12 @@ def test_each_collection_is_observed_under_its_generation_until_closed():
     assert pauses_of(registry, "2") == seen
 
 
-def test_settling_freezes_what_exists_and_raises_the_young_threshold():
+def test_settling_freezes_what_exists_and_raises_the_thresholds():
     threshold = gc.get_threshold()
     try:
         settle_heap()
         assert gc.get_freeze_count() > 0
-        assert gc.get_threshold() == (YOUNG_THRESHOLD, *threshold[1:])
+        assert gc.get_threshold() == THRESHOLDS
     finally:
         gc.unfreeze()
         gc.set_threshold(*threshold)
