@@ -58,10 +58,25 @@ async def append_event(connection: asyncpg.Connection, event: str, payload: dict
     return FeedEvent(seq, event, payload)
 
 
-async def events_after(connection: asyncpg.Connection, me: str, after: int, limit: int) -> list[FeedEvent]:
-    """My events after position `after`, in order, at most `limit`."""
-    rows = await connection.fetch(_EVENTS_AFTER, me, after, limit)
-    return [FeedEvent(row["seq"], row["event"], json.loads(row["payload"])) for row in rows]
+async def events_after_each(connection: asyncpg.Connection, users: list[str], afters: list[int],
+                            limit: int) -> list[list[FeedEvent]]:
+    """For each (user, position) of the two lists: the user's events after it, in order, at most
+    `limit`; one statement for all (store.for_each_request)."""
+    found: list[list[FeedEvent]] = [[] for _ in users]
+    for row in await connection.fetch(for_each_request(_EVENTS_AFTER), users, afters, limit):
+        found[row["req"] - 1].append(FeedEvent(row["seq"], row["event"], json.loads(row["payload"])))
+    return found
+
+
+def for_each_request(query: str) -> str:
+    """`query`, a statement of one user ($1), a feed position ($2) and a limit ($3), made a
+    statement of a list of users ($1) and a list of positions ($2): the query runs for each pair
+    (a LATERAL join, so each keeps its own index walks), and each row says its pair's number in
+    `req`, from 1. What many recovering sockets ask together costs one statement, not one each."""
+    body = query.replace("$1", "each_request.me").replace("$2", "each_request.after")
+    return ("SELECT each_request.req, request_rows.* FROM unnest($1::text[], $2::bigint[])"
+            " WITH ORDINALITY AS each_request(me, after, req)"
+            f" CROSS JOIN LATERAL ({body}) AS request_rows")
 
 
 async def pruned_through(connection: asyncpg.Connection) -> int:

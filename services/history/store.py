@@ -14,7 +14,7 @@ from ..shared.limits import MAX_REACTIONS_PER_USER, REPLY_QUOTE_LENGTH
 from ..shared.models import StoreMessage
 from ..shared.postgres import pooled_connection
 from .errors import EditWindowClosed, TooManyReactions, unknown_group
-from .feed_events import FeedEvent, append_event, events_after, prune, pruned_through
+from .feed_events import FeedEvent, append_event, events_after_each, for_each_request, prune, pruned_through
 from .partitions import Partitions, keep_partitions_ahead
 from .read_replica import ReadReplica
 from .models import (
@@ -287,26 +287,43 @@ class MessageStore:
         It stops at the settled head (`settled_head`, asked before the read): a position above it
         may still have a smaller one committing. What committed above it since is left out, as
         if it had committed after the read (a connected socket hears it live, sync gets it next)."""
+        [found] = await self.feeds([(me, after)], limit)
+        return found
+
+    async def feeds(self, requests: list[tuple[str, int]], limit: int) -> list[tuple[list[tuple[int, str, dict]], bool, bool]]:
+        """`feed` for each (user, position) of `requests`, in order, with one statement of each
+        kind for them all (feed_events.for_each_request): the recovering sockets of a restarted
+        node arrive together, and each alone cost history and Postgres seven statements."""
         settled = await self.settled_head()
+        users, afters = [me for me, _ in requests], [after for _, after in requests]
         async with self.read_connection() as connection:
-            messages = await connection.fetch(_SYNC_MESSAGES, me, after, limit + 1)
-            deletions = await connection.fetch(_SYNC_DELETIONS, me, after, limit + 1)
-            edits = await connection.fetch(_SYNC_EDITS, me, after, limit + 1)
-            others = await events_after(connection, me, after, limit + 1)
+            messages = await _rows_each(connection, _SYNC_MESSAGES_EACH, users, afters, limit + 1)
+            deletions = await _rows_each(connection, _SYNC_DELETIONS_EACH, users, afters, limit + 1)
+            edits = await _rows_each(connection, _SYNC_EDITS_EACH, users, afters, limit + 1)
+            others = await events_after_each(connection, users, afters, limit + 1)
             # Read after the events: a prune that took some of them is seen here.
-            events_pruned = after < await pruned_through(connection)
-            events = sorted(
-                [(row["id"], "message", row) for row in messages] + [(row["seq"], "deletion", row) for row in deletions]
-                + [(row["seq"], "edit", row) for row in edits] + [(event.seq, "event", event) for event in others],
-                key=lambda event: event[0],
-            )
-            # Each source is read in position order: what lies above `settled` is at its end.
-            events = [event for event in events if event[0] <= settled]
-            taken = events[:limit]
-            built = await messages_json(connection, [row for _, kind, row in taken if kind in ("message", "edit")], me)
-        by_id = {message["_id"]: message for message in built}
-        changes = [(position, kind, _change_body(kind, row, by_id)) for position, kind, row in taken]
-        return changes, len(events) > limit, events_pruned
+            pruned = await pruned_through(connection)
+            taken_each, more_each = [], []
+            for n in range(len(requests)):
+                events = sorted(
+                    [(row["id"], "message", row) for row in messages[n]]
+                    + [(row["seq"], "deletion", row) for row in deletions[n]]
+                    + [(row["seq"], "edit", row) for row in edits[n]] + [(event.seq, "event", event) for event in others[n]],
+                    key=lambda event: event[0],
+                )
+                # Each source is read in position order: what lies above `settled` is at its end.
+                events = [event for event in events if event[0] <= settled]
+                taken_each.append(events[:limit])
+                more_each.append(len(events) > limit)
+            shown = [[row for _, kind, row in taken if kind in ("message", "edit")] for taken in taken_each]
+            reactions = await _reactions_each(
+                connection, [(users[n], list(dict.fromkeys(row["id"] for row in rows))) for n, rows in enumerate(shown)])
+        found = []
+        for n, taken in enumerate(taken_each):
+            by_id = {message["_id"]: message for message in (message_json(row, reactions[n].get(row["id"])) for row in shown[n])}
+            changes = [(position, kind, _change_body(kind, row, by_id)) for position, kind, row in taken]
+            found.append((changes, more_each[n], afters[n] < pruned))
+        return found
 
     async def keep_partitions_ahead(self, width: int) -> Partitions | None:
         """Partitions of messages for the next `width` ids at least (partitions.py)."""
@@ -447,6 +464,31 @@ async def messages_json(connection: asyncpg.Connection, rows: list, reader: str)
     (one more query for the whole page: one primary-key range scan per message)."""
     reactions = await _reactions_of(connection, [row["id"] for row in rows], reader) if rows else {}
     return [message_json(row, reactions.get(row["id"])) for row in rows]
+
+
+async def _rows_each(connection: asyncpg.Connection, query: str, users: list[str], afters: list[int], limit: int) -> list[list]:
+    """The rows of a `for_each_request` statement, by request."""
+    found: list[list] = [[] for _ in users]
+    for row in await connection.fetch(query, users, afters, limit):
+        found[row["req"] - 1].append(row)
+    return found
+
+
+async def _reactions_each(connection: asyncpg.Connection, pages: list[tuple[str, list[int]]]) -> list[dict[int, list[dict]]]:
+    """For each (reader, distinct message ids): the messages' reactions as that reader sees them,
+    by id (`messages_json`'s, for many readers in one statement)."""
+    found: list[dict[int, list[dict]]] = [{} for _ in pages]
+    numbers = [n for n, (_, ids) in enumerate(pages, 1) for _ in ids]
+    if not numbers:
+        return found
+    readers = [reader for reader, ids in pages for _ in ids]
+    message_ids = [message_id for _, ids in pages for message_id in ids]
+    grouped: dict[tuple[int, int], list] = {}
+    for row in await connection.fetch(_REACTIONS_EACH, numbers, readers, message_ids):
+        grouped.setdefault((row["req"], row["message_id"]), []).append(row)
+    for (number, message_id), rows in grouped.items():
+        found[number - 1][message_id] = reactions_json(rows)
+    return found
 
 
 async def _reactions_of(connection: asyncpg.Connection, message_ids: list[int], reader: str) -> dict[int, list[dict]]:
@@ -770,6 +812,8 @@ SELECT {MESSAGE_COLUMNS} FROM (
 ORDER BY m.id LIMIT $3
 """
 
+_SYNC_MESSAGES_EACH = for_each_request(_SYNC_MESSAGES)
+
 _SYNC_DELETIONS = """
 (SELECT seq, message_id, sender_id, receiver_id, group_id FROM message_deletions
  WHERE sender_id = $1 AND group_id IS NULL AND seq > $2 ORDER BY seq LIMIT $3)
@@ -783,6 +827,8 @@ UNION ALL
  ) AS d WHERE gm.user_id = $1)
 ORDER BY seq LIMIT $3
 """
+
+_SYNC_DELETIONS_EACH = for_each_request(_SYNC_DELETIONS)
 
 # One probe of each per-user word index (sent, received) and of each of my groups' word index, merged newest first.
 # Ordered by `id + 0`, which no index provides: otherwise, on messages partitioned by id (0013), the generic plan
@@ -986,12 +1032,22 @@ WHERE m.deleted_at IS NULL
 ORDER BY e.seq
 """
 
+_SYNC_EDITS_EACH = for_each_request(_SYNC_EDITS)
+
 # The reactions of a page of messages for its reader: a range scan of the primary key per
 # message, counted per emoji, in the order each emoji was first put on the message.
 _REACTIONS_OF = """
 SELECT message_id, emoji, count(*)::int AS count, bool_or(user_id = $2) AS me
 FROM message_reactions WHERE message_id = ANY($1::bigint[])
 GROUP BY message_id, emoji ORDER BY message_id, min(created_at), emoji
+"""
+
+# _REACTIONS_OF for many (request number, reader, message id) at once.
+_REACTIONS_EACH = """
+SELECT p.req, r.message_id, r.emoji, count(*)::int AS count, bool_or(r.user_id = p.reader) AS me
+FROM unnest($1::int[], $2::text[], $3::bigint[]) AS p(req, reader, message_id)
+JOIN message_reactions r ON r.message_id = p.message_id
+GROUP BY p.req, r.message_id, r.emoji ORDER BY p.req, r.message_id, min(r.created_at), r.emoji
 """
 
 # 'exists' (already set: nothing to do), 'full' (the user's limit reached) or 'added'.
