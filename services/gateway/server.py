@@ -20,14 +20,20 @@ import orjson
 import socketio
 from aiohttp import web
 from engineio import packet as eio_packet
+from engineio.async_socket import AsyncSocket
 
 from ..shared import fast_json
 from ..shared.errors import ErrorCode, error_response
 from .delivery_log import DeliveryLog, FeedPacket
+from .pings import PingWheel
 from .recovery import guard_offsets
 from .websocket import BINARY_REFUSED, UNDECODABLE, FrameWriter, PacketQueue, binary_packet, lean_websocket_class
 
 log = logging.getLogger(__name__)
+
+# The ping wheel's resolution: a ping leaves at most this late (engine.io's clients allow the
+# ping interval plus the ping timeout), and a silent client is closed at most this late.
+PING_TICK_SECONDS = 1.0
 
 
 class WirePacket(socketio.packet.Packet):
@@ -72,15 +78,35 @@ class WirePacket(socketio.packet.Packet):
 
 
 class EngineIoServer(engineio.AsyncServer):
-    """engine.io's server, whose sockets queue packets in a `PacketQueue` (`create_queue`).
+    """engine.io's server, whose sockets queue packets in a `PacketQueue` (`create_queue`), and
+    whose pings and ping timeouts all run from one `PingWheel` (`pings`).
 
     Measured (bench/RESULTS.md, appendix, "Connect storm and presence"): no asyncio.Queue once
     the websocket is open took gateway memory per idle socket from 29.0 to 25.7 KiB (an idle
-    asyncio.Queue is 3.2 KiB), `python -m bench.presence_bench --sockets 10000`.
+    asyncio.Queue is 3.2 KiB), `python -m bench.presence_bench --sockets 10000`. The ping
+    wheel's measured reason is in `pings`.
     """
+
+    def __init__(self, *args, **kwargs):
+        kwargs["monitor_clients"] = True  # the service task is what sends the pings now
+        super().__init__(*args, **kwargs)
+        self.pings = PingWheel(self, tick=min(PING_TICK_SECONDS, self.ping_interval / 4, self.ping_timeout / 4))
 
     def create_queue(self, *args, **kwargs):
         return PacketQueue()
+
+    def start_background_task(self, target, *args, **kwargs):
+        """engine.io's `schedule_ping` starts a task per socket to sleep out the ping interval:
+        the wheel pings the socket instead."""
+        if getattr(target, "__func__", None) is AsyncSocket._send_ping:
+            self.pings.ping_later(target.__self__)
+            return None
+        return super().start_background_task(target, *args, **kwargs)
+
+    async def _service_task(self):
+        """engine.io's per-socket ping check, replaced by the wheel's (stopped by `shutdown`)."""
+        self.service_task_event = self.create_event()
+        await self.pings.run(self.service_task_event)
 
 
 class ParleyServer(socketio.AsyncServer):

@@ -50,6 +50,13 @@ SIGNATURES = [
     ("engineio.async_socket.AsyncSocket.close", "self wait abort reason",
      "websocket.py LeanWebSocket.__call__ calls close(wait=False, abort=True, reason=...)"),
     ("engineio.async_socket.AsyncSocket.receive", "self pkt", "websocket.py _read calls it"),
+    ("engineio.async_socket.AsyncSocket._send_ping", "self",
+     "server.py EngineIoServer.start_background_task takes this bound method as `ping this socket later` (pings.py)"),
+    ("engineio.async_socket.AsyncSocket.schedule_ping", "self",
+     "pings.py PingWheel relies on it clearing `last_ping` and asking for `_send_ping` (see the test below)"),
+    ("engineio.AsyncServer.start_background_task", "self target args kwargs",
+     "server.py EngineIoServer.start_background_task overrides it"),
+    ("engineio.AsyncServer._service_task", "self", "server.py EngineIoServer._service_task overrides it (the ping wheel)"),
     ("socketio.async_pubsub_manager.AsyncPubSubManager.__init__", "self channel write_only logger json",
      "routed_manager.py RoutedRedisManager.__init__ calls it with channel, write_only, logger"),
     ("socketio.async_pubsub_manager.AsyncPubSubManager.emit",
@@ -180,3 +187,30 @@ def test_the_pub_sub_listener_and_message_are_as_the_routed_manager_expects():
 def test_the_engine_io_packet_types_the_lean_transport_uses_exist():
     missing = [name for name in ("MESSAGE", "PING", "PONG", "NOOP", "UPGRADE", "CLOSE") if not hasattr(eio_packet, name)]
     assert not missing, f"engineio.packet lost packet types websocket.py uses: {missing}"
+
+
+def test_engine_io_asks_for_each_ping_through_start_background_task_and_keeps_last_ping():
+    schedule = flat_source(AsyncSocket.schedule_ping)
+    assert "self.last_ping=None" in schedule and "self.server.start_background_task(self._send_ping)" in schedule, (
+        "engineio.async_socket.AsyncSocket.schedule_ping no longer clears `last_ping` and starts `_send_ping` "
+        "through server.start_background_task: the ping wheel (pings.py, server.py EngineIoServer) relies on both")
+    assert "s.schedule_ping()" in flat_source(engineio.AsyncServer._handle_connect), (
+        "engineio.AsyncServer._handle_connect no longer schedules a new socket's first ping: the wheel never sees it")
+    assert "self.schedule_ping()" in flat_source(AsyncSocket.receive), (
+        "engineio.async_socket.AsyncSocket.receive no longer schedules the next ping on a PONG")
+    check = flat_source(AsyncSocket.check_ping_timeout)
+    assert "time.time()-last_ping>self.server.ping_timeout" in check and "reason=self.server.reason.PING_TIMEOUT" in check, (
+        "engine.io's ping timeout moved (check_ping_timeout): pings.py PingWheel._check does what it did, on "
+        "time.time() and with reason PING_TIMEOUT")
+
+
+def test_engine_io_starts_and_stops_the_service_task_that_runs_the_ping_wheel():
+    connect = flat_source(engineio.AsyncServer._handle_connect)
+    assert "self.start_background_task(self._service_task)" in connect, (
+        "engineio.AsyncServer._handle_connect no longer starts `_service_task`: EngineIoServer runs the ping wheel there")
+    shutdown = flat_source(engineio.AsyncServer.shutdown)
+    assert "self.service_task_event.set()" in shutdown and "awaitself.service_task_handle" in shutdown, (
+        "engineio.AsyncServer.shutdown no longer stops the service task through `service_task_event`: "
+        "EngineIoServer._service_task (the ping wheel) stops on it")
+    server = EngineIoServer(async_mode="aiohttp", monitor_clients=False)
+    assert server.start_service_task, "EngineIoServer must run its service task (the ping wheel) whatever it is given"
