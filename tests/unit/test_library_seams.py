@@ -73,6 +73,8 @@ SIGNATURES = [
      "routed_manager.py RoutedRedisManager.initialize overrides it"),
     ("socketio.async_pubsub_manager.AsyncPubSubManager.get_participants", "self namespace room",
      "routed_manager.py _emit_here calls it for (sid, eio_sid) pairs"),
+    ("socketio.async_pubsub_manager.AsyncPubSubManager.basic_leave_room", "self sid namespace room",
+     "routed_manager.py RoutedRedisManager.basic_leave_room overrides it"),
     ("socketio.async_pubsub_manager.AsyncPubSubManager.is_connected", "self sid namespace",
      "routed_manager.py RoutedRedisManager.emit calls it"),
 ]
@@ -214,3 +216,16 @@ def test_engine_io_starts_and_stops_the_service_task_that_runs_the_ping_wheel():
         "EngineIoServer._service_task (the ping wheel) stops on it")
     server = EngineIoServer(async_mode="aiohttp", monitor_clients=False)
     assert server.start_service_task, "EngineIoServer must run its service task (the ping wheel) whatever it is given"
+
+
+def test_every_way_out_of_a_room_goes_through_basic_leave_room():
+    assert "self.basic_leave_room(sid,namespace,room)" in flat_source(AsyncPubSubManager.basic_disconnect), (
+        "python-socketio's basic_disconnect no longer leaves rooms through basic_leave_room: "
+        "routed_manager.py RoutedRedisManager notes emptied user rooms there")
+    assert "self.basic_leave_room(sid,namespace,room)" in flat_source(AsyncPubSubManager.basic_close_room), (
+        "python-socketio's basic_close_room no longer leaves rooms through basic_leave_room")
+    assert "returnself.basic_leave_room(sid,namespace,room)" in flat_source(AsyncManager.leave_room), (
+        "python-socketio's AsyncManager.leave_room no longer goes through basic_leave_room")
+    assert "delself.rooms[namespace][room]" in flat_source(AsyncPubSubManager.basic_leave_room), (
+        "python-socketio's basic_leave_room no longer deletes a room its last socket left: "
+        "RoutedRedisManager.basic_leave_room takes an absent room as emptied")
