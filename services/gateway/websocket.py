@@ -239,6 +239,11 @@ async def _next_packet(ws: web.WebSocketResponse, timeout: float | None = None) 
         message = await ws.receive(timeout=timeout)
     except asyncio.TimeoutError:
         return None
+    return _packet(message)
+
+
+def _packet(message) -> eio_packet.Packet | None:
+    """The engine.io packet a websocket message holds; None if it holds none (the connection ends)."""
     if message.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
         return None
     try:
@@ -271,9 +276,11 @@ async def _open(socket, ws: web.WebSocketResponse, timeout: float) -> bool:
 
 async def _read(socket, ws: web.WebSocketResponse) -> None:
     """Until the connection ends. No timer per frame: a client gone silent misses engine.io's
-    pings, its ping check ends the session, and that closes this websocket (`ParleyServer`)."""
+    pings, its ping check ends the session, and that closes this websocket (`ParleyServer`).
+    It awaits `ws.receive()` itself, not through `_next_packet`: an idle socket waits here for
+    its whole life, and each coroutine in that chain holds a frame (about 260 bytes a socket)."""
     on_message = socket.server.handlers.get("message")  # python-socketio's
-    while (pkt := await _next_packet(ws)) is not None:
+    while (pkt := _packet(await ws.receive())) is not None:
         if pkt.packet_type == eio_packet.MESSAGE and binary_packet(pkt.data):
             log.warning(BINARY_REFUSED)  # before anything of it is kept: the connection ends here
             return
