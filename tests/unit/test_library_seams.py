@@ -35,6 +35,8 @@ SIGNATURES = [
      "server.py ParleyServer._handle_eio_message overrides it; websocket.py _read calls it directly"),
     ("socketio.AsyncServer._handle_eio_disconnect", "self eio_sid reason",
      "server.py ParleyServer._handle_eio_disconnect overrides it"),
+    ("socketio.AsyncServer._handle_connect", "self eio_sid namespace data",
+     "server.py ParleyServer._handle_connect overrides it (and trims `self.environ[eio_sid]` after)"),
     ("socketio.AsyncServer._engineio_server_class", "self",
      "server.py ParleyServer._engineio_server_class overrides it"),
     ("socketio.packet.Packet.__init__", "self packet_type data namespace id binary encoded_packet",
