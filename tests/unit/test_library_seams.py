@@ -231,3 +231,22 @@ def test_every_way_out_of_a_room_goes_through_basic_leave_room():
     assert "delself.rooms[namespace][room]" in flat_source(AsyncPubSubManager.basic_leave_room), (
         "python-socketio's basic_leave_room no longer deletes a room its last socket left: "
         "RoutedRedisManager.basic_leave_room takes an absent room as emptied")
+
+
+def test_aiohttp_never_uses_an_upgraded_connections_http_parser_unguarded():
+    from aiohttp import base_protocol, web_protocol
+
+    handler = web_protocol.RequestHandler
+    data_received = flat_source(handler.data_received)
+    assert "ifself._payload_parserisNoneandnotself._upgraded:" in data_received, (
+        "aiohttp's RequestHandler.data_received may now parse HTTP on an upgraded connection: websocket.py "
+        "_drop_http_parser sets its `_parser` to None once a websocket is open")
+    assert "ifself._parserisnotNone:" in flat_source(handler.start), (
+        "aiohttp's RequestHandler.start no longer guards `_parser` against None (websocket.py _drop_http_parser)")
+    assert "andself._parserisnotNone" in flat_source(handler.finish_response), (
+        "aiohttp's RequestHandler.finish_response no longer guards `_parser` against None (websocket.py _drop_http_parser)")
+    assert "ifnotself._upgraded:assertself._parserisnotNone" in flat_source(base_protocol.BaseProtocol.pause_reading), (
+        "aiohttp's pause_reading may now use the parser of an upgraded connection (websocket.py _drop_http_parser)")
+    uses = re.findall(r"self\._parser\b", inspect.getsource(web_protocol))
+    assert len(uses) == 8, (f"aiohttp's web_protocol uses RequestHandler._parser in {len(uses)} places, not 8: "
+                            "check each still allows None once upgraded (websocket.py _drop_http_parser)")
