@@ -20,14 +20,22 @@ import orjson
 import socketio
 from aiohttp import web
 from engineio import packet as eio_packet
+from engineio.async_socket import AsyncSocket
 
 from ..shared import fast_json
 from ..shared.errors import ErrorCode, error_response
 from .delivery_log import DeliveryLog, FeedPacket
+from .pings import PingWheel
 from .recovery import guard_offsets
 from .websocket import BINARY_REFUSED, UNDECODABLE, FrameWriter, PacketQueue, binary_packet, lean_websocket_class
 
 log = logging.getLogger(__name__)
+
+# The ping wheel's resolution: a ping leaves at most this late (engine.io's clients allow the
+# ping interval plus the ping timeout), and a silent client is closed at most this late.
+PING_TICK_SECONDS = 1.0
+# What a connected socket's environ keeps of its handshake (see `ParleyServer._handle_connect`).
+ENVIRON_KEPT = ("REQUEST_METHOD", "PATH_INFO", "QUERY_STRING", "REMOTE_ADDR", "wsgi.url_scheme", "aiohttp.request")
 
 
 class WirePacket(socketio.packet.Packet):
@@ -72,15 +80,35 @@ class WirePacket(socketio.packet.Packet):
 
 
 class EngineIoServer(engineio.AsyncServer):
-    """engine.io's server, whose sockets queue packets in a `PacketQueue` (`create_queue`).
+    """engine.io's server, whose sockets queue packets in a `PacketQueue` (`create_queue`), and
+    whose pings and ping timeouts all run from one `PingWheel` (`pings`).
 
     Measured (bench/RESULTS.md, appendix, "Connect storm and presence"): no asyncio.Queue once
     the websocket is open took gateway memory per idle socket from 29.0 to 25.7 KiB (an idle
-    asyncio.Queue is 3.2 KiB), `python -m bench.presence_bench --sockets 10000`.
+    asyncio.Queue is 3.2 KiB), `python -m bench.presence_bench --sockets 10000`. The ping
+    wheel's measured reason is in `pings`.
     """
+
+    def __init__(self, *args, **kwargs):
+        kwargs["monitor_clients"] = True  # the service task is what sends the pings now
+        super().__init__(*args, **kwargs)
+        self.pings = PingWheel(self, tick=min(PING_TICK_SECONDS, self.ping_interval / 4, self.ping_timeout / 4))
 
     def create_queue(self, *args, **kwargs):
         return PacketQueue()
+
+    def start_background_task(self, target, *args, **kwargs):
+        """engine.io's `schedule_ping` starts a task per socket to sleep out the ping interval:
+        the wheel pings the socket instead."""
+        if getattr(target, "__func__", None) is AsyncSocket._send_ping:
+            self.pings.ping_later(target.__self__)
+            return None
+        return super().start_background_task(target, *args, **kwargs)
+
+    async def _service_task(self):
+        """engine.io's per-socket ping check, replaced by the wheel's (stopped by `shutdown`)."""
+        self.service_task_event = self.create_event()
+        await self.pings.run(self.service_task_event)
 
 
 class ParleyServer(socketio.AsyncServer):
@@ -184,6 +212,21 @@ class ParleyServer(socketio.AsyncServer):
         if output is None:  # the handshake, long-polling, a socket going away: engine.io's path
             return await super()._send_eio_packet(eio_sid, eio_pkt)
         output.send(eio_pkt)
+
+    async def _handle_connect(self, eio_sid, namespace, data):
+        """Once a socket has connected, its handshake's environ keeps only ENVIRON_KEPT: the
+        headers (`HTTP_*`) were read by the CONNECT handler, and all stay reachable in
+        `environ["aiohttp.request"]`.
+        A refused CONNECT keeps them, for the client's next try on the same session.
+
+        Measured: 10,000 idle sockets over 4 gateways, `python -m bench.idle_bench`, see
+        bench/RESULTS.md "Idle sockets" (a browser's dozen headers weigh more than the bench's 5)."""
+        await super()._handle_connect(eio_sid, namespace, data)
+        environ = self.environ.get(eio_sid)
+        if environ is not None and self.manager.sid_from_eio_sid(eio_sid, namespace or "/") is not None:
+            kept = {key: environ[key] for key in ENVIRON_KEPT if key in environ}
+            environ.clear()  # the same dict the handshake's frames hold: a smaller table in place
+            environ.update(kept)
 
     async def _handle_eio_connect(self, eio_sid, environ):
         await super()._handle_eio_connect(eio_sid, environ)

@@ -208,6 +208,7 @@ class LeanWebSocket(EngineIoWebSocket):
         request: web.Request = environ["aiohttp.request"]
         ws = web.WebSocketResponse(max_msg_size=self.server.max_http_buffer_size, compress=False)
         await ws.prepare(request)
+        _drop_http_parser(request)
         self._sock, self.environ = ws, environ
         output = None
         try:
@@ -222,6 +223,17 @@ class LeanWebSocket(EngineIoWebSocket):
                 await socket.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
             await (output.closer if output is not None and output.closer else ws.close())
         return ws
+
+
+def _drop_http_parser(request: web.Request) -> None:
+    """aiohttp keeps a connection's HTTP parser for the connection's life; an upgraded one has its
+    websocket reader instead and never parses HTTP again (aiohttp itself checks for None there:
+    its connection_lost sets it so). 760 bytes a socket, of about 20 KiB (tracemalloc, 5,000 idle
+    sockets on one gateway). An aiohttp internal: pyproject.toml pins aiohttp exactly, and
+    tests/unit/test_library_seams.py checks aiohttp's guards."""
+    protocol = request.protocol
+    if protocol is not None and protocol._upgraded and protocol._payload_parser is not None:
+        protocol._parser = None
 
 
 def binary_packet(data: str | bytes) -> bool:
@@ -239,6 +251,11 @@ async def _next_packet(ws: web.WebSocketResponse, timeout: float | None = None) 
         message = await ws.receive(timeout=timeout)
     except asyncio.TimeoutError:
         return None
+    return _packet(message)
+
+
+def _packet(message) -> eio_packet.Packet | None:
+    """The engine.io packet a websocket message holds; None if it holds none (the connection ends)."""
     if message.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
         return None
     try:
@@ -271,9 +288,11 @@ async def _open(socket, ws: web.WebSocketResponse, timeout: float) -> bool:
 
 async def _read(socket, ws: web.WebSocketResponse) -> None:
     """Until the connection ends. No timer per frame: a client gone silent misses engine.io's
-    pings, its ping check ends the session, and that closes this websocket (`ParleyServer`)."""
+    pings, its ping check ends the session, and that closes this websocket (`ParleyServer`).
+    It awaits `ws.receive()` itself, not through `_next_packet`: an idle socket waits here for
+    its whole life, and each coroutine in that chain holds a frame (about 260 bytes a socket)."""
     on_message = socket.server.handlers.get("message")  # python-socketio's
-    while (pkt := await _next_packet(ws)) is not None:
+    while (pkt := _packet(await ws.receive())) is not None:
         if pkt.packet_type == eio_packet.MESSAGE and binary_packet(pkt.data):
             log.warning(BINARY_REFUSED)  # before anything of it is kept: the connection ends here
             return

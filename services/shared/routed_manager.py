@@ -196,6 +196,9 @@ class RoutedRedisManager(AsyncPubSubManager):
         self._unreadable = unreadable
         self._unread_nodes_logged: set[str] = set()  # nodes reading none of our formats, warned of once
         self._registered: set[str] = set()  # user rooms this node has entered in the registry
+        # Registered user rooms whose last socket left since the last refresh (`basic_leave_room`):
+        # the refresh unregisters those still empty, rather than scanning every room of the node.
+        self._emptied: set[str] = set()
         # A registration failed (Redis away, or a pooled connection that died with a restart):
         # the next refresh writes every entry again, whatever the liveness key says.
         self._register_again = False
@@ -480,6 +483,16 @@ class RoutedRedisManager(AsyncPubSubManager):
             log.warning("could not register %d user room(s): %r", len(rooms), exc)
             return False
 
+    def basic_leave_room(self, sid, namespace, room):
+        """python-socketio's, which deletes a room when its last socket leaves (a disconnect
+        leaves each room through it): a registered user room left empty is noted for the refresh.
+
+        Measured: the refresh scanned every room of the node each heartbeat, 10 % of an idle
+        gateway's CPU with 15,000 sockets (py-spy, 250 Hz, 30 s; `python -m bench.idle_bench`)."""
+        super().basic_leave_room(sid, namespace, room)
+        if room in self._registered and namespace == "/" and not self.rooms.get("/", {}).get(room):
+            self._emptied.add(room)
+
     def _local_user_rooms(self) -> set[str]:
         return {room for room, members in self.rooms.get("/", {}).items()
                 if isinstance(room, str) and room.startswith(USER_ROOM_PREFIX) and members}
@@ -497,10 +510,11 @@ class RoutedRedisManager(AsyncPubSubManager):
 
     async def _refresh(self, written: float) -> float:
         """Keeps this node's liveness key alive and its entries right; when they were last all written."""
-        local = self._local_user_rooms()
-        gone = self._registered - local
-        if gone:
-            await self._unregister(sorted(gone))
+        emptied, self._emptied = self._emptied, set()
+        here = self.rooms.get("/", {})
+        gone = sorted(room for room in emptied if room in self._registered and not here.get(room))
+        if gone and not await self._unregister(gone):
+            self._emptied.update(gone)  # the next refresh tries again
         try:
             # GET: the previous value, None if the key had lapsed (Redis unreachable for longer
             # than its TTL, or restarted empty): other nodes may have dropped our entries then.
@@ -511,22 +525,25 @@ class RoutedRedisManager(AsyncPubSubManager):
             return written
         if lapsed or self._register_again or time.monotonic() - written > USER_ROUTE_TTL_SECONDS / 2:
             failed_before = self._register_again
-            if not await self._register(sorted(local), every_room=True):
+            if not await self._register(sorted(self._local_user_rooms()), every_room=True):
                 return written
             if failed_before:  # emits for the users it missed reached nobody here meanwhile
                 self._catch_up()
             return time.monotonic()
         return written
 
-    async def _unregister(self, rooms: list[str]) -> None:
+    async def _unregister(self, rooms: list[str]) -> bool:
+        """Takes this node out of the route sets of `rooms`; whether Redis took it."""
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for user_room in rooms:
                     pipe.srem(user_nodes_key(self._prefix, user_room[len(USER_ROOM_PREFIX):]), self.node_id)
                 await pipe.execute()
             self._registered.difference_update(rooms)
+            return True
         except (RedisError, OSError) as exc:
             log.warning("could not unregister %d user room(s) (they lapse by themselves): %r", len(rooms), exc)
+            return False
 
     # --- listening -------------------------------------------------------------------------------
 

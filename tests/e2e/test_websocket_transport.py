@@ -136,3 +136,31 @@ async def test_a_client_gone_silent_is_disconnected_and_its_websocket_closed(qui
         assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED), message
         assert "2" in frames, frames  # a ping it never answered, then the close
         await silent.close()
+
+
+async def test_clients_that_answer_pings_stay_connected_on_either_transport(quick_ping_cluster):
+    """The node's pings come from one timer wheel (services/gateway/pings.py) for websocket and
+    long-polling sockets alike: each gets its pings, and answering keeps it connected through
+    many ping timeouts."""
+    url = quick_ping_cluster.gateway_url("a")
+    internal_url = quick_ping_cluster.gateway_internal_url("a")
+    ada, grace = await create_user(quick_ping_cluster.history_url), await create_user(quick_ping_cluster.history_url)
+    polling = await ChatClient(url, grace.token).connect(transports=("polling",))
+    async with aiohttp.ClientSession() as http:
+        answering = await http.ws_connect(url + "/socket.io/?EIO=4&transport=websocket", autoping=False)
+        try:
+            assert (await answering.receive_str(timeout=5)).startswith("0{")
+            await answering.send_str('40{"token": "%s"}' % ada.token)
+            assert (await answering.receive_str(timeout=5)).startswith("40{")
+            pings = 0
+            while pings < 5:  # five pings, each within a ping interval and a tick of the last
+                if await answering.receive_str(timeout=3) == "2":
+                    pings += 1
+                    await answering.send_str("3")
+            # Five ping timeouts on (a polling client is closed after its poll waits the ping
+            # interval and timeout, two seconds here, for a ping): both are still there.
+            assert await sockets_connected(http, internal_url) == 2
+            assert polling.sio.connected and polling.sio.transport() == "polling"
+        finally:
+            await answering.close()
+            await polling.sio.eio.disconnect(abort=True)

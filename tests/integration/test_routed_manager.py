@@ -125,6 +125,21 @@ async def test_a_user_who_left_the_node_is_taken_out_at_the_next_refresh(private
     assert await published_to(private_redis, n2, "ada") == {"n1": [], "n2": []}
 
 
+async def test_a_user_whose_socket_disconnected_is_taken_out_and_one_who_came_back_is_kept(private_redis, nodes):
+    """The refresh looks only at the user rooms emptied since the last one (not every room)."""
+    n1, n2 = nodes
+    await n1._register(hold(n1, "ada", "grace"))
+    n1.basic_disconnect("sid-0", "/")  # ada's only socket: python-socketio leaves each of its rooms
+    n1.basic_leave_room("sid-1", "/", "user:grace")
+    n1.basic_enter_room("sid-9", "/", "user:grace", eio_sid="eio-9")  # grace is back before the refresh
+
+    await n1._refresh(written=time.monotonic())
+
+    assert await n2._redis.smembers(user_nodes_key(PREFIX, "ada")) == set()
+    assert await n2._redis.smembers(user_nodes_key(PREFIX, "grace")) == {b"n1"}
+    assert await published_to(private_redis, n2, "grace") == {"n1": [b'[{"event":"x"}]'], "n2": []}
+
+
 async def test_a_node_listens_from_start_up_and_is_not_ready_until_subscribed(private_redis):
     manager = RoutedRedisManager(private_redis.url, PREFIX, node_id="n3", liveness=LIVENESS)
     server = socketio.AsyncServer(client_manager=manager, async_mode="aiohttp")

@@ -35,6 +35,8 @@ SIGNATURES = [
      "server.py ParleyServer._handle_eio_message overrides it; websocket.py _read calls it directly"),
     ("socketio.AsyncServer._handle_eio_disconnect", "self eio_sid reason",
      "server.py ParleyServer._handle_eio_disconnect overrides it"),
+    ("socketio.AsyncServer._handle_connect", "self eio_sid namespace data",
+     "server.py ParleyServer._handle_connect overrides it (and trims `self.environ[eio_sid]` after)"),
     ("socketio.AsyncServer._engineio_server_class", "self",
      "server.py ParleyServer._engineio_server_class overrides it"),
     ("socketio.packet.Packet.__init__", "self packet_type data namespace id binary encoded_packet",
@@ -50,6 +52,13 @@ SIGNATURES = [
     ("engineio.async_socket.AsyncSocket.close", "self wait abort reason",
      "websocket.py LeanWebSocket.__call__ calls close(wait=False, abort=True, reason=...)"),
     ("engineio.async_socket.AsyncSocket.receive", "self pkt", "websocket.py _read calls it"),
+    ("engineio.async_socket.AsyncSocket._send_ping", "self",
+     "server.py EngineIoServer.start_background_task takes this bound method as `ping this socket later` (pings.py)"),
+    ("engineio.async_socket.AsyncSocket.schedule_ping", "self",
+     "pings.py PingWheel relies on it clearing `last_ping` and asking for `_send_ping` (see the test below)"),
+    ("engineio.AsyncServer.start_background_task", "self target args kwargs",
+     "server.py EngineIoServer.start_background_task overrides it"),
+    ("engineio.AsyncServer._service_task", "self", "server.py EngineIoServer._service_task overrides it (the ping wheel)"),
     ("socketio.async_pubsub_manager.AsyncPubSubManager.__init__", "self channel write_only logger json",
      "routed_manager.py RoutedRedisManager.__init__ calls it with channel, write_only, logger"),
     ("socketio.async_pubsub_manager.AsyncPubSubManager.emit",
@@ -66,6 +75,8 @@ SIGNATURES = [
      "routed_manager.py RoutedRedisManager.initialize overrides it"),
     ("socketio.async_pubsub_manager.AsyncPubSubManager.get_participants", "self namespace room",
      "routed_manager.py _emit_here calls it for (sid, eio_sid) pairs"),
+    ("socketio.async_pubsub_manager.AsyncPubSubManager.basic_leave_room", "self sid namespace room",
+     "routed_manager.py RoutedRedisManager.basic_leave_room overrides it"),
     ("socketio.async_pubsub_manager.AsyncPubSubManager.is_connected", "self sid namespace",
      "routed_manager.py RoutedRedisManager.emit calls it"),
 ]
@@ -180,3 +191,62 @@ def test_the_pub_sub_listener_and_message_are_as_the_routed_manager_expects():
 def test_the_engine_io_packet_types_the_lean_transport_uses_exist():
     missing = [name for name in ("MESSAGE", "PING", "PONG", "NOOP", "UPGRADE", "CLOSE") if not hasattr(eio_packet, name)]
     assert not missing, f"engineio.packet lost packet types websocket.py uses: {missing}"
+
+
+def test_engine_io_asks_for_each_ping_through_start_background_task_and_keeps_last_ping():
+    schedule = flat_source(AsyncSocket.schedule_ping)
+    assert "self.last_ping=None" in schedule and "self.server.start_background_task(self._send_ping)" in schedule, (
+        "engineio.async_socket.AsyncSocket.schedule_ping no longer clears `last_ping` and starts `_send_ping` "
+        "through server.start_background_task: the ping wheel (pings.py, server.py EngineIoServer) relies on both")
+    assert "s.schedule_ping()" in flat_source(engineio.AsyncServer._handle_connect), (
+        "engineio.AsyncServer._handle_connect no longer schedules a new socket's first ping: the wheel never sees it")
+    assert "self.schedule_ping()" in flat_source(AsyncSocket.receive), (
+        "engineio.async_socket.AsyncSocket.receive no longer schedules the next ping on a PONG")
+    check = flat_source(AsyncSocket.check_ping_timeout)
+    assert "time.time()-last_ping>self.server.ping_timeout" in check and "reason=self.server.reason.PING_TIMEOUT" in check, (
+        "engine.io's ping timeout moved (check_ping_timeout): pings.py PingWheel._check does what it did, on "
+        "time.time() and with reason PING_TIMEOUT")
+
+
+def test_engine_io_starts_and_stops_the_service_task_that_runs_the_ping_wheel():
+    connect = flat_source(engineio.AsyncServer._handle_connect)
+    assert "self.start_background_task(self._service_task)" in connect, (
+        "engineio.AsyncServer._handle_connect no longer starts `_service_task`: EngineIoServer runs the ping wheel there")
+    shutdown = flat_source(engineio.AsyncServer.shutdown)
+    assert "self.service_task_event.set()" in shutdown and "awaitself.service_task_handle" in shutdown, (
+        "engineio.AsyncServer.shutdown no longer stops the service task through `service_task_event`: "
+        "EngineIoServer._service_task (the ping wheel) stops on it")
+    server = EngineIoServer(async_mode="aiohttp", monitor_clients=False)
+    assert server.start_service_task, "EngineIoServer must run its service task (the ping wheel) whatever it is given"
+
+
+def test_every_way_out_of_a_room_goes_through_basic_leave_room():
+    assert "self.basic_leave_room(sid,namespace,room)" in flat_source(AsyncPubSubManager.basic_disconnect), (
+        "python-socketio's basic_disconnect no longer leaves rooms through basic_leave_room: "
+        "routed_manager.py RoutedRedisManager notes emptied user rooms there")
+    assert "self.basic_leave_room(sid,namespace,room)" in flat_source(AsyncPubSubManager.basic_close_room), (
+        "python-socketio's basic_close_room no longer leaves rooms through basic_leave_room")
+    assert "returnself.basic_leave_room(sid,namespace,room)" in flat_source(AsyncManager.leave_room), (
+        "python-socketio's AsyncManager.leave_room no longer goes through basic_leave_room")
+    assert "delself.rooms[namespace][room]" in flat_source(AsyncPubSubManager.basic_leave_room), (
+        "python-socketio's basic_leave_room no longer deletes a room its last socket left: "
+        "RoutedRedisManager.basic_leave_room takes an absent room as emptied")
+
+
+def test_aiohttp_never_uses_an_upgraded_connections_http_parser_unguarded():
+    from aiohttp import base_protocol, web_protocol
+
+    handler = web_protocol.RequestHandler
+    data_received = flat_source(handler.data_received)
+    assert "ifself._payload_parserisNoneandnotself._upgraded:" in data_received, (
+        "aiohttp's RequestHandler.data_received may now parse HTTP on an upgraded connection: websocket.py "
+        "_drop_http_parser sets its `_parser` to None once a websocket is open")
+    assert "ifself._parserisnotNone:" in flat_source(handler.start), (
+        "aiohttp's RequestHandler.start no longer guards `_parser` against None (websocket.py _drop_http_parser)")
+    assert "andself._parserisnotNone" in flat_source(handler.finish_response), (
+        "aiohttp's RequestHandler.finish_response no longer guards `_parser` against None (websocket.py _drop_http_parser)")
+    assert "ifnotself._upgraded:assertself._parserisnotNone" in flat_source(base_protocol.BaseProtocol.pause_reading), (
+        "aiohttp's pause_reading may now use the parser of an upgraded connection (websocket.py _drop_http_parser)")
+    uses = re.findall(r"self\._parser\b", inspect.getsource(web_protocol))
+    assert len(uses) == 8, (f"aiohttp's web_protocol uses RequestHandler._parser in {len(uses)} places, not 8: "
+                            "check each still allows None once upgraded (websocket.py _drop_http_parser)")
