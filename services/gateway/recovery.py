@@ -48,13 +48,13 @@ import hmac
 import logging
 import time
 from dataclasses import dataclass
-from urllib.parse import quote
 
 import orjson
 
 from ..shared.batching import Batcher
 from ..shared.errors import ParleyError
 from ..shared.internal import InternalClient
+from ..shared.limits import MAX_REPLAYS_PER_CALL
 from .delivery_log import FEED_EVENTS, DeliveryLog, ResumePoint, replayed_packet
 from .metrics import GatewayMetrics
 
@@ -147,6 +147,9 @@ class Recovery:
         self.max_events = max_events
         self.metrics = metrics
         self._heads: Batcher[None, int] = Batcher(self._read_heads, max_batch=MAX_HEAD_READS_PER_CALL)
+        # Recoveries that arrive together (a restarted node's clients) share history's reads.
+        self._replays: Batcher[tuple[str, int], dict] = Batcher(self._read_replays, max_batch=MAX_REPLAYS_PER_CALL,
+                                                                  max_in_flight=2)
 
     async def connect(self, sid: str, user_id: str, auth: object, enter_user_room) -> None:
         """Joins the socket to its user room (`enter_user_room`), recovering its session if it
@@ -212,11 +215,7 @@ class Recovery:
         """The events this user's sockets heard after `after`; None past RECOVERY_MAX_EVENTS or
         when history cannot say."""
         try:
-            answer = await self.history.call(
-                "GET", f"/internal/users/{quote(user_id, safe='')}/replay",
-                params={"after": str(after), "limit": str(self.max_events)}, idempotent=True,
-                route="/internal/users/{userId}/replay",
-            )
+            answer = await self._replays.submit((user_id, after))
         except ParleyError as exc:
             log.warning("connection not recovered: history could not replay (%s)", exc.code)
             self._not_recovered("unavailable")
@@ -225,6 +224,14 @@ class Recovery:
             self._not_recovered("too_many")
             return None
         return answer["events"]
+
+    async def _read_replays(self, requests: list[tuple[str, int]]) -> list[dict]:
+        answer = await self.history.call(
+            "POST", "/internal/replay", idempotent=True, route="/internal/replay",
+            json={"requests": [{"userId": user_id, "after": str(after)} for user_id, after in requests],
+                  "limit": self.max_events},
+        )
+        return answer["results"]
 
     def _not_recovered(self, reason: str) -> None:
         self.metrics.recoveries_refused.labels(reason).inc()
@@ -244,4 +251,5 @@ class Recovery:
 
     async def close(self) -> None:
         await self._heads.close()
+        await self._replays.close()
 

@@ -83,24 +83,35 @@ class HistoryHandler:
         message as it stands now; a receipt, a group change or a reaction is the event and payload
         emitted live (feed_events.py). The gateway replays these to a socket that recovers its
         connection (services/gateway/recovery.py) and after a pub/sub outage (catchup.py)."""
-        changes, has_more, events_pruned = await self._store.feed(me, after, limit)
-        if events_pruned:
-            return [], True  # a replay with holes is no recovery: the client is told to sync
-        events: list[list] = []
-        for position, kind, body in changes:
-            offset = str(position)
-            if kind == "deletion":
-                events.append(["messageDeleted", body, offset])
-                continue
-            if kind == "edit":
-                events.append(["messageEdited", {"message": body}, offset])
-                continue
-            if kind == "event":
-                events.append([body.event, body.payload, offset])
-                continue
-            receiver = body["receiver"]
-            if body["sender"]["_id"] != me or (receiver is not None and receiver["_id"] == me):
-                events.append(["receiveMessage", body, offset])
-            if body["sender"]["_id"] == me:
-                events.append(["messageSent", body, offset])
-        return events, has_more
+        [replayed] = await self.replay_many([(me, after)], limit)
+        return replayed
+
+    async def replay_many(self, requests: list[tuple[str, int]], limit: int) -> list[tuple[list[list], bool]]:
+        """`replay` for each (user, position), in order, read together (`MessageStore.feeds`)."""
+        feeds = await self._store.feeds(requests, limit)
+        return [_replayed(me, changes, has_more, events_pruned)
+                for (me, _), (changes, has_more, events_pruned) in zip(requests, feeds, strict=True)]
+
+
+def _replayed(me: str, changes: list, has_more: bool, events_pruned: bool) -> tuple[list[list], bool]:
+    """A feed read as `replay` answers it: the events my sockets heard, and whether more follow."""
+    if events_pruned:
+        return [], True  # a replay with holes is no recovery: the client is told to sync
+    events: list[list] = []
+    for position, kind, body in changes:
+        offset = str(position)
+        if kind == "deletion":
+            events.append(["messageDeleted", body, offset])
+            continue
+        if kind == "edit":
+            events.append(["messageEdited", {"message": body}, offset])
+            continue
+        if kind == "event":
+            events.append([body.event, body.payload, offset])
+            continue
+        receiver = body["receiver"]
+        if body["sender"]["_id"] != me or (receiver is not None and receiver["_id"] == me):
+            events.append(["receiveMessage", body, offset])
+        if body["sender"]["_id"] == me:
+            events.append(["messageSent", body, offset])
+    return events, has_more

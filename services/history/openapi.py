@@ -3,7 +3,7 @@ and the file of the whole document it serves at `/openapi.json`."""
 
 from pathlib import Path
 
-from ..shared.models import CallParties, InternalMarkRead, InternalReaction, PartnersQuery, StoreMessage, StoreMessages
+from ..shared.models import CallParties, InternalMarkRead, InternalReaction, PartnersQuery, ReplayRequests, StoreMessage, StoreMessages
 from ..shared.openapi import (
     ERROR,
     USER_ID,
@@ -279,6 +279,14 @@ INTERNAL_PATHS = {
             parameters=[USER, param("after", "query", "The feed position the socket has", CURSOR, required=True),
                         limit_param(REPLAY_PAGE)])
     },
+    "/internal/replay": {
+        "post": internal_operation(
+            "The replays of recovering sockets that arrived together, in order, each as the GET route answers it",
+            {"200": json_answer({"type": "object", "properties": {"results": {"type": "array", "items": {
+                "type": "object", "properties": {
+                    "events": {"type": "array", "items": {"type": "array"}}, "hasMore": {"type": "boolean"}}}}}})},
+            ReplayRequests)
+    },
     "/internal/feed/head": {
         "get": internal_operation("The change feed's settled head (a new socket's start)",
                                   {"200": json_answer({"type": "object", "properties": {"head": CURSOR}})})
@@ -300,7 +308,7 @@ FRAGMENT = Fragment(
     public=PUBLIC_PATHS,
     internal=INTERNAL_PATHS,
     models=(MessageOut, GroupMessageOut, UserProfile, MessagesRead, StoreMessage, StoreMessages, InternalMarkRead,
-            PartnersQuery, GroupOut, CreateGroup, UpdateGroup, AddMembers, SetRole, EditMessage, MessageEdited,
+            PartnersQuery, ReplayRequests, GroupOut, CreateGroup, UpdateGroup, AddMembers, SetRole, EditMessage, MessageEdited,
             ReactionUpdated, InternalReaction, CallParties, PushSubscriptionIn, PushEndpoint, Mute,
             NotificationSettings),
 )

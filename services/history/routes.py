@@ -10,7 +10,8 @@ from ..shared.errors import InvalidField, ParleyError, parse_model
 from ..shared.fast_json import json_response
 from ..shared.limits import MAX_USER_NAME_LENGTH
 from ..shared.emoji import EMOJI_RULE, is_emoji
-from ..shared.models import CallParties, InternalMarkRead, InternalReaction, PartnersQuery, StoreMessage, StoreMessages
+from ..shared.models import (CallParties, InternalMarkRead, InternalReaction, PartnersQuery, ReplayRequests, StoreMessage,
+                             StoreMessages)
 from ..shared.params import PageSize, cursor_param, limit_param, message_id, text_param, user_id_param
 from ..shared.web import admits, json_body
 from .app_keys import HANDLER, OPENAPI_JSON, RELAY, STORE, VERIFIER
@@ -259,6 +260,18 @@ async def replay(request: web.Request) -> web.Response:
     limit = limit_param(request.query, REPLAY_PAGE)
     events, has_more = await request.app[HANDLER].replay(path_user_id(request), after, limit)
     return json_response({"events": events, "hasMore": has_more})
+
+
+@internal_routes.post("/internal/replay")
+@admits("gateway")
+async def replay_many(request: web.Request) -> web.Response:
+    """The replays of recovering sockets that arrived together: `{"requests": [{"userId", "after"}],
+    "limit"}` answered `{"results": [{"events", "hasMore"}, ...]}` in order, each as
+    `GET /internal/users/{userId}/replay` answers, with one statement of each kind for them all."""
+    payload = parse_model(ReplayRequests, await json_body(request))
+    results = await request.app[HANDLER].replay_many(
+        [(each.user_id, message_id(each.after, "after")) for each in payload.requests], payload.limit)
+    return json_response({"results": [{"events": events, "hasMore": has_more} for events, has_more in results]})
 
 
 @internal_routes.get("/internal/feed/head")

@@ -34,6 +34,8 @@ from .limits import (
     MAX_NODE_ID_LENGTH,
     MAX_SOCKET_ID_LENGTH,
     MAX_SOCKETS_PER_CALL,
+    MAX_REPLAY_EVENTS,
+    MAX_REPLAYS_PER_CALL,
     MAX_STORE_BATCH,
     MAX_TEXT_LENGTH,
     MAX_USER_ID_LENGTH,
@@ -197,6 +199,21 @@ class StoreMessages(WireModel):
     """Internal `POST /internal/messages/batch`: `{"messages": [StoreMessage, ...]}`, stored in one commit."""
 
     messages: list[StoreMessage] = Field(min_length=1, max_length=MAX_STORE_BATCH)
+
+
+class ReplayRequest(WireModel):
+    """One recovering socket's replay: its user, and the feed position its client has."""
+
+    user_id: UserId = Field(alias="userId")
+    after: MessageId
+
+
+class ReplayRequests(WireModel):
+    """Internal `POST /internal/replay`: `{"requests": [{"userId", "after"}, ...], "limit": 1000}`,
+    answered `{"results": [{"events", "hasMore"}, ...]}` in order (one read for them all)."""
+
+    requests: list[ReplayRequest] = Field(min_length=1, max_length=MAX_REPLAYS_PER_CALL)
+    limit: int = Field(ge=1, le=MAX_REPLAY_EVENTS)
 
 
 class InternalMarkRead(WireModel):

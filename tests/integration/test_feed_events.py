@@ -10,7 +10,7 @@ import pytest
 
 from tests.integration.history_client import GATEWAY, Api
 from tests.support import User
-from tests.tally import ATTACK
+from tests.tally import ATTACK, BAD_INPUT
 
 THUMBS = "👍"
 # The feed events of feed_events.py (messages, deletions and edits have tests of their own).
@@ -115,3 +115,66 @@ async def test_a_non_member_never_reads_a_groups_events(api):
     assert names(bob_feed) == ["memberRemoved"] and int(bob_feed[0][-1]) == removed_at
     assert bob_feed[0][1] == {"groupId": group["_id"], "userId": bob.id}
     assert names(await replay(api, ada, removed_at)) == ["groupUpdated", "messageSent"]
+
+
+async def replay_many(api: Api, requests: list[tuple[User, int]], limit: int = 1000):
+    return await api.internal.post("/internal/replay", headers=GATEWAY, json={
+        "requests": [{"userId": user.id, "after": str(after)} for user, after in requests], "limit": limit})
+
+
+async def test_replays_read_together_are_each_what_the_user_alone_is_replayed(api):
+    """A restarted node's recovering sockets share one `POST /internal/replay`: each result is
+    the user's own replay (messages both ways, a deletion, an edit with its reactions, receipts,
+    group events), never another's, whatever else the batch holds."""
+    ada, bob, cy, outsider = await api.user(), await api.user(), await api.user(), await api.user()
+    start = await head(api)
+    first = await direct(api, ada, bob, "climbing?")
+    second = await direct(api, bob, ada, "saturday")
+    await api.call("PUT", f"/api/messages/read/{ada.id}", bob)
+    await api.call("PUT", f"/api/messages/{second['_id']}/reactions/{quote(THUMBS, safe='')}", ada)
+    await api.call("PUT", f"/api/messages/{second['_id']}", bob, json={"text": "sunday"})
+    await api.call("DELETE", f"/api/messages/{first['_id']}", ada)
+    group = await api.create(ada, bob, cy)
+    middle = await head(api)
+    await api.send(cy, group, "count me in")
+    await api.call("PATCH", f"/api/groups/{group['_id']}", ada, json={"name": "Bouldering"})
+
+    requests = [(ada, start), (bob, start), (cy, start), (outsider, start), (ada, middle), (bob, start)]
+    answer = await replay_many(api, requests)
+
+    assert answer.status == 200, await answer.text()
+    results = (await answer.json())["results"]
+    assert [result["events"] for result in results] == [await replay(api, user, after) for user, after in requests]
+    assert all(result["hasMore"] is False for result in results)
+    # What the batch holds is each user's own, not the same answer six times.
+    assert {"receiveMessage", "messageDeleted", "messageEdited", "messagesRead", "reactionUpdated",
+            "groupUpdated"} <= set(names(results[0]["events"]))
+    assert results[3]["events"] == [] and len(results[4]["events"]) < len(results[0]["events"])
+    edited = next(event for event in results[1]["events"] if event[0] == "messageEdited")
+    assert edited[1]["message"]["reactions"] == [{"emoji": THUMBS, "count": 1, "me": False}]
+
+
+async def test_a_replay_batch_past_its_limit_says_has_more_for_that_request_only(api):
+    ada, bob = await api.user(), await api.user()
+    start = await head(api)
+    for number in range(3):
+        await direct(api, ada, bob, f"m{number}")
+    answer = await replay_many(api, [(ada, start), (bob, await head(api))], limit=2)
+    results = (await answer.json())["results"]
+    assert [result["hasMore"] for result in results] == [True, False]
+    assert len(results[0]["events"]) == 2 and results[1]["events"] == []
+
+
+@pytest.mark.tally(BAD_INPUT, "internal replay batch")
+@pytest.mark.parametrize("body", [
+    {"requests": [], "limit": 10},
+    {"requests": [{"userId": "u1", "after": "1"}] * 33, "limit": 10},
+    {"requests": [{"userId": "u1", "after": "x"}], "limit": 10},
+    {"requests": [{"userId": "u1", "after": "1"}], "limit": 0},
+    {"requests": [{"userId": "u1", "after": "1"}], "limit": 10001},
+    {"requests": [{"userId": "u1"}], "limit": 10},
+    {"requests": "u1", "limit": 10},
+])
+async def test_a_bad_replay_batch_is_refused_naming_the_field(api, body):
+    answer = await api.internal.post("/internal/replay", headers=GATEWAY, json=body)
+    assert answer.status == 400, await answer.text()
