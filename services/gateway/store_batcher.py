@@ -1,15 +1,14 @@
 """Group commit of sent messages: the sends that arrive while history is busy share one call.
 
-Up to `MAX_CALLS_IN_FLIGHT` calls to history are under way at a time; the sends arriving
+One call to history is under way at a time (`MAX_CALLS_IN_FLIGHT`); the sends arriving
 meanwhile leave together in the next, which history stores in one statement and one commit
-(see `shared.batching`). A send that finds a call free leaves at once. A sender's messages keep
-their order (`order_key`): one whose sender has a message in a call under way waits for that
-call, so ids, acks and deliveries follow the order the sender sent in; another sender's message
-takes the second call. History's writers run in parallel (migration 0012's feed claims), so the
-second call does not wait for the first: a quiet message no longer waits out a call it is not in.
-Back to back with one call at a time (566a4f2), same hour, load average 3 (bench/RESULTS.md,
-"Delivery"): median 10.4 -> 4.7 ms and p99 25.5 -> 19.6 ms at 500 msg/s; p99 101 -> 62 ms at
-2,000, 203 -> 61 ms at 3,000.
+(see `shared.batching`). A send that finds no call under way leaves at once.
+
+Two calls in flight (a sender's messages kept in order) were tried, now that history's writers
+run in parallel: with the collector tuned (gc_pauses.py) they lost, back to back and interleaved
+(bench/RESULTS.md, "What we tried and did not keep"): p99 20 to 23 against 14 ms at 1,000 msg/s,
+and 0.56 to 0.63 against 0.48 to 0.51 CPU-ms a message at 3,000/s: more, smaller calls cost
+Postgres and history a commit and a round trip each.
 
 While sends are queueing (PACE_FROM_WAITING or more waited for the call under way), calls start
 at most `min_interval` apart (`STORE_CALL_INTERVAL_SECONDS`, 15 ms by default), so the
@@ -35,7 +34,7 @@ from ..shared.limits import MAX_STORE_BATCH
 log = logging.getLogger(__name__)
 
 ROUTE = "/internal/messages/batch"
-MAX_CALLS_IN_FLIGHT = 2
+MAX_CALLS_IN_FLIGHT = 1
 # Pacing starts when this many sends waited for the call under way: fewer leave at once. A
 # statement costs Postgres about 0.3 ms and a message 0.03 ms more (bench/store_bench.py), so
 # below about 8 a call is cheap enough to send now; at 8 and more, the sends are queueing and
@@ -52,17 +51,13 @@ class Stored(NamedTuple):
     recipients: list[str] | None = None
 
 
-def sender_of(message: dict) -> str:
-    return message["senderId"]
-
-
 class StoreBatcher:
     def __init__(self, history: InternalClient, batch_size: Histogram, min_interval: float = 0.0):
         self._history = history
         self._batch_size = batch_size
         self._batcher: Batcher[dict, Stored] = Batcher(
             self._store, max_batch=MAX_STORE_BATCH, max_in_flight=MAX_CALLS_IN_FLIGHT, min_interval=min_interval,
-            pace_from=PACE_FROM_WAITING, order_key=sender_of,
+            pace_from=PACE_FROM_WAITING,
         )
 
     async def store(self, message: dict) -> Stored:

@@ -4,10 +4,7 @@ A `Batcher` hands items to a flush function (one call for many items: one HTTP r
 Redis script call, one pipeline). Nothing waits for a batch to fill: the first item leaves at
 the end of the current event loop turn with whatever else arrived in that turn, and while
 `max_in_flight` flushes are under way, new items queue for the next. An idle system pays no
-latency; a busy one makes few calls. With one flush in flight, items keep their order; with
-several, `order_key` keeps the order of the items that share a key (a sender's messages): an item
-whose key is in a flush under way waits for it to end, while items of other keys may leave in a
-flush of their own meanwhile.
+latency; a busy one makes few calls. With one flush in flight, items keep their order.
 
 `min_interval` paces a busy batcher: when at least `pace_from` items were waiting for a flush
 to end, the next one starts no sooner than that long after the previous one started, so the
@@ -17,8 +14,7 @@ leave at once, as does an item that finds nothing under way: pacing adapts to th
 """
 
 import asyncio
-from collections import Counter
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 Item = TypeVar("Item")
@@ -30,10 +26,8 @@ Flush = Callable[[list[Item]], Awaitable[list[Result | BaseException]]]
 
 class Batcher(Generic[Item, Result]):
     def __init__(self, flush: Flush, *, max_batch: int, max_in_flight: int = 1, min_interval: float = 0.0,
-                 pace_from: int = 1, order_key: Callable[[Item], Hashable] | None = None):
+                 pace_from: int = 1):
         self._flush = flush
-        self._order_key = order_key
-        self._keys_in_flight: Counter = Counter()
         self._max_batch = max_batch
         self._max_in_flight = max_in_flight
         self._min_interval = min_interval
@@ -60,29 +54,12 @@ class Batcher(Generic[Item, Result]):
     def _start_flushes(self) -> None:
         self._scheduled = False
         while self._queue and self._in_flight < self._max_in_flight:
-            batch, self._queue = self._next_batch()
-            if not batch:  # every queued item waits for a flush of its key: one ending starts them
-                return
             self._last_start = asyncio.get_running_loop().time()
+            batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
             self._in_flight += 1
             flush = asyncio.ensure_future(self._run(batch))
             self._flushes.add(flush)
             flush.add_done_callback(self._flushes.discard)
-
-    def _next_batch(self) -> tuple[list, list]:
-        """(the next flush's items, those left queued), in queue order."""
-        if self._order_key is None:
-            return self._queue[: self._max_batch], self._queue[self._max_batch :]
-        batch, left, held = [], [], set()
-        for entry in self._queue:
-            key = self._order_key(entry[0])
-            if len(batch) < self._max_batch and key not in held and not self._keys_in_flight[key]:
-                batch.append(entry)
-            else:
-                held.add(key)  # so is every later item of this key: they keep their order
-                left.append(entry)
-        self._keys_in_flight.update(self._order_key(item) for item, _ in batch)
-        return batch, left
 
     async def _run(self, batch: list[tuple[Item, asyncio.Future]]) -> None:
         try:
@@ -100,9 +77,6 @@ class Batcher(Generic[Item, Result]):
                     future.set_exception(exc)
         finally:
             self._in_flight -= 1
-            if self._order_key is not None:
-                self._keys_in_flight.subtract(self._order_key(item) for item, _ in batch)
-                self._keys_in_flight += Counter()  # drops the keys at zero
             if self._queue and not self._scheduled:
                 # Busy: these items waited for a flush to end. Paced, they leave together; a
                 # few (fewer than `pace_from`) leave at once.

@@ -107,8 +107,8 @@ async def test_a_burst_arrives_complete_and_in_the_order_it_was_stored(make_user
 
 
 async def test_two_senders_bursting_at_once_each_have_their_messages_stored_in_the_order_sent(make_user, connect):
-    """Two store calls may be under way per node: a sender's messages still take ids in the order
-    sent (one whose sender is in a call waits for it), while the other sender's take the second."""
+    """Sends of two sockets arriving interleaved, sharing store calls: each sender's messages take
+    ids, and reach the receiver, in the order that sender sent them."""
     ada, alan, grace = await make_user(), await make_user(), await make_user()
     senders = [await connect(ada, "a"), await connect(alan, "a")]
     receiver = await connect(grace, "b")

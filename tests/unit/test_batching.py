@@ -197,36 +197,3 @@ async def test_as_many_items_as_pace_from_waiting_are_paced():
 
     assert recorder.batches == [[0], list(range(1, 10))]
 
-
-async def test_with_an_order_key_other_keys_leave_beside_a_flush_and_a_key_keeps_its_order():
-    recorder = Recorder(gate=asyncio.Event())
-    # Items are ints; the key is the tens digit (a "sender"): 10 and 11 share one, 20 another.
-    batcher = Batcher(recorder.flush, max_batch=100, max_in_flight=2, order_key=lambda item: item // 10)
-    first = asyncio.ensure_future(batcher.submit(10))
-    await recorder.started.wait()
-    # 11 shares the flush's key and waits; 20, queued after it, leaves at once in a flush of its own.
-    waiting, other = batcher.submit_nowait(11), batcher.submit_nowait(20)
-    while len(recorder.batches) < 2:
-        await asyncio.sleep(0)  # until the second flush starts: an event loop turn each
-    assert recorder.batches == [[10], [20]] and not waiting.done()
-
-    recorder.gate.set()
-
-    assert await asyncio.gather(first, other, waiting) == [100, 200, 110]
-    assert recorder.batches == [[10], [20], [11]]
-
-
-async def test_with_an_order_key_a_held_key_holds_its_later_items_too():
-    recorder = Recorder(gate=asyncio.Event())
-    batcher = Batcher(recorder.flush, max_batch=100, max_in_flight=3, order_key=lambda item: item // 10)
-    first = asyncio.ensure_future(batcher.submit(10))
-    await recorder.started.wait()
-    later = [batcher.submit_nowait(n) for n in (11, 20, 12, 21)]
-    while len(recorder.batches) < 2:
-        await asyncio.sleep(0)
-    assert recorder.batches == [[10], [20, 21]]  # 11 and 12 wait for 10's flush, in their order
-
-    recorder.gate.set()
-
-    assert await asyncio.gather(first, *later) == [100, 110, 200, 120, 210]
-    assert recorder.batches == [[10], [20, 21], [11, 12]]
