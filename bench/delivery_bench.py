@@ -280,7 +280,8 @@ def main() -> int:
     print_targets(results["delivery"])
     print_scaling(results["scaling"])
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    (RESULTS_DIR / "delivery.json").write_text(json.dumps(results, indent=2))
+    name = "delivery.json" if args.client == "lean" else f"delivery-{args.client}.json"
+    (RESULTS_DIR / name).write_text(json.dumps(results, indent=2))
     return 0
 
 
