@@ -7,24 +7,9 @@
 // The exchange with the bench (bench/measure.py, Generators), a word a line: it says "ready"
 // once every socket is connected and waits for "go"; sends at the rate; says "done" once every
 // message is delivered and acknowledged (or 5 s after the last send) and waits for "exit".
-import { createRequire } from "node:module";
-import { createInterface } from "node:readline";
-import { readFileSync, writeFileSync } from "node:fs";
-import { fileURLToPath } from "node:url";
-import path from "node:path";
+import { io, option, plan, reached } from "./generator_steps.mjs";
+import { writeFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
-
-const here = path.dirname(fileURLToPath(import.meta.url));
-const modules = path.resolve(here, "../../services/gateway/webclient/node_modules");
-const { io } = createRequire(path.join(modules, "noop.js"))("socket.io-client");
-
-const option = (name) => process.argv[process.argv.indexOf(`--${name}`) + 1];
-const plan = JSON.parse(readFileSync(option("plan"), "utf8"));
-const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
-async function reached(word) {
-  process.stdout.write(word + "\n");
-  return (await lines.next()).value;
-}
 
 const sentAt = new Map(), delivered = new Map(), acked = new Map();
 let duplicates = 0, errors = 0;

@@ -11,24 +11,9 @@
 // The exchange with the bench (bench/measure.py, Generators), a word a line: "ready" once every
 // socket is connected, then waits; on "expect PATH" (PATH: {userId: [texts]}) waits until every
 // socket has received its texts (at most 30 s), says "done" and waits for "exit".
-import { createRequire } from "node:module";
-import { createInterface } from "node:readline";
+import { io, option, plan, reached } from "./generator_steps.mjs";
 import { readFileSync, writeFileSync } from "node:fs";
-import { fileURLToPath } from "node:url";
-import path from "node:path";
 import { performance } from "node:perf_hooks";
-
-const here = path.dirname(fileURLToPath(import.meta.url));
-const modules = path.resolve(here, "../../services/gateway/webclient/node_modules");
-const { io } = createRequire(path.join(modules, "noop.js"))("socket.io-client");
-
-const option = (name) => process.argv[process.argv.indexOf(`--${name}`) + 1];
-const plan = JSON.parse(readFileSync(option("plan"), "utf8"));
-const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
-async function reached(word) {
-  process.stdout.write(word + "\n");
-  return (await lines.next()).value;
-}
 const now = () => performance.timeOrigin + performance.now(); // epoch ms, as the bench's time.time()
 
 const state = new Map(); // user id -> what happened to its socket
