@@ -59,13 +59,16 @@ from socketio.packet import EVENT
 
 from . import fast_json, route_format
 from .batching import Batcher
-from .keys import node_alive_key, node_channel, sio_channel, user_nodes_key
+from .keys import node_alive_key, node_channel, room_nodes_key, sio_channel
 from .redis_client import connect, is_cluster, key_prefix
 from .settings import NodeLivenessSettings
 
 log = logging.getLogger(__name__)
 
 USER_ROOM_PREFIX = "user:"
+# The rooms whose nodes the registry keeps (`keys.room_nodes_key`), so that emits to them are
+# routed: a user's sockets, and the sockets watching a user's presence (`watchPresence`).
+ROUTED_ROOM_PREFIXES = (USER_ROOM_PREFIX, "presence:")
 # A user's entry lapses this long after it was last written, which only matters for entries of
 # nodes that died without cleaning up; live nodes write theirs again at half that age.
 USER_ROUTE_TTL_SECONDS = 3600
@@ -195,7 +198,7 @@ class RoutedRedisManager(AsyncPubSubManager):
         self._received = received
         self._unreadable = unreadable
         self._unread_nodes_logged: set[str] = set()  # nodes reading none of our formats, warned of once
-        self._registered: set[str] = set()  # user rooms this node has entered in the registry
+        self._registered: set[str] = set()  # routed rooms this node has entered in the registry
         # A registration failed (Redis away, or a pooled connection that died with a restart):
         # the next refresh writes every entry again, whatever the liveness key says.
         self._register_again = False
@@ -217,13 +220,13 @@ class RoutedRedisManager(AsyncPubSubManager):
     # --- routing ---------------------------------------------------------------------------------
 
     async def emit(self, event, data, namespace=None, room=None, skip_sid=None, callback=None, to=None, **kwargs):
-        """An emit to user rooms goes only to the nodes holding them, batched with the emits made
+        """An emit to user rooms (or presence rooms) goes only to the nodes holding them, batched with the emits made
         meanwhile; anything else takes python-socketio's path. Measured (bench/RESULTS.md,
         appendix, "What each change did", row "routed emits batched per publish, orjson for
         Socket.IO (6ea35dc)"): 2,000/s p99 8,365 -> 2,962 ms, CPU 1.66 -> 1.06 ms a message."""
         target = to or room
         namespace = namespace or "/"
-        rooms = _user_rooms(target)
+        rooms = _routed_rooms(target)
         payload = list(data) if isinstance(data, tuple) else [data]
         message = {"method": "emit", "event": event, "data": payload, "binary": False, "namespace": namespace,
                    "room": target, "skip_sid": skip_sid, "callback": None, "host_id": self.host_id}
@@ -296,7 +299,7 @@ class RoutedRedisManager(AsyncPubSubManager):
     def _publish_routed(self, encoded: bytes, rooms: list[str]) -> None:
         """Queued for the next publish, not awaited: the emitter goes on (its socket's ack leaves
         with the frames of that turn), and emits still leave in order."""
-        keys = [user_nodes_key(self._prefix, room[len(USER_ROOM_PREFIX):]) for room in rooms]
+        keys = [room_nodes_key(self._prefix, room) for room in rooms]
         self._publisher.submit_nowait((keys, encoded)).add_done_callback(_log_publish_failure)
 
     async def _publish_batch(self, emits: list[tuple[list[str], bytes]]) -> list[None]:
@@ -448,9 +451,10 @@ class RoutedRedisManager(AsyncPubSubManager):
     # --- the registry of which nodes hold which users --------------------------------------------
 
     async def enter_room(self, sid, namespace, room, eio_sid=None):
-        """Also registers the node for a user's room, so routed emits find it (the routing above)."""
+        """Also registers the node for a user's room or a presence room, so routed emits find it
+        (the routing above)."""
         await super().enter_room(sid, namespace, room, eio_sid=eio_sid)
-        if room.startswith(USER_ROOM_PREFIX) and room not in self._registered and not self.write_only:
+        if room.startswith(ROUTED_ROOM_PREFIXES) and room not in self._registered and not self.write_only:
             # Registered before the connect completes: from now on, emits for the user reach us.
             await self._registrar.submit(room)
 
@@ -464,8 +468,8 @@ class RoutedRedisManager(AsyncPubSubManager):
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.set(node_alive_key(self._prefix, self.node_id), route_format.advertisement(), px=self._ttl_ms)
-                for user_room in rooms:
-                    key = user_nodes_key(self._prefix, user_room[len(USER_ROOM_PREFIX):])
+                for room in rooms:
+                    key = room_nodes_key(self._prefix, room)
                     pipe.sadd(key, self.node_id)
                     pipe.expire(key, USER_ROUTE_TTL_SECONDS)
                 await pipe.execute()
@@ -477,12 +481,12 @@ class RoutedRedisManager(AsyncPubSubManager):
             # Until the next refresh succeeds, emits for these users reach nobody here (the
             # refresh then catches them up); so keep trying, loudly.
             self._register_again = True
-            log.warning("could not register %d user room(s): %r", len(rooms), exc)
+            log.warning("could not register %d room(s): %r", len(rooms), exc)
             return False
 
-    def _local_user_rooms(self) -> set[str]:
+    def _local_routed_rooms(self) -> set[str]:
         return {room for room, members in self.rooms.get("/", {}).items()
-                if isinstance(room, str) and room.startswith(USER_ROOM_PREFIX) and members}
+                if isinstance(room, str) and room.startswith(ROUTED_ROOM_PREFIXES) and members}
 
     @property
     def _ttl_ms(self) -> int:
@@ -497,7 +501,7 @@ class RoutedRedisManager(AsyncPubSubManager):
 
     async def _refresh(self, written: float) -> float:
         """Keeps this node's liveness key alive and its entries right; when they were last all written."""
-        local = self._local_user_rooms()
+        local = self._local_routed_rooms()
         gone = self._registered - local
         if gone:
             await self._unregister(sorted(gone))
@@ -521,12 +525,12 @@ class RoutedRedisManager(AsyncPubSubManager):
     async def _unregister(self, rooms: list[str]) -> None:
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
-                for user_room in rooms:
-                    pipe.srem(user_nodes_key(self._prefix, user_room[len(USER_ROOM_PREFIX):]), self.node_id)
+                for room in rooms:
+                    pipe.srem(room_nodes_key(self._prefix, room), self.node_id)
                 await pipe.execute()
             self._registered.difference_update(rooms)
         except (RedisError, OSError) as exc:
-            log.warning("could not unregister %d user room(s) (they lapse by themselves): %r", len(rooms), exc)
+            log.warning("could not unregister %d room(s) (they lapse by themselves): %r", len(rooms), exc)
 
     # --- listening -------------------------------------------------------------------------------
 
@@ -573,7 +577,7 @@ class RoutedRedisManager(AsyncPubSubManager):
                     # Redis may have restarted empty: put this node's users back at once (before
                     # the catch-up reads history: what is emitted after that finds this node),
                     # or start over: a catch-up before it would leave a gap after it.
-                    if not await self._register(sorted(self._local_user_rooms()), every_room=True):
+                    if not await self._register(sorted(self._local_routed_rooms()), every_room=True):
                         raise redis.ConnectionError("could not register this node's users again")
                 attempt = 0
                 confirmed: set[bytes] = set()
@@ -651,9 +655,9 @@ def _encode(message: dict) -> bytes | None:
         return None
 
 
-def _user_rooms(target) -> list[str]:
-    """The target's rooms when every one of them is a user room; else an empty list."""
+def _routed_rooms(target) -> list[str]:
+    """The target's rooms when every one of them is a routed one (user or presence); else an empty list."""
     rooms = [target] if isinstance(target, str) else list(target or [])
-    if rooms and all(isinstance(room, str) and room.startswith(USER_ROOM_PREFIX) for room in rooms):
+    if rooms and all(isinstance(room, str) and room.startswith(ROUTED_ROOM_PREFIXES) for room in rooms):
         return rooms
     return []
