@@ -82,6 +82,18 @@ CATCH_UP_METHOD = "parley_catch_up"
 MAX_EMITS_PER_CALL = 256
 MAX_ROOMS_PER_CALL = 500
 
+# KEYS: this node's liveness key, then the route sets of the rooms it enters. ARGV: the node id,
+# the liveness key's value, its TTL (ms), the route sets' TTL (s). One command where a pipeline
+# sent 2N + 1 (SET, then SADD and EXPIRE a room), whose packing and replies in redis-py were two
+# thirds of a connect storm's registrations (py-spy, bench/RESULTS.md "Connect storm and presence").
+_REGISTER = """
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+for i = 2, #KEYS do
+  redis.call('SADD', KEYS[i], ARGV[1])
+  redis.call('EXPIRE', KEYS[i], ARGV[4])
+end
+"""
+
 # Whether a live node reads the format this release writes, from its liveness key's value ("1",
 # or "1,2": route_format.advertisement); the nodes that do not are collected in `unread`, once each.
 _READS_FORMAT_LUA = """
@@ -204,6 +216,7 @@ class RoutedRedisManager(AsyncPubSubManager):
         self._register_again = False
         self._refresher: asyncio.Task | None = None
         self._route_and_publish = self._redis.register_script(_ROUTE_AND_PUBLISH)
+        self._register_script = self._redis.register_script(_REGISTER)
         # One script call at a time (so emits keep their order) carries every emit queued meanwhile.
         self._publisher: Batcher[tuple[list[str], bytes], None] = Batcher(
             self._publish_batch, max_batch=MAX_EMITS_PER_CALL)
@@ -465,14 +478,13 @@ class RoutedRedisManager(AsyncPubSubManager):
     async def _register(self, rooms: list[str], every_room: bool = False) -> bool:
         """Puts this node in the route sets of `rooms` (and says it is alive: without its key,
         emits would skip it); whether Redis took it. `every_room`: these are all this node's."""
+        alive = node_alive_key(self._prefix, self.node_id)
+        args = [self.node_id, route_format.advertisement(), self._ttl_ms, USER_ROUTE_TTL_SECONDS]
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.set(node_alive_key(self._prefix, self.node_id), route_format.advertisement(), px=self._ttl_ms)
-                for room in rooms:
-                    key = room_nodes_key(self._prefix, room)
-                    pipe.sadd(key, self.node_id)
-                    pipe.expire(key, USER_ROUTE_TTL_SECONDS)
-                await pipe.execute()
+            # A refresh's every room: a call per MAX_ROOMS_PER_CALL, so no one call holds Redis long.
+            for start in range(0, max(len(rooms), 1), MAX_ROOMS_PER_CALL):
+                keys = [room_nodes_key(self._prefix, room) for room in rooms[start:start + MAX_ROOMS_PER_CALL]]
+                await self._register_script(keys=[alive, *keys], args=args)
             self._registered.update(rooms)
             if every_room:
                 self._register_again = False
