@@ -20,13 +20,13 @@ from ..shared.limits import MAX_IDS_PER_PRESENCE_QUERY, MAX_USERS_PER_PARTNERS_Q
 log = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 0.05
-# New sockets' `onlineUsers` lookups, when at least PARTNERS_PACE_FROM waited for the call under
-# way: the next call leaves no sooner than this after the one before, so a storm's lookups share
-# calls (a quiet node's leave at once). Unpaced, a storm of 10,000 connects made 2,600 calls of
-# about 4 users each, 200 us of a gateway's CPU apiece, and as many for presence and history
-# (bench/RESULTS.md, "Connect storm and presence").
+# New sockets' `onlineUsers` lookups that wait for the call under way (PARTNERS_PACE_FROM: one
+# is enough) leave no sooner than this after that call started, so a storm's lookups share calls;
+# a lookup that finds no call under way leaves at once. Unpaced, a storm of 10,000 connects made
+# 2,600 calls of about 4 users each, 200 us of a gateway's CPU apiece, and as many for presence
+# and history; paced from 2 waiting, still 1,800 (bench/RESULTS.md, "Connect storm and presence").
 PARTNERS_INTERVAL_SECONDS = 0.025
-PARTNERS_PACE_FROM = 2
+PARTNERS_PACE_FROM = 1
 
 
 class PresenceLink:
