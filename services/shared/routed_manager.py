@@ -4,11 +4,12 @@ python-socketio's AsyncRedisManager publishes every emit on one channel that eve
 decodes, so each node pays for all the traffic of the cluster. Here each node also listens on a
 channel of its own, and keeps, in Redis, which nodes hold sockets of each `user:<id>` room (a
 set of node ids, written when a user's first socket arrives on a node and when their last one
-leaves). A node proves it is alive with its one liveness key (`keys.node_alive_key`), written
+leaves), and likewise of each `presence:<id>` room (the sockets watching a user's presence), so
+that presence's announcements are routed too. A node proves it is alive with its one liveness key (`keys.node_alive_key`), written
 here at start and every HEARTBEAT_SECONDS with a TTL of NODE_TTL_SECONDS: an idle cluster costs
 one Redis command per node per refresh, not one per connected user. Presence's sweeper reads the
 same key, so a node's users go offline when its routes die, and delivery never waits on presence. An emit to
-user rooms is published only on the channels of the live nodes found there (a dead node's
+user and presence rooms is published only on the channels of the live nodes found there (a dead node's
 entries are dropped as they are met); anything else (other rooms, everyone) and any emit whose
 lookup fails goes on the shared channel, as before.
 
