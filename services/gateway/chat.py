@@ -376,8 +376,8 @@ class ChatHandler:
         previous = self.watching.get(sid, set())
         for gone in previous - watched:
             await self.sio.leave_room(sid, presence_room(gone))
-        for new in watched - previous:
-            await self.sio.enter_room(sid, presence_room(new))
+        # Together, so the node's registrations of these rooms (routed_manager) share one round trip.
+        await asyncio.gather(*(self.sio.enter_room(sid, presence_room(new)) for new in watched - previous))
         self.watching[sid] = watched
         if not watched or self.presence is None:
             return {"online": []}

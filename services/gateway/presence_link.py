@@ -20,6 +20,13 @@ from ..shared.limits import MAX_IDS_PER_PRESENCE_QUERY, MAX_USERS_PER_PARTNERS_Q
 log = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 0.05
+# New sockets' `onlineUsers` lookups that wait for the call under way (PARTNERS_PACE_FROM: one
+# is enough) leave no sooner than this after that call started, so a storm's lookups share calls;
+# a lookup that finds no call under way leaves at once. Unpaced, a storm of 10,000 connects made
+# 2,600 calls of about 4 users each, 200 us of a gateway's CPU apiece, and as many for presence
+# and history; paced from 2 waiting, still 1,800 (bench/RESULTS.md, "Connect storm and presence").
+PARTNERS_INTERVAL_SECONDS = 0.025
+PARTNERS_PACE_FROM = 1
 
 
 class PresenceLink:
@@ -41,8 +48,9 @@ class PresenceLink:
         # New sockets' `onlineUsers`: the connects that arrive together share one presence call
         # (and presence one history call): in a connect storm, per socket, they were an eighth
         # of a gateway's CPU (py-spy, `python -m bench.presence_bench --sockets 10000`).
-        self._partner_lookups: Batcher[str, list[str]] = Batcher(self._online_partners_of_many,
-                                                                 max_batch=MAX_USERS_PER_PARTNERS_QUERY)
+        self._partner_lookups: Batcher[str, list[str]] = Batcher(
+            self._online_partners_of_many, max_batch=MAX_USERS_PER_PARTNERS_QUERY,
+            min_interval=PARTNERS_INTERVAL_SECONDS, pace_from=PARTNERS_PACE_FROM)
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._flush_forever()), asyncio.create_task(self._heartbeat_forever())]

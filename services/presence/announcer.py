@@ -2,7 +2,10 @@
 
 Those are the user's conversation partners (asked of history each time: a cache would keep a
 brand-new partner uninformed, and transitions are rare next to messages) and the sockets watching
-the user (`watchPresence`): one publish per transition reaches all their rooms.
+the user (`watchPresence`): one routed emit per transition reaches all their rooms, on the nodes
+that hold them (the routed manager registers presence rooms as it does user rooms), and no other
+node: in a connect storm every node decoded every `userOnline` on the shared channel, though
+nobody watched, 6.5 % of a gateway's CPU (bench/RESULTS.md, "Connect storm and presence").
 """
 
 import logging

@@ -70,6 +70,21 @@ def user_nodes_key(prefix: str, user_id: str) -> str:
     return f"{prefix}:route:nodes-of:{user_id}"
 
 
+def presence_watchers_key(prefix: str, user_id: str) -> str:
+    """Set: the gateway nodes holding sockets that watch this user's presence (`presence_room`)."""
+    return f"{prefix}:route:nodes-watching:{user_id}"
+
+
+def room_nodes_key(prefix: str, room: str) -> str:
+    """The route set of a routed room (`user_room` or `presence_room`): the nodes holding its sockets."""
+    kind, _, user_id = room.partition(":")
+    if kind == "user":
+        return user_nodes_key(prefix, user_id)
+    if kind == "presence":
+        return presence_watchers_key(prefix, user_id)
+    raise ValueError(f"not a routed room: {room!r}")
+
+
 def visible_sockets_key(prefix: str, user_id: str) -> str:
     """Sorted set of the user's sockets whose page reported itself visible (issue 18): sid ->
     the time (Unix seconds) its entry lapses unless its node refreshes it (services/gateway/visibility.py)."""

@@ -6,7 +6,11 @@ Format 1 (the release of 9f02a0c and this one):
   (routed_manager's `_ROUTE_AND_PUBLISH` and `emit_to_socket`); the shared channel carries
   python-socketio's own messages (one JSON object each), or such an array when a routed publish
   fell back to it;
-- the route registry: `keys.user_nodes_key`, a set of node ids;
+- the route registry: `keys.user_nodes_key`, a set of node ids; and since 2026-12-02 (after
+  1d8b08b) `keys.presence_watchers_key`, the same for the sockets watching a user's presence,
+  which presence's announcements are routed by. A presence of that release sends them only to
+  the nodes registered there, so an upgrade from an earlier release upgrades the gateways first:
+  an earlier presence still sends them on the shared channel, which every release reads;
 - a node's liveness key (`keys.node_alive_key`): its value lists the formats the node reads,
   comma-separated. 9f02a0c writes "1" there meaning only "alive", which reads as "format 1".
 

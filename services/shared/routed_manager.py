@@ -4,11 +4,12 @@ python-socketio's AsyncRedisManager publishes every emit on one channel that eve
 decodes, so each node pays for all the traffic of the cluster. Here each node also listens on a
 channel of its own, and keeps, in Redis, which nodes hold sockets of each `user:<id>` room (a
 set of node ids, written when a user's first socket arrives on a node and when their last one
-leaves). A node proves it is alive with its one liveness key (`keys.node_alive_key`), written
+leaves), and likewise of each `presence:<id>` room (the sockets watching a user's presence), so
+that presence's announcements are routed too. A node proves it is alive with its one liveness key (`keys.node_alive_key`), written
 here at start and every HEARTBEAT_SECONDS with a TTL of NODE_TTL_SECONDS: an idle cluster costs
 one Redis command per node per refresh, not one per connected user. Presence's sweeper reads the
 same key, so a node's users go offline when its routes die, and delivery never waits on presence. An emit to
-user rooms is published only on the channels of the live nodes found there (a dead node's
+user and presence rooms is published only on the channels of the live nodes found there (a dead node's
 entries are dropped as they are met); anything else (other rooms, everyone) and any emit whose
 lookup fails goes on the shared channel, as before.
 
@@ -59,13 +60,16 @@ from socketio.packet import EVENT
 
 from . import fast_json, route_format
 from .batching import Batcher
-from .keys import node_alive_key, node_channel, sio_channel, user_nodes_key
+from .keys import node_alive_key, node_channel, room_nodes_key, sio_channel
 from .redis_client import connect, is_cluster, key_prefix
 from .settings import NodeLivenessSettings
 
 log = logging.getLogger(__name__)
 
 USER_ROOM_PREFIX = "user:"
+# The rooms whose nodes the registry keeps (`keys.room_nodes_key`), so that emits to them are
+# routed: a user's sockets, and the sockets watching a user's presence (`watchPresence`).
+ROUTED_ROOM_PREFIXES = (USER_ROOM_PREFIX, "presence:")
 # A user's entry lapses this long after it was last written, which only matters for entries of
 # nodes that died without cleaning up; live nodes write theirs again at half that age.
 USER_ROUTE_TTL_SECONDS = 3600
@@ -78,6 +82,18 @@ CATCH_UP_METHOD = "parley_catch_up"
 
 MAX_EMITS_PER_CALL = 256
 MAX_ROOMS_PER_CALL = 500
+
+# KEYS: this node's liveness key, then the route sets of the rooms it enters. ARGV: the node id,
+# the liveness key's value, its TTL (ms), the route sets' TTL (s). One command where a pipeline
+# sent 2N + 1 (SET, then SADD and EXPIRE a room), whose packing and replies in redis-py were two
+# thirds of a connect storm's registrations (py-spy, bench/RESULTS.md "Connect storm and presence").
+_REGISTER = """
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+for i = 2, #KEYS do
+  redis.call('SADD', KEYS[i], ARGV[1])
+  redis.call('EXPIRE', KEYS[i], ARGV[4])
+end
+"""
 
 # Whether a live node reads the format this release writes, from its liveness key's value ("1",
 # or "1,2": route_format.advertisement); the nodes that do not are collected in `unread`, once each.
@@ -195,8 +211,8 @@ class RoutedRedisManager(AsyncPubSubManager):
         self._received = received
         self._unreadable = unreadable
         self._unread_nodes_logged: set[str] = set()  # nodes reading none of our formats, warned of once
-        self._registered: set[str] = set()  # user rooms this node has entered in the registry
-        # Registered user rooms whose last socket left since the last refresh (`basic_leave_room`):
+        self._registered: set[str] = set()  # routed rooms (user and presence) this node has entered in the registry
+        # Registered rooms whose last socket left since the last refresh (`basic_leave_room`):
         # the refresh unregisters those still empty, rather than scanning every room of the node.
         self._emptied: set[str] = set()
         # A registration failed (Redis away, or a pooled connection that died with a restart):
@@ -204,6 +220,7 @@ class RoutedRedisManager(AsyncPubSubManager):
         self._register_again = False
         self._refresher: asyncio.Task | None = None
         self._route_and_publish = self._redis.register_script(_ROUTE_AND_PUBLISH)
+        self._register_script = self._redis.register_script(_REGISTER)
         # One script call at a time (so emits keep their order) carries every emit queued meanwhile.
         self._publisher: Batcher[tuple[list[str], bytes], None] = Batcher(
             self._publish_batch, max_batch=MAX_EMITS_PER_CALL)
@@ -220,13 +237,13 @@ class RoutedRedisManager(AsyncPubSubManager):
     # --- routing ---------------------------------------------------------------------------------
 
     async def emit(self, event, data, namespace=None, room=None, skip_sid=None, callback=None, to=None, **kwargs):
-        """An emit to user rooms goes only to the nodes holding them, batched with the emits made
+        """An emit to user rooms (or presence rooms) goes only to the nodes holding them, batched with the emits made
         meanwhile; anything else takes python-socketio's path. Measured (bench/RESULTS.md,
         appendix, "What each change did", row "routed emits batched per publish, orjson for
         Socket.IO (6ea35dc)"): 2,000/s p99 8,365 -> 2,962 ms, CPU 1.66 -> 1.06 ms a message."""
         target = to or room
         namespace = namespace or "/"
-        rooms = _user_rooms(target)
+        rooms = _routed_rooms(target)
         payload = list(data) if isinstance(data, tuple) else [data]
         message = {"method": "emit", "event": event, "data": payload, "binary": False, "namespace": namespace,
                    "room": target, "skip_sid": skip_sid, "callback": None, "host_id": self.host_id}
@@ -299,7 +316,7 @@ class RoutedRedisManager(AsyncPubSubManager):
     def _publish_routed(self, encoded: bytes, rooms: list[str]) -> None:
         """Queued for the next publish, not awaited: the emitter goes on (its socket's ack leaves
         with the frames of that turn), and emits still leave in order."""
-        keys = [user_nodes_key(self._prefix, room[len(USER_ROOM_PREFIX):]) for room in rooms]
+        keys = [room_nodes_key(self._prefix, room) for room in rooms]
         self._publisher.submit_nowait((keys, encoded)).add_done_callback(_log_publish_failure)
 
     async def _publish_batch(self, emits: list[tuple[list[str], bytes]]) -> list[None]:
@@ -451,9 +468,10 @@ class RoutedRedisManager(AsyncPubSubManager):
     # --- the registry of which nodes hold which users --------------------------------------------
 
     async def enter_room(self, sid, namespace, room, eio_sid=None):
-        """Also registers the node for a user's room, so routed emits find it (the routing above)."""
+        """Also registers the node for a user's room or a presence room, so routed emits find it
+        (the routing above)."""
         await super().enter_room(sid, namespace, room, eio_sid=eio_sid)
-        if room.startswith(USER_ROOM_PREFIX) and room not in self._registered and not self.write_only:
+        if room.startswith(ROUTED_ROOM_PREFIXES) and room not in self._registered and not self.write_only:
             # Registered before the connect completes: from now on, emits for the user reach us.
             await self._registrar.submit(room)
 
@@ -464,14 +482,13 @@ class RoutedRedisManager(AsyncPubSubManager):
     async def _register(self, rooms: list[str], every_room: bool = False) -> bool:
         """Puts this node in the route sets of `rooms` (and says it is alive: without its key,
         emits would skip it); whether Redis took it. `every_room`: these are all this node's."""
+        alive = node_alive_key(self._prefix, self.node_id)
+        args = [self.node_id, route_format.advertisement(), self._ttl_ms, USER_ROUTE_TTL_SECONDS]
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.set(node_alive_key(self._prefix, self.node_id), route_format.advertisement(), px=self._ttl_ms)
-                for user_room in rooms:
-                    key = user_nodes_key(self._prefix, user_room[len(USER_ROOM_PREFIX):])
-                    pipe.sadd(key, self.node_id)
-                    pipe.expire(key, USER_ROUTE_TTL_SECONDS)
-                await pipe.execute()
+            # A refresh's every room: a call per MAX_ROOMS_PER_CALL, so no one call holds Redis long.
+            for start in range(0, max(len(rooms), 1), MAX_ROOMS_PER_CALL):
+                keys = [room_nodes_key(self._prefix, room) for room in rooms[start:start + MAX_ROOMS_PER_CALL]]
+                await self._register_script(keys=[alive, *keys], args=args)
             self._registered.update(rooms)
             if every_room:
                 self._register_again = False
@@ -480,12 +497,12 @@ class RoutedRedisManager(AsyncPubSubManager):
             # Until the next refresh succeeds, emits for these users reach nobody here (the
             # refresh then catches them up); so keep trying, loudly.
             self._register_again = True
-            log.warning("could not register %d user room(s): %r", len(rooms), exc)
+            log.warning("could not register %d room(s): %r", len(rooms), exc)
             return False
 
     def basic_leave_room(self, sid, namespace, room):
         """python-socketio's, which deletes a room when its last socket leaves (a disconnect
-        leaves each room through it): a registered user room left empty is noted for the refresh.
+        leaves each room through it): a registered routed room left empty is noted for the refresh.
 
         Measured: the refresh scanned every room of the node each heartbeat, 10 % of an idle
         gateway's CPU with 15,000 sockets (py-spy, 250 Hz, 30 s; `python -m bench.idle_bench`)."""
@@ -493,9 +510,9 @@ class RoutedRedisManager(AsyncPubSubManager):
         if room in self._registered and namespace == "/" and not self.rooms.get("/", {}).get(room):
             self._emptied.add(room)
 
-    def _local_user_rooms(self) -> set[str]:
+    def _local_routed_rooms(self) -> set[str]:
         return {room for room, members in self.rooms.get("/", {}).items()
-                if isinstance(room, str) and room.startswith(USER_ROOM_PREFIX) and members}
+                if isinstance(room, str) and room.startswith(ROUTED_ROOM_PREFIXES) and members}
 
     @property
     def _ttl_ms(self) -> int:
@@ -525,7 +542,7 @@ class RoutedRedisManager(AsyncPubSubManager):
             return written
         if lapsed or self._register_again or time.monotonic() - written > USER_ROUTE_TTL_SECONDS / 2:
             failed_before = self._register_again
-            if not await self._register(sorted(self._local_user_rooms()), every_room=True):
+            if not await self._register(sorted(self._local_routed_rooms()), every_room=True):
                 return written
             if failed_before:  # emits for the users it missed reached nobody here meanwhile
                 self._catch_up()
@@ -536,13 +553,13 @@ class RoutedRedisManager(AsyncPubSubManager):
         """Takes this node out of the route sets of `rooms`; whether Redis took it."""
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
-                for user_room in rooms:
-                    pipe.srem(user_nodes_key(self._prefix, user_room[len(USER_ROOM_PREFIX):]), self.node_id)
+                for room in rooms:
+                    pipe.srem(room_nodes_key(self._prefix, room), self.node_id)
                 await pipe.execute()
             self._registered.difference_update(rooms)
             return True
         except (RedisError, OSError) as exc:
-            log.warning("could not unregister %d user room(s) (they lapse by themselves): %r", len(rooms), exc)
+            log.warning("could not unregister %d room(s) (they lapse by themselves): %r", len(rooms), exc)
             return False
 
     # --- listening -------------------------------------------------------------------------------
@@ -590,7 +607,7 @@ class RoutedRedisManager(AsyncPubSubManager):
                     # Redis may have restarted empty: put this node's users back at once (before
                     # the catch-up reads history: what is emitted after that finds this node),
                     # or start over: a catch-up before it would leave a gap after it.
-                    if not await self._register(sorted(self._local_user_rooms()), every_room=True):
+                    if not await self._register(sorted(self._local_routed_rooms()), every_room=True):
                         raise redis.ConnectionError("could not register this node's users again")
                 attempt = 0
                 confirmed: set[bytes] = set()
@@ -668,9 +685,9 @@ def _encode(message: dict) -> bytes | None:
         return None
 
 
-def _user_rooms(target) -> list[str]:
-    """The target's rooms when every one of them is a user room; else an empty list."""
+def _routed_rooms(target) -> list[str]:
+    """The target's rooms when every one of them is a routed one (user or presence); else an empty list."""
     rooms = [target] if isinstance(target, str) else list(target or [])
-    if rooms and all(isinstance(room, str) and room.startswith(USER_ROOM_PREFIX) for room in rooms):
+    if rooms and all(isinstance(room, str) and room.startswith(ROUTED_ROOM_PREFIXES) for room in rooms):
         return rooms
     return []

@@ -20,7 +20,7 @@ class WatchedCluster(Cluster):
 @pytest.fixture
 async def three_nodes(stores):
     """A cluster of the test's own, with a watcher on every node: no other test's connects and
-    closes are announced (on the channel every node decodes) while it counts."""
+    closes are announced while it counts."""
     opened: list[ChatClient] = []
     # Watchers see strangers' presence here: this measures fan-out, not who may see whom.
     with running_cluster(stores, TEST_RUN_DIR / "logs" / "fanout", nodes=NODES,
@@ -51,14 +51,16 @@ async def settled_counts(cluster: WatchedCluster) -> dict[str, float]:
     reports its connects to presence in order, so each probe's announcement follows those of
     the sockets connected before it on that node; and a node decodes its channels in the order
     Redis published to them. So once every watcher heard every probe, nothing earlier is pending.
+    Presence's announcements are routed to the nodes watching (each node here), in batches of
+    what is announced together: a probe connects only once every watcher heard the one before,
+    so each reaches each node in a payload of its own.
     """
     probes = [await create_user(cluster.history_url) for _ in NODES]
     for watcher in cluster.watchers:
         assert (await watcher.call("watchPresence", [probe.id for probe in probes]))["ok"]
     for node, probe in zip(NODES, probes):
         cluster.opened.append(await ChatClient(cluster.gateway_url(node), probe.token).connect())
-    for watcher in cluster.watchers:
-        for probe in probes:
+        for watcher in cluster.watchers:
             await watcher.wait_for("userOnline", lambda data, probe=probe: data == probe.id)
     cluster.probes += len(probes)
     return {node: await decoded(cluster, node) - cluster.probes for node in NODES}
@@ -99,4 +101,18 @@ async def test_a_user_on_two_nodes_hears_on_both_and_the_third_stays_quiet(three
     finally:
         for client in (sender, *tabs):
             await client.close()
+    assert {node: after[node] - before[node] for node in after} == {"a": 0, "b": 1, "c": 0}
+
+
+async def test_an_announcement_reaches_only_the_nodes_watching(three_nodes):
+    """`userOnline` of a user nobody else cares about goes to the node of its one watcher, not
+    to every node (it was decoded by all, on the shared channel, until presence rooms were routed)."""
+    ada, grace = await create_user(three_nodes.history_url), await create_user(three_nodes.history_url)
+    watcher = await ChatClient(three_nodes.gateway_url("b"), grace.token).connect()
+    three_nodes.opened.append(watcher)
+    assert (await watcher.call("watchPresence", [ada.id]))["ok"]
+    before = await settled_counts(three_nodes)
+    three_nodes.opened.append(await ChatClient(three_nodes.gateway_url("a"), ada.token).connect())
+    await watcher.wait_for("userOnline", lambda data: data == ada.id)
+    after = await settled_counts(three_nodes)
     assert {node: after[node] - before[node] for node in after} == {"a": 0, "b": 1, "c": 0}

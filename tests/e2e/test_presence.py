@@ -1,8 +1,8 @@
 """Presence across nodes: once per user, to the people who care, and what is online at connect.
 
 A check that an event did NOT arrive first waits for a marker event that presence would have
-sent after it: announcements leave presence in order (on the shared channel), and a node's
-socket changes reach presence in order, one call at a time.
+sent after it: announcements leave presence in order (routed: one script call at a time, on
+each node's channel), and a node's socket changes reach presence in order, one call at a time.
 """
 
 import asyncio

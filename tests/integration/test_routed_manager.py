@@ -9,8 +9,8 @@ import redis.asyncio as redis
 import socketio
 from prometheus_client import CollectorRegistry, Counter
 
-from services.shared.keys import node_alive_key, node_channel, sio_channel, user_nodes_key
-from services.shared.routed_manager import NotSubscribed, RoutedRedisManager
+from services.shared.keys import node_alive_key, node_channel, presence_watchers_key, sio_channel, user_nodes_key
+from services.shared.routed_manager import MAX_ROOMS_PER_CALL, USER_ROUTE_TTL_SECONDS, NotSubscribed, RoutedRedisManager
 from services.shared.settings import NodeLivenessSettings
 from tests.support import TEST_RUN_DIR, eventually, private_redis_server
 
@@ -86,6 +86,24 @@ async def test_an_emit_goes_only_to_the_live_nodes_holding_the_user(private_redi
     await n1._redis.delete(node_alive_key(PREFIX, "n1"))
     assert await published_to(private_redis, n2, "ada") == {"n1": [], "n2": []}
     assert await n2._redis.smembers(user_nodes_key(PREFIX, "ada")) == set()
+
+
+async def test_presence_rooms_are_registered_beside_user_rooms_in_calls_of_bounded_size(private_redis, nodes):
+    """A refresh registers every room of the node: more than one call carries, users' and
+    presence watchers' alike, each with its TTL, and the node's liveness key with them."""
+    n1, n2 = nodes
+    users = [f"user-{number}" for number in range(MAX_ROOMS_PER_CALL + 10)]
+    rooms = hold(n1, *users) + [f"presence:{user}" for user in users[:3]]
+    await n1._redis.delete(node_alive_key(PREFIX, "n1"))
+
+    assert await n1._register(sorted(rooms), every_room=True)
+
+    assert await n2._redis.get(node_alive_key(PREFIX, "n1")) is not None
+    for user in (users[0], users[-1]):
+        assert await n2._redis.smembers(user_nodes_key(PREFIX, user)) == {b"n1"}
+        assert 0 < await n2._redis.ttl(user_nodes_key(PREFIX, user)) <= USER_ROUTE_TTL_SECONDS
+    assert await n2._redis.smembers(presence_watchers_key(PREFIX, users[0])) == {b"n1"}
+    assert await n2._redis.smembers(presence_watchers_key(PREFIX, users[3])) == set()
 
 
 async def test_an_idle_refresh_is_one_command_whatever_the_number_of_users(private_redis, nodes):

@@ -8,10 +8,11 @@ import time
 
 import jwt
 import pytest
+from jwt.algorithms import HMACAlgorithm
 
 from services.shared.auth import TokenVerifier, issue_dev_token, issue_token, token_from_headers
 from services.shared.errors import Unauthorized
-from services.shared.settings import JwtSettings
+from services.shared.settings import DEV_LOGIN_SECRET, JwtSettings
 from tests.tally import ATTACK
 
 SETTINGS = JwtSettings(jwt_secret="unit-test-secret-" + "0" * 60)
@@ -78,6 +79,18 @@ def test_hs_rs_confusion_is_refused(algorithms):
     forged = forge_hs256({"id": "u1", "exp": LATER}, RSA_PUBLIC_KEY_AS_SECRET)
     with pytest.raises(Unauthorized):
         TokenVerifier(settings).user_id(forged)
+
+
+@pytest.mark.parametrize("secret", [SETTINGS.jwt_secret, DEV_LOGIN_SECRET])
+def test_a_secret_checked_once_prepares_as_pyjwt_prepares_it(secret):
+    """The verifier's HMAC skips PyJWT's per-call key checks only for its own secrets, already
+    checked, and gives the same key bytes as PyJWT's own HMAC (which a PyJWT upgrade could change)."""
+    TokenVerifier(SETTINGS, dev_mode=True)
+    ours, pyjwt_own = jwt.get_algorithm_by_name("HS256"), HMACAlgorithm(HMACAlgorithm.SHA256)
+    assert type(ours) is not HMACAlgorithm
+    assert ours.prepare_key(secret) == pyjwt_own.prepare_key(secret)
+    with pytest.raises(jwt.InvalidKeyError):
+        ours.prepare_key(RSA_PUBLIC_KEY_AS_SECRET)  # never checked through: refused on every call
 
 
 def test_a_hand_signed_token_with_the_right_secret_passes():

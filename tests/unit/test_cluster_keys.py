@@ -28,6 +28,9 @@ def test_one_redis_keeps_every_name():
     prefix = key_prefix("redis://127.0.0.1:6379/0", "parley")
     assert prefix == "parley"
     assert keys.user_nodes_key(prefix, "u1") == "parley:route:nodes-of:u1"
+    assert keys.presence_watchers_key(prefix, "u1") == "parley:route:nodes-watching:u1"
+    assert keys.room_nodes_key(prefix, "user:u1") == keys.user_nodes_key(prefix, "u1")
+    assert keys.room_nodes_key(prefix, "presence:u1") == keys.presence_watchers_key(prefix, "u1")
     assert keys.node_alive_key(prefix, "g1") == "parley:node-alive:g1"
     assert keys.node_sockets_key(prefix, "g1") == "parley:presence:node:g1:sockets"
     assert keys.known_nodes_key(prefix) == "parley:presence:nodes"
@@ -43,8 +46,10 @@ def test_one_redis_keeps_every_name():
 
 
 def test_the_routing_scripts_keys_share_a_slot():
-    """`_ROUTE_SHARDED`: the route sets of the emits' users and the known nodes' liveness keys."""
+    """`_ROUTE_SHARDED`: the route sets of the emits' rooms (users' and presence watchers') and
+    the known nodes' liveness keys."""
     names = [keys.user_nodes_key(PREFIX, f"user-{n}") for n in range(50)]
+    names += [keys.presence_watchers_key(PREFIX, f"user-{n}") for n in range(50)]
     names += [keys.node_alive_key(PREFIX, f"gateway-{n}") for n in range(20)]
     assert len(slots(names)) == 1
 
