@@ -2,6 +2,8 @@
 
 import asyncio
 import contextlib
+import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -169,9 +171,26 @@ def running_cluster(stores: TestStores, log_dir: Path, nodes: tuple[str, ...] = 
         stack.add("gateway", f"gateway-{node}", free_port(), free_port())
     try:
         stack.start(ready_timeout)
+        wait_presence_in_sync(stack, [f"gateway-{node}" for node in nodes], ready_timeout)
         yield Cluster(stack)
     finally:
         stack.stop()
+
+
+def wait_presence_in_sync(stack: Stack, gateways: list[str], timeout: float) -> None:
+    """Until presence holds each gateway's sockets (`parley_gateway_presence_in_sync`): a node is
+    ready before its first resync (chat does not wait for presence), and a socket that comes and
+    goes before that resync is, rightly, never announced: a test expecting its announcements
+    starts after it."""
+    deadline = time.monotonic() + timeout
+    for name in gateways:
+        while True:
+            with urllib.request.urlopen(stack[name].internal_url + "/metrics", timeout=2) as answer:
+                if "parley_gateway_presence_in_sync 1.0" in answer.read().decode():
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name}'s presence link did not sync within {timeout} s")
+            time.sleep(0.05)  # polling a metric: nothing to wait on from outside the process
 
 
 async def create_user(history_url: str, name: str | None = None, user_id: str | None = None) -> User:

@@ -137,7 +137,8 @@ class ChatHandler:
         self.user_of: dict[str, str] = {}
         # The link resyncs presence from this very table (sid -> user), the node's truth.
         self.presence = (None if presence is None
-                         else PresenceLink(presence, settings.node_id, settings.heartbeat_seconds, self.user_of))
+                         else PresenceLink(presence, settings.node_id, settings.heartbeat_seconds, self.user_of,
+                                           metrics.presence_in_sync))
         self.sockets_of: Counter[str] = Counter()  # user -> sockets on this node
         self.accepting = True
         self.in_flight = 0

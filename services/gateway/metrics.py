@@ -8,6 +8,12 @@ class GatewayMetrics:
         self.sockets = Gauge(
             "parley_gateway_sockets_connected", "Sockets connected to this node now.", registry=registry
         )
+        self.presence_in_sync = Gauge(
+            "parley_gateway_presence_in_sync",
+            "1 while presence holds this node's sockets as they are; 0 from start until the first "
+            "resync, and after a failed call until the resync that follows it.",
+            registry=registry,
+        )
         self.messages_sent = Counter(
             "parley_gateway_messages_sent_total",
             "Messages stored and acknowledged through this node (retries of a stored message excluded).",

@@ -12,6 +12,8 @@ import asyncio
 import logging
 from collections.abc import Mapping
 
+from prometheus_client import Gauge
+
 from ..shared.batching import Batcher
 from ..shared.errors import ParleyError
 from ..shared.internal import InternalClient
@@ -31,8 +33,10 @@ PARTNERS_PACE_FROM = 1
 
 class PresenceLink:
     def __init__(self, presence: InternalClient, node_id: str, heartbeat_seconds: float,
-                 sockets: Mapping[str, str]):
-        """`sockets` is the node's live table (sid -> user), read at each resync."""
+                 sockets: Mapping[str, str], in_sync: Gauge | None = None):
+        """`sockets` is the node's live table (sid -> user), read at each resync; `in_sync` shows
+        whether presence holds it (changes made meanwhile are folded into the next resync)."""
+        self._in_sync = in_sync
         self._presence = presence
         self._node_id = node_id
         self._heartbeat_seconds = heartbeat_seconds
@@ -40,7 +44,7 @@ class PresenceLink:
         self._connected: list[tuple[str, str]] = []
         self._disconnected: list[tuple[str, str]] = []
         self._wake = asyncio.Event()
-        self._needs_resync = True
+        self._resync_pending = True
         self._tasks: list[asyncio.Task] = []
         # One call to presence at a time: a batch landing after a resync it predates could
         # bring back a socket the resync had removed.
@@ -51,6 +55,16 @@ class PresenceLink:
         self._partner_lookups: Batcher[str, list[str]] = Batcher(
             self._online_partners_of_many, max_batch=MAX_USERS_PER_PARTNERS_QUERY,
             min_interval=PARTNERS_INTERVAL_SECONDS, pace_from=PARTNERS_PACE_FROM)
+
+    @property
+    def _needs_resync(self) -> bool:
+        return self._resync_pending
+
+    @_needs_resync.setter
+    def _needs_resync(self, pending: bool) -> None:
+        self._resync_pending = pending
+        if self._in_sync is not None:
+            self._in_sync.set(0 if pending else 1)
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._flush_forever()), asyncio.create_task(self._heartbeat_forever())]
