@@ -68,6 +68,13 @@ MAX_HEAD_READS_PER_CALL = 1000  # connects that arrive together share one read o
 # A connect waits this long at most for the feed's head: with history down, connects go on (their
 # pid then recovers only with an offset) instead of each waiting out the internal call's retries.
 HEAD_READ_TIMEOUT_SECONDS = 1.0
+# New sockets whose head read waits for the call under way leave no sooner than this after it
+# started, so a connect storm's reads share calls (as presence_link paces `onlineUsers`); a read
+# that finds no call under way leaves at once. Unpaced, they were 5.7 % of a gateway's CPU in a
+# storm of 10,000 (py-spy, bench/RESULTS.md "Connect storm and presence"). Paced, back to back
+# and interleaved (`python -m bench.presence_bench --sockets 10000`, load average 0.5 to 1.5):
+# presence agrees after 4.32 / 4.34 -> 3.48 / 3.63 s, 0.51 -> 0.44 CPU-ms a connect a gateway.
+HEAD_READ_INTERVAL_SECONDS = 0.025
 
 
 def guard_offsets(data: list) -> list:
@@ -146,7 +153,8 @@ class Recovery:
         self.signer = PidSigner(secret, window_seconds)
         self.max_events = max_events
         self.metrics = metrics
-        self._heads: Batcher[None, int] = Batcher(self._read_heads, max_batch=MAX_HEAD_READS_PER_CALL)
+        self._heads: Batcher[None, int] = Batcher(self._read_heads, max_batch=MAX_HEAD_READS_PER_CALL,
+                                                  min_interval=HEAD_READ_INTERVAL_SECONDS, pace_from=1)
         # Recoveries that arrive together (a killed node's clients) share history's reads: 5,000
         # sockets of a SIGKILLed node, the last caught up 9.67 -> 7.16 s after the kill; history
         # 0.52 -> 0.28 and Postgres 1.10 -> 0.54 CPU-ms a reconnect (`python -m bench.recovery_bench`,
