@@ -4,6 +4,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from ..shared.limits import MAX_REPLAY_EVENTS
 from ..shared.settings import DEV_INTERNAL_TOKENS, JwtSettings, NodeLivenessSettings, ServiceSettings
 
 
@@ -90,7 +91,7 @@ class GatewaySettings(ServiceSettings, JwtSettings, NodeLivenessSettings):
     # RECOVERY_MAX_EVENTS changes; otherwise it gets a normal connection (and should sync).
     # 0 events turns recovery off. The bound keeps a reconnect from costing a long replay.
     recovery_window_seconds: float = Field(default=86400.0, ge=0)
-    recovery_max_events: int = Field(default=1000, ge=0, le=10000)
+    recovery_max_events: int = Field(default=1000, ge=0, le=MAX_REPLAY_EVENTS)
 
     # --- voice and video calls (issue 17, services/gateway/calls.py) ---
     # A call nobody answers ends as `missed` after this many seconds.

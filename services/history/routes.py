@@ -8,7 +8,7 @@ from aiohttp import web
 from ..shared.auth import TokenVerifier, token_from_headers
 from ..shared.errors import InvalidField, ParleyError, parse_model
 from ..shared.fast_json import json_response
-from ..shared.limits import MAX_USER_NAME_LENGTH
+from ..shared.limits import MAX_REPLAY_EVENTS, MAX_USER_NAME_LENGTH
 from ..shared.emoji import EMOJI_RULE, is_emoji
 from ..shared.models import (CallParties, InternalMarkRead, InternalReaction, PartnersQuery, ReplayRequests, StoreMessage,
                              StoreMessages)
@@ -25,7 +25,7 @@ CONVERSATION_PAGE = PageSize(default=50, most=200)
 CONVERSATIONS_PAGE = PageSize(default=100, most=500)
 SYNC_PAGE = PageSize(default=100, most=500)
 # A recovering socket is replayed at most RECOVERY_MAX_EVENTS (a gateway setting) changes.
-REPLAY_PAGE = PageSize(default=1000, most=10000)
+REPLAY_PAGE = PageSize(default=1000, most=MAX_REPLAY_EVENTS)
 SEARCH_PAGE = PageSize(default=20, most=100)
 USERS_PAGE = PageSize(default=100, most=1000)
 MAX_QUERY_LENGTH = 256

@@ -32,7 +32,7 @@ MAX_STORE_BATCH = 256  # messages in one group commit (`POST /internal/messages/
 # Recovering sockets whose replays one `POST /internal/replay` reads (each up to RECOVERY_MAX_EVENTS
 # events): a node's reconnecting sockets share calls, and no answer grows past a few MB.
 MAX_REPLAYS_PER_CALL = 32
-MAX_REPLAY_EVENTS = 10_000  # RECOVERY_MAX_EVENTS's ceiling: the changes one replay may carry
+MAX_REPLAY_EVENTS = 10_000  # RECOVERY_MAX_EVENTS's ceiling, and a replay route's `limit`: the changes one replay may carry
 MAX_SOCKETS_PER_CALL = 100_000  # sockets in one presence report (a node's full list)
 MAX_USERS_PER_PARTNERS_QUERY = 10_000  # users in one `POST /internal/partners`
 
