@@ -114,7 +114,7 @@ class PresenceLink:
             await self._wake.wait()
             await asyncio.sleep(FLUSH_SECONDS)  # coalesce a burst of connects into one call
             self._wake.clear()
-            await self.flush()
+            await self._surviving(self.flush)
 
     async def flush(self) -> None:
         async with self._calls:
@@ -140,8 +140,18 @@ class PresenceLink:
 
     async def _heartbeat_forever(self) -> None:
         while True:
-            await self.heartbeat()
+            await self._surviving(self.heartbeat)
             await asyncio.sleep(self._heartbeat_seconds)
+
+    async def _surviving(self, step) -> None:
+        """Runs a flush or a heartbeat; an error no call path expects (an answer that is not the
+        JSON asked for, a bug) is logged and the next heartbeat resyncs, where it would have ended
+        the loop, and presence would never again have heard of this node's sockets."""
+        try:
+            await step()
+        except Exception:
+            log.exception("presence link step failed; resyncing at the next heartbeat")
+            self._needs_resync = True
 
     async def heartbeat(self) -> None:
         async with self._calls:
