@@ -30,6 +30,7 @@ HISTORY_INTERNAL = (
     ("POST", "/internal/partners"),
     ("PUT", "/internal/users/sec-intruder"),
     ("GET", "/internal/users/sec-intruder/partners"),
+    ("POST", "/internal/replay"),
 )
 PRESENCE_INTERNAL = (
     ("GET", "/internal/presence/online?ids=a"),
@@ -49,6 +50,9 @@ NOT_ADMITTED = (
     ("gateway", "PUT", "/internal/users/sec-intruder"),
     ("presence", "PUT", "/internal/users/sec-intruder"),
     ("admin", "POST", "/internal/partners"),
+    # Replays are what a user's sockets heard: the gateway's alone, which verified the user.
+    ("presence", "POST", "/internal/replay"),
+    ("admin", "POST", "/internal/replay"),
 )
 WRONG_TOKENS = {"none": None, "empty": "", "guessed": "x" * 48, "dev default": "dev-internal-token"}
 
@@ -71,6 +75,7 @@ def forged_payload(cast, method: str, route: str, text: str) -> bytes:
         "/internal/messages/batch": {"messages": [message]},
         "/internal/read": {"readerId": cast.grace.id, "partnerId": cast.ada.id},
         "/internal/partners": {"userIds": [cast.ada.id]},
+        "/internal/replay": {"requests": [{"userId": cast.ada.id, "after": "0"}], "limit": 10},
         "/internal/presence/heartbeat": {"nodeId": "intruder"},
         "/internal/presence/nodes/intruder": {"sockets": []},
     }.get(path, {})).encode()
@@ -137,6 +142,7 @@ async def test_history_refuses_a_service_on_a_route_it_may_not_call(secure_clust
     ("admin", "PUT", "/internal/users/sec-admitted"),
     ("gateway", "POST", "/internal/partners"),
     ("presence", "POST", "/internal/partners"),
+    ("gateway", "POST", "/internal/replay"),
 ])
 async def test_history_admits_the_callers_a_route_names(secure_cluster, cast, caller, method, route):
     """The control for the refusals above: the same routes do answer their own callers."""
