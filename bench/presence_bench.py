@@ -1,8 +1,9 @@
 """A connect storm: N idle sockets (5,000 by default; 10,000 for issue 7) over two gateway nodes.
 
 Reports the time until every socket is connected and until presence agrees they are online,
-gateway memory per 1,000 sockets, the internal calls made per connect, and the Redis commands
-per node heartbeat (on a private Redis, so nothing else is counted). Prints a table; writes
+gateway memory per 1,000 sockets, the internal calls made per connect, the Redis commands
+per node heartbeat (on a private Redis, so nothing else is counted), and then, every socket
+closed at once, the time until no gateway holds one and presence has them all offline. Prints a table; writes
 bench/results/presence-<N>.json.
 
     .venv/bin/python -m bench.presence_bench [--sockets 5000]
@@ -82,6 +83,20 @@ def stop_profiles(profilers: list[subprocess.Popen]) -> None:
         profiler.send_signal(signal.SIGINT)
     for profiler in profilers:
         profiler.wait(timeout=60)
+
+
+async def count_online(http: aiohttp.ClientSession, presence_url: str, users: list[str]) -> int:
+    """How many of `users` presence holds online now."""
+    online = 0
+    for chunk in range(0, len(users), 100):
+        async with http.get(presence_url + "/internal/presence/online", params={"ids": ",".join(users[chunk:chunk + 100])},
+                            headers={"X-Internal-Token": GATEWAY_TOKEN}) as answer:
+            online += len((await answer.json())["online"])
+    return online
+
+
+async def sockets_connected(stack: Stack, gateways: list[str]) -> float:
+    return sum([metric_sum(await scrape(stack[name].internal_url), "parley_gateway_sockets_connected") for name in gateways])
 
 
 class InProcessClients:
@@ -165,15 +180,7 @@ async def run(stack: Stack, gateways: list[str], count: int, redis_url: str, cli
         await storm
         connected = time.perf_counter() - started
         presence_url = stack["presence"].internal_url
-        while True:
-            online = 0
-            for chunk in range(0, count, 100):
-                async with http.get(presence_url + "/internal/presence/online",
-                                    params={"ids": ",".join(users[chunk:chunk + 100])},
-                                    headers={"X-Internal-Token": GATEWAY_TOKEN}) as answer:
-                    online += len((await answer.json())["online"])
-            if online == count:
-                break
+        while await count_online(http, presence_url, users) < count:
             await asyncio.sleep(0.05)
         agreed = time.perf_counter() - started
         # A gateway's per connect it took (count / nodes); the others' per connect of the storm.
@@ -202,7 +209,16 @@ async def run(stack: Stack, gateways: list[str], count: int, redis_url: str, cli
         commands = client.info("stats")["total_commands_processed"] - commands_before
         client.close()
         heartbeats = len(gateways) * window / HEARTBEAT_SECONDS
-    await clients.close()
+
+        # The disconnect storm: every socket closes at once (a load balancer restarting, say).
+        gateway_cpu_before = {name: cpu_seconds(pids[name]) for name in gateways}
+        started = time.perf_counter()
+        await clients.close()
+        while await count_online(http, presence_url, users) or await sockets_connected(stack, gateways):
+            await asyncio.sleep(0.05)
+        all_gone = time.perf_counter() - started
+        disconnect_cpu_ms = {name: (cpu_seconds(pids[name]) - gateway_cpu_before[name]) * 1000 / (count / len(gateways))
+                             for name in gateways}
     cpu_ms["generators (connecting only)"] = clients.cpu_seconds * 1000 / count
     return [
         ("sockets", f"{count:,} over {len(gateways)} nodes"),
@@ -215,6 +231,8 @@ async def run(stack: Stack, gateways: list[str], count: int, redis_url: str, cli
         ("presence -> history calls per connect", f"{history_calls / count:.3f}"),
         ("Redis commands per heartbeat (idle)",
          f"{commands / heartbeats:.1f} (incl. sweeps, route refreshes: {commands} in {window:.0f} s)"),
+        ("all closed at once: gone everywhere after", f"{all_gone:.2f} s (no socket on a gateway, none online in presence)"),
+        ("CPU-ms a disconnect (a gateway: of its own)", ", ".join(f"{name} {ms:.2f}" for name, ms in disconnect_cpu_ms.items())),
     ]
 
 

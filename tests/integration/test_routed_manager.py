@@ -241,3 +241,48 @@ async def test_an_unreadable_payload_is_counted_and_logged_and_the_listener_goes
     finally:
         await manager.close()
         await client.aclose()
+
+
+@pytest.mark.parametrize("seed", range(20))
+async def test_rooms_of_each_socket_stay_as_python_socketios_own_manager_keeps_them(nodes, seed):
+    """RoutedRedisManager keeps each socket's rooms beside python-socketio's table, so that a
+    disconnect leaves them without scanning every room of the node: after any sequence of
+    connects, joins, leaves, room closes and disconnects, the table, each socket's rooms, the
+    pending lists and the ack callbacks are what python-socketio's own manager makes of it."""
+    import random
+
+    routed, stock = nodes[0], socketio.AsyncManager()
+    rng = random.Random(seed)
+    connected: list[tuple[str, str]] = []
+    rooms = [f"user:u{n}" for n in range(4)] + ["presence:u1", "group:7"]
+    for step in range(300):
+        action = rng.choice(["connect", "enter", "enter", "leave", "close", "disconnect", "pending"])
+        if action == "connect" or not connected:
+            namespace = rng.choice(["/", "/other"])
+            sid = f"sid-{step}"
+            connected.append((sid, namespace))
+            for manager in (routed, stock):
+                manager.basic_enter_room(sid, namespace, None, eio_sid=f"eio-{step}")
+                manager.basic_enter_room(sid, namespace, sid)
+                manager.callbacks[sid] = {1: "callback"}
+            continue
+        sid, namespace = rng.choice(connected)
+        room = rng.choice(rooms)
+        for manager in (routed, stock):
+            if action == "enter":
+                manager.basic_enter_room(sid, namespace, room)
+            elif action == "leave":
+                manager.basic_leave_room(sid, namespace, room)
+            elif action == "close":
+                manager.basic_close_room(room, namespace)
+            elif action == "pending":
+                manager.pre_disconnect(sid, namespace)
+            else:
+                manager.basic_disconnect(sid, namespace)
+        if action == "disconnect":
+            connected.remove((sid, namespace))
+        assert {ns: {room: dict(members) for room, members in table.items()} for ns, table in routed.rooms.items()} == \
+            {ns: {room: dict(members) for room, members in table.items()} for ns, table in stock.rooms.items()}, step
+        for sid, namespace in connected:
+            assert sorted(routed.get_rooms(sid, namespace)) == sorted(stock.get_rooms(sid, namespace)), step
+        assert routed.pending_disconnect == stock.pending_disconnect and routed.callbacks == stock.callbacks, step

@@ -9,6 +9,7 @@ After an upgrade, each failure names what moved and which of our code relies on 
 No I/O: only inspection, and library objects built in memory.
 """
 
+import hashlib
 import inspect
 import re
 
@@ -77,6 +78,12 @@ SIGNATURES = [
      "routed_manager.py _emit_here calls it for (sid, eio_sid) pairs"),
     ("socketio.async_pubsub_manager.AsyncPubSubManager.basic_leave_room", "self sid namespace room",
      "routed_manager.py RoutedRedisManager.basic_leave_room overrides it"),
+    ("socketio.async_pubsub_manager.AsyncPubSubManager.basic_enter_room", "self sid namespace room eio_sid",
+     "routed_manager.py RoutedRedisManager.basic_enter_room overrides it (each socket's rooms)"),
+    ("socketio.async_pubsub_manager.AsyncPubSubManager.basic_disconnect", "self sid namespace kwargs",
+     "routed_manager.py RoutedRedisManager.basic_disconnect replaces it (see the test below)"),
+    ("socketio.async_pubsub_manager.AsyncPubSubManager.get_rooms", "self sid namespace",
+     "routed_manager.py RoutedRedisManager.get_rooms replaces it"),
     ("socketio.async_pubsub_manager.AsyncPubSubManager.is_connected", "self sid namespace",
      "routed_manager.py RoutedRedisManager.emit calls it"),
 ]
@@ -231,6 +238,22 @@ def test_every_way_out_of_a_room_goes_through_basic_leave_room():
     assert "delself.rooms[namespace][room]" in flat_source(AsyncPubSubManager.basic_leave_room), (
         "python-socketio's basic_leave_room no longer deletes a room its last socket left: "
         "RoutedRedisManager.basic_leave_room takes an absent room as emptied")
+
+
+def test_a_disconnect_does_what_routed_manager_basic_disconnect_does_without_its_scan():
+    """RoutedRedisManager.basic_disconnect does python-socketio 5.18.1's work from its own index of
+    each socket's rooms; any change upstream (a new structure to clean up) must be read again."""
+    digest = hashlib.sha256(flat_source(AsyncPubSubManager.basic_disconnect).encode()).hexdigest()
+    assert digest == BASIC_DISCONNECT_5_18_1, (
+        "python-socketio's basic_disconnect changed: routed_manager.py RoutedRedisManager.basic_disconnect "
+        "replaces it (rooms left from `_rooms_of`, callbacks, pending lists); bring it up to date")
+    assert "self.rooms[namespace][room][sid]=eio_sid" in flat_source(AsyncPubSubManager.basic_enter_room), (
+        "python-socketio's basic_enter_room no longer adds a socket to a room this way: "
+        "RoutedRedisManager.basic_enter_room notes the room after it")
+
+
+# sha256 of python-socketio 5.18.1's BaseManager.basic_disconnect, whitespace removed (flat_source).
+BASIC_DISCONNECT_5_18_1 = "ae506e1c9a148f0c95d0622f48a22a764d76fe55a0e666a3d66d9537cb4a5b0b"
 
 
 def test_aiohttp_never_uses_an_upgraded_connections_http_parser_unguarded():
