@@ -215,9 +215,11 @@ class RoutedRedisManager(AsyncPubSubManager):
         # Registered rooms whose last socket left since the last refresh (`basic_leave_room`):
         # the refresh unregisters those still empty, rather than scanning every room of the node.
         self._emptied: set[str] = set()
-        # The rooms of each socket, namespace -> sid -> rooms (None, the namespace itself,
-        # included): kept by basic_enter_room / basic_leave_room, read by basic_disconnect.
-        self._rooms_of: dict[str, dict[str, set]] = {}
+        # The rooms of each socket besides the two every socket has (None, the namespace, and its
+        # own sid room), namespace -> sid -> rooms: kept by basic_enter_room / basic_leave_room,
+        # read by basic_disconnect. A list: a socket is in a few rooms (its user's, the presence
+        # rooms it watches), and a list of one costs a third of a set (memory per socket, issue 21).
+        self._rooms_of: dict[str, dict[str, list]] = {}
         # A registration failed (Redis away, or a pooled connection that died with a restart):
         # the next refresh writes every entry again, whatever the liveness key says.
         self._register_again = False
@@ -506,7 +508,10 @@ class RoutedRedisManager(AsyncPubSubManager):
     def basic_enter_room(self, sid, namespace, room, eio_sid=None):
         """python-socketio's, and the room noted among the socket's (for `basic_disconnect`)."""
         super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
-        self._rooms_of.setdefault(namespace, {}).setdefault(sid, set()).add(room)
+        if room is not None and room != sid:
+            rooms = self._rooms_of.setdefault(namespace, {}).setdefault(sid, [])
+            if room not in rooms:
+                rooms.append(room)
 
     def basic_leave_room(self, sid, namespace, room):
         """python-socketio's, which deletes a room when its last socket leaves (a disconnect
@@ -516,8 +521,8 @@ class RoutedRedisManager(AsyncPubSubManager):
         gateway's CPU with 15,000 sockets (py-spy, 250 Hz, 30 s; `python -m bench.idle_bench`)."""
         super().basic_leave_room(sid, namespace, room)
         sockets = self._rooms_of.get(namespace)
-        if sockets is not None and (rooms := sockets.get(sid)) is not None:
-            rooms.discard(room)
+        if sockets is not None and (rooms := sockets.get(sid)) is not None and room in rooms:
+            rooms.remove(room)
             if not rooms:
                 del sockets[sid]
         if room in self._registered and namespace == "/" and not self.rooms.get("/", {}).get(room):
@@ -533,7 +538,9 @@ class RoutedRedisManager(AsyncPubSubManager):
         14.6 s, 2.0 gateway CPU-ms a disconnect, against 1.3 s and 0.10 here
         (`python -m bench.presence_bench --sockets 10000`). The rest (callbacks, pending lists)
         is python-socketio 5.18.1's (tests/unit/test_library_seams.py notices a change there)."""
-        for room in list(self._rooms_of.get(namespace, {}).get(sid, ())):
+        if namespace not in self.rooms:
+            return
+        for room in [*self._rooms_of.get(namespace, {}).get(sid, ()), sid, None]:
             self.basic_leave_room(sid, namespace, room)
         self.callbacks.pop(sid, None)
         for pending in (self.pending_connect, self.pending_disconnect):
@@ -544,7 +551,9 @@ class RoutedRedisManager(AsyncPubSubManager):
 
     def get_rooms(self, sid, namespace):
         """The rooms a socket is in, from `_rooms_of` (python-socketio scans every room)."""
-        return [room for room in self._rooms_of.get(namespace, {}).get(sid, ()) if room is not None]
+        if sid not in self.rooms.get(namespace, {}).get(sid, ()):
+            return list(self._rooms_of.get(namespace, {}).get(sid, ()))
+        return [sid, *self._rooms_of.get(namespace, {}).get(sid, ())]
 
     def _local_routed_rooms(self) -> set[str]:
         return {room for room, members in self.rooms.get("/", {}).items()
