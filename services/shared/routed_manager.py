@@ -40,7 +40,8 @@ Measured (bench/RESULTS.md): pub/sub messages decoded per delivered message, per
 two nodes and 0.08 over four ("Delivery"), where python-socketio's stock manager decodes 2 per
 node per message (appendix, "Delivery": node scaling). Besides `_publish` and `_listen`, the
 extension points python-socketio documents, this overrides its internals (`emit`,
-`_handle_emit`, `enter_room`, `initialize`) and calls the server's `_send_eio_packet`:
+`_handle_emit`, `enter_room`, `initialize`, and the room table's `basic_enter_room`,
+`basic_leave_room`, `basic_disconnect`, `get_rooms`) and calls the server's `_send_eio_packet`:
 pyproject.toml pins python-socketio exactly, and tests/unit/test_library_seams.py names what
 moved after an upgrade.
 """
