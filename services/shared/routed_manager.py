@@ -216,6 +216,8 @@ class RoutedRedisManager(AsyncPubSubManager):
         # Registered rooms whose last socket left since the last refresh (`basic_leave_room`):
         # the refresh unregisters those still empty, rather than scanning every room of the node.
         self._emptied: set[str] = set()
+        # Rooms the refresh is taking this node out of now, each with the end of that call.
+        self._unregistering: dict[str, asyncio.Future] = {}
         # The rooms of each socket besides the two every socket has (None, the namespace, and its
         # own sid room), namespace -> sid -> rooms: kept by basic_enter_room / basic_leave_room,
         # read by basic_disconnect. A list: a socket is in a few rooms (its user's, the presence
@@ -477,7 +479,13 @@ class RoutedRedisManager(AsyncPubSubManager):
         """Also registers the node for a user's room or a presence room, so routed emits find it
         (the routing above)."""
         await super().enter_room(sid, namespace, room, eio_sid=eio_sid)
-        if room.startswith(ROUTED_ROOM_PREFIXES) and room not in self._registered and not self.write_only:
+        if not room.startswith(ROUTED_ROOM_PREFIXES) or self.write_only:
+            return
+        if (unregistering := self._unregistering.get(room)) is not None:
+            # The refresh is taking this node out of the room's set (its last socket had left):
+            # registered again once that is done, or the socket that just came would hear nothing.
+            await asyncio.shield(unregistering)
+        if room not in self._registered:
             # Registered before the connect completes: from now on, emits for the user reach us.
             await self._registrar.submit(room)
 
@@ -596,7 +604,10 @@ class RoutedRedisManager(AsyncPubSubManager):
         return written
 
     async def _unregister(self, rooms: list[str]) -> bool:
-        """Takes this node out of the route sets of `rooms`; whether Redis took it."""
+        """Takes this node out of the route sets of `rooms`; whether Redis took it. A socket that
+        enters one of them meanwhile waits for this, then registers it again (`enter_room`)."""
+        done = asyncio.get_running_loop().create_future()
+        self._unregistering.update(dict.fromkeys(rooms, done))
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for room in rooms:
@@ -605,8 +616,17 @@ class RoutedRedisManager(AsyncPubSubManager):
             self._registered.difference_update(rooms)
             return True
         except (RedisError, OSError) as exc:
-            log.warning("could not unregister %d room(s) (they lapse by themselves): %r", len(rooms), exc)
+            # Some may have been taken out all the same: those a socket entered meanwhile are
+            # registered again by it; the others stay noted, and the next refresh tries again.
+            here = self.rooms.get("/", {})
+            self._registered.difference_update(room for room in rooms if here.get(room))
+            log.warning("could not unregister %d room(s): %r", len(rooms), exc)
             return False
+        finally:
+            for room in rooms:
+                if self._unregistering.get(room) is done:
+                    del self._unregistering[room]
+            done.set_result(None)
 
     # --- listening -------------------------------------------------------------------------------
 

@@ -292,3 +292,36 @@ async def test_rooms_of_each_socket_stay_as_python_socketios_own_manager_keeps_t
         for sid, namespace in connected:
             assert sorted(routed.get_rooms(sid, namespace)) == sorted(stock.get_rooms(sid, namespace)), step
         assert routed.pending_disconnect == stock.pending_disconnect and routed.callbacks == stock.callbacks, step
+
+
+async def test_a_socket_that_enters_a_room_while_the_refresh_takes_the_node_out_keeps_it_routed(private_redis, nodes):
+    """grace's last socket left node n1; the refresh is taking n1 out of her route set when her
+    next socket arrives there. Redis holds the refresh's SREM (CLIENT PAUSE WRITE) until the
+    socket has entered: the node must end in her set, or emits for her never reach that socket."""
+    n1, n2 = nodes
+    await n1._register(hold(n1, "grace"))
+    n1.basic_disconnect("sid-0", "/")  # her only socket: the room is emptied, the refresh will unregister it
+    admin = redis.Redis.from_url(private_redis.url)
+
+    async def srem_held() -> None:  # the refresh's SREM has reached Redis, which holds it
+        assert any(client["cmd"] == "srem" and "b" in client["flags"] for client in await admin.client_list())
+
+    async def entered() -> None:
+        assert "sid-9" in n1.rooms["/"].get("user:grace", {})
+
+    # Well inside the manager's 5 s socket timeout: the SREM waits, it does not fail.
+    await admin.execute_command("CLIENT", "PAUSE", 3000, "WRITE")
+    try:
+        refresh = asyncio.create_task(n1._refresh(written=time.monotonic()))
+        await eventually(srem_held, timeout=2)
+        n1.basic_enter_room("sid-9", "/", None, eio_sid="eio-9")  # her next socket connects here (as pre_connect)
+        enter = asyncio.create_task(n1.enter_room("sid-9", "/", "user:grace"))
+        await eventually(entered, timeout=2)
+        assert not refresh.done()  # the socket is in the room while the SREM is still held
+    finally:
+        await admin.execute_command("CLIENT", "UNPAUSE")
+        await admin.aclose()
+    await asyncio.wait_for(asyncio.gather(refresh, enter), timeout=10)
+
+    assert await n2._redis.smembers(user_nodes_key(PREFIX, "grace")) == {b"n1"}
+    assert await published_to(private_redis, n2, "grace") == {"n1": [b'[{"event":"x"}]'], "n2": []}
