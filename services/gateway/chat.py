@@ -149,8 +149,9 @@ class ChatHandler:
         self.reaction_limiter = RateLimiter(settings.reaction_rate_per_second, settings.reaction_burst)
         # watchPresence and GET /api/presence: one bucket, as both cost a history call.
         self.presence_limiter = RateLimiter(settings.presence_rate_per_second, settings.presence_burst)
-        # (sid, target) -> timer that sends `userStoppedTyping` if the client never does.
-        self._typing_timers: dict[tuple[str, TypingTarget], asyncio.TimerHandle] = {}
+        # sid -> target -> timer that sends `userStoppedTyping` if the client never does (by
+        # socket, so a disconnect finds its own without scanning every socket's).
+        self._typing_timers: dict[str, dict[TypingTarget, asyncio.TimerHandle]] = {}
         self._background: set[asyncio.Task] = set()
         self._reaction_order: dict[str, asyncio.Lock] = {}  # sid -> its reactions, one at a time
         self.on_disconnected: Callable[[str], None] | None = None  # told each sid that leaves (catch-up's log)
@@ -234,9 +235,9 @@ class ChatHandler:
         self._reaction_order.pop(sid, None)
         if self.presence is not None:
             self.presence.socket_disconnected(sid, user_id)
-        for sid_and_target in [key for key in self._typing_timers if key[0] == sid]:
-            self._typing_timers.pop(sid_and_target).cancel()
-            await self._emit_stopped_typing(user_id, sid_and_target[1])
+        for target, timer in self._typing_timers.pop(sid, {}).items():
+            timer.cancel()
+            await self._emit_stopped_typing(user_id, target)
 
     async def drain(self, grace_seconds: float) -> None:
         """Refuse new sockets, let in-flight events finish, then drop every connection.
@@ -300,11 +301,9 @@ class ChatHandler:
         target = parse_typing_target(payload)
         self.typing_limiter.check(user_id)
         rooms = await self._typing_rooms(user_id, target)
-        key = (sid, target)
-        if (timer := self._typing_timers.pop(key, None)) is not None:
-            timer.cancel()
-        self._typing_timers[key] = asyncio.get_running_loop().call_later(
-            self.settings.typing_timeout_seconds, self._typing_expired, key, user_id
+        self._cancel_typing(sid, target)
+        self._typing_timers.setdefault(sid, {})[target] = asyncio.get_running_loop().call_later(
+            self.settings.typing_timeout_seconds, self._typing_expired, sid, target, user_id
         )
         await self._emit_to("userTyping", typing_payload(user_id, target), rooms)
 
@@ -405,15 +404,18 @@ class ChatHandler:
 
     def _cancel_typing(self, sid: str, target: TypingTarget) -> bool:
         """Stops the timer; True when the target was still being shown "typing"."""
-        timer = self._typing_timers.pop((sid, target), None)
+        timers = self._typing_timers.get(sid)
+        timer = timers.pop(target, None) if timers is not None else None
+        if timers is not None and not timers:
+            del self._typing_timers[sid]
         if timer is None:
             return False
         timer.cancel()
         return True
 
-    def _typing_expired(self, key: tuple[str, TypingTarget], user_id: str) -> None:
-        self._typing_timers.pop(key, None)
-        self.spawn(self._emit_stopped_typing(user_id, key[1]))
+    def _typing_expired(self, sid: str, target: TypingTarget, user_id: str) -> None:
+        self._cancel_typing(sid, target)  # the timer has run: cancelling it is harmless
+        self.spawn(self._emit_stopped_typing(user_id, target))
 
     async def _emit_stopped_typing(self, user_id: str, target: TypingTarget) -> None:
         try:
@@ -439,8 +441,9 @@ class ChatHandler:
         await self.store_batcher.close()
         if self.recovery is not None:
             await self.recovery.close()
-        for timer in self._typing_timers.values():
-            timer.cancel()
+        for timers in self._typing_timers.values():
+            for timer in timers.values():
+                timer.cancel()
         self._typing_timers.clear()
         for task in list(self._background):
             task.cancel()

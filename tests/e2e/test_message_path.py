@@ -238,6 +238,23 @@ async def test_typing_is_relayed_and_cleared_by_the_server(make_user, connect):
     assert asyncio.get_running_loop().time() - typed < TYPING_TIMEOUT_SECONDS
 
 
+async def test_a_typist_who_disconnects_is_shown_stopped_at_once_to_everyone_they_typed_to(make_user, connect):
+    ada, grace, hopper = await make_user(), await make_user(), await make_user()
+    typist = await connect(ada, "a")
+    watchers = [await connect(grace, "b"), await connect(hopper, "a")]
+
+    typed = asyncio.get_running_loop().time()
+    for watcher, user in zip(watchers, (grace, hopper)):
+        await typist.sio.emit("typing", user.id)
+        assert await watcher.wait_for("userTyping") == ada.id
+    await typist.sio.disconnect()
+
+    for watcher in watchers:
+        assert await watcher.wait_for("userStoppedTyping", timeout=0.8) == ada.id
+    # Both before the first timer could fire: the disconnect stopped them, not the timers.
+    assert asyncio.get_running_loop().time() - typed < TYPING_TIMEOUT_SECONDS
+
+
 async def test_rest_through_the_gateway_follows_the_guide(cluster, make_user, connect):
     ada, grace = await make_user(), await make_user()
     sender = await connect(ada, "a")
