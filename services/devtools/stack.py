@@ -116,10 +116,17 @@ class Stack:
         return process
 
     def start(self, timeout: float = 30) -> None:
-        for process in self.processes.values():
-            process.start()
-        for process in self.processes.values():
-            process.wait_ready(timeout)
+        """Starts every process and waits until each is ready; if one fails to start or to get
+        ready, stops those already started before raising (a caller's `stop` never runs then:
+        they were left running, e.g. by a bench whose history failed at import)."""
+        try:
+            for process in self.processes.values():
+                process.start()
+            for process in self.processes.values():
+                process.wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         for process in reversed(list(self.processes.values())):
