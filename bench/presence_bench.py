@@ -3,8 +3,8 @@
 Reports the time until every socket is connected and until presence agrees they are online,
 gateway memory per 1,000 sockets, the internal calls made per connect, the Redis commands
 per node heartbeat (on a private Redis, so nothing else is counted), and then, every socket
-closed at once, the time until no gateway holds one and presence has them all offline. Prints a table; writes
-bench/results/presence-<N>.json.
+closed at once, the time until no gateway holds one and presence has them all offline.
+Prints a table; writes bench/results/presence-<N>.json.
 
     .venv/bin/python -m bench.presence_bench [--sockets 5000]
 """

@@ -560,9 +560,8 @@ class RoutedRedisManager(AsyncPubSubManager):
 
     def get_rooms(self, sid, namespace):
         """The rooms a socket is in, from `_rooms_of` (python-socketio scans every room)."""
-        if sid not in self.rooms.get(namespace, {}).get(sid, ()):
-            return list(self._rooms_of.get(namespace, {}).get(sid, ()))
-        return [sid, *self._rooms_of.get(namespace, {}).get(sid, ())]
+        others = self._rooms_of.get(namespace, {}).get(sid, [])
+        return [sid, *others] if sid in self.rooms.get(namespace, {}).get(sid, ()) else list(others)
 
     def _local_routed_rooms(self) -> set[str]:
         return {room for room, members in self.rooms.get("/", {}).items()

@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import random
 import time
 
 import pytest
@@ -249,8 +250,6 @@ async def test_rooms_of_each_socket_stay_as_python_socketios_own_manager_keeps_t
     disconnect leaves them without scanning every room of the node: after any sequence of
     connects, joins, leaves, room closes and disconnects, the table, each socket's rooms, the
     pending lists and the ack callbacks are what python-socketio's own manager makes of it."""
-    import random
-
     routed, stock = nodes[0], socketio.AsyncManager()
     rng = random.Random(seed)
     connected: list[tuple[str, str]] = []
@@ -289,8 +288,9 @@ async def test_rooms_of_each_socket_stay_as_python_socketios_own_manager_keeps_t
             connected.remove((sid, namespace))
         assert {ns: {room: dict(members) for room, members in table.items()} for ns, table in routed.rooms.items()} == \
             {ns: {room: dict(members) for room, members in table.items()} for ns, table in stock.rooms.items()}, step
-        for sid, namespace in connected:
-            assert sorted(routed.get_rooms(sid, namespace)) == sorted(stock.get_rooms(sid, namespace)), step
+        for each_sid, each_namespace in connected:
+            assert sorted(routed.get_rooms(each_sid, each_namespace)) == \
+                sorted(stock.get_rooms(each_sid, each_namespace)), step
         assert routed.pending_disconnect == stock.pending_disconnect and routed.callbacks == stock.callbacks, step
 
 
@@ -309,14 +309,15 @@ async def test_a_socket_that_enters_a_room_while_the_refresh_takes_the_node_out_
     async def entered() -> None:
         assert "sid-9" in n1.rooms["/"].get("user:grace", {})
 
-    # Well inside the manager's 5 s socket timeout: the SREM waits, it does not fail.
-    await admin.execute_command("CLIENT", "PAUSE", 3000, "WRITE")
+    # Longer than both waits below together, and inside the manager's 5 s socket timeout: the
+    # SREM is still held when the socket has entered, and it waits rather than fails.
+    await admin.execute_command("CLIENT", "PAUSE", 4000, "WRITE")
     try:
         refresh = asyncio.create_task(n1._refresh(written=time.monotonic()))
-        await eventually(srem_held, timeout=2)
+        await eventually(srem_held, timeout=1.5)
         n1.basic_enter_room("sid-9", "/", None, eio_sid="eio-9")  # her next socket connects here (as pre_connect)
         enter = asyncio.create_task(n1.enter_room("sid-9", "/", "user:grace"))
-        await eventually(entered, timeout=2)
+        await eventually(entered, timeout=1.5)
         assert not refresh.done()  # the socket is in the room while the SREM is still held
     finally:
         await admin.execute_command("CLIENT", "UNPAUSE")
