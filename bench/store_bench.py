@@ -1,7 +1,8 @@
 """Postgres CPU per stored message: history's insert statement by batch size and plan mode.
 
-Runs the statement history runs, on one connection, 2,000 messages a case, and reads the
-server backend's CPU from /proc (so Postgres must run on this machine). By default in the
+Runs history's own 1:1 insert (`_insert_direct`, the statement and arguments a store call of
+plain messages runs), on one connection, 2,000 messages a case, and reads the server backend's
+CPU from /proc (so Postgres must run on this machine). By default in the
 history bench's database (1,000,000 messages, run that first): planning costs more with real
 statistics than on empty tables. Prints a table; writes bench/results/store.json.
 
@@ -20,7 +21,8 @@ from bench.measure import RESULTS_DIR, RUN_DIR, cpu_seconds
 from bench.history_bench import DATABASE as HISTORY_DATABASE
 from services.devtools.stores import ensure_database, find_stores, with_database
 from services.history.migrations import apply_migrations
-from services.history.store import _INSERT_MESSAGES
+from services.history.store import _insert_direct
+from services.shared.models import StoreMessage
 
 USERS = ["store-bench-a", "store-bench-b"]
 
@@ -29,16 +31,14 @@ async def measure(url: str, plan_mode: str, batch: int, messages: int) -> dict:
     connection = await asyncpg.connect(url, server_settings={"synchronous_commit": "on", "plan_cache_mode": plan_mode})
     try:
         backend = await connection.fetchval("SELECT pg_backend_pid()")
+        batches = [
+            [(n, StoreMessage(senderId=USERS[n % 2], receiverId=USERS[(n + 1) % 2], text=f"message {number}-{n}"))
+             for n in range(batch)]
+            for number in range(messages // batch)
+        ]
         cpu_before, started = cpu_seconds(backend), time.perf_counter()
-        for number in range(messages // batch):
-            await connection.fetch(
-                _INSERT_MESSAGES,
-                [USERS[n % 2] for n in range(batch)],
-                [USERS[(n + 1) % 2] for n in range(batch)],
-                [f"message {number}-{n}" for n in range(batch)],
-                [None] * batch,
-                [None] * batch,  # no replies
-            )
+        for messages_of_call in batches:
+            await _insert_direct(connection, messages_of_call)
         elapsed = time.perf_counter() - started
         cpu = cpu_seconds(backend) - cpu_before
     finally:
