@@ -5,12 +5,14 @@ import logging
 import random
 import time
 
+import orjson
 import pytest
 import redis.asyncio as redis
 import socketio
 from prometheus_client import CollectorRegistry, Counter
 
 from services.shared.keys import node_alive_key, node_channel, presence_watchers_key, sio_channel, user_nodes_key
+from services.shared import routed_manager
 from services.shared.routed_manager import MAX_ROOMS_PER_CALL, USER_ROUTE_TTL_SECONDS, NotSubscribed, RoutedRedisManager
 from services.shared.settings import NodeLivenessSettings
 from tests.support import TEST_RUN_DIR, eventually, private_redis_server
@@ -212,6 +214,41 @@ async def test_each_node_is_sent_the_format_it_reads(private_redis, nodes, caplo
     # The first one was never sent: Redis delivers in order.
     assert message["channel"] == node_channel(PREFIX, "later").encode()
     assert message["data"].startswith(b'[{"method":"emit","event":"callSignal"')
+    await pubsub.aclose()
+
+
+async def test_what_a_node_reads_is_read_once_for_a_run_of_signals_and_again_once_expired(private_redis, nodes,
+                                                                                           monkeypatch):
+    """A call's candidates to one node: its liveness key is read for the first, not before each
+    (NODE_FORMAT_KNOWN_SECONDS). A node that restarts under the same id reading none of this
+    release's formats is honoured once that reading has expired."""
+    _, n2 = nodes
+    client = n2._redis
+    await client.set(node_alive_key(PREFIX, "peer"), "1")
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(node_channel(PREFIX, "peer"), node_channel(PREFIX, "marker"))
+
+    async def next_signal() -> tuple[bytes, bytes]:
+        deadline, message = time.monotonic() + 5, None
+        while message is None:
+            assert time.monotonic() < deadline, "no signal within 5 s"
+            message = await pubsub.get_message(timeout=0.1)
+        return message["channel"], orjson.loads(message["data"])[0]["data"][0]["n"]
+
+    gets_before = (await client.info("commandstats")).get("cmdstat_get", {}).get("calls", 0)
+    for n in range(5):
+        await n2.emit_to_socket("iceCandidate", {"n": n}, "sid-p", "peer")
+    assert [await next_signal() for _ in range(5)] == [(node_channel(PREFIX, "peer").encode(), n) for n in range(5)]
+    assert (await client.info("commandstats"))["cmdstat_get"]["calls"] - gets_before == 1
+
+    await client.set(node_alive_key(PREFIX, "peer"), "99")  # restarted, reading format 99 only
+    await n2.emit_to_socket("iceCandidate", {"n": 5}, "sid-p", "peer")  # within the reading: sent
+    assert await next_signal() == (node_channel(PREFIX, "peer").encode(), 5)
+    monkeypatch.setattr(routed_manager, "NODE_FORMAT_KNOWN_SECONDS", 0.0)
+    await n2.emit_to_socket("iceCandidate", {"n": 6}, "sid-p", "peer")  # expired: read again, held back
+    await n2.emit_to_socket("iceCandidate", {"n": 7}, "sid-m", "marker")
+    # Redis delivers in order: the marker's signal coming next means n 6 was never published.
+    assert await next_signal() == (node_channel(PREFIX, "marker").encode(), 7)
     await pubsub.aclose()
 
 
