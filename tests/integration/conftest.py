@@ -1,10 +1,13 @@
 """The history app in-process (aiohttp test server) against the run's real Postgres and Redis."""
 
 import asyncio
+import uuid
+from dataclasses import dataclass
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from services.devtools.stores import drop_database, ensure_database, with_database
 from services.history.app import create_app
 from services.history.app_keys import STORE
 from services.history.settings import HistorySettings
@@ -32,6 +35,26 @@ async def wait_schema_ready(app, timeout: float = 10) -> None:
     while not app[STORE].schema_ready:
         assert asyncio.get_running_loop().time() < deadline, "migrations did not finish"
         await asyncio.sleep(0.02)
+
+
+@dataclass(frozen=True)
+class OwnDatabase:
+    admin_url: str  # the server's `postgres` database, for what is done to this one from outside
+    name: str
+    url: str
+
+
+@pytest.fixture
+def own_database(stores):
+    """An empty database of this test's own, dropped after it: for a test that migrates, fills,
+    prunes or reconfigures a database, which the other tests' shared one must not see."""
+    admin_url = with_database(stores.database_url, "postgres")
+    name = f"{stores.redis_prefix.replace('-', '_')}_own_{uuid.uuid4().hex[:8]}"
+    database = OwnDatabase(admin_url, name, ensure_database(admin_url, name))
+    try:
+        yield database
+    finally:
+        drop_database(admin_url, name)
 
 
 @pytest.fixture

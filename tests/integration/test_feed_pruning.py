@@ -4,14 +4,12 @@ before what was pruned is told (sync's `eventsPruned`; a replay answers `hasMore
 recovering socket gets a normal connection instead of a replay with holes)."""
 
 import dataclasses
-import uuid
 from urllib.parse import quote
 
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from services.devtools.stores import drop_database, ensure_database, with_database
 from services.history.app import create_app
 from services.shared.web import INTERNAL_APP
 from tests.integration.conftest import RecordingNotifier, history_settings, wait_schema_ready
@@ -23,21 +21,15 @@ RETENTION_SECONDS = 3600.0
 
 
 @pytest.fixture
-def own_database(stores):
+def migrated_database(own_database) -> str:
     """A database of this test's own: pruning the shared one would take other tests' events."""
-    admin_url = with_database(stores.database_url, "postgres")
-    database = f"parley_prune_{uuid.uuid4().hex[:8]}"
-    url = ensure_database(admin_url, database)
-    try:
-        migrate(url)
-        yield url
-    finally:
-        drop_database(admin_url, database)
+    migrate(own_database.url)
+    return own_database.url
 
 
-async def test_events_past_their_retention_are_pruned_and_readers_from_before_are_told(stores, own_database,
+async def test_events_past_their_retention_are_pruned_and_readers_from_before_are_told(stores, migrated_database,
                                                                                        monkeypatch):
-    url = own_database
+    url = migrated_database
     own = dataclasses.replace(stores, database_url=url)
     # The pruner looks every 50 ms here (an hour by default).
     app = create_app(history_settings(own, feed_events_retention_seconds=RETENTION_SECONDS,

@@ -8,7 +8,6 @@ import pytest
 
 from services.history.migrations import MIGRATION_LOCK_KEY, apply_migrations
 from services.history.store import _INSERT_MESSAGES
-from services.devtools.stores import drop_database, ensure_database, with_database
 from tests.support import ADMIN_TOKEN, GATEWAY_TOKEN, eventually
 from tests.tally import ATTACK
 
@@ -348,10 +347,8 @@ async def test_search_indexes_keep_a_small_pending_list(stores):
     assert len(options) >= 3 * 4 and all(value == expected for value in options.values()), options
 
 
-def test_migrations_are_safe_when_replicas_start_together(stores):
-    admin_url = with_database(stores.database_url, "postgres")
-    database = stores.redis_prefix.replace("-", "_") + "_migrations"
-    url = ensure_database(admin_url, database)
+def test_migrations_are_safe_when_replicas_start_together(own_database):
+    url = own_database.url
 
     async def three_replicas_at_once():
         connections = [await asyncpg.connect(url) for _ in range(3)]
@@ -364,20 +361,15 @@ def test_migrations_are_safe_when_replicas_start_together(stores):
                 await connection.close()
         return applied, versions
 
-    try:
-        applied, versions = asyncio.run(three_replicas_at_once())
-    finally:
-        drop_database(admin_url, database)
+    applied, versions = asyncio.run(three_replicas_at_once())
     assert sorted(len(result) for result in applied) == [0, 0, len(versions)]
     assert len(versions) >= 1
 
 
-def test_a_replica_waits_out_a_migration_longer_than_its_command_timeout(stores):
+def test_a_replica_waits_out_a_migration_longer_than_its_command_timeout(own_database):
     """Another replica migrating (an index on a big table, say) for longer than the 5 s command
     timeout must not make this one give up and retry forever."""
-    admin_url = with_database(stores.database_url, "postgres")
-    database = stores.redis_prefix.replace("-", "_") + "_slow_migration"
-    url = ensure_database(admin_url, database)
+    url = own_database.url
 
     async def wait_for_the_other_replica():
         other = await asyncpg.connect(url)
@@ -398,26 +390,21 @@ def test_a_replica_waits_out_a_migration_longer_than_its_command_timeout(stores)
             await other.close()
             await replica.close()
 
-    try:
-        applied = asyncio.run(wait_for_the_other_replica())
-    finally:
-        drop_database(admin_url, database)
+    applied = asyncio.run(wait_for_the_other_replica())
     assert applied and applied[0] == "0001_init"
 
 
-def test_history_commits_synchronously_even_where_the_server_says_otherwise(stores):
+def test_history_commits_synchronously_even_where_the_server_says_otherwise(stores, own_database):
     """An acknowledged message must survive a Postgres crash, whatever the database default."""
     from services.history.app import create_pool
     from tests.integration.conftest import history_settings
 
-    admin_url = with_database(stores.database_url, "postgres")
-    database = stores.redis_prefix.replace("-", "_") + "_async_commit"
-    url = ensure_database(admin_url, database)
+    url = own_database.url
 
     async def setting_seen_by_history():
-        admin = await asyncpg.connect(admin_url)
+        admin = await asyncpg.connect(own_database.admin_url)
         try:
-            await admin.execute(f'ALTER DATABASE "{database}" SET synchronous_commit = off')
+            await admin.execute(f'ALTER DATABASE "{own_database.name}" SET synchronous_commit = off')
         finally:
             await admin.close()
         plain = await asyncpg.connect(url)
@@ -432,10 +419,7 @@ def test_history_commits_synchronously_even_where_the_server_says_otherwise(stor
         finally:
             await pool.close()
 
-    try:
-        default, seen = asyncio.run(setting_seen_by_history())
-    finally:
-        drop_database(admin_url, database)
+    default, seen = asyncio.run(setting_seen_by_history())
     assert (default, seen) == ("off", "on")
 
 

@@ -11,7 +11,6 @@ import random
 
 import asyncpg
 
-from services.devtools.stores import drop_database, ensure_database, with_database
 from services.history.migrations import apply_migrations
 from services.history.store import MessageStore
 
@@ -172,10 +171,8 @@ def expected_reads(before: dict) -> tuple[dict, dict]:
     return lists, pages
 
 
-def test_groups_migration_keeps_every_message_and_unread_count(stores):
-    admin_url = with_database(stores.database_url, "postgres")
-    database = stores.redis_prefix.replace("-", "_") + "_previous_schema"
-    url = ensure_database(admin_url, database)
+def test_groups_migration_keeps_every_message_and_unread_count(own_database):
+    url = own_database.url
 
     async def migrate_a_filled_database():
         connection = await asyncpg.connect(url)
@@ -192,10 +189,7 @@ def test_groups_migration_keeps_every_message_and_unread_count(stores):
             await connection.close()
         return applied, before, after, new_columns, await read_through_current_store(url)
 
-    try:
-        applied, before, after, new_columns, (lists, pages) = asyncio.run(migrate_a_filled_database())
-    finally:
-        drop_database(admin_url, database)
+    applied, before, after, new_columns, (lists, pages) = asyncio.run(migrate_a_filled_database())
 
     assert applied[0].startswith("0005")
     # The fill really exercised what could be lost: deletions, reads, unread counts, retries.

@@ -17,7 +17,6 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from services.devtools.stores import drop_database, ensure_database, with_database
 from services.history.app import create_app
 from services.history.app_keys import STORE
 from services.history.group_store import GroupStore
@@ -221,17 +220,8 @@ _STEPS_DONE = "SELECT array_agg(version ORDER BY version) FROM schema_migrations
 _INSIDE_LONG_STEP = ["0013_partition_messages step 1"]
 
 
-@pytest.fixture
-def private_database(stores):
-    admin_url = with_database(stores.database_url, "postgres")
-    database = stores.redis_prefix.replace("-", "_") + "_partitioning"
-    url = ensure_database(admin_url, database)
-    yield url
-    drop_database(admin_url, database)
-
-
-async def test_partitioning_a_live_database_keeps_every_message_and_read(private_database):
-    url = private_database
+async def test_partitioning_a_live_database_keeps_every_message_and_read(own_database):
+    url = own_database.url
     connection = await asyncpg.connect(url)
     pool = await asyncpg.create_pool(url, min_size=1, max_size=4)
     try:
@@ -385,8 +375,8 @@ async def _store_across_a_partition_boundary(connection, store: MessageStore, gr
     assert [(r.created, int(r.message["_id"])) for r in again] == [(False, ids[3]), (False, ids[0])]
 
 
-async def test_an_id_past_the_last_partition_is_refused_until_history_creates_it(private_database):
-    url = private_database
+async def test_an_id_past_the_last_partition_is_refused_until_history_creates_it(own_database):
+    url = own_database.url
     connection = await asyncpg.connect(url)
     pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
     try:
@@ -437,9 +427,9 @@ def _metric(text: str, name: str) -> float:
     return float(next(line.split()[-1] for line in text.splitlines() if line.startswith(name + " ")))
 
 
-async def test_history_keeps_a_partition_of_ids_ahead_and_sends_wait_for_it(stores, private_database, monkeypatch):
-    own = dataclasses.replace(stores, database_url=private_database)
-    connection = await asyncpg.connect(private_database)
+async def test_history_keeps_a_partition_of_ids_ahead_and_sends_wait_for_it(stores, own_database, monkeypatch):
+    own = dataclasses.replace(stores, database_url=own_database.url)
+    connection = await asyncpg.connect(own_database.url)
     recorder = RecordingNotifier(monkeypatch)
     try:
         # The keeper looks every 50 ms here (a minute by default), for 1,000-id partitions.

@@ -9,19 +9,14 @@ import asyncio
 import asyncpg
 
 from bench import store_bench
-from services.devtools.stores import drop_database, ensure_database, with_database
 
 MESSAGES = 50  # a case: batches of 1, 10 and 50, in two plan modes
 
 
-def test_the_store_bench_stores_every_message_it_counts(stores):
-    admin_url = with_database(stores.database_url, "postgres")
-    database = stores.redis_prefix.replace("-", "_") + "_store_bench"
-    url = ensure_database(admin_url, database)
-
+def test_the_store_bench_stores_every_message_it_counts(own_database):
     async def bench_then_count():
-        rows = await store_bench.run(url, MESSAGES)
-        connection = await asyncpg.connect(url)
+        rows = await store_bench.run(own_database.url, MESSAGES)
+        connection = await asyncpg.connect(own_database.url)
         try:
             stored = await connection.fetchval(
                 "SELECT count(*) FROM messages WHERE sender_id = ANY($1::text[]) AND receiver_id = ANY($1::text[])",
@@ -30,10 +25,7 @@ def test_the_store_bench_stores_every_message_it_counts(stores):
             await connection.close()
         return rows, stored
 
-    try:
-        rows, stored = asyncio.run(bench_then_count())
-    finally:
-        drop_database(admin_url, database)
+    rows, stored = asyncio.run(bench_then_count())
     assert [(row["plan_cache_mode"], row["batch"]) for row in rows] == [
         (mode, batch) for mode in ("auto", "force_generic_plan") for batch in (1, 10, 50)]
     assert stored == len(rows) * MESSAGES
