@@ -151,7 +151,7 @@ def main() -> int:
     private_redis = PrivateRedis(RUN_DIR / "call-redis")
     private_redis.start()
     try:
-        url = fresh_database(stores, "parley_callbench")
+        url = fresh_database(stores, "callbench")
         stack = bench_stack({"DATABASE_URL": url, "REDIS_URL": private_redis.url,
                              "REDIS_PREFIX": f"bench-c{int(time.time())}", "LOG_LEVEL": "WARNING",
                              # The per-user limits out of the way: the bench calls back to back.

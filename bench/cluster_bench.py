@@ -93,7 +93,7 @@ def main() -> int:
     stores = find_stores(RUN_DIR)
     results = {"date": time.strftime("%Y-%m-%d"), "nodes": NODES, "rows": []}
     try:
-        url = fresh_database(stores, "parley_clusterbench")
+        url = fresh_database(stores, "clusterbench")
         for mode in ("one Redis", "cluster, 3 masters"):
             if mode == "one Redis":
                 server = PrivateRedis(RUN_DIR / "cluster-bench-redis")

@@ -251,7 +251,7 @@ def main() -> int:
     redis.start()
     results = {"machine": f"{os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d"), "delivery": [], "scaling": []}
     try:
-        url = fresh_database(stores, "parley_loadbench")
+        url = fresh_database(stores, "loadbench")
         stack = start_stack(url, redis, 2, f"bench-{int(time.time())}")
         try:
             # Not reported: fresh processes and tables are slower for their first few thousand

@@ -228,7 +228,7 @@ def main() -> int:
     results = {"machine": f"{os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d"), "commit": commit(),
                "command": " ".join(["python -m bench.group_bench", *sys.argv[1:]]), "groups": []}
     try:
-        url = fresh_database(stores, "parley_groupbench")
+        url = fresh_database(stores, "groupbench")
         for nodes in node_counts:
             stack = start_stack(url, redis, nodes, f"groupbench-{nodes}-{int(time.time())}")
             try:

@@ -28,14 +28,14 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 
+from bench.measure import RESULTS_DIR, RUN_DIR, bench_database
 from bench.stack import BENCH_JWT, bench_stack
 from services.devtools.stores import PrivatePostgres, ensure_database, find_stores, with_database
 from services.history.migrations import apply_migrations
 from services.shared.auth import issue_token
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
-RESULTS_DIR = PROJECT_DIR / "bench" / "results"
-DATABASE = "parley_bench"
+DATABASE = bench_database("bench")
 ME = "bench-me"
 PARTNERS = 500
 OTHER_USERS = 5000
@@ -102,7 +102,8 @@ async def seed(url: str, total: int, partition_ids: int) -> None:
         for index in indexes:
             await connection.execute(f"DROP INDEX {index['name']}")
         await connection.execute("SET maintenance_work_mem = '1GB'")
-        script = SEED.format(total=total, mine=MINE, stride=total // MINE, other_users=OTHER_USERS, me=ME,
+        mine = min(MINE, max(1, total // 2))  # a small database (--messages under 100,000): half ME's
+        script = SEED.format(total=total, mine=mine, stride=total // mine, other_users=OTHER_USERS, me=ME,
                              partners=PARTNERS, word=SEARCH_WORD)
         await connection.execute(script)
         loaded = time.perf_counter()
@@ -196,14 +197,14 @@ def main() -> int:
         private = PrivatePostgres(args.private_postgres.resolve())
         private.start()
         os.environ["DATABASE_URL"] = private.admin_url
-    stores = find_stores(PROJECT_DIR / ".run" / "bench")
+    stores = find_stores(RUN_DIR)
     try:
         url = ensure_database(with_database(stores.database_url, "postgres"), DATABASE)
         asyncio.run(seed(url, args.messages, args.partition_ids))
         database = asyncio.run(describe(url))
         stack = bench_stack({"DATABASE_URL": url, "REDIS_URL": stores.redis_url, "LOG_LEVEL": "WARNING",
                              "MESSAGE_PARTITION_IDS": str(args.partition_ids)},
-                            PROJECT_DIR / ".run" / "bench" / "logs", ["history"])
+                            RUN_DIR / "logs", ["history"])
         stack.start()
         try:
             rows = asyncio.run(measure(stack["history"].url, issue_token(ME, BENCH_JWT), args.requests,

@@ -42,12 +42,12 @@ from pathlib import Path
 import redis
 
 from bench.history_bench import DATABASE
+from bench.measure import RESULTS_DIR, RUN_DIR
 from bench.presence_bench import rss_kib
 from bench.stack import BENCH_JWT, bench_stack
 from services.devtools.stores import PrivateRedis, ensure_database, find_stores, with_database
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
-RESULTS_DIR = PROJECT_DIR / "bench" / "results"
 SOCKETS_PER_PROCESS = 19_000  # within a file limit of 20,000
 FDS_BESIDES_SOCKETS = 500  # a gateway's listeners, Redis and HTTP clients, logs
 CONCURRENT_CONNECTS = 100  # per generator process
@@ -248,7 +248,7 @@ def main() -> int:
     # Every gateway holds a quarter of the sockets, and this process starts them: theirs and ours.
     file_limit = raise_file_limit(FILE_LIMIT)
 
-    run_dir = PROJECT_DIR / ".run" / "bench"
+    run_dir = RUN_DIR
     stores = find_stores(run_dir)
     rows = []
     try:

@@ -20,8 +20,13 @@ from services.devtools.stack import Stack
 from services.devtools.stores import PrivateRedis, Stores, drop_database, ensure_database, with_database
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
-RESULTS_DIR = PROJECT_DIR / "bench" / "results"
-RUN_DIR = PROJECT_DIR / ".run" / "bench"
+# Where results and run files (logs, private Redis servers, plans) go, and the prefix of the
+# benches' database names. The test that runs every bench (tests/bench) sets both, so it never
+# touches a user's results, logs or seeded databases.
+BENCH_HOME = os.environ.get("PARLEY_BENCH_HOME")
+RESULTS_DIR = Path(BENCH_HOME) / "results" if BENCH_HOME else PROJECT_DIR / "bench" / "results"
+RUN_DIR = Path(BENCH_HOME) / "run" if BENCH_HOME else PROJECT_DIR / ".run" / "bench"
+DATABASE_PREFIX = os.environ.get("PARLEY_BENCH_DATABASES", "parley_")
 TICKS = os.sysconf("SC_CLK_TCK")
 # A generator that has not answered in this long is stuck (a 1,000-member group connects in ~10 s).
 GENERATOR_TIMEOUT_SECONDS = 120
@@ -53,12 +58,18 @@ def percentile(values: list[float], share: float) -> float:
     return round(values[min(len(values) - 1, int(len(values) * share))], 1) if values else float("nan")
 
 
+def bench_database(name: str) -> str:
+    """A bench's database name: `parley_<name>`, unless the run says another prefix."""
+    return DATABASE_PREFIX + name
+
+
 def fresh_database(stores: Stores, name: str) -> str:
-    """A new, empty database each run: tables grown (and, where autovacuum is off, as on the
-    development machine, bloated) by earlier runs would make runs incomparable."""
+    """A new, empty database each run (`bench_database(name)`): tables grown (and, where
+    autovacuum is off, as on the development machine, bloated) by earlier runs would make runs
+    incomparable."""
     admin_url = with_database(stores.database_url, "postgres")
-    drop_database(admin_url, name)
-    return ensure_database(admin_url, name)
+    drop_database(admin_url, bench_database(name))
+    return ensure_database(admin_url, bench_database(name))
 
 
 def start_stack(database_url: str, redis: PrivateRedis, nodes: int, prefix: str) -> Stack:

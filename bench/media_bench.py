@@ -25,14 +25,14 @@ import aiohttp
 import asyncpg
 from PIL import Image
 
+from bench.measure import RESULTS_DIR, RUN_DIR, bench_database
 from bench.stack import BENCH_JWT, bench_stack
 from services.devtools.stores import ensure_database, find_stores, with_database
 from services.history.migrations import apply_migrations
 from services.shared.auth import issue_token
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-RESULTS_DIR = PROJECT_DIR / "bench" / "results"
-DATABASE = "parley_bench_media"
+DATABASE = bench_database("bench_media")
 MB = 1024 * 1024
 UPLOAD_BYTES = 25 * MB - 64 * 1024  # under MAX_ATTACHMENT_BYTES with the multipart framing
 URL_SIGNING_SECRET = "bench-media-url-signing-secret-0123456789abcdef"
@@ -103,7 +103,7 @@ def main() -> int:
     parser.add_argument("--uploads", type=int, default=8)
     parser.add_argument("--cases", default="text,image")
     args = parser.parse_args()
-    run_dir = PROJECT_DIR / ".run" / "bench"
+    run_dir = RUN_DIR
     stores = find_stores(run_dir)
     user_id = "bench-uploader"
     try:

@@ -186,7 +186,7 @@ def main() -> int:
             await receiver.runner.cleanup()
 
     try:
-        url = fresh_database(stores, "parley_notifybench")
+        url = fresh_database(stores, "notifybench")
         row = asyncio.run(with_receiver())
     finally:
         redis_server.stop()

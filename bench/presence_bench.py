@@ -25,14 +25,13 @@ import aiohttp
 import redis
 
 from bench.history_bench import DATABASE
-from bench.measure import Generators, cpu_seconds
+from bench.measure import RESULTS_DIR, RUN_DIR, Generators, cpu_seconds
 from bench.stack import BENCH_JWT, GATEWAY_TOKEN, bench_stack
 from services.devtools.stack import Stack
 from services.devtools.stores import PrivateRedis, ensure_database, find_stores, with_database
 from services.shared.auth import issue_token
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
-RESULTS_DIR = PROJECT_DIR / "bench" / "results"
 HEARTBEAT_SECONDS = 1.0
 CONCURRENT_CONNECTS = 200
 USER_PREFIX = "bench-presence"
@@ -259,7 +258,7 @@ def main() -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
-    run_dir = PROJECT_DIR / ".run" / "bench"
+    run_dir = RUN_DIR
     stores = find_stores(run_dir)
     private_redis = PrivateRedis(run_dir / "presence-redis")
     private_redis.start()

@@ -124,7 +124,7 @@ def main() -> int:
     redis = PrivateRedis(RUN_DIR / "reaction-redis")
     redis.start()
     try:
-        url = fresh_database(stores, "parley_reactionbench")
+        url = fresh_database(stores, "reactionbench")
         per_user = str(max(10.0, 2 * args.rate / args.pairs))  # the limit out of the way, not the point here
         stack = bench_stack({"DATABASE_URL": url, "REDIS_URL": redis.url, "REDIS_PREFIX": f"bench-r{int(time.time())}",
                              "LOG_LEVEL": "WARNING", "REACTION_RATE_PER_SECOND": per_user, "REACTION_BURST": per_user,

@@ -265,7 +265,7 @@ def main() -> int:
     redis = PrivateRedis(RUN_DIR / "recovery-redis")
     redis.start()
     try:
-        url = fresh_database(stores, "parley_recoverybench")
+        url = fresh_database(stores, "recoverybench")
         stack = start_stack(url, redis, 2, f"bench-rc-{int(time.time())}")
         try:
             edge = Edge(stack, free_port())

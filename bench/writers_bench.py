@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 USERS = [f"writers-bench-{n}" for n in range(200)]
-DATABASE = "parley_bench_writers"
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 
 
@@ -70,12 +69,11 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else 0.0
 
 
-def prepare(admin_url: str) -> str:
-    from services.devtools.stores import drop_database, ensure_database, with_database
+def prepare(stores) -> str:
+    from bench.measure import fresh_database
     from tests.support import migrate
 
-    drop_database(admin_url, DATABASE)
-    url = ensure_database(admin_url, DATABASE)
+    url = fresh_database(stores, "bench_writers")
     migrate(url)
 
     async def users() -> None:
@@ -87,7 +85,7 @@ def prepare(admin_url: str) -> str:
             await connection.close()
 
     asyncio.run(users())
-    return with_database(url, DATABASE)
+    return url
 
 
 def run_case(url: str, processes: int, args) -> dict:
@@ -128,11 +126,11 @@ def main() -> int:
         return 0
 
     from bench.measure import RESULTS_DIR, RUN_DIR
-    from services.devtools.stores import find_stores, with_database
+    from services.devtools.stores import find_stores
 
     stores = find_stores(RUN_DIR)
     try:
-        url = prepare(with_database(stores.database_url, "postgres"))
+        url = prepare(stores)
         rows = [run_case(url, int(n), args) for n in args.processes.split(",")]
     finally:
         stores.stop()
