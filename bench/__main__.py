@@ -16,8 +16,22 @@ BENCHMARKS = [
 ]
 
 
+def run(name: str, verdicts: list[str]) -> bool:
+    """One bench, its output passed through as it comes; its target lines kept for the summary."""
+    label = name.split()[0].removeprefix("bench.") + (" (socket.io-client)" if "--client node" in name else "")
+    bench = subprocess.Popen([sys.executable, "-m", *name.split()], stdout=subprocess.PIPE, text=True, bufsize=1)
+    for line in bench.stdout:
+        print(line, end="", flush=True)
+        if line.startswith("target"):
+            verdicts.append(f"{label}: {' '.join(line.split())}")
+    return bench.wait() == 0
+
+
 def main() -> int:
-    failed = [name for name in BENCHMARKS if subprocess.call([sys.executable, "-m", *name.split()]) != 0]
+    verdicts: list[str] = []
+    failed = [name for name in BENCHMARKS if not run(name, verdicts)]
+    print("\nTargets (issue 21), as each bench judged its run:")
+    print("\n".join(verdicts))
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0
