@@ -248,13 +248,12 @@ def main() -> int:
     # Every gateway holds a quarter of the sockets, and this process starts them: theirs and ours.
     file_limit = raise_file_limit(FILE_LIMIT)
 
-    run_dir = RUN_DIR
-    stores = find_stores(run_dir)
+    stores = find_stores(RUN_DIR)
     rows = []
     try:
         url = ensure_database(with_database(stores.database_url, "postgres"), DATABASE)
         for count in counts:
-            rows.append(measure(count, gateway_names(count, file_limit), args.window, args.settle, url, run_dir))
+            rows.append(measure(count, gateway_names(count, file_limit), args.window, args.settle, url, RUN_DIR))
             print(json.dumps(rows[-1], ensure_ascii=False), flush=True)
     finally:
         stores.stop()

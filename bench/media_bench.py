@@ -103,16 +103,15 @@ def main() -> int:
     parser.add_argument("--uploads", type=int, default=8)
     parser.add_argument("--cases", default="text,image")
     args = parser.parse_args()
-    run_dir = RUN_DIR
-    stores = find_stores(run_dir)
+    stores = find_stores(RUN_DIR)
     user_id = "bench-uploader"
     try:
         url = ensure_database(with_database(stores.database_url, "postgres"), DATABASE)
         asyncio.run(prepare(url, user_id))
         stack = bench_stack({"DATABASE_URL": url, "REDIS_URL": stores.redis_url, "LOG_LEVEL": "WARNING",
                              "REDIS_PREFIX": f"bench-media-{uuid.uuid4().hex[:6]}",
-                             "STORAGE_URL": f"file://{run_dir / 'media'}", "URL_SIGNING_SECRET": URL_SIGNING_SECRET},
-                            run_dir / "logs", ["history", "presence", "media", "gateway-a"])
+                             "STORAGE_URL": f"file://{RUN_DIR / 'media'}", "URL_SIGNING_SECRET": URL_SIGNING_SECRET},
+                            RUN_DIR / "logs", ["history", "presence", "media", "gateway-a"])
         stack.start()
         try:
             rows = [asyncio.run(measure(stack["gateway-a"].url, stack["gateway-a"].process.pid,

@@ -258,15 +258,14 @@ def main() -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
-    run_dir = RUN_DIR
-    stores = find_stores(run_dir)
-    private_redis = PrivateRedis(run_dir / "presence-redis")
+    stores = find_stores(RUN_DIR)
+    private_redis = PrivateRedis(RUN_DIR / "presence-redis")
     private_redis.start()
     try:
         url = ensure_database(with_database(stores.database_url, "postgres"), DATABASE)
         env = {"DATABASE_URL": url, "REDIS_URL": private_redis.url, "LOG_LEVEL": "WARNING",
                "HEARTBEAT_SECONDS": str(HEARTBEAT_SECONDS)}
-        stack = bench_stack(env, run_dir / "logs", ["history", "presence", "gateway-a", "gateway-b"])
+        stack = bench_stack(env, RUN_DIR / "logs", ["history", "presence", "gateway-a", "gateway-b"])
         stack.start()
         try:
             rows = asyncio.run(run(stack, ["gateway-a", "gateway-b"], args.sockets, private_redis.url, args.client,
