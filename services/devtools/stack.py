@@ -63,7 +63,26 @@ class ServiceProcess:
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
             time.sleep(0.1)
-        raise RuntimeError(f"{self.name} was not ready within {timeout} s; see {self.log_path}")
+        raise RuntimeError(f"{self.name} was not ready within {timeout} s; see {self.log_path}. "
+                           f"Where it was:\n{self.stack_dump()}")
+
+    def stack_dump(self, wait_seconds: float = 2.0) -> str:
+        """The running process's threads' stacks (it writes them to its log on SIGUSR1: see
+        services/shared/entrypoint.py), or why there are none."""
+        if not self.alive():
+            return "(not running)"
+        before = self.log_path.stat().st_size
+        self.process.send_signal(signal.SIGUSR1)
+        deadline, written = time.monotonic() + wait_seconds, ""
+        while time.monotonic() < deadline:  # written by the process in its own time: until it stops growing
+            time.sleep(0.1)
+            with open(self.log_path, "rb") as log_file:
+                log_file.seek(before)
+                now = log_file.read().decode(errors="replace")
+            if "File " in now and now == written:
+                return now[-4000:]
+            written = now
+        return written[-4000:] or f"(no stack written within {wait_seconds} s)"
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None

@@ -1,5 +1,7 @@
 """What `python -m services.<service>` does, the same for every service: settings, logging, serve."""
 
+import faulthandler
+import signal
 from collections.abc import Callable
 
 from aiohttp import web
@@ -10,7 +12,10 @@ from .web import run_service
 
 
 def serve(service: str, settings_class: type[ServiceSettings], create_app: Callable[..., web.Application]) -> None:
-    """Reads the settings (exiting with one line when a secret is unfit), then serves until stopped."""
+    """Reads the settings (exiting with one line when a secret is unfit), then serves until stopped.
+    SIGUSR1 writes every thread's stack to stderr: what a process that hangs (not ready, never
+    listening) is doing, asked without stopping it (`Stack.wait_ready` does on its timeout)."""
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     settings = load_settings(settings_class)
     configure_logging(service, settings.node_id, settings.log_level)
     run_service(create_app(settings), settings)

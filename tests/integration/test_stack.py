@@ -21,3 +21,22 @@ def test_a_stack_that_fails_to_start_leaves_no_process_running(tmp_path):
 
     assert gateway.process is not None and history.process is not None  # both were started
     assert not gateway.alive() and not history.alive()
+
+
+def test_a_service_that_is_not_ready_in_time_says_where_it_was(tmp_path):
+    """A gateway whose Redis never answers listens but is never ready: the timeout's error
+    carries its threads' stacks (SIGUSR1, services/shared/entrypoint.py), so a start that hangs
+    in a test run can be read afterwards, and the process goes on."""
+    env = {"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "HISTORY_URL": f"http://127.0.0.1:{free_port()}",
+           "PRESENCE_URL": f"http://127.0.0.1:{free_port()}", "LOG_LEVEL": "WARNING", "DEV_MODE": "true"}
+    stack = Stack(env, tmp_path / "logs")
+    gateway = stack.add("gateway", "gateway-0", free_port(), free_port())
+    try:
+        gateway.start()
+        gateway.wait_ready(timeout=20, path="/healthz")  # listening: past its imports and set-up
+        with pytest.raises(RuntimeError, match="not ready within 1 s") as caught:
+            gateway.wait_ready(timeout=1)
+        assert "most recent call first" in str(caught.value) and "run_service" in str(caught.value)
+        assert gateway.alive()
+    finally:
+        stack.stop()
