@@ -68,7 +68,8 @@ class ServiceProcess:
 
     def stack_dump(self, wait_seconds: float = 2.0) -> str:
         """The running process's threads' stacks (it writes them to its log on SIGUSR1: see
-        services/shared/entrypoint.py), or why there are none."""
+        services/shared/entrypoint.py), or why there are none. Asked only once a start has failed:
+        a process still importing, before its handler is set, is ended by the signal."""
         if not self.alive():
             return "(not running)"
         before = self.log_path.stat().st_size
