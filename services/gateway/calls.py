@@ -42,6 +42,7 @@ from ..shared.batching import Batcher
 from ..shared.errors import ErrorCode, InvalidField, ParleyError, parse_model
 from ..shared.internal import InternalClient
 from ..shared.keys import user_room
+from ..shared.tasks import cancel_and_wait
 from .call_store import CallStore, EndedCall
 from .chat import ChatHandler, socket_event
 from .metrics import GatewayMetrics
@@ -119,9 +120,7 @@ class CallHandler:
                        asyncio.ensure_future(self._every(self.settings.call_lost_after_seconds / 5, self.renew))]
 
     async def close(self) -> None:
-        for task in self._loops:
-            task.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
+        await cancel_and_wait(self._loops)
         await self._in_call.close()
         await self.store.close()
 

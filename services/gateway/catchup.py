@@ -38,6 +38,7 @@ from urllib.parse import quote
 
 from ..shared.errors import ParleyError
 from ..shared.internal import InternalClient
+from ..shared.tasks import cancel_and_wait
 from .delivery_log import DeliveryLog, Written, replayed_packet
 from .metrics import GatewayMetrics
 
@@ -172,6 +173,4 @@ class CatchUp:
             socket.queue.put_nowait(None)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await cancel_and_wait([self._task])

@@ -18,6 +18,7 @@ from ..shared.keys import presence_room, user_room
 from ..shared.limits import GROUP_ID_RULE, MAX_WATCHED_USERS, valid_group_id
 from ..shared.logs import new_request_id, request_id_var, sid_var
 from ..shared.params import user_id_param
+from ..shared.tasks import cancel_and_wait
 from .group_members import GroupMembers
 from .metrics import GatewayMetrics
 from .models import MarkRead, Reaction, SendMessage
@@ -445,8 +446,6 @@ class ChatHandler:
             for timer in timers.values():
                 timer.cancel()
         self._typing_timers.clear()
-        for task in list(self._background):
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await cancel_and_wait(list(self._background))
 
 

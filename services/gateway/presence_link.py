@@ -18,6 +18,7 @@ from ..shared.batching import Batcher
 from ..shared.errors import ParleyError
 from ..shared.internal import InternalClient
 from ..shared.limits import MAX_IDS_PER_PRESENCE_QUERY, MAX_USERS_PER_PARTNERS_QUERY
+from ..shared.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +72,7 @@ class PresenceLink:
 
     async def stop(self) -> None:
         """No more flushes or heartbeats (presence's sweep forgets the node once its liveness lapses)."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
         await self._partner_lookups.close()
 
     def socket_connected(self, sid: str, user_id: str) -> None:

@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 from ..shared.errors import InvalidField, ServiceUnavailable
 from ..shared.keys import visible_sockets_key
 from ..shared.redis_client import connect, key_prefix
+from ..shared.tasks import cancel_and_wait
 from .chat import ChatHandler, socket_event
 
 log = logging.getLogger(__name__)
@@ -124,9 +125,5 @@ class Visibility:
                 log.info("visibility refresh skipped: %r", exc)
 
     async def close(self) -> None:
-        tasks = [task for task in [self._refresher, *self._tasks] if task is not None]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=2)
+        await cancel_and_wait([self._refresher, *self._tasks], timeout=2)
         await asyncio.wait_for(self._redis.aclose(), timeout=2)

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from ..shared.auth import TokenVerifier
 from ..shared.errors import StoreUnavailable, error_middleware
 from ..shared.notify import ClientNotifier
+from ..shared.tasks import cancel_and_wait
 from ..shared.web import INTERNAL_APP, READINESS, REGISTRY, create_base_app
 from .app_keys import GROUP_HANDLER, GROUPS, HANDLER, OPENAPI_JSON, PUSH, RELAY, SETTINGS, STORE, VERIFIER
 from .group_handler import GroupHandler
@@ -102,8 +103,7 @@ async def postgres(app: web.Application):
     migrating = asyncio.create_task(migrate_until_done(pool, store, relay, settings.message_partition_ids))
     relay.start()
     yield
-    migrating.cancel()
-    await asyncio.gather(migrating, return_exceptions=True)
+    await cancel_and_wait([migrating])
     await relay.close()
     await store.close()
     if replica is not None:
@@ -171,8 +171,7 @@ async def feed_pruner(app: web.Application):
 
     task = asyncio.create_task(prune_forever())
     yield
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    await cancel_and_wait([task])
 
 
 async def partition_keeper(app: web.Application):
@@ -200,8 +199,7 @@ async def partition_keeper(app: web.Application):
 
     task = asyncio.create_task(keep_forever())
     yield
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    await cancel_and_wait([task])
 
 
 async def handler(app: web.Application):

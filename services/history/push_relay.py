@@ -40,6 +40,7 @@ from ..shared.keys import PUSH_CONSUMER_GROUP, push_epoch_key, push_stream_key, 
 from ..shared.redis_client import connect, key_prefix
 from ..shared.push import ensure_group
 from ..shared.postgres import UNAVAILABLE_ERRORS, pooled_connection
+from ..shared.tasks import cancel_and_wait
 from .store import settled_head
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,6 @@ class PushRelay:
         self._poll_seconds = poll_seconds
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
-        self._closing = False
         self.jobs_appended = 0  # read by history's metrics
 
     async def add_cursor(self, connection: asyncpg.Connection) -> None:
@@ -135,17 +135,12 @@ class PushRelay:
         self._task = asyncio.create_task(self._run())
 
     async def close(self) -> None:
-        # The flag as well as the cancel: Python 3.11's wait_for can swallow a cancellation that
-        # lands as its timeout fires, and the loop would go on.
-        self._closing = True
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.wait({self._task}, timeout=5)
+        await cancel_and_wait([self._task])
         await asyncio.wait_for(self._redis.aclose(), timeout=2)
 
     async def _run(self) -> None:
         failures, last_failure = 0, None
-        while not self._closing:
+        while True:
             try:
                 await asyncio.wait_for(self._wake.wait(), self._poll_seconds)
             except asyncio.TimeoutError:

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from ..shared.auth import TokenVerifier
 from ..shared.errors import ParleyError, error_middleware
+from ..shared.tasks import cancel_and_wait
 from ..shared.web import READINESS, create_base_app
 from .app_keys import INSPECTORS, SETTINGS, SIGNER, SPOOL_DIR, STORAGE, STORE, VERIFIER
 from .routes import routes
@@ -91,5 +92,4 @@ async def sweeper(app: web.Application):
 
     task = asyncio.create_task(sweep_forever())
     yield
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    await cancel_and_wait([task])

@@ -34,6 +34,7 @@ from ..shared.errors import StoreUnavailable
 from ..shared.keys import PUSH_CONSUMER_GROUP, push_stream_key
 from ..shared.redis_client import connect, key_prefix
 from ..shared.push import Subscription, endpoint_allowed, ensure_group
+from ..shared.tasks import cancel_and_wait
 from .metrics import NotifierMetrics
 from .push import Answer, Outcome, PushSender, topic_of
 from .settings import NotifierSettings
@@ -132,8 +133,8 @@ class Consumer:
         self._room.set()
         if self._main is not None:
             await asyncio.wait({self._main}, timeout=READ_BLOCK_MS / 1000 + 1)
-            self._main.cancel()  # stuck (Redis away): what it read stays pending, for a claim
-            await asyncio.wait({self._main}, timeout=1)
+            # Stuck (Redis away): what it read stays pending, for a claim.
+            await cancel_and_wait([self._main], timeout=1)
         for key, burst in list(self._bursts.items()):
             if burst.timer is not None:
                 burst.timer.cancel()
@@ -145,10 +146,7 @@ class Consumer:
         if self._tasks:
             log.info("stopping with %d push(es) unfinished: their jobs stay pending for another notifier",
                      len(self._tasks))
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=1)
+        await cancel_and_wait(list(self._tasks), timeout=1)
         await asyncio.wait_for(self._redis.aclose(), timeout=2)
 
     # --- taking jobs ---------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from ..shared.errors import ParleyError, error_middleware
 from ..shared.internal import InternalCallMetrics, InternalClient
 from ..shared.notify import ClientNotifier
 from ..shared.redis_client import connect, key_prefix
+from ..shared.tasks import cancel_and_wait
 from ..shared.web import INTERNAL_APP, READINESS, REGISTRY, create_base_app
 from .announcer import PresenceAnnouncer
 from .app_keys import HANDLER, SETTINGS
@@ -68,5 +69,4 @@ async def sweeper(app: web.Application):
 
     task = asyncio.create_task(sweep_forever())
     yield
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    await cancel_and_wait([task])

@@ -64,6 +64,7 @@ from .batching import Batcher
 from .keys import node_alive_key, node_channel, room_nodes_key, sio_channel
 from .redis_client import connect, is_cluster, key_prefix
 from .settings import NodeLivenessSettings
+from .tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -735,11 +736,7 @@ class RoutedRedisManager(AsyncPubSubManager):
         """Stops listening and refreshing, leaves the registry, drops its liveness key, closes the connection."""
         await self._publisher.close()  # what is queued still goes out
         await self._registrar.close()
-        tasks = [task for task in (getattr(self, "thread", None), self._refresher, self._catch_up_request)
-                 if task is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait([getattr(self, "thread", None), self._refresher, self._catch_up_request])
         if self._registered and not self.write_only:
             await self._unregister(sorted(self._registered))
         if self._refresher is not None:  # this node is gone: routing and presence need not wait for the TTL

@@ -180,6 +180,26 @@ async def test_a_node_listens_from_start_up_and_is_not_ready_until_subscribed(pr
         await client.aclose()
 
 
+async def test_a_node_stopped_while_it_connects_still_stops(private_redis):
+    """A gateway stopped within milliseconds of its start cancels its listener and liveness loops
+    while they connect, where Python 3.11's wait_for (inside redis-py) can swallow a cancellation
+    (services/shared/tasks.py): about one stop in five here then waited for ever. Stopped at
+    random moments of its start, every node stops, and leaves no liveness key behind."""
+    chance = random.Random(11)
+    client = redis.Redis.from_url(private_redis.url)
+    try:
+        for attempt in range(40):
+            node = f"n-stopped-{attempt}"
+            manager = RoutedRedisManager(private_redis.url, PREFIX, node_id=node, liveness=LIVENESS)
+            socketio.AsyncServer(client_manager=manager, async_mode="aiohttp")
+            manager.start()
+            await asyncio.sleep(chance.uniform(0, 0.004))  # the moment of the stop, not a wait for anything
+            await asyncio.wait_for(manager.close(), 10)
+            assert not await client.exists(node_alive_key(PREFIX, node))
+    finally:
+        await client.aclose()
+
+
 # --- the routing format (services/shared/route_format.py) ------------------------------------------
 
 async def test_each_node_is_sent_the_format_it_reads(private_redis, nodes, caplog):
