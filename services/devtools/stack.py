@@ -10,6 +10,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..shared.web import TASKS_WRITTEN
+
 
 @dataclass
 class ServiceProcess:
@@ -55,7 +57,8 @@ class ServiceProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.process.returncode}; see {self.log_path}")
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}; see {self.log_path}. "
+                                   f"Its log ends:\n{self.log_text()[-3000:]}")
             try:
                 with urllib.request.urlopen(self.internal_url + path, timeout=2) as answer:
                     if answer.status == 200:
@@ -67,23 +70,24 @@ class ServiceProcess:
                            f"Where it was:\n{self.stack_dump()}")
 
     def stack_dump(self, wait_seconds: float = 2.0) -> str:
-        """The running process's threads' stacks (it writes them to its log on SIGUSR1: see
-        services/shared/entrypoint.py), or why there are none. Asked only once a start has failed:
-        a process still importing, before its handler is set, is ended by the signal."""
+        """The running process's threads' stacks and asyncio tasks' awaits (it writes them to its
+        log on SIGUSR1 and SIGUSR2: see services/shared/entrypoint.py), or why there are none.
+        Asked only once a start has failed: a process still importing, before its handlers are
+        set, is ended by the signal."""
         if not self.alive():
             return "(not running)"
         before = self.log_path.stat().st_size
         self.process.send_signal(signal.SIGUSR1)
+        self.process.send_signal(signal.SIGUSR2)
         deadline, written = time.monotonic() + wait_seconds, ""
-        while time.monotonic() < deadline:  # written by the process in its own time: until it stops growing
+        while time.monotonic() < deadline:  # written by the process in its own time
             time.sleep(0.1)
             with open(self.log_path, "rb") as log_file:
                 log_file.seek(before)
-                now = log_file.read().decode(errors="replace")
-            if "File " in now and now == written:
-                return now[-4000:]
-            written = now
-        return written[-4000:] or f"(no stack written within {wait_seconds} s)"
+                written = log_file.read().decode(errors="replace")
+            if "File " in written and TASKS_WRITTEN in written:
+                break
+        return written[-6000:] or f"(no stack written within {wait_seconds} s)"
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None

@@ -11,9 +11,11 @@ drains; a dependency failing after that is reported, not a reason to take the po
 """
 
 import asyncio
+import gc
 import hmac
 import logging
 import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable
 
@@ -46,6 +48,8 @@ DRAIN_HOOKS = web.AppKey("drain_hooks", list)
 # client then waiting out the kernel's 1, 2, 4, 8 s retransmit backoff). The kernel caps it at
 # net.core.somaxconn (4,096 here).
 LISTEN_BACKLOG = 4096
+# The last line `write_task_stacks` writes: a reader of the log knows the dump is whole.
+TASKS_WRITTEN = "--- end of asyncio tasks ---"
 PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 READINESS_TIMEOUT = 2.0
 # On every public answer: never sniffed into another type, never cached by a shared cache
@@ -267,6 +271,30 @@ def run_service(app: web.Application, settings: ServiceSettings) -> None:
         uvloop.run(_serve(app, settings))
 
 
+def write_task_stacks() -> None:
+    """Every asyncio task's chain of awaits to stderr (the log), on SIGUSR2: where a process whose
+    loop is idle waits (a start or a shutdown that never ends), which the threads' stacks (SIGUSR1,
+    faulthandler) show only as the loop itself, and `Task.print_stack` only as each task's
+    outermost coroutine."""
+    tasks = asyncio.all_tasks()
+    lines = [f"--- {len(tasks)} asyncio task(s) ---"]
+    for task in tasks:
+        lines.append(f"{task.get_name()}:")
+        awaited = task.get_coro()
+        while (frame := getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+               or getattr(awaited, "ag_frame", None)) is not None:
+            lines.append(f"  {frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}")
+            awaited = (getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+                       or getattr(awaited, "ag_await", None))
+            if type(awaited).__name__ in ("async_generator_asend", "async_generator_athrow"):
+                # A step of an async generator (a cleanup context): the generator it steps.
+                awaited = next((referent for referent in gc.get_referents(awaited)
+                                if hasattr(referent, "ag_frame")), awaited)
+        lines.append(f"  awaiting {awaited!r}"[:500])
+    lines.append(TASKS_WRITTEN)
+    print("\n".join(lines), file=sys.stderr, flush=True)
+
+
 async def _serve(app: web.Application, settings: ServiceSettings) -> None:
     grace = settings.shutdown_grace_seconds
     # First: a SIGTERM while the app starts (a rollout that changes its mind) then stops it
@@ -275,23 +303,29 @@ async def _serve(app: web.Application, settings: ServiceSettings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGUSR2, write_task_stacks)
     public = web.AppRunner(app, handle_signals=False, shutdown_timeout=grace, access_log=None)
     internal = web.AppRunner(app[INTERNAL_APP], handle_signals=False, shutdown_timeout=grace, access_log=None)
-    await public.setup()  # first: its cleanup contexts open what the internal app shares
-    await internal.setup()
-    await web.TCPSite(internal, settings.internal_host, settings.internal_port, reuse_address=True).start()
-    await web.TCPSite(public, settings.host, settings.port, reuse_address=True, backlog=LISTEN_BACKLOG).start()
-    log.info("listening on %s:%d, internal on %s:%d", settings.host, settings.port,
-             settings.internal_host, settings.internal_port)
-    settle_heap()  # what exists now lives as long as the process: out of the collector's walks
-    await stop.wait()
-    log.info("stopping: draining for at most %.1f s", grace)
-    app[READINESS].draining = True
-    # Drain hooks (the gateway's socket drain) run while /readyz still answers 503; then the
-    # internal listener closes (its in-flight calls finish), then the public one, whose cleanup
-    # contexts close the resources both used, in reverse order.
-    for hook in app[DRAIN_HOOKS]:
-        await hook()
-    await internal.cleanup()
-    await public.cleanup()
+    # A start that fails (a port taken, a context that raises) closes what it had opened too:
+    # left to asyncio's runner, the loops already started were cancelled without their owners'
+    # clean-up, and the process hung there instead of exiting with the error.
+    try:
+        await public.setup()  # first: its cleanup contexts open what the internal app shares
+        await internal.setup()
+        await web.TCPSite(internal, settings.internal_host, settings.internal_port, reuse_address=True).start()
+        await web.TCPSite(public, settings.host, settings.port, reuse_address=True, backlog=LISTEN_BACKLOG).start()
+        log.info("listening on %s:%d, internal on %s:%d", settings.host, settings.port,
+                 settings.internal_host, settings.internal_port)
+        settle_heap()  # what exists now lives as long as the process: out of the collector's walks
+        await stop.wait()
+        log.info("stopping: draining for at most %.1f s", grace)
+        app[READINESS].draining = True
+        # Drain hooks (the gateway's socket drain) run while /readyz still answers 503; then the
+        # internal listener closes (its in-flight calls finish), then the public one, whose cleanup
+        # contexts close the resources both used, in reverse order.
+        for hook in app[DRAIN_HOOKS]:
+            await hook()
+    finally:
+        await internal.cleanup()
+        await public.cleanup()
     log.info("stopped")
