@@ -38,10 +38,39 @@ class Stores:
             server.stop()
 
 
+# Ports handed out by this process, not handed out again: a caller listens on its port later.
+_HANDED_OUT: set[int] = set()
+PORTS_BELOW_EPHEMERAL = 10_000
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A port nothing listens on now, for a process to listen on soon, below the kernel's ephemeral
+    range (net.ipv4.ip_local_port_range), from which every outgoing connection takes its local
+    port. A port from that range (bind to port 0) could be taken by a client's connection before
+    the service bound it: one full run saw a media service exit with "address already in use"."""
+    lowest_ephemeral = _ephemeral_ports()[0]
+    candidates = range(max(1024, lowest_ephemeral - PORTS_BELOW_EPHEMERAL), lowest_ephemeral)
+    if len(_HANDED_OUT) > len(candidates) // 2:  # a long run: the earliest are long released
+        _HANDED_OUT.clear()
+    while True:
+        port = random.choice(candidates)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:  # in use (a listener, or a connection still closing)
+                continue
+        _HANDED_OUT.add(port)
+        return port
+
+
+def _ephemeral_ports() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):  # not Linux: IANA's dynamic range
+        return 49152, 65535
 
 
 def with_database(url: str, database: str) -> str:

@@ -37,6 +37,7 @@ from packaging.requirements import Requirement
 from packaging.version import Version
 from prometheus_client import CollectorRegistry
 
+from services.devtools.stores import free_port
 from services.gateway.settings import GatewaySettings
 from services.history.settings import HistorySettings
 from services.media.settings import MediaSettings
@@ -1011,12 +1012,6 @@ def test_haproxy_refuses_a_sources_connection_beyond_the_limit():
 def test_haproxy_check_outlasts_the_readiness_probe():
     timeout = re.search(r"^\s*timeout check (\d+)s", HAPROXY_CFG.read_text(), re.MULTILINE)
     assert timeout and float(timeout.group(1)) > READINESS_TIMEOUT
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 async def edge_status(http: aiohttp.ClientSession, url: str) -> int:

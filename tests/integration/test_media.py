@@ -3,8 +3,6 @@ refusals, EXIF stripping, thumbnails, signed downloads with ranges, the sweeper,
 (a real S3-compatible server: moto's, started here on 127.0.0.1)."""
 
 import io
-import socket
-from contextlib import closing
 from pathlib import Path
 
 import aiohttp
@@ -12,6 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from PIL import Image
 
+from services.devtools.stores import free_port
 from services.media.app import create_app, sweep
 from services.media.app_keys import STORE
 from services.media.settings import MediaSettings
@@ -190,12 +189,6 @@ async def test_the_sweeper_removes_old_unsent_uploads(media, make_user, media_di
 
 
 # --- S3: moto's server, a real HTTP S3 API ---------------------------------------------------
-
-
-def free_port() -> int:
-    with closing(socket.socket()) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture
