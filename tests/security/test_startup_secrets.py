@@ -44,6 +44,7 @@ DEVELOPMENT_DEFAULTS = {
     "ADMIN_INTERNAL_TOKEN": DEV_INTERNAL_TOKENS["admin"],
 }
 START_TIMEOUT_SECONDS = 20.0
+STOP_TIMEOUT_SECONDS = 15.0
 # Settings that switch the checks off or would leak in from the developer's shell.
 SCRUBBED = ("DEV_MODE", "TURN_URLS", "TURN_SECRET", "VAPID_PUBLIC_KEY", *EVERY_SECRET)
 
@@ -89,7 +90,12 @@ def start(service: str, env: dict[str, str]) -> tuple[int | None, str]:
         finally:
             if process.poll() is None:
                 process.terminate()
-        _, stderr = process.communicate(timeout=15)
+        try:
+            _, stderr = process.communicate(timeout=STOP_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:  # killed, not left running behind the suite
+            process.kill()
+            _, stderr = process.communicate()
+            raise AssertionError(f"{service} did not exit within {STOP_TIMEOUT_SECONDS} s of SIGTERM: {stderr}")
     return status, stderr
 
 
