@@ -12,7 +12,7 @@ import redis.asyncio
 from services.history.push_relay import PushRelay
 from services.shared.keys import PUSH_CONSUMER_GROUP, push_epoch_key, push_stream_key
 
-# 120 messages take a few passes of milliseconds each; a pass waits at most 2 s for a claim.
+# 120 messages take three passes of milliseconds each; a pass waits at most 2 s for a claim.
 RELAY_ALL_WITHIN_SECONDS = 30
 
 
@@ -80,14 +80,24 @@ async def test_two_replicas_relay_every_message_once(world):
     await world["add_cursor"]()
     sent = await world["send"](120, world["alice"])
     deadline = asyncio.get_running_loop().time() + RELAY_ALL_WITHIN_SECONDS
+    passes = []
     while True:  # both at once, until neither finds anything new
         taken = await asyncio.gather(first.relay_once(), second.relay_once())
+        passes.append(taken)
         if taken == [0, 0] and len(await stream_message_ids(world)) >= len(sent):
             break
-        # One full run looped here for minutes, as if a claim were held: say whose.
-        assert asyncio.get_running_loop().time() < deadline, (
-            f"{len(await stream_message_ids(world))} of {len(sent)} relayed; advisory locks now:"
-            f" {await claims_in_flight(world['pool'])}")
+        # Two full runs looped here for minutes: say what the relays saw.
+        if asyncio.get_running_loop().time() > deadline:
+            async with world["pool"].acquire() as connection:
+                cursor = await connection.fetchrow("SELECT * FROM push_relay WHERE stream = $1", world["prefix"])
+                head = await connection.fetchval("SELECT parley_feed_settled(make_interval(secs => 0))")
+                sequence = await connection.fetchrow("SELECT last_value, is_called FROM change_seq")
+            in_stream = await stream_message_ids(world)
+            pytest.fail(f"{len(in_stream)} of {len(sent)} relayed; passes {passes[:6]}...{passes[-3:]}; "
+                        f"cursor {dict(cursor)}; settled head {head}, change_seq {dict(sequence)}; "
+                        f"sent {sent[0]}..{sent[-1]}, missing {sorted(set(sent) - set(in_stream))[:5]}; "
+                        f"stream holds {in_stream[:3]}..{in_stream[-3:]}; "
+                        f"advisory locks: {await claims_in_flight(world['pool'])}")
     assert await stream_message_ids(world) == sent  # in order, each once
     assert first.jobs_appended + second.jobs_appended == len(sent)
 
