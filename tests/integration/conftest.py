@@ -13,7 +13,7 @@ from services.history.app_keys import STORE
 from services.history.settings import HistorySettings
 from services.shared.web import INTERNAL_APP
 from tests.integration.history_client import Api, RecordingNotifier
-from tests.support import ADMIN_TOKEN, GATEWAY_TOKEN, JWT, PRESENCE_TOKEN, create_user
+from tests.support import ADMIN_TOKEN, GATEWAY_TOKEN, JWT, PRESENCE_TOKEN, create_user, migrate
 
 
 def history_settings(stores, **overrides) -> HistorySettings:
@@ -55,6 +55,16 @@ def own_database(stores):
         yield database
     finally:
         drop_database(admin_url, name)
+
+
+@pytest.fixture
+def migrated_database(own_database) -> str:
+    """`own_database` with history's schema: for a test whose data or whose work the shared
+    database's other users must not meet (pruning would take other tests' events; the e2e
+    cluster's notification relay relays every message of its database, and its notifier
+    removed a relay test's subscriptions, whose keys are fakes, while that test ran)."""
+    migrate(own_database.url)
+    return own_database.url
 
 
 @pytest.fixture

@@ -7,24 +7,16 @@ import dataclasses
 from urllib.parse import quote
 
 import asyncpg
-import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from services.history.app import create_app
 from services.shared.web import INTERNAL_APP
 from tests.integration.conftest import RecordingNotifier, history_settings, wait_schema_ready
 from tests.integration.history_client import GATEWAY, Api
-from tests.support import eventually, migrate
+from tests.support import eventually
 
 THUMBS = "👍"
 RETENTION_SECONDS = 3600.0
-
-
-@pytest.fixture
-def migrated_database(own_database) -> str:
-    """A database of this test's own: pruning the shared one would take other tests' events."""
-    migrate(own_database.url)
-    return own_database.url
 
 
 async def test_events_past_their_retention_are_pruned_and_readers_from_before_are_told(stores, migrated_database,

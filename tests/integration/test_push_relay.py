@@ -17,10 +17,11 @@ RELAY_ALL_WITHIN_SECONDS = 30
 
 
 @pytest.fixture
-async def world(stores):
-    """A pool, a Redis client, a stream of the test's own, and two subscribed recipients."""
+async def world(stores, migrated_database):
+    """A pool on a database of the test's own (the shared one's relays would relay these
+    messages too), a Redis client, a stream of the test's own, and two subscribed recipients."""
     prefix = f"{stores.redis_prefix}-relay-{uuid.uuid4().hex[:6]}"
-    pool = await asyncpg.create_pool(stores.database_url, min_size=1, max_size=6)
+    pool = await asyncpg.create_pool(migrated_database, min_size=1, max_size=6)
     client = redis.asyncio.Redis.from_url(stores.redis_url)
     tag = uuid.uuid4().hex[:8]
     sender, alice, bob = f"s{tag}", f"a{tag}", f"b{tag}"
