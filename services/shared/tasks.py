@@ -5,8 +5,8 @@ when the cancellation lands after that call has finished and before `wait_for` h
 (CPython gh-86296; 3.12 rebuilt `wait_for` on `asyncio.timeout`). redis-py 8.1 wraps every socket
 write in `wait_for` (`Connection.send_packed_command`, whenever a socket timeout is set), and a
 new connection makes several (its handshake): a gateway stopped within milliseconds of its start
-cancelled its pub/sub and liveness loops mid-connect, one stop in about twenty; the loops went on,
-and `gather` on them waited for ever (a gateway that never exits on SIGTERM).
+cancelled its pub/sub and liveness loops mid-connect (3 stops of 21 here); the loops went on, and
+`gather` on them waited for ever (a gateway that never exits on SIGTERM).
 So a task still running after a cancellation is cancelled again, until it ends or time is up.
 """
 
