@@ -48,11 +48,11 @@ def free_port() -> int:
     range (net.ipv4.ip_local_port_range), from which every outgoing connection takes its local
     port. A port from that range (bind to port 0) could be taken by a client's connection before
     the service bound it: one full run saw a media service exit with "address already in use"."""
-    lowest_ephemeral = _ephemeral_ports()[0]
+    lowest_ephemeral = _lowest_ephemeral_port()
     candidates = range(max(1024, lowest_ephemeral - PORTS_BELOW_EPHEMERAL), lowest_ephemeral)
     if len(_HANDED_OUT) > len(candidates) // 2:  # a long run: the earliest are long released
         _HANDED_OUT.clear()
-    while True:
+    for _ in range(len(candidates)):
         port = random.choice(candidates)
         if port in _HANDED_OUT:
             continue
@@ -63,14 +63,14 @@ def free_port() -> int:
                 continue
         _HANDED_OUT.add(port)
         return port
+    raise RuntimeError(f"no free port found in {candidates.start}-{candidates.stop - 1}")
 
 
-def _ephemeral_ports() -> tuple[int, int]:
+def _lowest_ephemeral_port() -> int:
     try:
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(low), int(high)
-    except (OSError, ValueError):  # not Linux: IANA's dynamic range
-        return 49152, 65535
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):  # not Linux: IANA's dynamic range
+        return 49152
 
 
 def with_database(url: str, database: str) -> str:
